@@ -1,0 +1,137 @@
+"""Energy: unit conversion, counter arithmetic and exact per-job accounting. Pure.
+
+``JobEnergyAccountant`` is the at-the-source method the exporter uses (and the demo
+source, so both are checked against the simulator's truth): each collection takes every
+GPU's energy-counter delta since the previous collection and charges it to the jobs the
+GPU was attributed to *over that interval*. A PromQL join of GPU counters with job info
+cannot do this; it charges a window to whichever job holds the GPU at its end.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+JOULES_PER_KWH = 3_600_000.0
+
+GpuKey = tuple[str, int]
+
+
+def joules_to_kwh(joules: float) -> float:
+    return joules / JOULES_PER_KWH
+
+
+def counter_increase(values: Sequence[float]) -> float:
+    """Increase of a monotonic counter over samples, treating any drop as a reset to 0.
+
+    This is Prometheus's ``increase()`` without its extrapolation, which is what we want
+    for energy: an exact sum of deltas between real samples.
+    """
+    total = 0.0
+    for prev, cur in itertools.pairwise(values):
+        total += cur - prev if cur >= prev else cur
+    return total
+
+
+@dataclass(slots=True)
+class MonotonicCounter:
+    """Turns a source counter that can reset (driver reload) into one that never goes back."""
+
+    value: float = 0.0
+    _last_raw: float | None = None
+
+    def observe(self, raw: float) -> float:
+        """Feed the raw reading; returns the delta added (0 on the first reading)."""
+        if self._last_raw is None:
+            delta = 0.0
+        elif raw >= self._last_raw:
+            delta = raw - self._last_raw
+        else:
+            delta = raw  # reset: the counter restarted from zero
+        self._last_raw = raw
+        self.value += delta
+        return delta
+
+
+@dataclass(slots=True)
+class JobTotals:
+    energy_joules: float = 0.0
+    gpu_seconds: float = 0.0
+    active_gpu_seconds: float = 0.0  # utilization-weighted: sum(util * dt)
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+
+@dataclass(slots=True)
+class JobEnergyAccountant:
+    """Per-job energy, GPU-seconds and active GPU-seconds, accumulated at the source.
+
+    Sharing rule: when several jobs hold one GPU (MPS, time-slicing, or an overlapping
+    prolog), the GPU's delta is split equally between them. Equal split is what Slurm's
+    own TRES accounting does for shared resources and never charges more than was used.
+
+    Attribution for an interval is the one observed at its *start* (the previous
+    collection): a job's first interval begins when it is first seen. The error is
+    bounded by one collection interval of power at a job's edges.
+    """
+
+    grace_seconds: float = 600.0
+    jobs: dict[str, JobTotals] = field(default_factory=dict)
+    _gpu_counters: dict[GpuKey, MonotonicCounter] = field(default_factory=dict)
+    _prev_attribution: Mapping[GpuKey, Sequence[str]] = field(default_factory=dict)
+    _prev_time: float | None = None
+    _ended: dict[str, float] = field(default_factory=dict)
+
+    def observe(
+        self,
+        now: float,
+        energy: Mapping[GpuKey, float],
+        attribution: Mapping[GpuKey, Sequence[str]],
+        utilization: Mapping[GpuKey, float] | None = None,
+    ) -> None:
+        """One collection: raw energy counters (J), GPU->jobs, and utilization (0-1)."""
+        dt = 0.0 if self._prev_time is None else max(0.0, now - self._prev_time)
+        for key, raw in energy.items():
+            counter = self._gpu_counters.get(key)
+            if counter is None:
+                counter = self._gpu_counters[key] = MonotonicCounter()
+            delta = counter.observe(raw)
+            holders = self._prev_attribution.get(key, ())
+            if not holders:
+                continue
+            share = 1.0 / len(holders)
+            util = utilization.get(key) if utilization is not None else None
+            for job_id in holders:
+                totals = self.jobs[job_id]
+                totals.energy_joules += delta * share
+                totals.gpu_seconds += dt * share
+                if util is not None:
+                    totals.active_gpu_seconds += dt * share * util
+        live: set[str] = set()
+        for jobs in attribution.values():
+            live.update(jobs)
+        for job_id in live:
+            if job_id not in self.jobs:
+                self.jobs[job_id] = JobTotals(first_seen=now)
+            self.jobs[job_id].last_seen = now
+            self._ended.pop(job_id, None)
+        for job_id in self.jobs:
+            if job_id not in live and job_id not in self._ended:
+                self._ended[job_id] = now
+        # Keep a finished job's counters for the grace period so its final value gets
+        # scraped, then forget it: series stay bounded under job churn.
+        for job_id, ended in list(self._ended.items()):
+            if now - ended >= self.grace_seconds:
+                del self._ended[job_id]
+                del self.jobs[job_id]
+        self._prev_attribution = {k: tuple(v) for k, v in attribution.items() if v}
+        self._prev_time = now
+
+    def energy_of(self, job_id: str) -> float | None:
+        totals = self.jobs.get(job_id)
+        return None if totals is None else totals.energy_joules
+
+    def forget_gpus(self, keys: Iterable[GpuKey]) -> None:
+        for key in keys:
+            self._gpu_counters.pop(key, None)

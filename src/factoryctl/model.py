@@ -1,0 +1,199 @@
+"""The pure domain: nodes, GPUs, jobs, allocations and factory snapshots.
+
+Stdlib only (an import-linter contract enforces it) so the exporter, the simulator and
+the console share one vocabulary. Every quantity is a base unit: watts, joules, bytes,
+seconds, hertz, degrees Celsius and 0-1 ratios. Formatting happens at the edges.
+
+A value that a telemetry source cannot provide is ``None``, never 0: a dcgm-exporter
+site has no memory-bandwidth ratio, and showing 0 there would be a lie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class NodeState(StrEnum):
+    """What an operator needs to know about a node, flattened from scheduler states.
+
+    Slurm's compound states (``MIXED+DRAIN``, ``DOWN+REBOOT_ISSUED``...) map onto these.
+    """
+
+    IDLE = "idle"
+    ALLOCATED = "allocated"
+    MIXED = "mixed"
+    DRAINING = "draining"  # drain requested, jobs still running
+    DRAINED = "drained"  # drained and empty: safe to work on
+    DOWN = "down"
+    REBOOTING = "rebooting"
+    MAINT = "maint"
+    UNKNOWN = "unknown"
+
+    @property
+    def in_service(self) -> bool:
+        return self in (NodeState.IDLE, NodeState.ALLOCATED, NodeState.MIXED)
+
+    @property
+    def out_of_service(self) -> bool:
+        return self in (
+            NodeState.DRAINING,
+            NodeState.DRAINED,
+            NodeState.DOWN,
+            NodeState.REBOOTING,
+            NodeState.MAINT,
+        )
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NODE_FAIL = "node_fail"
+    TIMEOUT = "timeout"
+    UNKNOWN = "unknown"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class GPU:
+    """One accelerator's last sample. ``None`` means "this source cannot say"."""
+
+    node: str
+    index: int
+    uuid: str = ""
+    model: str = ""
+    up: bool = True
+    utilization: float | None = None  # 0-1, SM activity
+    memory_utilization: float | None = None  # 0-1, memory bandwidth
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    energy_joules: float | None = None  # monotonic counter since the source started
+    temperature_celsius: float | None = None
+    sm_clock_hz: float | None = None
+    throttle_reasons: tuple[str, ...] = ()
+    ecc_uncorrected_total: float | None = None
+    xid_total: float | None = None
+    last_xid: int | None = None
+    last_xid_time: float | None = None
+    job_ids: tuple[str, ...] = ()  # jobs the GPU is attributed to (usually 0 or 1)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.node, self.index)
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.job_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    state: NodeState
+    reason: str = ""
+    reason_time: float | None = None  # when the reason was set (epoch seconds)
+    partitions: tuple[str, ...] = ()
+    gpu_count: int = 0
+    gpus_allocated: int = 0
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The GPUs a job holds on one node."""
+
+    node: str
+    gpu_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    user: str
+    account: str = ""
+    partition: str = ""
+    name: str = ""
+    state: JobState = JobState.RUNNING
+    start_time: float | None = None
+    end_time: float | None = None  # None while running
+    allocations: tuple[Allocation, ...] = ()
+    energy_joules: float | None = None  # measured, not estimated; None when unknown
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(len(a.gpu_indices) for a in self.allocations)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(a.node for a in self.allocations)
+
+    def gpu_keys(self) -> Iterable[tuple[str, int]]:
+        for alloc in self.allocations:
+            for idx in alloc.gpu_indices:
+                yield (alloc.node, idx)
+
+    def runtime_seconds(self, now: float) -> float | None:
+        if self.start_time is None:
+            return None
+        end = self.end_time if self.end_time is not None else now
+        return max(0.0, end - self.start_time)
+
+
+@dataclass(frozen=True, slots=True)
+class FactorySnapshot:
+    """Everything known about the factory at one instant, from one or more sources."""
+
+    time: float
+    nodes: tuple[Node, ...] = ()
+    gpus: tuple[GPU, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    source: str = ""
+    # Capabilities the source lacks (e.g. "memory_utilization" on dcgm-exporter sites):
+    # views print "n/a" for these instead of 0.
+    unavailable: frozenset[str] = frozenset()
+    warnings: tuple[str, ...] = ()
+    _gpu_index: dict[tuple[str, int], GPU] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _node_gpus: dict[str, list[GPU]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Indexes are derived once; the snapshot is immutable so they never go stale.
+        for gpu in self.gpus:
+            self._gpu_index[gpu.key] = gpu
+            self._node_gpus.setdefault(gpu.node, []).append(gpu)
+
+    def gpu(self, node: str, index: int) -> GPU | None:
+        return self._gpu_index.get((node, index))
+
+    def gpus_of_node(self, node: str) -> list[GPU]:
+        return list(self._node_gpus.get(node, ()))
+
+    def gpus_of_job(self, job: Job) -> list[GPU]:
+        return [g for key in job.gpu_keys() if (g := self._gpu_index.get(key)) is not None]
+
+    def node(self, name: str) -> Node | None:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        return None
+
+    def job(self, job_id: str) -> Job | None:
+        for job in self.jobs:
+            if job.job_id == job_id:
+                return job
+        return None
+
+    def jobs_on_node(self, name: str) -> list[Job]:
+        return [j for j in self.jobs if name in j.nodes and not j.state.finished]

@@ -1,0 +1,392 @@
+"""The simulated factory: nodes x GPUs, jobs, faults and exact energy, from a seed.
+
+State lives in flat per-GPU arrays (``array``), not an object per GPU or per sample, so a
+12,500 x 8 gigafactory fits. Time only moves when a caller advances it: tests drive the
+clock, the demo follows the wall clock.
+
+Energy is exact by construction: each step holds every GPU's power constant, adds
+``power * dt`` to the GPU's counter and, independently, to the true energy of the job
+holding it. Steps split at job starts and ends, so no interval straddles a change of
+owner. ``true_energy()`` is the ground truth our measured figures are checked against.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from factoryctl.model import JobState
+from factoryctl.sim import names
+from factoryctl.sim.jobs import JobGenerator, SimJob
+from factoryctl.sim.workload import H100, THROTTLE_BITS, GPUSpec, Workload, step
+
+# XID codes with their effect. 79: fallen off the bus. 48/94/95: ECC (DBE, contained,
+# uncontained). 13/31/43: application faults, the user's and not the hardware's.
+XID_LOST = {79}
+XID_ECC = {48, 94, 95}
+XID_KILLS_JOB = {79, 94, 95}
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    nodes: int = 64
+    gpus_per_node: int = 8
+    seed: int = 0
+    start_time: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    node_prefix: str = "gpu"
+    node_names: tuple[str, ...] = ()  # overrides nodes/node_prefix when given
+    partition: str = "gpu"
+    target_occupancy: float = 0.85
+    jobs: bool = True  # False: GPUs are assigned from outside (exporter lab mode)
+    faults_per_node_day: float = 0.0  # random faults; 0 keeps tests deterministic
+    spec: GPUSpec = H100
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    time: float
+    node: str
+    gpu: int
+    code: int
+
+
+@dataclass(slots=True)
+class NodeAdmin:
+    """What an operator or a health check did to a node (the scheduler's side)."""
+
+    drain: bool = False
+    down: bool = False
+    reboot_until: float | None = None
+    maint: bool = False
+    reason: str = ""
+    reason_time: float | None = None
+
+
+@dataclass
+class SimFactory:
+    config: SimConfig = field(default_factory=SimConfig)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.node_names: list[str] = list(cfg.node_names) or names.node_names(
+            cfg.nodes, cfg.node_prefix
+        )
+        self.gpn = cfg.gpus_per_node
+        n = len(self.node_names) * self.gpn
+        self.node_index = {name: i for i, name in enumerate(self.node_names)}
+        self.now = cfg.start_time
+        self.rng = random.Random(cfg.seed)
+        d0 = [0.0] * n
+        self.utilization = array("d", d0)
+        self.memory_utilization = array("d", d0)
+        self.memory_used = array("d", d0)
+        self.power = array("d", [cfg.spec.idle_watts] * n)
+        self.energy = array("d", d0)  # the GPU's own counter: resets on driver reload
+        self.temperature = array("d", [30.0] * n)
+        self.sm_clock = array("d", [cfg.spec.idle_sm_clock_hz] * n)
+        self.throttle = array("l", [0] * n)
+        self.throttle_until = array("d", d0)
+        self.up = bytearray(b"\x01" * n)
+        self.ecc_uncorrected = array("d", d0)
+        self.ecc_corrected = array("d", d0)
+        self.xid_total = array("d", d0)
+        self.last_xid = array("l", [0] * n)
+        self.last_xid_time = array("d", d0)
+        self.owner: list[SimJob | None] = [None] * n
+        self.phase = array("d", (self.rng.random() for _ in range(n)))
+        self.uuids = [
+            names.gpu_uuid(cfg.seed, self.node_names[g // self.gpn], g % self.gpn) for g in range(n)
+        ]
+        self.admin = [NodeAdmin() for _ in self.node_names]
+        self.free = array("l", [self.gpn] * len(self.node_names))
+        self.jobs: dict[str, SimJob] = {}  # running and pending
+        self.finished: deque[SimJob] = deque(maxlen=5000)
+        self.truth: dict[str, float] = {}
+        self.xid_events: deque[XidEvent] = deque(maxlen=10000)
+        self.listeners: list[Callable[[SimFactory], None]] = []
+        self.generator = (
+            JobGenerator(cfg, self.rng, len(self.node_names) * self.gpn) if cfg.jobs else None
+        )
+        self._events: list[tuple[float, str]] = []  # (time, job_id) job ends
+        if self.generator is not None:
+            self._fill_to_target()
+
+    # -- lookups -------------------------------------------------------------------------
+    @property
+    def gpu_count(self) -> int:
+        return len(self.owner)
+
+    def gpu_slot(self, node: str, index: int) -> int:
+        if node not in self.node_index:
+            raise KeyError(f"unknown node {node!r}")
+        if not 0 <= index < self.gpn:
+            raise KeyError(f"node {node} has no GPU {index}")
+        return self.node_index[node] * self.gpn + index
+
+    def true_energy(self, job_id: str) -> float:
+        """Exact joules drawn by the job's GPUs while it held them."""
+        return self.truth.get(job_id, 0.0)
+
+    def all_jobs(self) -> Iterable[SimJob]:
+        yield from self.finished
+        yield from self.jobs.values()
+
+    # -- time ----------------------------------------------------------------------------
+    def advance(self, seconds: float, step_seconds: float = 1.0) -> None:
+        self.advance_to(self.now + seconds, step_seconds)
+
+    def advance_to(self, t: float, step_seconds: float = 1.0) -> None:
+        """Move the clock to ``t`` in steps of at most ``step_seconds``, split at events."""
+        while self.now < t - 1e-9:
+            nxt = min(t, self.now + step_seconds)
+            if self._events and self._events[0][0] < nxt:
+                nxt = max(self.now, self._events[0][0])
+            self._step(nxt - self.now)
+            self.now = nxt
+            self._handle_events()
+            for listener in self.listeners:
+                listener(self)
+
+    def _step(self, dt: float) -> None:
+        """Integrate the current power over dt, then sample the next step's readings."""
+        if dt > 0:
+            power, energy, up, owner, truth = (
+                self.power,
+                self.energy,
+                self.up,
+                self.owner,
+                self.truth,
+            )
+            for g in range(len(power)):
+                if up[g]:
+                    e = power[g] * dt
+                    energy[g] += e
+                    job = owner[g]
+                    if job is not None:
+                        truth[job.job_id] = truth.get(job.job_id, 0.0) + e
+        self._sample(self.now + dt)
+
+    def _sample(self, t: float) -> None:
+        spec, rnd = self.config.spec, self.rng.random
+        down = [a.down or a.reboot_until is not None for a in self.admin]
+        gpn = self.gpn
+        for g in range(len(self.power)):
+            if not self.up[g] or down[g // gpn]:
+                self.power[g] = 0.0
+                self.utilization[g] = 0.0
+                continue
+            if self.throttle[g] and self.throttle_until[g] <= t:
+                self.throttle[g] = 0
+            job = self.owner[g]
+            r = step(
+                spec,
+                job.workload if job else Workload.NONE,
+                t,
+                self.phase[g],
+                2 * rnd() - 1,
+                self.throttle[g],
+            )
+            self.utilization[g] = r.utilization
+            self.memory_utilization[g] = r.memory_utilization
+            self.memory_used[g] = r.memory_used_bytes
+            self.power[g] = r.power_watts
+            self.temperature[g] = r.temperature_celsius
+            self.sm_clock[g] = r.sm_clock_hz
+
+    def _handle_events(self) -> None:
+        while self._events and self._events[0][0] <= self.now + 1e-9:
+            _, job_id = self._events.pop(0)
+            job = self.jobs.get(job_id)
+            if job is not None and job.state is JobState.RUNNING:
+                self._finish(job, JobState.COMPLETED)
+        for i, admin in enumerate(self.admin):
+            if admin.reboot_until is not None and admin.reboot_until <= self.now:
+                admin.reboot_until = None
+                admin.down = False
+                for g in range(i * self.gpn, (i + 1) * self.gpn):
+                    self.up[g] = 1  # a reboot brings lost GPUs back
+        if self.generator is not None:
+            for job in self.generator.arrivals(self.now):
+                self.jobs[job.job_id] = job
+            self._schedule_pending()
+            self._random_faults()
+
+    # -- jobs ----------------------------------------------------------------------------
+    def _fill_to_target(self) -> None:
+        assert self.generator is not None
+        for job in self.generator.initial(self.now):
+            self.jobs[job.job_id] = job
+        self._schedule_pending()
+
+    def _schedulable(self, i: int) -> bool:
+        a = self.admin[i]
+        return not (a.drain or a.down or a.maint or a.reboot_until is not None)
+
+    def _schedule_pending(self) -> None:
+        pending = [j for j in self.jobs.values() if j.state is JobState.PENDING]
+        if not pending:
+            return
+        gpn = self.gpn
+        # One pass over the nodes, then first-fit from these pools: O(nodes + jobs * partial).
+        usable = [i for i in range(len(self.node_names)) if self.free[i] and self._schedulable(i)]
+        whole = deque(i for i in usable if self.free[i] == gpn)
+        partial = [i for i in usable if self.free[i] < gpn]
+        for job in pending:
+            placement: list[int] | None = None
+            if job.gpus <= gpn:
+                for pos, i in enumerate(partial):
+                    if self.free[i] >= job.gpus:
+                        placement = [i]
+                        if self.free[i] == job.gpus:
+                            partial.pop(pos)
+                        break
+                if placement is None and whole:
+                    placement = [whole.popleft()]
+                    if job.gpus < gpn:
+                        partial.append(placement[0])
+            elif len(whole) >= -(-job.gpus // gpn):
+                placement = [whole.popleft() for _ in range(-(-job.gpus // gpn))]
+            if placement is not None:
+                self.start_job(
+                    job, [(i, self._free_slots(i, min(job.gpus, gpn))) for i in placement]
+                )
+
+    def _free_slots(self, i: int, want: int) -> list[int]:
+        base = i * self.gpn
+        return [k for k in range(self.gpn) if self.owner[base + k] is None and self.up[base + k]][
+            :want
+        ]
+
+    def start_job(self, job: SimJob, placement: list[tuple[int, list[int]]]) -> None:
+        job.state = JobState.RUNNING
+        job.start_time = self.now
+        job.slots = [i * self.gpn + k for i, idx in placement for k in idx]
+        for i, idx in placement:
+            self.free[i] -= len(idx)
+        for g in job.slots:
+            self.owner[g] = job
+        self.truth.setdefault(job.job_id, 0.0)
+        end = self.now + job.duration
+        self._events.append((end, job.job_id))
+        self._events.sort()
+
+    def assign(
+        self, job_id: str, user: str, node: str, gpus: list[int], workload: Workload
+    ) -> SimJob:
+        """Put an externally scheduled job (e.g. from real Slurm) on GPUs."""
+        job = SimJob(
+            job_id=job_id,
+            user=user,
+            account="",
+            gpus=len(gpus),
+            duration=float("inf"),
+            workload=workload,
+        )
+        self.jobs[job_id] = job
+        i = self.node_index[node]
+        self.start_job(job, [(i, gpus)])
+        self._events = [e for e in self._events if e[1] != job_id]
+        return job
+
+    def release(self, job_id: str, state: JobState = JobState.COMPLETED) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.state is JobState.RUNNING:
+            self._finish(job, state)
+
+    def _finish(self, job: SimJob, state: JobState) -> None:
+        job.state = state
+        job.end_time = self.now
+        for g in job.slots:
+            if self.owner[g] is job:
+                self.owner[g] = None
+                self.free[g // self.gpn] += 1
+        self._events = [e for e in self._events if e[1] != job.job_id]
+        del self.jobs[job.job_id]
+        self.finished.append(job)
+
+    # -- faults --------------------------------------------------------------------------
+    def inject_xid(self, node: str, gpu: int, code: int) -> None:
+        g = self.gpu_slot(node, gpu)
+        self.xid_total[g] += 1
+        self.last_xid[g] = code
+        self.last_xid_time[g] = self.now
+        self.xid_events.append(XidEvent(self.now, node, gpu, code))
+        if code in XID_ECC:
+            self.ecc_uncorrected[g] += 1
+        if code in XID_LOST:
+            self.up[g] = 0
+            self.power[g] = 0.0
+            # What a node health check (NHC) does: drain with its own reason.
+            self.set_admin(node, drain=True, reason=f"NHC: GPU {gpu} fell off the bus (XID 79)")
+        job = self.owner[g]
+        if code in XID_KILLS_JOB and job is not None:
+            self._finish(job, JobState.FAILED)
+
+    def inject_throttle(self, node: str, gpu: int, kind: str, seconds: float) -> None:
+        g = self.gpu_slot(node, gpu)
+        self.throttle[g] |= THROTTLE_BITS[kind]
+        self.throttle_until[g] = self.now + seconds
+
+    def reset_energy_counter(self, node: str, gpu: int) -> None:
+        """A driver reload: the GPU's own counter restarts at 0 (truth is unaffected)."""
+        self.energy[self.gpu_slot(node, gpu)] = 0.0
+
+    def fail_node(self, node: str, reason: str = "Not responding") -> None:
+        i = self.node_index[node]
+        self.set_admin(node, down=True, reason=reason)
+        for job in [self.owner[g] for g in range(i * self.gpn, (i + 1) * self.gpn)]:
+            if job is not None and job.state is JobState.RUNNING:
+                self._finish(job, JobState.NODE_FAIL)
+
+    def _random_faults(self) -> None:
+        rate = self.config.faults_per_node_day
+        if rate <= 0:
+            return
+        # Poisson thinning per step is enough: faults are rare events.
+        expected = rate * len(self.node_names) / 86400.0
+        if self.rng.random() < expected:
+            node = self.rng.choice(self.node_names)
+            gpu = self.rng.randrange(self.gpn)
+            kind = self.rng.random()
+            if kind < 0.25:
+                self.inject_xid(node, gpu, 79)
+            elif kind < 0.45:
+                self.inject_xid(node, gpu, self.rng.choice([48, 94, 95]))
+            elif kind < 0.65:
+                self.inject_xid(node, gpu, self.rng.choice([13, 31, 43]))
+            else:
+                self.inject_throttle(node, gpu, self.rng.choice(list(THROTTLE_BITS)), 600.0)
+
+    # -- administration (what the demo scheduler calls) -----------------------------------
+    def set_admin(
+        self,
+        node: str,
+        *,
+        drain: bool | None = None,
+        down: bool | None = None,
+        maint: bool | None = None,
+        reason: str | None = None,
+    ) -> None:
+        admin = self.admin[self.node_index[node]]
+        if drain is not None:
+            admin.drain = drain
+        if down is not None:
+            admin.down = down
+        if maint is not None:
+            admin.maint = maint
+        if reason is not None:
+            admin.reason = reason
+            admin.reason_time = self.now if reason else None
+
+    def reboot(self, node: str, seconds: float = 120.0) -> None:
+        i = self.node_index[node]
+        for g in range(i * self.gpn, (i + 1) * self.gpn):
+            job = self.owner[g]
+            if job is not None and job.state is JobState.RUNNING:
+                self._finish(job, JobState.NODE_FAIL)
+        self.admin[i].reboot_until = self.now + seconds
+        self._events.append((self.now + seconds, ""))
+        self._events.sort()

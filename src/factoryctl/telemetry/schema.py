@@ -1,0 +1,55 @@
+"""Metric names: the contract between factoryctl-exporter and everything that reads it.
+
+One prefix, ``factoryctl_``, and Prometheus base units. Every per-GPU series carries
+``node``, ``gpu`` (index) and ``uuid``; everything else about a GPU's identity lives on
+``GPU_INFO``. GPU->job attribution is one info series per (GPU, job), never a copy of every
+metric per job. The dcgm-exporter schema lives in the reader, beside these names.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "factoryctl_"
+
+GPU_LABELS: Final = ("node", "gpu", "uuid")
+
+# Identity and health
+GPU_INFO: Final = "factoryctl_gpu_info"  # + model, driver_version, pci_bus_id, serial, mig_mode
+GPU_UP: Final = "factoryctl_gpu_up"  # 0 when NVML reports the GPU lost
+# Activity and memory
+GPU_UTILIZATION: Final = "factoryctl_gpu_utilization_ratio"
+GPU_MEMORY_UTILIZATION: Final = "factoryctl_gpu_memory_bandwidth_utilization_ratio"
+GPU_MEMORY_USED: Final = "factoryctl_gpu_memory_used_bytes"
+GPU_MEMORY_TOTAL: Final = "factoryctl_gpu_memory_total_bytes"
+# Power and energy
+GPU_POWER: Final = "factoryctl_gpu_power_watts"
+GPU_POWER_LIMIT: Final = "factoryctl_gpu_power_limit_watts"
+GPU_ENERGY: Final = "factoryctl_gpu_energy_joules_total"  # never goes backwards
+# Thermals and clocks
+GPU_TEMPERATURE: Final = "factoryctl_gpu_temperature_celsius"
+GPU_MEMORY_TEMPERATURE: Final = "factoryctl_gpu_memory_temperature_celsius"
+GPU_SM_CLOCK: Final = "factoryctl_gpu_sm_clock_hertz"
+GPU_MEMORY_CLOCK: Final = "factoryctl_gpu_memory_clock_hertz"
+GPU_CLOCK_EVENT: Final = "factoryctl_gpu_clock_event_active"  # + reason; 0/1
+# Errors
+GPU_ECC_ERRORS: Final = "factoryctl_gpu_ecc_errors_total"  # + type=corrected|uncorrected
+GPU_REMAPPED_ROWS: Final = "factoryctl_gpu_remapped_rows_total"  # + cause=correctable|uncorrectable
+GPU_ROW_REMAP_FAILURE: Final = "factoryctl_gpu_row_remap_failure"  # 0/1
+GPU_PCIE_REPLAYS: Final = "factoryctl_gpu_pcie_replays_total"
+GPU_XID_ERRORS: Final = "factoryctl_gpu_xid_errors_total"  # + xid
+GPU_LAST_XID_TIME: Final = "factoryctl_gpu_last_xid_timestamp_seconds"
+# Processes
+GPU_PROCESSES: Final = "factoryctl_gpu_processes"
+GPU_PROCESS_MEMORY: Final = "factoryctl_gpu_process_memory_bytes"
+# Jobs
+GPU_JOB_INFO: Final = "factoryctl_gpu_job_info"  # node, gpu, uuid, job_id, user; value 1
+JOB_ENERGY: Final = "factoryctl_job_energy_joules_total"  # node, job_id
+JOB_GPU_SECONDS: Final = "factoryctl_job_gpu_seconds_total"  # node, job_id
+JOB_ACTIVE_GPU_SECONDS: Final = "factoryctl_job_active_gpu_seconds_total"  # node, job_id
+# The exporter itself
+EXPORTER_BUILD_INFO: Final = "factoryctl_exporter_build_info"  # version, backend
+EXPORTER_COLLECTION_DURATION: Final = "factoryctl_exporter_collection_duration_seconds"
+EXPORTER_LAST_SUCCESS: Final = "factoryctl_exporter_last_collection_success_timestamp_seconds"
+EXPORTER_SKIPPED: Final = "factoryctl_exporter_collections_skipped_total"
+EXPORTER_NVML_ERRORS: Final = "factoryctl_exporter_nvml_errors_total"  # + call
