@@ -1,0 +1,41 @@
+"""One poll's worth of everything the screen shows, built off the event loop.
+
+The poller builds a ``Frame`` in its thread (snapshot, rows, summary, heat-map values,
+history) and posts it; the app sets it as its one reactive and widgets only render it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factoryctl.model import FactorySnapshot
+from factoryctl.tui.history import History
+from factoryctl.tui.overview import Summary, summarize
+from factoryctl.tui.rows import Row, job_rows, node_rows
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    snapshot: FactorySnapshot
+    nodes: tuple[Row, ...]
+    jobs: tuple[Row, ...]
+    summary: Summary
+    gpu_utilization: tuple[float | None, ...]  # node order; None: down or silent
+    gpus_per_node: int
+    history: History
+    fetched_at: float  # clock time the poll finished
+
+
+def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) -> Frame:
+    counts = {n.name: n.gpu_count for n in snapshot.nodes}
+    gpn = max(counts.values(), default=0)
+    return Frame(
+        snapshot=snapshot,
+        nodes=tuple(node_rows(snapshot)),
+        jobs=tuple(job_rows(snapshot)),
+        summary=summarize(snapshot),
+        gpu_utilization=tuple(g.utilization if g.up else None for g in snapshot.gpus),
+        gpus_per_node=gpn,
+        history=history.append(snapshot),
+        fetched_at=fetched_at,
+    )

@@ -1,0 +1,34 @@
+"""Snapshot sources the console wraps: the live demo follows a clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from factoryctl.model import FactorySnapshot
+from factoryctl.telemetry.demo import DemoSource
+
+
+@dataclass
+class LiveDemoSource:
+    """The demo factory moving with the wall clock: advance, then snapshot.
+
+    Long gaps (a suspended laptop) are crossed in coarse steps so one poll stays cheap.
+    The lock is shared with ``SimActionBackend`` because the simulator is not thread-safe.
+    """
+
+    demo: DemoSource
+    clock: Callable[[], float] = time.time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    max_catch_up: float = 600.0
+
+    def snapshot(self) -> FactorySnapshot:
+        with self.lock:
+            now = self.clock()
+            sim = self.demo.sim
+            if now - sim.now > self.max_catch_up:
+                self.demo.advance_to(now - self.max_catch_up, step_seconds=60.0)
+            self.demo.advance_to(now, step_seconds=5.0)
+            return self.demo.snapshot()
