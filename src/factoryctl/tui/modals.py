@@ -96,7 +96,11 @@ class ActionModal(ModalScreen[str | None]):
 
     def error(self, message: str) -> None:
         self.query_one("#error", Static).update(message)
-        self.app.notify(message, severity="error")
+        say = getattr(self.app, "say", None)  # FactoryApp records what it tells the user
+        if callable(say):
+            say(message, "error")
+        else:
+            self.app.notify(message, severity="error")
 
     def action_confirm(self) -> None:
         if self.plan.refused:
