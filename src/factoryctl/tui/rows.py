@@ -53,10 +53,10 @@ NODE_COLUMNS = (
 
 JOB_COLUMNS = (
     Column("JOBID", 8, "J"),
-    Column("USER", 9, "U"),
+    Column("USER", 8, "U"),
     Column("STATE", 9, "S"),
     Column("GPUS", 5, "G", right=True, descending_first=True),
-    Column("RUNTIME", 7, "R", right=True, descending_first=True),
+    Column("RUNTIME", 8, "R", right=True, descending_first=True),
     Column("UTIL", 5, "M", right=True, descending_first=True),
     Column("IDLE", 4, "I", right=True, descending_first=True),
     Column("KWH", 7, "E", right=True, descending_first=True),

@@ -154,9 +154,11 @@ class DetailView(VerticalScroll):
         self.query_one("#body", Static).update(renderable)
 
 
-def _gpu_table(frame: Frame, keys: list[tuple[str, int]], width: int) -> Table:
+def _gpu_table(
+    frame: Frame, keys: list[tuple[str, int]], width: int, *, show_jobs: bool = True
+) -> Table:
     snap = frame.snapshot
-    spark = max(8, min(frame.history.capacity, (width - 60) // 2))
+    spark = max(8, min(frame.history.capacity, (width - 64) // 2))
     table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
     for name, just in (
         ("NODE", "left"),
@@ -170,6 +172,8 @@ def _gpu_table(frame: Frame, keys: list[tuple[str, int]], width: int) -> Table:
         ("XID", "right"),
         ("JOB", "left"),
     ):
+        if name == "JOB" and not show_jobs:
+            continue
         table.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
     for node, index in keys:
         gpu = snap.gpu(node, index)
@@ -184,7 +188,7 @@ def _gpu_table(frame: Frame, keys: list[tuple[str, int]], width: int) -> Table:
             else fmt.DASH
         )
         xid = f"{gpu.last_xid} ({int(gpu.xid_total or 0)})" if gpu.last_xid else ""
-        table.add_row(
+        cells: list[RenderableType] = [
             node,
             str(index),
             fmt.pct(gpu.utilization) if gpu.up else Text("down", style="bold red"),
@@ -194,8 +198,10 @@ def _gpu_table(frame: Frame, keys: list[tuple[str, int]], width: int) -> Table:
             fmt.celsius(gpu.temperature_celsius),
             mem,
             Text(xid, style="red") if xid else "",
-            ",".join(gpu.job_ids) or fmt.DASH,
-        )
+        ]
+        if show_jobs:
+            cells.append(",".join(gpu.job_ids) or fmt.DASH)
+        table.add_row(*cells)
     return table
 
 
@@ -261,7 +267,7 @@ def job_detail(frame: Frame | None, job_id: str, width: int) -> RenderableType:
     if job.state.finished:
         parts.append(Text("finished: its GPUs may now belong to other jobs", style="dim"))
     else:
-        parts.append(_gpu_table(frame, list(job.gpu_keys()), width))
+        parts.append(_gpu_table(frame, list(job.gpu_keys()), width, show_jobs=False))
     parts.append(_samples_note(frame))
     return Group(*parts)
 
