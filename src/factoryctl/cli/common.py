@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -82,7 +82,7 @@ def emit_rows(
         env.write(text)
 
 
-def sort_option(default: str, help_keys: str) -> Any:
+def sort_option(default: str, help_keys: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "--sort",
         "sort_key",

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
         return int(ExitStatus.INTERRUPTED)
     except BrokenPipeError:
         # `factoryctl jobs | head` closed the pipe: not an error worth a traceback.
-        sys.stderr = None  # type: ignore[assignment]
+        sys.stderr = None
         return int(ExitStatus.OK)
     if isinstance(result, int):
         return result
