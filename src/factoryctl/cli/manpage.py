@@ -20,10 +20,14 @@ from factoryctl.errors import EXIT_STATUS_HELP
 def esc(text: str) -> str:
     """Escape for roff: backslashes, hyphens in options, and leading control characters."""
     out = text.replace("\\", "\\e").replace("-", "\\-")
-    return "\n".join("\\&" + line if line.startswith((".", "'")) else line for line in out.split("\n"))
+    return "\n".join(
+        "\\&" + line if line.startswith((".", "'")) else line for line in out.split("\n")
+    )
 
 
-def _commands(group: click.Group, ctx: click.Context) -> Iterator[tuple[str, click.Command, click.Context]]:
+def _commands(
+    group: click.Group, ctx: click.Context
+) -> Iterator[tuple[str, click.Command, click.Context]]:
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         if cmd is None or cmd.hidden:
@@ -58,7 +62,9 @@ def _paragraphs(text: str) -> list[str]:
     return lines
 
 
-def render(path: str, cmd: click.Command, ctx: click.Context, children: list[tuple[str, click.Command]]) -> str:
+def render(
+    path: str, cmd: click.Command, ctx: click.Context, children: list[tuple[str, click.Command]]
+) -> str:
     name = path.replace(" ", "-")
     short = cmd.get_short_help_str(limit=80)
     usage = " ".join(cmd.collect_usage_pieces(ctx))
@@ -77,7 +83,11 @@ def render(path: str, cmd: click.Command, ctx: click.Context, children: list[tup
     if children:
         out += [".SH COMMANDS"]
         for child_path, child in children:
-            out += [".TP", f"\\fB{esc(child_path.split()[-1])}\\fR", f"{esc(child.get_short_help_str(limit=100))}"]
+            out += [
+                ".TP",
+                f"\\fB{esc(child_path.split()[-1])}\\fR",
+                f"{esc(child.get_short_help_str(limit=100))}",
+            ]
             out += [f"See \\fB{esc(child_path.replace(' ', '-'))}\\fR(1)."]
     examples = manual.EXAMPLES.get(path, [])
     if examples:
@@ -97,7 +107,10 @@ def render(path: str, cmd: click.Command, ctx: click.Context, children: list[tup
     see = ["factoryctl(1)"] if path != "factoryctl" else []
     see += [f"{p.replace(' ', '-')}(1)" for p, _ in children]
     see += ["factoryctl-exporter(8)", "scontrol(1)", "prometheus(1)"]
-    out += [".SH SEE ALSO", ", ".join(f"\\fB{esc(s.split('(')[0])}\\fR({s.split('(')[1]}" for s in see)]
+    out += [
+        ".SH SEE ALSO",
+        ", ".join(f"\\fB{esc(s.split('(')[0])}\\fR({s.split('(')[1]}" for s in see),
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -105,12 +118,18 @@ def generate() -> dict[str, str]:
     """file name -> page text, for the group and every (sub)command."""
     from factoryctl.cli.main import cli
 
-    root = click.Context(cli, info_name="factoryctl")
+    root = click.Context(cli, info_name="factoryctl", **cli.context_settings)
     entries = list(_commands(cli, root))
-    pages = {"factoryctl.1": render("factoryctl", cli, root, [(p, c) for p, c, _ in entries if p.count(" ") == 1])}
+    pages = {
+        "factoryctl.1": render(
+            "factoryctl", cli, root, [(p, c) for p, c, _ in entries if p.count(" ") == 1]
+        )
+    }
     for path, cmd, ctx in entries:
         depth = path.count(" ")
-        children = [(p, c) for p, c, _ in entries if p.startswith(path + " ") and p.count(" ") == depth + 1]
+        children = [
+            (p, c) for p, c, _ in entries if p.startswith(path + " ") and p.count(" ") == depth + 1
+        ]
         pages[path.replace(" ", "-") + ".1"] = render(path, cmd, ctx, children)
     return pages
 
