@@ -114,3 +114,14 @@ def test_occupancy_settles_near_target() -> None:
     sim.advance(3 * 3600, 60)
     allocated = sum(1 for o in sim.owner if o is not None) / sim.gpu_count
     assert 0.5 < allocated <= 1.0
+
+
+def test_gigafactory_scale_is_flat_arrays() -> None:
+    # 12,500 x 8: per-GPU state is arrays, not an object per GPU or per sample.
+    sim = SimFactory(SimConfig(nodes=12_500, gpus_per_node=8, seed=1))
+    assert sim.gpu_count == 100_000 and sim.node_names[-1] == "gpu12500"
+    assert type(sim.power).__name__ == "array" and len(sim.power) == 100_000
+    sim.advance(60, 60)
+    allocated = sum(1 for o in sim.owner if o is not None)
+    assert 0.5 * sim.gpu_count < allocated <= sim.gpu_count
+    assert sum(sim.truth.values()) > 0
