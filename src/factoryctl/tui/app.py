@@ -111,6 +111,7 @@ class FactoryApp(App[None]):
         self.polls = 0
         self.last_poll_seconds: float | None = None  # fetch + build, for the benchmark
         self.last_render_seconds: float | None = None  # poll start to painted screen
+        self.last_apply_seconds: float | None = None  # event-loop time to apply a frame
         self._poll_worker: Worker[None] | None = None
         self._timer: Timer | None = None
         if keymap:
@@ -163,11 +164,14 @@ class FactoryApp(App[None]):
 
     def on_snapshot_fetched(self, message: SnapshotFetched) -> None:
         self.polls += 1
+        applying = time.perf_counter()
         with self.batch_update():
             self._history = message.frame.history
             self.error = None
             self.frame = message.frame
-        self.last_poll_seconds = time.perf_counter() - message.started
+        done = time.perf_counter()
+        self.last_apply_seconds = done - applying  # time the event loop was busy with it
+        self.last_poll_seconds = done - message.started
         self.call_after_refresh(self._painted, message.started)
 
     def _painted(self, started: float) -> None:

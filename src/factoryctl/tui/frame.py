@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from factoryctl.model import FactorySnapshot
 from factoryctl.tui.history import History
 from factoryctl.tui.overview import Summary, summarize
-from factoryctl.tui.rows import Row, job_rows, node_rows
+from factoryctl.tui.rows import JOB_COLUMNS, Row, job_rows, node_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +27,16 @@ class Frame:
 
 
 def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) -> Frame:
-    counts = {n.name: n.gpu_count for n in snapshot.nodes}
-    gpn = max(counts.values(), default=0)
+    gpn = max((n.gpu_count for n in snapshot.nodes), default=0)
+    jobs = tuple(job_rows(snapshot))
+    idle_column = [c.name for c in JOB_COLUMNS].index("IDLE")
+    # The job rows already hold each job's idle GPUs: the problem list reuses them.
+    job_idle = {r.key: int(v) for r in jobs if isinstance(v := r.values[idle_column], float)}
     return Frame(
         snapshot=snapshot,
         nodes=tuple(node_rows(snapshot)),
-        jobs=tuple(job_rows(snapshot)),
-        summary=summarize(snapshot),
+        jobs=jobs,
+        summary=summarize(snapshot, job_idle=job_idle),
         gpu_utilization=tuple(g.utilization if g.up else None for g in snapshot.gpus),
         gpus_per_node=gpn,
         history=history.append(snapshot),

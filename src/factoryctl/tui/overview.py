@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from factoryctl.model import FactorySnapshot, Node, NodeState
+from factoryctl.model import GPU, FactorySnapshot, Node, NodeState
 from factoryctl.occupancy import Occupancy, factory_occupancy, job_occupancy
 from factoryctl.tui import fmt
 
@@ -33,43 +34,82 @@ class Summary:
     problems: tuple[Problem, ...]
 
 
-def summarize(snapshot: FactorySnapshot, max_problems: int = 8) -> Summary:
+@dataclass(slots=True)
+class _Scan:
+    """Everything the Overview needs from the GPUs, gathered in one pass over them."""
+
+    power: float = 0.0
+    power_known: int = 0
+    down: list[GPU] = field(default_factory=list)
+    xid: list[GPU] = field(default_factory=list)
+    hot: list[GPU] = field(default_factory=list)
+    throttled: list[GPU] = field(default_factory=list)
+
+
+def _scan(snapshot: FactorySnapshot) -> _Scan:
+    scan = _Scan()
+    for g in snapshot.gpus:
+        if not g.up:
+            scan.down.append(g)
+            continue
+        if g.power_watts is not None:
+            scan.power += g.power_watts
+            scan.power_known += 1
+        if g.last_xid:
+            scan.xid.append(g)
+        if g.temperature_celsius is not None and g.temperature_celsius >= HOT_CELSIUS:
+            scan.hot.append(g)
+        if g.throttle_reasons:
+            scan.throttled.append(g)
+    return scan
+
+
+def summarize(
+    snapshot: FactorySnapshot,
+    max_problems: int = 8,
+    job_idle: Mapping[str, int] | None = None,
+) -> Summary:
+    """``job_idle`` (job id -> idle GPUs), when the caller has it, saves a pass over jobs."""
     states = Counter(n.state.value for n in snapshot.nodes)
     order = [s.value for s in NodeState]
     by_state = tuple((s, states[s]) for s in order if states.get(s))
-    powers = [g.power_watts for g in snapshot.gpus if g.up and g.power_watts is not None]
+    scan = _scan(snapshot)
     energies = [j.energy_joules for j in snapshot.jobs if j.energy_joules is not None]
     return Summary(
         nodes_by_state=by_state,
         node_count=len(snapshot.nodes),
         occupancy=factory_occupancy(snapshot),
-        down_gpus=sum(1 for g in snapshot.gpus if not g.up),
-        power_watts=sum(powers) if powers else None,
+        down_gpus=len(scan.down),
+        power_watts=scan.power if scan.power_known else None,
         jobs_running=sum(1 for j in snapshot.jobs if j.state.value == "running"),
         jobs_pending=sum(1 for j in snapshot.jobs if j.state.value == "pending"),
         job_energy_joules=sum(energies) if energies else None,
-        problems=tuple(problems(snapshot)[:max_problems]),
+        problems=tuple(problems(snapshot, job_idle, scan)[:max_problems]),
     )
 
 
-def problems(snapshot: FactorySnapshot) -> list[Problem]:
+def problems(
+    snapshot: FactorySnapshot,
+    job_idle: Mapping[str, int] | None = None,
+    scan: _Scan | None = None,
+) -> list[Problem]:
     """What is wrong now, worst first. Grouped so a 500-node outage is one line."""
+    scan = scan or _scan(snapshot)
     out: list[Problem] = []
     down = [n for n in snapshot.nodes if n.state in (NodeState.DOWN, NodeState.UNKNOWN)]
     out.extend(_group(down, CRITICAL, "down"))
     in_service = {n.name for n in snapshot.nodes if n.state.in_service}
-    lost = [g for g in snapshot.gpus if not g.up and g.node in in_service]
+    lost = [g for g in scan.down if g.node in in_service]
     for g in lost[:5]:
         out.append(
             Problem(CRITICAL, f"{g.node} GPU {g.index} lost (no telemetry)", f"node:{g.node}")
         )
-    xid = [g for g in snapshot.gpus if g.up and g.last_xid]
-    xid.sort(key=lambda g: -(g.last_xid_time or 0.0))
+    xid = sorted(scan.xid, key=lambda g: -(g.last_xid_time or 0.0))
     for g in xid[:5]:
         out.append(Problem(WARNING, f"{g.node} GPU {g.index} XID {g.last_xid}", f"node:{g.node}"))
     if len(xid) > 5:
         out.append(Problem(WARNING, f"{len(xid) - 5} more GPUs with XIDs"))
-    hot = [g for g in snapshot.gpus if (g.temperature_celsius or 0.0) >= HOT_CELSIUS]
+    hot = scan.hot
     if hot:
         worst = max(hot, key=lambda g: g.temperature_celsius or 0.0)
         out.append(
@@ -80,7 +120,7 @@ def problems(snapshot: FactorySnapshot) -> list[Problem]:
                 f"node:{worst.node}",
             )
         )
-    throttled = [g for g in snapshot.gpus if g.throttle_reasons]
+    throttled = scan.throttled
     if throttled:
         g = throttled[0]
         out.append(
@@ -97,9 +137,12 @@ def problems(snapshot: FactorySnapshot) -> list[Problem]:
     for job in snapshot.jobs:
         if job.state.value != "running" or not job.gpu_count:
             continue
-        occ = job_occupancy(job, snapshot.gpus_of_job(job))
-        if occ.idle_gpus:
-            idle_jobs.append((occ.idle_gpus, job))
+        if job_idle is not None:
+            idle = job_idle.get(job.job_id, 0)
+        else:
+            idle = job_occupancy(job, snapshot.gpus_of_job(job)).idle_gpus
+        if idle:
+            idle_jobs.append((idle, job))
     idle_jobs.sort(key=lambda t: (-t[0], t[1].job_id))
     for idle, job in idle_jobs[:3]:
         out.append(

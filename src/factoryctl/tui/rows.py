@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from factoryctl.model import FactorySnapshot, Job, JobState
-from factoryctl.occupancy import ACTIVE_THRESHOLD, job_occupancy
+from factoryctl.occupancy import ACTIVE_THRESHOLD
 from factoryctl.tui import fmt
 from factoryctl.tui.commands import RowFilter
 
@@ -163,8 +163,7 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     mean: float | None = None
     idle: int | None = None
     if job.state is JobState.RUNNING:
-        occ = job_occupancy(job, snapshot.gpus_of_job(job))
-        mean, idle = occ.mean_utilization, occ.idle_gpus
+        mean, idle = job_utilization(snapshot, job)
     flag = efficiency_flag(mean, idle or 0, job.gpu_count)
     runtime = job.runtime_seconds(snapshot.time)
     cells = (
@@ -194,6 +193,23 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     )
     style = "yellow" if flag else ("dim" if job.state.finished else "")
     return Row(job.job_id, cells, values, style, " ".join((*cells, job.account)))
+
+
+def job_utilization(snapshot: FactorySnapshot, job: Job) -> tuple[float | None, int]:
+    """(mean utilization, idle GPUs) over the job's reporting GPUs.
+
+    The same definition as ``occupancy.job_occupancy`` without the percentile, memory
+    and power it also computes: this runs for every job on every poll.
+    """
+    total, known, idle = 0.0, 0, 0
+    for gpu in snapshot.gpus_of_job(job):
+        u = gpu.utilization
+        if gpu.up and u is not None:
+            total += u
+            known += 1
+            if u < ACTIVE_THRESHOLD:
+                idle += 1
+    return (total / known if known else None), idle
 
 
 def sort_rows(rows: Sequence[Row], column: int, descending: bool) -> list[Row]:

@@ -43,44 +43,53 @@ class HeatMap(Widget):
         values = frame.gpu_utilization
         gpn = frame.gpus_per_node
         cols, rows = grid_cells(len(values), width, height, gpn)
-        per_gpu = cols * rows >= len(values) and gpn > 0
-        text = Text()
-        if per_gpu:
-            text.append(f"GPU utilization, one cell per GPU, {gpn} per node\n", style="dim")
+        cells: list[tuple[str, str]] = []  # (character, style), then merged into runs
+        if cols * rows >= len(values) and gpn > 0:
+            title = f"GPU utilization, one cell per GPU, {gpn} per node"
             nodes_per_row = cols // gpn
             for r in range(rows):
                 for k in range(nodes_per_row):
                     start = (r * nodes_per_row + k) * gpn
-                    for v in values[start : start + gpn]:
-                        _cell(text, v, 1 if v is None else 0)
+                    cells.extend(
+                        _cell(v, 1 if v is None else 0) for v in values[start : start + gpn]
+                    )
                     if k < nodes_per_row - 1:
-                        text.append(" ")
-                text.append("\n")
+                        cells.append((" ", ""))
+                cells.append(("\n", ""))
         else:
-            cells = bin_values(values, cols * rows)
-            per = cells[0].count if cells else 0
-            text.append(
-                f"GPU utilization, mean per cell of ~{per} GPUs (red x: a GPU down)\n",
-                style="dim",
-            )
+            bins = bin_values(values, cols * rows)
+            per = bins[0].count if bins else 0
+            title = f"GPU utilization, mean per cell of ~{per} GPUs (red x: a GPU down)"
             for r in range(rows):
-                for cell in cells[r * cols : (r + 1) * cols]:
-                    _cell(text, cell.mean, cell.down)
-                text.append("\n")
+                cells.extend(_cell(b.mean, b.down) for b in bins[r * cols : (r + 1) * cols])
+                cells.append(("\n", ""))
+        text = Text(end="")
+        text.append(title + "\n", style="dim")
+        # Runs of equal style become one span: thousands of one-character spans are what
+        # makes a naive heat map slow to render.
+        run: list[str] = []
+        run_style: str | None = None
+        for ch, style in cells:
+            if style != run_style and run:
+                text.append("".join(run), style=run_style or None)
+                run = []
+            run.append(ch)
+            run_style = style
+        if run:
+            text.append("".join(run), style=run_style or None)
         text.rstrip()
         return text
 
 
-def _cell(text: Text, value: float | None, down: int) -> None:
+def _cell(value: float | None, down: int) -> tuple[str, str]:
     if down and value is None:
-        text.append("x", style="bold red")
-    elif down:
-        text.append("x", style=f"bold red on {HEAT[max(0, level(value))]}")
-    elif value is None:
-        text.append("·", style="dim")
-    else:
-        k = level(value)
-        text.append(BLOCKS[k], style=HEAT[k])
+        return ("x", "bold red")
+    if down:
+        return ("x", f"bold red on {HEAT[max(0, level(value))]}")
+    if value is None:
+        return ("·", "dim")
+    k = level(value)
+    return (BLOCKS[k], HEAT[k])
 
 
 class OverviewView(Widget):
