@@ -387,3 +387,31 @@ async def test_a_big_factory_table_holds_every_row_but_renders_a_window() -> Non
         assert nodes.scroll_y > 500
         await pilot.press("home")
         assert nodes.cursor == 0 and nodes.scroll_y == 0
+
+
+async def test_triage_view_lists_problems_drills_down_and_drains(source: DemoSource) -> None:
+    source.sim.inject_xid("gpu005", 3, 48)  # double-bit ECC: hardware, suggests a drain
+    app, _ = sim_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await command(pilot, "triage")
+        assert app.current_view == "triage"
+        triage = table(app, "triage")
+        assert app.triage_time == app.frame.snapshot.time  # type: ignore[union-attr]
+        keys = [r.key for r in triage.rows if r.cells[2] == "gpu005"]
+        assert keys, [r.cells for r in triage.rows]
+        problem = app.triage_problems[int(keys[0])]
+        assert problem.node == "gpu005"
+        triage.cursor = triage.rows.index(next(r for r in triage.rows if r.key == keys[0]))
+        await pilot.press("space")
+        assert app.action_targets() == ["gpu005"]
+        await pilot.press("d")
+        await settle(pilot)
+        assert isinstance(app.screen, ActionModal)
+        assert app.screen.plan.nodes == ("gpu005",)
+        await pilot.press("escape")
+        triage.cursor = triage.rows.index(next(r for r in triage.rows if r.key == keys[0]))
+        await pilot.press("enter")
+        assert app.view_stack[-1] == ("node-detail", "gpu005")
+        if problem.action:
+            assert said(app, f"suggested: {problem.action}")

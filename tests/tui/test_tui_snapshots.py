@@ -55,9 +55,14 @@ def opener(source: DemoSource, view: str) -> Callable[[Pilot[Any]], Awaitable[No
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("view", ["overview", "nodes", "jobs", "node-detail", "job-detail"])
+@pytest.mark.parametrize(
+    "view", ["overview", "nodes", "jobs", "triage", "node-detail", "job-detail"]
+)
 def test_view(snap_compare: Snap, view: str, size: str) -> None:
     source = demo()
+    # One hardware and one application fault, so Triage and the heat map have content.
+    source.sim.inject_xid("gpu005", 3, 48)
+    source.sim.inject_xid("gpu009", 1, 13)
     app = sim_app(source)
     assert snap_compare(app, terminal_size=SIZES[size], run_before=opener(source, view))
 

@@ -1,6 +1,6 @@
 """The ``:`` command language, parsed without Textual (k9s habits).
 
-``:nodes``, ``:jobs``, ``:overview``, ``:node NAME``, ``:job ID``, ``:drain`` /
+``:nodes``, ``:jobs``, ``:overview``, ``:triage``, ``:node NAME``, ``:job ID``, ``:drain`` /
 ``:resume`` / ``:reboot`` / ``:maint`` (on marked rows), ``:help``, ``:quit``.
 """
 
@@ -20,6 +20,9 @@ VIEWS = {
     "jobs": "jobs",
     "job": "jobs",
     "j": "jobs",
+    "triage": "triage",
+    "problems": "triage",
+    "t": "triage",
 }
 ACTIONS = ("drain", "resume", "reboot", "maint")
 OTHER = ("help", "quit", "q", "pause", "refresh")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from factoryctl.triage import Problem
 from factoryctl.tui.backend import ActionPlan, ActionResult
 from factoryctl.tui.frame import Frame
+from factoryctl.tui.rows import Row
 
 
 class SnapshotFetched(Message):
@@ -33,3 +35,11 @@ class ActionDone(Message):
         super().__init__()
         self.result = result
         self.error = error
+
+
+class TriageReady(Message):
+    def __init__(self, problems: list[Problem], rows: list[Row], snapshot_time: float) -> None:
+        super().__init__()
+        self.problems = problems
+        self.rows = rows
+        self.snapshot_time = snapshot_time

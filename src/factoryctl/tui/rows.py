@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from factoryctl.model import FactorySnapshot, Job, JobState
 from factoryctl.occupancy import ACTIVE_THRESHOLD
+from factoryctl.triage import Problem
 from factoryctl.tui import fmt
 from factoryctl.tui.commands import RowFilter
 
@@ -63,6 +64,16 @@ JOB_COLUMNS = (
     Column("FLAG", 9, "F"),
     Column("NAME", 0, "N"),
 )
+
+TRIAGE_COLUMNS = (
+    Column("SEV", 4, "V", descending_first=True),
+    Column("KIND", 16, "K"),
+    Column("NODE", 10, "N"),
+    Column("GPU", 3, "G", right=True),
+    Column("USERS", 12, "U"),
+    Column("SUMMARY", 0, "S"),
+)
+SEVERITY_LABEL = {0: ("info", "cyan"), 1: ("warn", "yellow"), 2: ("crit", "bold red")}
 
 STATE_STYLE = {
     "down": "bold red",
@@ -210,6 +221,33 @@ def job_utilization(snapshot: FactorySnapshot, job: Job) -> tuple[float | None, 
             if u < ACTIVE_THRESHOLD:
                 idle += 1
     return (total / known if known else None), idle
+
+
+def triage_rows(problems: Sequence[Problem]) -> list[Row]:
+    """One row per triage problem; the key is the problem's position in ``problems``."""
+    rows = []
+    for i, p in enumerate(problems):
+        label, style = SEVERITY_LABEL.get(int(p.severity), ("?", ""))
+        users = ",".join(sorted({u for _, u in p.jobs}))
+        cells = (
+            label,
+            p.kind,
+            p.node or "",
+            "" if p.gpu is None else str(p.gpu),
+            users,
+            p.summary,
+        )
+        values: tuple[SortValue, ...] = (
+            float(p.severity),
+            p.kind,
+            p.node or "",
+            None if p.gpu is None else float(p.gpu),
+            users,
+            p.summary,
+        )
+        haystack = " ".join((*cells, p.action, *(j for j, _ in p.jobs)))
+        rows.append(Row(str(i), cells, values, style if int(p.severity) == 2 else "", haystack))
+    return rows
 
 
 def sort_rows(rows: Sequence[Row], column: int, descending: bool) -> list[Row]:
