@@ -415,3 +415,22 @@ async def test_triage_view_lists_problems_drills_down_and_drains(source: DemoSou
         assert app.view_stack[-1] == ("node-detail", "gpu005")
         if problem.action:
             assert said(app, f"suggested: {problem.action}")
+
+
+async def test_heat_map_switches_between_utilization_and_power(source: DemoSource) -> None:
+    from factoryctl.tui.views import HeatMap
+
+    app = app_for(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        heat = app.query_one(HeatMap)
+        assert heat.metric == "utilization"
+        assert "GPU utilization" in str(heat.render())
+        await pilot.press("h")
+        assert heat.metric == "power"
+        assert "GPU power / power limit" in str(heat.render())
+        frame = app.frame
+        assert frame is not None
+        gpu = frame.snapshot.gpus[0]
+        assert gpu.power_watts is not None and gpu.power_limit_watts
+        assert frame.gpu_power[0] == gpu.power_watts / gpu.power_limit_watts

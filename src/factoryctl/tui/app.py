@@ -40,7 +40,14 @@ from factoryctl.tui.messages import (
 from factoryctl.tui.modals import ActionModal, HelpScreen
 from factoryctl.tui.rows import JOB_COLUMNS, NODE_COLUMNS, TRIAGE_COLUMNS, triage_rows
 from factoryctl.tui.table import VirtualTable
-from factoryctl.tui.views import DetailView, OverviewView, header_text, job_detail, node_detail
+from factoryctl.tui.views import (
+    DetailView,
+    HeatMap,
+    OverviewView,
+    header_text,
+    job_detail,
+    node_detail,
+)
 
 TABLE_VIEWS = ("nodes", "jobs", "triage")
 VIEW_TITLES = {
@@ -83,6 +90,7 @@ class FactoryApp(App[None]):
         Binding("m", "act('maint')", "Maint", id="maint"),
         Binding("space", "mark", "Mark", id="mark"),
         Binding("p", "pause", "Pause", id="pause"),
+        Binding("h", "heat_metric", "Heat map", show=False, id="heatmap_metric"),
         Binding("r", "refresh", "Refresh", id="refresh"),
         Binding("escape", "go_back", "Back", id="back"),
         Binding("1", "view('overview')", "Overview", show=False, id="view_overview"),
@@ -543,6 +551,10 @@ class FactoryApp(App[None]):
         self.poll()
 
     # -- misc -----------------------------------------------------------------------------
+    def action_heat_metric(self) -> None:
+        metric = self.query_one(HeatMap).toggle_metric()
+        self.say(f"heat map shows {metric}")
+
     def action_pause(self) -> None:
         self.paused = not self.paused
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from factoryctl.model import FactorySnapshot
+from factoryctl.model import GPU, FactorySnapshot
 from factoryctl.tui.history import History
 from factoryctl.tui.overview import Summary, summarize
 from factoryctl.tui.rows import JOB_COLUMNS, Row, job_rows, node_rows
@@ -21,6 +21,7 @@ class Frame:
     jobs: tuple[Row, ...]
     summary: Summary
     gpu_utilization: tuple[float | None, ...]  # node order; None: down or silent
+    gpu_power: tuple[float | None, ...]  # power / power limit, same order
     gpus_per_node: int
     history: History
     fetched_at: float  # clock time the poll finished
@@ -38,7 +39,14 @@ def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) 
         jobs=jobs,
         summary=summarize(snapshot, job_idle=job_idle),
         gpu_utilization=tuple(g.utilization if g.up else None for g in snapshot.gpus),
+        gpu_power=tuple(_power_ratio(g) for g in snapshot.gpus),
         gpus_per_node=gpn,
         history=history.append(snapshot),
         fetched_at=fetched_at,
     )
+
+
+def _power_ratio(gpu: GPU) -> float | None:
+    if not gpu.up or gpu.power_watts is None or not gpu.power_limit_watts:
+        return None
+    return gpu.power_watts / gpu.power_limit_watts

@@ -3,6 +3,8 @@ computes more than what fits on screen."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -27,25 +29,37 @@ class HeatMap(Widget):
 
     DEFAULT_CSS = "HeatMap { height: 1fr; min-height: 3; }"
 
+    METRICS: ClassVar[dict[str, str]] = {
+        "utilization": "GPU utilization",
+        "power": "GPU power / power limit",
+    }
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.frame: Frame | None = None
+        self.metric = "utilization"
 
     def show(self, frame: Frame | None) -> None:
         self.frame = frame
         self.refresh()
+
+    def toggle_metric(self) -> str:
+        self.metric = "power" if self.metric == "utilization" else "utilization"
+        self.refresh()
+        return self.metric
 
     def render(self) -> RenderableType:
         frame = self.frame
         width, height = self.size.width, max(0, self.size.height - 1)
         if frame is None or not frame.gpu_utilization:
             return Text("no GPUs reported", style="dim")
-        values = frame.gpu_utilization
+        values = frame.gpu_power if self.metric == "power" else frame.gpu_utilization
+        label = self.METRICS[self.metric]
         gpn = frame.gpus_per_node
         cols, rows = grid_cells(len(values), width, height, gpn)
         cells: list[tuple[str, str]] = []  # (character, style), then merged into runs
         if cols * rows >= len(values) and gpn > 0:
-            title = f"GPU utilization, one cell per GPU, {gpn} per node"
+            title = f"{label}, one cell per GPU, {gpn} per node (h: switch metric)"
             nodes_per_row = cols // gpn
             for r in range(rows):
                 for k in range(nodes_per_row):
@@ -59,7 +73,7 @@ class HeatMap(Widget):
         else:
             bins = bin_values(values, cols * rows)
             per = bins[0].count if bins else 0
-            title = f"GPU utilization, mean per cell of ~{per} GPUs (red x: a GPU down)"
+            title = f"{label}, mean per cell of ~{per} GPUs (red x: a GPU down; h: switch)"
             for r in range(rows):
                 cells.extend(_cell(b.mean, b.down) for b in bins[r * cols : (r + 1) * cols])
                 cells.append(("\n", ""))
