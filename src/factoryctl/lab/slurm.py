@@ -1,0 +1,428 @@
+"""A real multi-node Slurm 22.05 cluster on one host, for the lab and integration tests.
+
+Everything lives in one private directory: munge key and socket, slurm.conf, gres.conf,
+spool and state directories, pid files, logs and the fake GPU character devices. Ports
+come from the kernel. Several clusters can therefore run side by side on one machine
+(other test runs do), and stopping one never touches another: every daemon is stopped
+by the PID we started it with (or, after a simulated reboot, by the PID its restart
+recorded in our directory).
+
+Fake GPUs: 22.05 drops a GPU whose gres.conf entry has no ``File=`` and rejects plain
+files, so we make character devices with the NVIDIA major number (195).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factoryctl.lab.procs import ManagedProcess, free_port, stop_pid, wait_until
+
+NVIDIA_MAJOR = 195
+
+# RebootProgram: slurmd runs it (via system(), so it inherits slurmd's environment, which
+# names the node). It "reboots" the node by restarting that node's slurmd with -b, which
+# makes slurmd report the node as rebooted. The restart is detached because it kills the
+# slurmd that is running this script.
+REBOOT_SCRIPT = """#!/bin/sh
+node="$FACTORYCTL_LAB_NODE"
+dir="$FACTORYCTL_LAB_DIR"
+[ -n "$node" ] && [ -n "$dir" ] || exit 1
+echo "$(date +%s) reboot $node" >> "$dir/log/reboots.log"
+setsid sh -c '
+  sleep 1
+  old=$(cat "$0/run/slurmd-$1.pid" 2>/dev/null)
+  [ -n "$old" ] && kill "$old" 2>/dev/null
+  i=0
+  while [ -n "$old" ] && kill -0 "$old" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  exec slurmd -D -b -N "$1" >> "$0/log/slurmd-$1.out" 2>&1
+' "$dir" "$node" < /dev/null > /dev/null 2>&1 &
+echo $! > "$dir/run/restart-$node.pid"
+exit 0
+"""
+
+
+def _which(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise FileNotFoundError(f"{name} not found: install slurm-wlm and munge")
+    return found
+
+
+def slurm_available() -> bool:
+    try:
+        for name in ("munged", "slurmctld", "slurmd", "scontrol", "mknod"):
+            _which(name)
+    except FileNotFoundError:
+        return False
+    return os.geteuid() == 0  # mknod of char devices and SlurmUser=root need root
+
+
+@dataclass
+class SlurmCluster:
+    """``with SlurmCluster(nodes=4) as c: subprocess.run([...], env=c.env)``."""
+
+    nodes: int = 4
+    gpus_per_node: int = 8
+    cpus_per_node: int = 16
+    prefix: str = "gpu"
+    # Nodes declared in slurm.conf without a slurmd (they read DOWN): lets a benchmark
+    # address a 1,000-node hostlist without running 1,000 daemons.
+    extra_nodes: int = 0
+    prolog: str | None = None
+    epilog: str | None = None
+    extra_conf: Sequence[str] = ()
+    base_dir: Path | None = None
+    dir: Path = field(init=False)
+    node_names: list[str] = field(init=False, default_factory=list)
+    ctld_port: int = field(init=False, default=0)
+    procs: list[ManagedProcess] = field(init=False, default_factory=list)
+    _owns_dir: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        width = max(2, len(str(self.nodes + self.extra_nodes)))
+        total = self.nodes + self.extra_nodes
+        self.node_names = [f"{self.prefix}{i:0{width}d}" for i in range(1, total + 1)]
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def live_nodes(self) -> list[str]:
+        return self.node_names[: self.nodes]
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "etc" / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.dir / "munge" / "munge.socket"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for any Slurm command against this cluster."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SQUEUE_"))}
+        env.pop("SINFO_FORMAT", None)
+        env["SLURM_CONF"] = str(self.conf_path)
+        # Marks every process started for this cluster (jobs inherit it through sbatch),
+        # so stop() can find leftovers by their environment, never by name.
+        env["FACTORYCTL_LAB_DIR"] = str(self.dir)
+        return env
+
+    def _write_config(self) -> None:
+        d = self.dir
+        for sub in ("etc", "munge", "state", "run", "log", "dev", "tmp", "spool"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o755)
+        os.chmod(d / "munge", 0o755)  # munged insists on a non-writable-by-others dir
+        key = d / "etc" / "munge.key"
+        key.write_bytes(secrets.token_bytes(1024))
+        os.chmod(key, 0o600)
+        for i in range(self.gpus_per_node):
+            dev = d / "dev" / f"nvidia{i}"
+            os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, i))
+            os.chmod(dev, 0o666)
+        for name in self.live_nodes:
+            (d / "spool" / name).mkdir(exist_ok=True)
+        reboot = d / "etc" / "reboot.sh"
+        reboot.write_text(REBOOT_SCRIPT)
+        os.chmod(reboot, 0o755)
+        (d / "etc" / "plugstack.conf").write_text("")
+        self.ctld_port = free_port()
+        conf = [
+            f"ClusterName=fctl{secrets.token_hex(3)}",
+            "SlurmctldHost=localhost(127.0.0.1)",
+            f"SlurmctldPort={self.ctld_port}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={self.munge_socket}",
+            f"StateSaveLocation={d / 'state'}",
+            f"SlurmdSpoolDir={d / 'spool' / '%n'}",
+            f"SlurmctldPidFile={d / 'run' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={d / 'run' / 'slurmd-%n.pid'}",
+            f"SlurmctldLogFile={d / 'log' / 'slurmctld.log'}",
+            f"SlurmdLogFile={d / 'log' / 'slurmd-%n.log'}",
+            f"PlugStackConfig={d / 'etc' / 'plugstack.conf'}",
+            f"TmpFS={d / 'tmp'}",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "SlurmdParameters=config_overrides",
+            "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/filetxt",
+            f"JobCompLoc={d / 'log' / 'jobcomp.txt'}",
+            "ReturnToService=2",
+            "MailProg=/bin/true",
+            "MpiDefault=none",
+            "GresTypes=gpu",
+            f"RebootProgram={reboot}",
+            "ResumeTimeout=60",
+            "SlurmctldTimeout=30",
+            "SlurmdTimeout=300",
+            "MinJobAge=30",
+            "SchedulerParameters=sched_interval=2",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+        ]
+        if self.prolog:
+            conf.append(f"Prolog={self.prolog}")
+        if self.epilog:
+            conf.append(f"Epilog={self.epilog}")
+        conf.extend(self.extra_conf)
+        mem = 64000
+        for name in self.node_names:
+            conf.append(
+                f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 "
+                f"Port={free_port() if name in self.live_nodes else 1}"
+                f" CPUs={self.cpus_per_node} RealMemory={mem} Gres=gpu:{self.gpus_per_node}"
+                " State=UNKNOWN"
+            )
+        conf.append("PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
+        self.conf_path.write_text("\n".join(conf) + "\n")
+        last = self.gpus_per_node - 1
+        devices = d / "dev" / (f"nvidia[0-{last}]" if last > 0 else "nvidia0")
+        (d / "etc" / "gres.conf").write_text(f"Name=gpu File={devices}\n")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> SlurmCluster:
+        if self.base_dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="factoryctl-slurm-"))
+            self._owns_dir = True
+        else:
+            self.dir = self.base_dir
+            self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_config()
+            self._start_daemons(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_daemons(self, timeout: float) -> None:
+        d = self.dir
+        munged = ManagedProcess(
+            "munged",
+            [
+                _which("munged"),
+                "-F",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={d / 'etc' / 'munge.key'}",
+                f"--pid-file={d / 'run' / 'munged.pid'}",
+                f"--log-file={d / 'log' / 'munged.log'}",
+                f"--seed-file={d / 'munge' / 'munge.seed'}",
+            ],
+            d / "log" / "munged.out",
+        )
+        self.procs.append(munged.start())
+        wait_until(self.munge_socket.exists, 10, "munged socket")
+        env = self.env
+        ctld = ManagedProcess(
+            "slurmctld",
+            [_which("slurmctld"), "-D", "-i"],
+            d / "log" / "slurmctld.out",
+            env=env,
+        )
+        self.procs.append(ctld.start())
+        wait_until(lambda: self._ctld_up(ctld), timeout, "slurmctld")
+        for name in self.live_nodes:
+            node_env = dict(env, FACTORYCTL_LAB_NODE=name)
+            slurmd = ManagedProcess(
+                f"slurmd-{name}",
+                [_which("slurmd"), "-D", "-N", name],
+                d / "log" / f"slurmd-{name}.out",
+                env=node_env,
+            )
+            self.procs.append(slurmd.start())
+        self.wait_nodes_idle(timeout)
+
+    def _ctld_up(self, ctld: ManagedProcess) -> bool:
+        if not ctld.alive():
+            raise RuntimeError(f"slurmctld exited:\n{ctld.log_tail()}")
+        return self.scontrol("ping").returncode == 0
+
+    def node_states(self) -> dict[str, str]:
+        out = self.run(["sinfo", "--json"], check=True).stdout
+        return {n["name"]: str(n.get("state", "")).lower() for n in json.loads(out)["nodes"]}
+
+    def node_info(self, name: str) -> dict[str, str]:
+        out = self.scontrol("-o", "show", "node", name, check=True).stdout
+        info: dict[str, str] = {}
+        for token in out.split():
+            key, _, value = token.partition("=")
+            info[key] = value
+        return info
+
+    def wait_nodes_idle(self, timeout: float = 30.0, nodes: Sequence[str] | None = None) -> None:
+        want = list(nodes) if nodes is not None else self.live_nodes
+
+        def idle() -> bool:
+            for name in want:
+                state = self.node_info(name).get("State", "")
+                if state != "IDLE":
+                    return False
+            return True
+
+        try:
+            wait_until(idle, timeout, f"nodes {','.join(want)} idle", interval=0.2)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err}\n{self.diagnostics()}") from err
+
+    def diagnostics(self) -> str:
+        parts = []
+        for p in self.procs:
+            parts.append(f"--- {p.name} alive={p.alive()}\n{p.log_tail(10)}")
+        log = self.dir / "log" / "slurmctld.log"
+        if log.exists():
+            parts.append("--- slurmctld.log\n" + "\n".join(log.read_text().splitlines()[-15:]))
+        return "\n".join(parts)
+
+    def run(
+        self, argv: Sequence[str], check: bool = False, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            list(argv), env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+        return result
+
+    def scontrol(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.run(["scontrol", *args], check=check)
+
+    def sbatch(self, *args: str, script: str = "sleep 300") -> str:
+        """Submit a job; returns its id."""
+        out = self.run(
+            ["sbatch", "--parsable", f"--chdir={self.dir / 'tmp'}", "-o", "/dev/null", *args,
+             f"--wrap={script}"],
+            check=True,
+        ).stdout
+        return out.strip().split(";")[0]
+
+    def wait_job_running(self, job_id: str, timeout: float = 20.0) -> None:
+        def running() -> bool:
+            out = self.scontrol("-o", "show", "job", job_id).stdout
+            return "JobState=RUNNING" in out
+
+        wait_until(running, timeout, f"job {job_id} running", interval=0.2)
+
+    def cancel_all(self) -> None:
+        self.run(["scancel", "--full", "-u", "root"])
+
+    def reset(self, timeout: float = 30.0) -> None:
+        """Between tests: no jobs, no reservations, every live node idle and reason-free."""
+        self.cancel_all()
+        out = self.scontrol("-o", "show", "reservation").stdout
+        for line in out.splitlines():
+            if line.startswith("ReservationName="):
+                name = line.split()[0].partition("=")[2]
+                self.scontrol("delete", f"ReservationName={name}")
+        nodelist = ",".join(self.live_nodes)
+
+        def clean() -> bool:
+            ok = True
+            for name in self.live_nodes:
+                info = self.node_info(name)
+                state = info.get("State", "")
+                if state == "IDLE":
+                    continue
+                ok = False
+                if "REBOOT" in state:
+                    continue  # let a pending reboot finish or time out
+                if "DRAIN" in state or "DOWN" in state or "FAIL" in state:
+                    self.scontrol("update", f"NodeName={name}", "State=RESUME")
+            return ok
+
+        self.scontrol("update", f"NodeName={nodelist}", "State=UNDRAIN")
+        wait_until(clean, timeout, "cluster reset to idle", interval=0.3)
+
+    def stop(self) -> None:
+        ctld = next((p for p in self.procs if p.name == "slurmctld"), None)
+        if ctld is not None and ctld.alive():
+            with contextlib.suppress(Exception):
+                self.cancel_all()
+                wait_until(lambda: not self.run(["squeue", "-h"]).stdout.strip(), 5, "jobs gone")
+        # Slurmds restarted by a simulated reboot are not our children: their PIDs are in
+        # the pid files they (and the reboot script) wrote in our directory.
+        for proc in reversed(self.procs):
+            if proc.name.startswith("slurmd"):
+                proc.stop()
+        if hasattr(self, "dir"):
+            run = self.dir / "run"
+            for pidfile in sorted(run.glob("restart-*.pid")) + sorted(run.glob("slurmd-*.pid")):
+                with contextlib.suppress(ValueError, OSError):
+                    pid = int(pidfile.read_text().strip())
+                    if _is_ours(pid, self.dir):
+                        stop_pid(pid)
+        for proc in reversed(self.procs):
+            if not proc.name.startswith("slurmd"):
+                proc.stop()
+        self.procs.clear()
+        if hasattr(self, "dir"):
+            # Job steps (slurmstepd and the job's processes) outlive a killed slurmd.
+            _kill_all(_our_processes(self.dir))
+        if self._owns_dir and hasattr(self, "dir"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> SlurmCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kill_all(pids: list[int]) -> None:
+    # Not group leaders (stop_pid signals groups), so signal each PID itself.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(_exists(p) for p in pids):
+            time.sleep(0.05)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _our_processes(directory: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            if _is_ours(int(entry.name), directory):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _is_ours(pid: int, directory: Path) -> bool:
+    """True when ``pid`` is a process started for this cluster (checks its environment).
+
+    A pid file can outlive its process and the PID be reused by someone else's process;
+    we only signal a process whose environment names our lab directory.
+    """
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"FACTORYCTL_LAB_DIR={directory}".encode() in environ.split(b"\0")
+
