@@ -308,8 +308,15 @@ class SlurmCluster:
     def sbatch(self, *args: str, script: str = "sleep 300") -> str:
         """Submit a job; returns its id."""
         out = self.run(
-            ["sbatch", "--parsable", f"--chdir={self.dir / 'tmp'}", "-o", "/dev/null", *args,
-             f"--wrap={script}"],
+            [
+                "sbatch",
+                "--parsable",
+                f"--chdir={self.dir / 'tmp'}",
+                "-o",
+                "/dev/null",
+                *args,
+                f"--wrap={script}",
+            ],
             check=True,
         ).stdout
         return out.strip().split(";")[0]
@@ -408,9 +415,9 @@ def _exists(pid: int) -> bool:
 def _our_processes(directory: Path) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            if _is_ours(int(entry.name), directory):
-                pids.append(int(entry.name))
+        pid = int(entry.name) if entry.name.isdigit() else 0
+        if pid and pid != os.getpid() and _is_ours(pid, directory):
+            pids.append(pid)
     return pids
 
 
@@ -425,4 +432,3 @@ def _is_ours(pid: int, directory: Path) -> bool:
     except OSError:
         return False
     return f"FACTORYCTL_LAB_DIR={directory}".encode() in environ.split(b"\0")
-

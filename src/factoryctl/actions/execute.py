@@ -1,0 +1,388 @@
+"""Plan, guard, log, act, verify, wait: the one path every cluster-changing action takes.
+
+``prepare`` reads the scheduler and builds the plan (nothing changes). ``execute``
+takes the audit lock, re-reads the state (another operator may have acted since the plan
+was shown), re-applies the guards, writes the ``start`` record, makes one scheduler call
+for the whole node set, reads the state back and writes the ``result`` record with a
+result per node. ``wait`` polls until the nodes reach the state the action promised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from factoryctl import hostlists
+from factoryctl.actions.audit import AuditLog, new_action_id
+from factoryctl.actions.guards import BlastRadius, apply_guards, refusal_error
+from factoryctl.actions.plan import Plan, Step, Verb, build_plan
+from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError
+from factoryctl.model import Node, NodeState
+from factoryctl.scheduler.base import NextState, ReservationRequest, Scheduler
+from factoryctl.scheduler.slurm_cli import validate_reason
+
+# What each per-node result means to a script reading ``-o json``.
+CHANGED, UNCHANGED, FAILED, REFUSED, PENDING = (
+    "changed",
+    "unchanged",
+    "failed",
+    "refused",
+    "pending",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    verb: Verb
+    nodes: str  # hostlist expression as typed
+    reason: str
+    user: str
+    force: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    action_id: str
+    plan: Plan
+    status: ExitStatus = ExitStatus.OK
+    message: str = ""
+    results: dict[str, dict[str, str]] = field(default_factory=dict)
+    waited: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "action",
+            "id": self.action_id,
+            "verb": self.plan.verb.value,
+            "status": self.status.name.lower(),
+            "exit_status": int(self.status),
+            "message": self.message,
+            "user": self.plan.user,
+            "reason": self.plan.stored_reason,
+            "params": dict(self.plan.params),
+            "nodes": [
+                {
+                    "name": n.name,
+                    "step": n.step.value,
+                    "state_before": n.state.value,
+                    "note": n.note,
+                }
+                | self.results.get(n.name, {})
+                for n in self.plan.nodes
+            ],
+            "jobs": [
+                {
+                    "job_id": j.job_id,
+                    "user": j.user,
+                    "name": j.name,
+                    "gpus": j.gpus,
+                    "effect": j.effect,
+                }
+                for j in self.plan.jobs
+            ],
+            "gpus_out_of_service": self.plan.gpus_out_of_service,
+            "waited": self.waited,
+        }
+
+
+def operator(environ: Mapping[str, str]) -> str:
+    """Who acts: the person behind sudo when there is one."""
+    for key in ("SUDO_USER", "USER", "LOGNAME"):
+        if environ.get(key):
+            return environ[key]
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def resolve_targets(expression: str, nodes: Sequence[Node]) -> list[str]:
+    """Malformed hostlist -> USAGE, unknown node -> NOT_FOUND, before anything runs."""
+    return hostlists.resolve(expression, (n.name for n in nodes))
+
+
+def prepare(scheduler: Scheduler, request: Request, radius: BlastRadius) -> Plan:
+    if request.verb is Verb.MAINTENANCE_DELETE:
+        # The nodes are the reservation's: look it up (NOT_FOUND when it does not exist).
+        name = str(request.params["name"])
+        found = [r for r in scheduler.reservations() if r.name == name]
+        if not found:
+            raise NotFoundError(f"unknown reservation: {name}")
+        request = dataclasses.replace(request, nodes=hostlists.collect(found[0].nodes))
+    names = hostlists.expand(request.nodes)  # syntax first: no scheduler call for garbage
+    if request.verb not in (Verb.RESUME, Verb.MAINTENANCE_DELETE) or request.reason:
+        validate_reason(request.reason)
+    nodes = scheduler.nodes()
+    targets = resolve_targets(request.nodes, nodes)
+    assert set(targets) == set(names)
+    jobs = scheduler.jobs()
+    plan = build_plan(
+        request.verb,
+        targets,
+        nodes,
+        jobs,
+        request.user,
+        request.reason,
+        request.force,
+        dict(request.params),
+    )
+    return apply_guards(plan, radius, request.force)
+
+
+def _record(action_id: str, event: str, p: Plan, /, **extra: Any) -> dict[str, Any]:
+    plan = p
+    return {
+        "id": action_id,
+        "event": event,
+        "time": time.time(),
+        "user": plan.user,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "verb": plan.verb.value,
+        "nodes": hostlists.collect(n.name for n in plan.nodes) if plan.nodes else "",
+        "reason": plan.stored_reason,
+        **extra,
+    }
+
+
+def _call(scheduler: Scheduler, plan: Plan) -> None:
+    targets = plan.targets
+    p = plan.params
+    if plan.verb is Verb.DRAIN:
+        scheduler.drain(targets, plan.stored_reason)
+    elif plan.verb is Verb.RESUME:
+        scheduler.resume(targets)
+    elif plan.verb is Verb.REBOOT:
+        scheduler.reboot(
+            targets,
+            plan.stored_reason,
+            bool(p.get("asap")),
+            NextState(p.get("next_state", "resume")),
+        )
+    elif plan.verb is Verb.MAINTENANCE_DELETE:
+        scheduler.delete_reservation(str(p["name"]))
+    elif plan.verb is Verb.MAINTENANCE:
+        scheduler.create_reservation(
+            ReservationRequest(
+                name=str(p["name"]),
+                nodes=tuple(targets),
+                start_time=float(p["start_time"]),
+                duration_seconds=float(p["duration_seconds"]),
+                users=tuple(p.get("users", ("root",))),
+            )
+        )
+
+
+def _verify(
+    scheduler: Scheduler, plan: Plan, after: Mapping[str, Node]
+) -> dict[str, dict[str, str]]:
+    results: dict[str, dict[str, str]] = {}
+    maint = plan.verb in (Verb.MAINTENANCE, Verb.MAINTENANCE_DELETE)
+    names = {r.name for r in scheduler.reservations()} if maint else set()
+    for n in plan.nodes:
+        node = after.get(n.name)
+        state = node.state.value if node else "unknown"
+        if n.step is Step.SKIP:
+            results[n.name] = {"result": UNCHANGED, "state": state}
+            continue
+        if n.step is Step.REFUSE:
+            results[n.name] = {"result": REFUSED, "state": state}
+            continue
+        ok = node is not None and _took_effect(plan, node, names)
+        results[n.name] = {"result": CHANGED if ok else FAILED, "state": state}
+    return results
+
+
+def _took_effect(plan: Plan, node: Node, reservations: set[str]) -> bool:
+    if plan.verb is Verb.DRAIN:
+        return node.state in (NodeState.DRAINING, NodeState.DRAINED, NodeState.DOWN) and (
+            node.reason == plan.stored_reason
+        )
+    if plan.verb is Verb.RESUME:
+        return node.state.in_service or node.state is NodeState.MAINT
+    if plan.verb is Verb.REBOOT:
+        # A fast reboot may already be over; its reason then is gone (resume) or ours (down).
+        return (
+            node.state is NodeState.REBOOTING
+            or node.reason.startswith(plan.stored_reason)
+            or (node.state.in_service)
+        )
+    if plan.verb is Verb.MAINTENANCE_DELETE:
+        return str(plan.params.get("name")) not in reservations
+    return str(plan.params.get("name")) in reservations
+
+
+def execute(
+    scheduler: Scheduler,
+    request: Request,
+    radius: BlastRadius,
+    audit: AuditLog,
+    argv: Sequence[str] = (),
+) -> Outcome:
+    action_id = new_action_id()
+    with audit.lock():
+        plan = prepare(scheduler, request, radius)  # fresh state, under the lock
+        refused = refusal_error(plan)
+        if refused is not None:
+            audit.append(
+                _record(
+                    action_id,
+                    "refused",
+                    plan,
+                    argv=list(argv),
+                    plan=plan.to_dict(),
+                    status="refused",
+                    message=refused.message,
+                )
+            )
+            raise refused
+        audit.append(_record(action_id, "start", plan, argv=list(argv), plan=plan.to_dict()))
+        outcome = Outcome(action_id, plan)
+        error: FactoryctlError | None = None
+        try:
+            if plan.targets:
+                _call(scheduler, plan)
+        except FactoryctlError as err:
+            error = err
+        except BaseException as err:
+            audit.append(
+                _record(
+                    action_id,
+                    "result",
+                    plan,
+                    status="interrupted",
+                    message=f"{type(err).__name__} during the scheduler call",
+                )
+            )
+            raise
+        try:
+            after = {n.name: n for n in scheduler.nodes()}
+            outcome.results = _verify(scheduler, plan, after)
+        except FactoryctlError as err:
+            outcome.results = {n: {"result": PENDING, "state": "unknown"} for n in plan.targets}
+            error = error or err
+        _conclude(outcome, error)
+        audit.append(
+            _record(
+                action_id,
+                "result",
+                plan,
+                status=outcome.status.name.lower(),
+                message=outcome.message,
+                result=outcome.results,
+            )
+        )
+    return outcome
+
+
+def _conclude(outcome: Outcome, error: FactoryctlError | None) -> None:
+    plan = outcome.plan
+    changed = [n for n, r in outcome.results.items() if r["result"] == CHANGED]
+    failed = [n for n, r in outcome.results.items() if r["result"] in (FAILED, PENDING)]
+    skipped = len(plan.skipped)
+    verb = plan.verb.value
+    if not plan.targets:
+        outcome.message = (
+            f"{verb}: nothing to do: all {skipped} node(s) already in the wanted state"
+        )
+    elif not failed:
+        outcome.message = f"{verb}: {len(changed)} node(s) done" + (
+            f", {skipped} already in the wanted state" if skipped else ""
+        )
+    elif changed:
+        outcome.status = ExitStatus.PARTIAL
+        outcome.message = (
+            f"{verb}: partial: {len(changed)} node(s) done, failed on "
+            f"{hostlists.collect(failed)}" + (f" ({error.message})" if error else "")
+        )
+    else:
+        outcome.status = error.status if error else ExitStatus.SCHEDULER_ERROR
+        outcome.message = error.message if error else f"{verb}: no node changed state"
+
+
+def wait(
+    scheduler: Scheduler,
+    outcome: Outcome,
+    timeout: float,
+    audit: AuditLog,
+    interval: float = 1.0,
+    progress: Callable[[int, int, str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Outcome:
+    """Block until every acted-on node reached its goal; TIMEOUT otherwise."""
+    plan = outcome.plan
+    targets = [n for n, r in outcome.results.items() if r["result"] == CHANGED]
+    deadline = clock() + timeout
+    outcome.waited = True
+    done: dict[str, str] = {}
+    while True:
+        try:
+            now = {n.name: n for n in scheduler.nodes()}
+        except FactoryctlError:
+            now = {}  # a slurmctld restart mid-wait: keep polling until the deadline
+        for name in targets:
+            if name in now and name not in done:
+                verdict = _goal(plan, now[name])
+                if verdict is not None:
+                    done[name] = verdict
+        if progress is not None:
+            progress(len(done), len(targets), plan.verb.value)
+        if len(done) == len(targets) or clock() >= deadline:
+            break
+        sleep(interval)
+    for name in targets:
+        state = now[name].state.value if name in now else "unknown"
+        outcome.results[name] = {"result": done.get(name, PENDING), "state": state}
+    failed = [n for n in targets if done.get(n) == FAILED]
+    pending = [n for n in targets if n not in done]
+    if pending:
+        outcome.status = ExitStatus.TIMEOUT
+        outcome.message = (
+            f"{plan.verb.value}: timed out after {timeout:.0f}s waiting for "
+            f"{hostlists.collect(pending)}"
+        )
+    elif failed:
+        outcome.status = (
+            ExitStatus.PARTIAL if len(failed) < len(targets) else ExitStatus.SCHEDULER_ERROR
+        )
+        outcome.message = f"{plan.verb.value}: failed on {hostlists.collect(failed)}"
+    else:
+        outcome.message = f"{plan.verb.value}: {len(targets)} node(s) reached their goal"
+    audit.append(
+        _record(
+            outcome.action_id,
+            "wait",
+            plan,
+            status=outcome.status.name.lower(),
+            message=outcome.message,
+            result=outcome.results,
+        )
+    )
+    return outcome
+
+
+def _goal(plan: Plan, node: Node) -> str | None:
+    """CHANGED when ``node`` reached the state the action promised, FAILED when it never
+    will, None while still on its way."""
+    if plan.verb is Verb.DRAIN:
+        if node.state is NodeState.DRAINED or node.state is NodeState.DOWN:
+            return CHANGED
+        return None if node.state is NodeState.DRAINING else FAILED
+    if plan.verb is Verb.REBOOT:
+        if node.state is NodeState.REBOOTING:
+            return None
+        if plan.params.get("next_state", "resume") == NextState.DOWN.value:
+            return CHANGED if node.state in (NodeState.DOWN, NodeState.DRAINED) else None
+        if node.state.in_service:
+            return CHANGED
+        return FAILED if node.state is NodeState.DOWN else None
+    return CHANGED
