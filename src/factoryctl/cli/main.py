@@ -26,6 +26,11 @@ COMMANDS: dict[str, str] = {
     "job": "factoryctl.cli.inventory:job",
     "demo": "factoryctl.cli.demo:demo",
     "completion": "factoryctl.cli.completion:completion",
+    "drain": "factoryctl.cli.actions:drain",
+    "resume": "factoryctl.cli.actions:resume",
+    "reboot": "factoryctl.cli.actions:reboot",
+    "maintenance": "factoryctl.cli.maintenance:maintenance",
+    "audit": "factoryctl.cli.maintenance:audit",
 }
 
 
