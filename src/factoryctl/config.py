@@ -107,8 +107,11 @@ def _merge_file(settings: dict[str, dict[str, Any]], data: Mapping[str, Any], pa
             if key not in settings[section]:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
             default = settings[section][key]
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                isinstance(default, (int, float)) and not isinstance(value, (int, float))
+            if (
+                isinstance(default, bool) != isinstance(value, bool)
+                or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
+                or (isinstance(default, str) and not isinstance(value, str))
+                or (isinstance(default, dict) and not isinstance(value, dict))
             ):
                 raise ConfigError(f"{path}: [{section}] {key} has the wrong type")
             settings[section][key] = float(value) if isinstance(default, float) else value

@@ -170,31 +170,22 @@ class SimFactory:
         self._sample(self.now + dt)
 
     def _sample(self, t: float) -> None:
-        spec, rnd = self.config.spec, self.rng.random
+        spec, rnd, gpn = self.config.spec, self.rng.random, self.gpn
         down = [a.down or a.reboot_until is not None for a in self.admin]
-        gpn = self.gpn
-        for g in range(len(self.power)):
-            if not self.up[g] or down[g // gpn]:
-                self.power[g] = 0.0
-                self.utilization[g] = 0.0
+        up, owner, phase, throttle = self.up, self.owner, self.phase, self.throttle
+        util, mem_util, mem_used = self.utilization, self.memory_utilization, self.memory_used
+        power, temp, clock = self.power, self.temperature, self.sm_clock
+        none = Workload.NONE
+        for g in range(len(power)):
+            if not up[g] or down[g // gpn]:
+                power[g] = 0.0
+                util[g] = 0.0
                 continue
-            if self.throttle[g] and self.throttle_until[g] <= t:
-                self.throttle[g] = 0
-            job = self.owner[g]
-            r = step(
-                spec,
-                job.workload if job else Workload.NONE,
-                t,
-                self.phase[g],
-                2 * rnd() - 1,
-                self.throttle[g],
-            )
-            self.utilization[g] = r.utilization
-            self.memory_utilization[g] = r.memory_utilization
-            self.memory_used[g] = r.memory_used_bytes
-            self.power[g] = r.power_watts
-            self.temperature[g] = r.temperature_celsius
-            self.sm_clock[g] = r.sm_clock_hz
+            if throttle[g] and self.throttle_until[g] <= t:
+                throttle[g] = 0
+            job = owner[g]
+            r = step(spec, job.workload if job else none, t, phase[g], 2 * rnd() - 1, throttle[g])
+            util[g], mem_util[g], mem_used[g], power[g], temp[g], clock[g] = r
 
     def _handle_events(self) -> None:
         while self._events and self._events[0][0] <= self.now + 1e-9:
