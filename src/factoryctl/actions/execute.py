@@ -153,6 +153,22 @@ def _record(action_id: str, event: str, p: Plan, /, **extra: Any) -> dict[str, A
     }
 
 
+def record_refusal(audit: AuditLog, plan: Plan, message: str, argv: Sequence[str] = ()) -> None:
+    """A refused action changed nothing, but who tried what, and why it was refused,
+    belongs in the log as much as what was done."""
+    audit.append(
+        _record(
+            new_action_id(),
+            "refused",
+            plan,
+            argv=list(argv),
+            plan=plan.to_dict(),
+            status="refused",
+            message=message,
+        )
+    )
+
+
 def _call(scheduler: Scheduler, plan: Plan) -> None:
     targets = plan.targets
     p = plan.params

@@ -15,7 +15,15 @@ from typing import Any
 import click
 
 from factoryctl.actions.audit import AuditLog, default_audit_path
-from factoryctl.actions.execute import Outcome, Request, execute, operator, prepare, wait
+from factoryctl.actions.execute import (
+    Outcome,
+    Request,
+    execute,
+    operator,
+    prepare,
+    record_refusal,
+    wait,
+)
 from factoryctl.actions.guards import BlastRadius, RefusedError, refusal_error
 from factoryctl.actions.plan import Plan, Step, Verb
 from factoryctl.actions.timespec import parse_duration
@@ -170,13 +178,19 @@ def run_action(
         env.write(render_json({"kind": "plan", "dry_run": True, **plan.to_dict()}))
     elif env.output != "json":
         env.write(render_plan(plan))
+    if refused is not None and not dry_run:
+        record_refusal(audit_log(env), plan, refused.message, argv or [])
     if refused is not None:
         raise refused
     if dry_run:
         env.stderr.write("factoryctl: dry run: nothing changed\n")
         return int(ExitStatus.OK)
     if plan.targets:
-        confirm(env, plan, yes)
+        try:
+            confirm(env, plan, yes)
+        except RefusedError as err:
+            record_refusal(audit_log(env), plan, err.message, argv or [])
+            raise
     outcome = execute(scheduler, request, radius, audit_log(env), argv or [])
     if wait_timeout is not None and outcome.status is ExitStatus.OK and outcome.plan.targets:
         outcome = wait(scheduler, outcome, wait_timeout, audit_log(env), progress=_progress(env))
