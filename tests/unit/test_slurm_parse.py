@@ -126,3 +126,10 @@ def test_garbage_json_is_a_scheduler_error() -> None:
     with pytest.raises(FactoryctlError) as info:
         parse_sinfo_json("sinfo: error: something\n")
     assert info.value.status is ExitStatus.SCHEDULER_ERROR
+
+
+def test_json_errors_with_no_data_mean_unreachable() -> None:
+    text = '{"errors": [{"error": "Unspecified error", "errno": -1}], "nodes": []}'
+    with pytest.raises(FactoryctlError) as info:
+        parse_sinfo_json(text)
+    assert info.value.status is ExitStatus.SCHEDULER_UNREACHABLE

@@ -92,6 +92,16 @@ def _load(text: str, what: str) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise FactoryctlError(f"{what} returned unexpected JSON", ExitStatus.SCHEDULER_ERROR)
+    errors = data.get("errors") or []
+    if errors:
+        # 22.05 exits 0 with {"errors": [{"error": "Unspecified error"}], "nodes": []} when
+        # slurmctld cannot be reached: no data plus an error means we could not read it.
+        first = errors[0] if isinstance(errors[0], dict) else {"error": str(errors[0])}
+        detail = first.get("description") or first.get("error") or "error"
+        empty = not any(data.get(k) for k in ("nodes", "jobs", "reservations"))
+        status = ExitStatus.SCHEDULER_UNREACHABLE if empty else ExitStatus.SCHEDULER_ERROR
+        hint = " (is slurmctld reachable?)" if empty else ""
+        raise FactoryctlError(f"{what} reported: {detail}{hint}", status)
     return data
 
 
