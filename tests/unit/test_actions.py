@@ -291,3 +291,18 @@ def test_time_specs() -> None:
             parse_duration(bad)
     with pytest.raises(FactoryctlError):
         parse_start("tomorrow-ish", 0.0)
+
+
+def test_wait_covers_nodes_already_draining(sched: DemoScheduler, audit: AuditLog) -> None:
+    execute(sched, _req(Verb.DRAIN, "gpu001"), RADIUS, audit)
+    again = execute(sched, _req(Verb.DRAIN, "gpu001"), RADIUS, audit)
+    assert again.results["gpu001"]["result"] == "unchanged"
+    clock = [0.0]
+
+    def sleep(s: float) -> None:
+        clock[0] += s
+        sched.sim.release("101")
+
+    done = wait(sched, again, 10, audit, interval=1, sleep=sleep, clock=lambda: clock[0])
+    assert done.status is ExitStatus.OK and clock[0] >= 1
+    assert done.results["gpu001"] == {"result": "unchanged", "state": "drained"}

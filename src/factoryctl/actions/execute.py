@@ -336,7 +336,9 @@ def wait(
 ) -> Outcome:
     """Block until every acted-on node reached its goal; TIMEOUT otherwise."""
     plan = outcome.plan
-    targets = [n for n, r in outcome.results.items() if r["result"] == CHANGED]
+    # Skipped nodes count too: "drain --wait" run twice must still wait for DRAINED.
+    before = {n: r["result"] for n, r in outcome.results.items()}
+    targets = [n for n, r in before.items() if r in (CHANGED, UNCHANGED)]
     deadline = clock() + timeout
     outcome.waited = True
     done: dict[str, str] = {}
@@ -357,7 +359,10 @@ def wait(
         sleep(interval)
     for name in targets:
         state = now[name].state.value if name in now else "unknown"
-        outcome.results[name] = {"result": done.get(name, PENDING), "state": state}
+        verdict = done.get(name, PENDING)
+        if verdict == CHANGED and before[name] == UNCHANGED:
+            verdict = UNCHANGED
+        outcome.results[name] = {"result": verdict, "state": state}
     failed = [n for n in targets if done.get(n) == FAILED]
     pending = [n for n in targets if n not in done]
     if pending:

@@ -192,7 +192,7 @@ def run_action(
             record_refusal(audit_log(env), plan, err.message, argv or [])
             raise
     outcome = execute(scheduler, request, radius, audit_log(env), argv or [])
-    if wait_timeout is not None and outcome.status is ExitStatus.OK and outcome.plan.targets:
+    if wait_timeout is not None and outcome.status is ExitStatus.OK:
         outcome = wait(scheduler, outcome, wait_timeout, audit_log(env), progress=_progress(env))
     return emit_outcome(env, outcome)
 

@@ -251,6 +251,33 @@ class SlurmCluster:
             self.procs.append(slurmd.start())
         self.wait_nodes_idle(timeout)
 
+    def start_slurmrestd(self, timeout: float = 15.0) -> Path:
+        """slurmrestd on a unix socket in our directory (local auth); returns the socket.
+
+        It refuses to run as root unless told the check is not wanted; with no slurmdbd
+        only the slurmctld plugin may load (no dbv* plugins)."""
+        sock = self.dir / "run" / "slurmrestd.socket"
+        if any(p.name == "slurmrestd" and p.alive() for p in self.procs):
+            return sock  # already running (a session-wide cluster shared by tests)
+        env = dict(self.env, SLURMRESTD_SECURITY="disable_user_check")
+        env.pop("SLURM_JWT", None)
+        proc = ManagedProcess(
+            "slurmrestd",
+            [
+                _which("slurmrestd"),
+                "-s",
+                "openapi/v0.0.38",
+                "-a",
+                "rest_auth/local",
+                f"unix:{sock}",
+            ],
+            self.dir / "log" / "slurmrestd.out",
+            env=env,
+        )
+        self.procs.append(proc.start())
+        wait_until(sock.exists, timeout, "slurmrestd socket")
+        return sock
+
     def _ctld_up(self, ctld: ManagedProcess) -> bool:
         if not ctld.alive():
             raise RuntimeError(f"slurmctld exited:\n{ctld.log_tail()}")
