@@ -154,3 +154,15 @@ def test_wait_progress_quiet_without_tty(cli, sched: DemoScheduler) -> None:  # 
     r = cli("drain", "gpu003", "--reason", "x", "--yes", "--wait", "--timeout", "5s")
     assert r.status == 0, r.stderr
     assert "waiting: drain 1/1 node(s) done" in r.stderr and "\r" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"), [("n\n", ExitStatus.REFUSED), ("y\n", ExitStatus.OK)]
+)
+def test_tty_asks_for_confirmation(
+    cli, sched: DemoScheduler, monkeypatch: pytest.MonkeyPatch, answer: str, status: ExitStatus
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    r = cli("drain", "gpu003", "--reason", "x", tty=True)
+    assert r.status == status, r.stderr
+    assert len(sched.calls) == (1 if status is ExitStatus.OK else 0)
