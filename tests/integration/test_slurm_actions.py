@@ -305,6 +305,7 @@ def test_scheduler_unreachable(slurm: SlurmCluster, fctl, tmp_path: Path) -> Non
         slurm.conf_path.read_text().replace(
             f"SlurmctldPort={slurm.ctld_port}", f"SlurmctldPort={free_port()}"
         )
+        + "MessageTimeout=2\n"  # Slurm retries a dead controller for MessageTimeout
     )
     r = fctl("drain", "gpu01", "--reason", "x", "--yes", environ={"SLURM_CONF": str(conf)})
     assert r.status == ExitStatus.SCHEDULER_UNREACHABLE, r.stderr

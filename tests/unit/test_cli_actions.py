@@ -166,3 +166,12 @@ def test_tty_asks_for_confirmation(
     r = cli("drain", "gpu003", "--reason", "x", tty=True)
     assert r.status == status, r.stderr
     assert len(sched.calls) == (1 if status is ExitStatus.OK else 0)
+
+
+def test_refusal_as_json_says_why_per_node(cli, sched: DemoScheduler) -> None:  # type: ignore[no-untyped-def]
+    sched.sim.set_admin("gpu004", drain=True, reason="NHC: gpu lost")
+    r = cli("-o", "json", "resume", "gpu004", "--yes")
+    assert r.status == ExitStatus.REFUSED
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "refused" and doc["exit_status"] == 5
+    assert doc["nodes"][0]["step"] == "refuse" and "NHC: gpu lost" in doc["nodes"][0]["note"]

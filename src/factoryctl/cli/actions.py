@@ -180,6 +180,9 @@ def run_action(
         env.write(render_plan(plan))
     if refused is not None and not dry_run:
         record_refusal(audit_log(env), plan, refused.message, argv or [])
+        if env.output == "json":
+            # Scripts get the per-node "why" as data too, not only the one-line error.
+            env.write(render_json(Outcome("", plan, refused.status, refused.message).to_dict()))
     if refused is not None:
         raise refused
     if dry_run:

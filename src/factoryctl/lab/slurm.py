@@ -459,3 +459,30 @@ def _is_ours(pid: int, directory: Path) -> bool:
     except OSError:
         return False
     return f"FACTORYCTL_LAB_DIR={directory}".encode() in environ.split(b"\0")
+
+
+def main() -> None:
+    """``python -m factoryctl.lab.slurm [NODES]``: a cluster to try factoryctl against."""
+    import sys
+
+    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (and SIGINT, which a shell's "&" ignores) must still stop every daemon.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    with SlurmCluster(nodes=nodes) as cluster:
+        print(f"export SLURM_CONF={cluster.conf_path}")
+        print(f"# {nodes} nodes up ({', '.join(cluster.live_nodes)}); Ctrl-C stops everything")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
