@@ -147,3 +147,24 @@ def test_missing_binary_and_timeout_are_unreachable() -> None:
 def test_reads_parse_through_the_backend() -> None:
     slurm = SlurmCLI(runner=FakeRunner())
     assert [n.name for n in slurm.nodes()] == ["gpu01", "gpu02", "gpu03", "gpu04"]
+
+
+def test_falls_back_to_scontrol_without_json() -> None:
+    """Slurm without --json (before 21.08): nodes and jobs come from scontrol -o."""
+
+    def runner(
+        argv: Sequence[str], env: Mapping[str, str] | None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        if "--json" in argv:
+            return subprocess.CompletedProcess(
+                list(argv), 1, "", f"{argv[0]}: unrecognized option '--json'"
+            )
+        name = "show_node_reboot.txt" if argv[-1] == "node" else "show_job.txt"
+        return subprocess.CompletedProcess(list(argv), 0, (FIXTURES / name).read_text(), "")
+
+    slurm = SlurmCLI(runner=runner)
+    nodes = {n.name: n.state.value for n in slurm.nodes()}
+    assert nodes == {"gpu01": "drained", "gpu02": "rebooting", "gpu03": "idle", "gpu04": "drained"}
+    assert [j.job_id for j in slurm.jobs()] == ["1", "2", "3"]
+    slurm.nodes()
+    assert [c[0] for c in slurm.calls] == ["sinfo", "scontrol", "scontrol", "scontrol"]

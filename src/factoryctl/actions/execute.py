@@ -20,7 +20,7 @@ from typing import Any
 from factoryctl import hostlists
 from factoryctl.actions.audit import AuditLog, new_action_id
 from factoryctl.actions.guards import BlastRadius, apply_guards, refusal_error
-from factoryctl.actions.plan import Plan, Step, Verb, build_plan
+from factoryctl.actions.plan import Plan, Step, Verb, build_plan, stored_reason
 from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError
 from factoryctl.model import Node, NodeState
 from factoryctl.scheduler.base import NextState, ReservationRequest, Scheduler
@@ -120,6 +120,7 @@ def prepare(scheduler: Scheduler, request: Request, radius: BlastRadius) -> Plan
     names = hostlists.expand(request.nodes)  # syntax first: no scheduler call for garbage
     if request.verb not in (Verb.RESUME, Verb.MAINTENANCE_DELETE) or request.reason:
         validate_reason(request.reason)
+        validate_reason(stored_reason(request.reason, request.user))  # length with prefix
     nodes = scheduler.nodes()
     targets = resolve_targets(request.nodes, nodes)
     assert set(targets) == set(names)

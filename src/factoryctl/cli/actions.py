@@ -30,7 +30,7 @@ from factoryctl.actions.timespec import parse_duration
 from factoryctl.cli.common import get_env
 from factoryctl.cli.env import Environment
 from factoryctl.errors import ExitStatus
-from factoryctl.formats import render_json, render_table
+from factoryctl.formats import render_csv, render_json, render_table
 from factoryctl.views import Column
 
 PLAN_COLUMNS = (
@@ -153,6 +153,8 @@ def _progress(env: Environment) -> Callable[[int, int, str], None]:
 def emit_outcome(env: Environment, outcome: Outcome) -> int:
     if env.output == "json":
         env.write(render_json(outcome.to_dict()))
+    elif env.output == "csv":
+        env.write(render_csv([{"name": n, **r} for n, r in outcome.results.items()]))
     else:
         rows = [{"name": n, **r} for n, r in outcome.results.items()]
         if rows:

@@ -20,6 +20,8 @@ from factoryctl.model import Job, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
 from factoryctl.scheduler.slurm_parse import (
     parse_reservations,
+    parse_scontrol_jobs,
+    parse_scontrol_nodes,
     parse_sinfo_json,
     parse_squeue_json,
 )
@@ -96,6 +98,9 @@ class SlurmCLI:
     runner: Runner = subprocess_runner
     name: str = "slurm"
     calls: list[list[str]] = field(default_factory=list)  # every argv run, for tests/bench
+    # Slurm before 21.08 (or built without the JSON plugins) has no --json: fall back to
+    # ``scontrol -o`` once and remember it.
+    json_unsupported: bool = False
 
     def _run(self, argv: list[str]) -> str:
         self.calls.append(argv)
@@ -117,10 +122,24 @@ class SlurmCLI:
 
     # -- reads ----------------------------------------------------------------------------
     def nodes(self) -> list[Node]:
-        return parse_sinfo_json(self._run(["sinfo", "--json"]))
+        if not self.json_unsupported:
+            try:
+                return parse_sinfo_json(self._run(["sinfo", "--json"]))
+            except FactoryctlError as err:
+                if not _no_json(err):
+                    raise
+                self.json_unsupported = True
+        return parse_scontrol_nodes(self._run(["scontrol", "-o", "show", "node"]))
 
     def jobs(self) -> list[Job]:
-        return parse_squeue_json(self._run(["squeue", "--json"]))
+        if not self.json_unsupported:
+            try:
+                return parse_squeue_json(self._run(["squeue", "--json"]))
+            except FactoryctlError as err:
+                if not _no_json(err):
+                    raise
+                self.json_unsupported = True
+        return parse_scontrol_jobs(self._run(["scontrol", "-o", "-d", "show", "job"]))
 
     def reservations(self) -> list[Reservation]:
         text = self._run(["scontrol", "-o", "show", "reservation"])
@@ -171,6 +190,13 @@ class SlurmCLI:
 
     def delete_reservation(self, name: str) -> None:
         self._run(["scontrol", "delete", f"ReservationName={validate_reservation_name(name)}"])
+
+
+def _no_json(err: FactoryctlError) -> bool:
+    text = err.message.lower()
+    return err.status is ExitStatus.SCHEDULER_ERROR and (
+        "unrecognized option" in text or ("json" in text and "plugin" in text)
+    )
 
 
 def classify_error(argv: Sequence[str], message: str) -> FactoryctlError:
