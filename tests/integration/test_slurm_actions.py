@@ -380,3 +380,32 @@ def test_two_operators_on_overlapping_nodes(slurm: SlurmCluster, state_dir: Path
     assert second["result"]["gpu02"]["result"] == "unchanged"
     assert nodes["gpu02"]["reason"] == first["reason"]
     assert os.path.exists(state_dir / "factoryctl" / "audit.jsonl.lock")
+
+
+def test_reboot_asap_next_state_down_with_a_running_job(slurm: SlurmCluster, fctl) -> None:  # type: ignore[no-untyped-def]
+    job = slurm.sbatch("-w", "gpu03", "--gres=gpu:1", script="sleep 3")
+    slurm.wait_job_running(job)
+    r = fctl(
+        "-o",
+        "json",
+        "reboot",
+        "gpu03",
+        "--asap",
+        "--next-state",
+        "down",
+        "--reason",
+        "bios",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "90s",
+    )
+    assert r.status == 0, r.stderr
+    doc = r.json()
+    assert doc["jobs"][0]["job_id"] == job and "reboots when it ends" in doc["jobs"][0]["effect"]
+    assert doc["nodes"][0]["state"] in ("down", "drained")
+    node = _sinfo(slurm)["gpu03"]
+    assert node["state"] == "down" or "DRAIN" in node["state_flags"]
+    assert node["reason"].startswith("factoryctl: bios (erin)")
+    # Back into service is an explicit, owned resume.
+    assert fctl("resume", "gpu03", "--yes").status == 0

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from factoryctl.lab.procs import ManagedProcess, free_port, stop_pid, wait_until
+from factoryctl.lab.procs import ManagedProcess, free_port, wait_until
 
 NVIDIA_MAJOR = 195
 
@@ -402,7 +402,9 @@ class SlurmCluster:
                 with contextlib.suppress(ValueError, OSError):
                     pid = int(pidfile.read_text().strip())
                     if _is_ours(pid, self.dir):
-                        stop_pid(pid)
+                        # Not our child: once dead it is a zombie of init, which
+                        # stop_pid's existence probe would wait out; _kill_all does not.
+                        _kill_all([pid])
         for proc in reversed(self.procs):
             if not proc.name.startswith("slurmd"):
                 proc.stop()
