@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "jobs": "factoryctl.cli.inventory:jobs",
     "job": "factoryctl.cli.inventory:job",
     "demo": "factoryctl.cli.demo:demo",
+    "triage": "factoryctl.cli.triage:triage_command",
     "completion": "factoryctl.cli.completion:completion",
     "drain": "factoryctl.cli.actions:drain",
     "resume": "factoryctl.cli.actions:resume",
