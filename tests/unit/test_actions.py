@@ -306,3 +306,23 @@ def test_wait_covers_nodes_already_draining(sched: DemoScheduler, audit: AuditLo
     done = wait(sched, again, 10, audit, interval=1, sleep=sleep, clock=lambda: clock[0])
     assert done.status is ExitStatus.OK and clock[0] >= 1
     assert done.results["gpu001"] == {"result": "unchanged", "state": "drained"}
+
+
+def test_audit_lock_times_out_as_refused(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", lock_timeout=0.2)
+    with log.lock():
+        other = AuditLog(tmp_path / "audit.jsonl", lock_timeout=0.2)
+        with pytest.raises(FactoryctlError) as info, other.lock():
+            pass
+    assert info.value.status is ExitStatus.REFUSED
+    with log.lock():  # released: free again
+        pass
+
+
+def test_unwritable_audit_log_stops_the_action(sched: DemoScheduler, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    log = AuditLog(blocker / "audit.jsonl")  # parent is a file: cannot be created
+    with pytest.raises(FactoryctlError):
+        execute(sched, _req(Verb.DRAIN, "gpu003"), RADIUS, log)
+    assert sched.calls == []  # nothing changed without a record

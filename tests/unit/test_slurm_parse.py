@@ -133,3 +133,41 @@ def test_json_errors_with_no_data_mean_unreachable() -> None:
     with pytest.raises(FactoryctlError) as info:
         parse_sinfo_json(text)
     assert info.value.status is ExitStatus.SCHEDULER_UNREACHABLE
+
+
+FLAGS = [
+    "DRAIN",
+    "COMPLETING",
+    "MAINTENANCE",
+    "RESERVED",
+    "REBOOT_ISSUED",
+    "REBOOT_REQUESTED",
+    "NOT_RESPONDING",
+    "POWER_DOWN",
+    "CLOUD",
+    "FAIL",
+    "PLANNED",
+]
+
+
+def test_every_flag_combination_maps_sensibly() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(
+        st.sampled_from(
+            ["idle", "mixed", "allocated", "down", "completing", "future", "unknown", "error"]
+        ),
+        st.lists(st.sampled_from(FLAGS), unique=True, max_size=5),
+    )
+    def check(base: str, flags: list[str]) -> None:
+        state = map_node_state(base, flags)
+        if "DRAIN" in flags or "FAIL" in flags or "REBOOT_ISSUED" in flags:
+            # Whatever else is going on, a drained or rebooting node is never "in service".
+            assert not state.in_service
+        if {"REBOOT_ISSUED", "REBOOT_REQUESTED"} & set(flags):
+            assert state is NodeState.REBOOTING
+        if state is NodeState.DRAINING:
+            assert base in ("mixed", "allocated", "completing") or "COMPLETING" in flags
+
+    check()

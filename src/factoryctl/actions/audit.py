@@ -57,8 +57,14 @@ class AuditLog:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         lock_path = self.path.with_name(self.path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise FactoryctlError(
+                f"cannot open the audit log lock {lock_path}: {err.strerror}; nothing was changed",
+                ExitStatus.ERROR,
+            ) from None
         try:
             deadline = time.monotonic() + self.lock_timeout
             while True:

@@ -1,29 +1,21 @@
 """Durations (``90s``, ``10m``, ``2h``, ``1d``, ``1h30m``) and start times (``now``,
-``now+2h``, ``2026-12-01T22:00``, epoch seconds) as typed by an operator."""
+``now+2h``, ``2026-12-01T22:00``, epoch seconds) as typed by an operator.
+
+Start times look forward (a maintenance window starts *in* 2 hours), unlike the
+``factoryctl.durations.parse_time`` of queries, which look back. A time without a zone
+is local time, as Slurm prints and reads it."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
+from factoryctl import durations
 from factoryctl.errors import UsageError
-
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds. A bare number is seconds."""
-    raw = text.strip().lower()
-    try:
-        value = float(raw)
-    except ValueError:
-        parts = _PART.findall(raw)
-        if not parts or "".join(n + u for n, u in parts) != raw:
-            raise UsageError(
-                f"invalid duration {text!r}: use e.g. 90s, 10m, 2h, 1d or 1h30m"
-            ) from None
-        value = sum(float(n) * _UNIT[u] for n, u in parts)
+    """Seconds, in the project's one duration grammar; zero or negative is refused."""
+    value = durations.parse_duration(text)
     if value <= 0:
         raise UsageError(f"invalid duration {text!r}: must be positive")
     return value

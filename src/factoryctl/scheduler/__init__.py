@@ -24,7 +24,10 @@ def open_scheduler(
 
         d = settings["demo"]
         source = DemoSource.create(
-            nodes=d["nodes"], gpus_per_node=d["gpus_per_node"], seed=d["seed"]
+            nodes=d["nodes"],
+            gpus_per_node=d["gpus_per_node"],
+            seed=d["seed"],
+            faults_per_node_day=d.get("faults_per_node_day", 0.0),
         )
         return DemoScheduler(source.sim)
     kind = settings["scheduler"]["type"]
