@@ -326,3 +326,19 @@ def test_unwritable_audit_log_stops_the_action(sched: DemoScheduler, tmp_path: P
     with pytest.raises(FactoryctlError):
         execute(sched, _req(Verb.DRAIN, "gpu003"), RADIUS, log)
     assert sched.calls == []  # nothing changed without a record
+
+
+def test_drain_racing_another_operator_is_unchanged_not_failed(
+    sched: DemoScheduler, audit: AuditLog
+) -> None:
+    real_drain = sched.drain
+
+    def raced(nodes: list[str], reason: str) -> None:
+        real_drain(nodes, reason)
+        real_drain(nodes, "factoryctl: theirs (bob)")  # bob's write lands last
+
+    sched.drain = raced  # type: ignore[method-assign]
+    outcome = execute(sched, _req(Verb.DRAIN, "gpu003"), RADIUS, audit)
+    assert outcome.status is ExitStatus.OK
+    assert outcome.results["gpu003"]["result"] == "unchanged"
+    assert "theirs (bob)" in outcome.results["gpu003"]["note"]

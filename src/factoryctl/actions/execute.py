@@ -215,7 +215,23 @@ def _verify(
             continue
         ok = node is not None and _took_effect(plan, node, names)
         results[n.name] = {"result": CHANGED if ok else FAILED, "state": state}
+        if not ok and node is not None and _drained_by_other(plan, node):
+            # Another operator's drain landed between our re-read and our call: the node
+            # is drained as wanted, with their reason (the later write wins in Slurm).
+            results[n.name] = {
+                "result": UNCHANGED,
+                "state": state,
+                "note": f"drained concurrently: {node.reason}",
+            }
     return results
+
+
+def _drained_by_other(plan: Plan, node: Node) -> bool:
+    return (
+        plan.verb is Verb.DRAIN
+        and node.state in (NodeState.DRAINING, NodeState.DRAINED)
+        and node.reason != plan.stored_reason
+    )
 
 
 def _took_effect(plan: Plan, node: Node, reservations: set[str]) -> bool:
@@ -304,7 +320,7 @@ def _conclude(outcome: Outcome, error: FactoryctlError | None) -> None:
     plan = outcome.plan
     changed = [n for n, r in outcome.results.items() if r["result"] == CHANGED]
     failed = [n for n, r in outcome.results.items() if r["result"] in (FAILED, PENDING)]
-    skipped = len(plan.skipped)
+    skipped = sum(1 for r in outcome.results.values() if r["result"] == UNCHANGED)
     verb = plan.verb.value
     if not plan.targets:
         outcome.message = (
