@@ -40,3 +40,35 @@ def test_reads_over_rest_writes_over_scontrol(slurm: SlurmCluster) -> None:
         ("rest-m", ("gpu03",), True)
     ]
     assert all(p.startswith("/") for p in rest.calls)  # reads went over HTTP
+
+
+def test_cli_selects_slurmrestd_from_config(slurm: SlurmCluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import json
+
+    from factoryctl.cli.env import Environment
+    from factoryctl.cli.main import main
+
+    sock = slurm.start_slurmrestd()
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(
+        stdout=out,
+        stderr=err,
+        stdin_isatty=False,
+        environ={
+            **slurm.env,
+            "HOME": str(tmp_path),
+            "USER": "erin",
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "FACTORYCTL_SCHEDULER_TYPE": "slurmrestd",
+            "FACTORYCTL_SCHEDULER_SLURMRESTD_URL": f"unix:{sock}",
+        },
+    )
+    assert main(["-o", "json", "drain", "gpu02", "--reason", "via rest", "--yes"], env) == 0, (
+        err.getvalue()
+    )
+    assert json.loads(out.getvalue())["nodes"][0]["result"] == "changed"
+    assert isinstance(
+        env.scheduler(), type(open_slurmrestd({"slurmrestd_url": f"unix:{sock}"}, {}))
+    )
+    assert "/openapi/v3" in env.scheduler().calls  # type: ignore[attr-defined]
