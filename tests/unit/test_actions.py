@@ -342,3 +342,13 @@ def test_drain_racing_another_operator_is_unchanged_not_failed(
     assert outcome.status is ExitStatus.OK
     assert outcome.results["gpu003"]["result"] == "unchanged"
     assert "theirs (bob)" in outcome.results["gpu003"]["note"]
+
+
+def test_reboot_that_would_resume_a_health_check_drain_is_refused(sched: DemoScheduler) -> None:
+    sched.sim.set_admin("gpu006", drain=True, reason="NHC: XID 79")
+    plan = prepare(sched, _req(Verb.REBOOT, "gpu006", next_state="resume"), RADIUS)
+    assert plan.nodes[0].step is Step.REFUSE and "--next-state down" in plan.nodes[0].note
+    ok = prepare(sched, _req(Verb.REBOOT, "gpu006", next_state="down"), RADIUS)
+    assert ok.nodes[0].step is Step.ACT
+    forced = prepare(sched, _req(Verb.REBOOT, "gpu006", force=True, next_state="resume"), RADIUS)
+    assert forced.nodes[0].step is Step.ACT and "--force" in forced.nodes[0].note

@@ -123,7 +123,7 @@ def _job_effect(verb: Verb, params: dict[str, Any]) -> str:
     return "unaffected"
 
 
-def _node_step(verb: Verb, node: Node, force: bool) -> tuple[Step, str]:
+def _node_step(verb: Verb, node: Node, force: bool, params: dict[str, Any]) -> tuple[Step, str]:
     state = node.state
     if verb is Verb.DRAIN:
         if state in (NodeState.DRAINING, NodeState.DRAINED):
@@ -150,6 +150,18 @@ def _node_step(verb: Verb, node: Node, force: bool) -> tuple[Step, str]:
     if verb is Verb.REBOOT:
         if state is NodeState.REBOOTING:
             return Step.SKIP, "reboot already in progress"
+        foreign = node.reason and not owned_by_factoryctl(node.reason)
+        out = state in (NodeState.DRAINING, NodeState.DRAINED, NodeState.DOWN)
+        if out and foreign and params.get("next_state", "resume") == "resume":
+            # A reboot that resumes would undo a health check's drain: the same guard as
+            # resume, or the broken GPU is back in service after the reboot.
+            if force:
+                return Step.ACT, f"--force: resumes a node drained by someone else ({node.reason})"
+            return (
+                Step.REFUSE,
+                f"out of service by someone else ({node.reason}); --next-state resume would "
+                "put it back: use --next-state down, or --force",
+            )
         return Step.ACT, ""
     return Step.ACT, ""
 
@@ -176,7 +188,7 @@ def build_plan(
     node_plans = []
     for name in targets:
         node = by_name[name]
-        step, note = _node_step(verb, node, force)
+        step, note = _node_step(verb, node, force, params)
         node_plans.append(
             NodePlan(
                 name=name,
