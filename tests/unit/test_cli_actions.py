@@ -175,3 +175,19 @@ def test_refusal_as_json_says_why_per_node(cli, sched: DemoScheduler) -> None:  
     doc = json.loads(r.stdout)
     assert doc["status"] == "refused" and doc["exit_status"] == 5
     assert doc["nodes"][0]["step"] == "refuse" and "NHC: gpu lost" in doc["nodes"][0]["note"]
+
+
+def test_demo_actions_act_on_the_factory_the_views_show(tmp_path: Path) -> None:
+    out, err = _Out(), _Out()
+    env = Environment(
+        stdout=out,
+        stderr=err,
+        stdin_isatty=False,
+        environ={"HOME": str(tmp_path), "USER": "dave", "FACTORYCTL_DEMO_NODES": "16"},
+    )
+    assert main(["--demo", "drain", "gpu001", "--reason", "demo", "--yes"], env) == 0, (
+        err.getvalue()
+    )
+    node = env.source().snapshot().node("gpu001")
+    assert node is not None and node.state in (NodeState.DRAINING, NodeState.DRAINED)
+    assert node.reason == "factoryctl: demo (dave)"

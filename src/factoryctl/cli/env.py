@@ -56,9 +56,15 @@ class Environment:
     def scheduler(self) -> Scheduler:
         if self._scheduler is None:
             factory = self.scheduler_factory
-            self._scheduler = (
-                factory(self) if factory else open_scheduler(self.settings, self.demo, self.environ)
-            )
+            if factory is not None:
+                self._scheduler = factory(self)
+            elif self.demo:
+                # The demo scheduler acts on the very factory the views show.
+                from factoryctl.scheduler.demo import DemoScheduler
+
+                self._scheduler = DemoScheduler(self.source().sim)  # type: ignore[attr-defined]
+            else:
+                self._scheduler = open_scheduler(self.settings, self.demo, self.environ)
         return self._scheduler
 
     def write(self, text: str) -> None:
