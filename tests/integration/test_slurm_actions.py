@@ -409,3 +409,50 @@ def test_reboot_asap_next_state_down_with_a_running_job(slurm: SlurmCluster, fct
     assert node["reason"].startswith("factoryctl: bios (erin)")
     # Back into service is an explicit, owned resume.
     assert fctl("resume", "gpu03", "--yes").status == 0
+
+
+def test_kill_9_mid_action_leaves_an_incomplete_record(
+    slurm: SlurmCluster, state_dir: Path, tmp_path: Path
+) -> None:
+    # An scontrol that hangs on writes (reads pass through to the real one) stands in
+    # for a slurmctld that stops answering while we are killed.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = subprocess.run(
+        ["which", "scontrol"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    wrapper = bin_dir / "scontrol"
+    wrapper.write_text(f'#!/bin/sh\ncase "$1" in update) sleep 60;; esac\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {
+        **slurm.env,
+        "PATH": f"{bin_dir}:{slurm.env['PATH']}",
+        "XDG_STATE_HOME": str(state_dir),
+        "USER": "erin",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "factoryctl", "drain", "gpu01", "--reason", "x", "--yes"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not [r for r in _audit(state_dir) if r["event"] == "start"]:
+            assert time.monotonic() < deadline, "no start record"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, 9)  # the CLI and its hanging scontrol, nothing else
+        proc.wait(timeout=10)
+    out = subprocess.run(
+        [sys.executable, "-m", "factoryctl", "-o", "json", "audit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (item,) = json.loads(out)["items"]
+    assert item["status"] == "incomplete" and item["result"] is None
+    assert item["plan"]["targets"] == ["gpu01"]
