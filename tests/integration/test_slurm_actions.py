@@ -456,3 +456,27 @@ def test_kill_9_mid_action_leaves_an_incomplete_record(
     (item,) = json.loads(out)["items"]
     assert item["status"] == "incomplete" and item["result"] is None
     assert item["plan"]["targets"] == ["gpu01"]
+
+
+def test_whole_hostlist_is_one_scontrol_write(slurm: SlurmCluster, tmp_path: Path) -> None:
+    from factoryctl.actions.audit import AuditLog
+    from factoryctl.actions.execute import Request, execute
+    from factoryctl.actions.guards import BlastRadius
+    from factoryctl.actions.plan import Verb
+    from factoryctl.scheduler.slurm_cli import SlurmCLI
+
+    backend = SlurmCLI(env=slurm.env)
+    request = Request(Verb.DRAIN, "gpu[01-04]", "all of them", "erin", force=True)
+    outcome = execute(backend, request, BlastRadius(), AuditLog(tmp_path / "a.jsonl"))
+    assert outcome.status is ExitStatus.OK
+    writes = [c for c in backend.calls if c[0] == "scontrol"]
+    assert writes == [
+        [
+            "scontrol",
+            "update",
+            "NodeName=gpu[01-04]",
+            "State=DRAIN",
+            "Reason=factoryctl: all of them (erin)",
+        ]
+    ]
+    assert all("DRAIN" in n["state_flags"] for n in _sinfo(slurm).values())
