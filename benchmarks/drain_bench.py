@@ -30,8 +30,9 @@ from pathlib import Path
 
 from factoryctl import hostlists
 from factoryctl.actions.audit import AuditLog
-from factoryctl.actions.execute import Request, execute
+from factoryctl.actions.execute import execute
 from factoryctl.actions.guards import BlastRadius
+from factoryctl.actions.outcome import Request
 from factoryctl.actions.plan import Verb
 from factoryctl.lab.slurm import SlurmCluster
 from factoryctl.scheduler.slurm_cli import SlurmCLI

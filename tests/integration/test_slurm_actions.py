@@ -460,8 +460,9 @@ def test_kill_9_mid_action_leaves_an_incomplete_record(
 
 def test_whole_hostlist_is_one_scontrol_write(slurm: SlurmCluster, tmp_path: Path) -> None:
     from factoryctl.actions.audit import AuditLog
-    from factoryctl.actions.execute import Request, execute
+    from factoryctl.actions.execute import execute
     from factoryctl.actions.guards import BlastRadius
+    from factoryctl.actions.outcome import Request
     from factoryctl.actions.plan import Verb
     from factoryctl.scheduler.slurm_cli import SlurmCLI
 

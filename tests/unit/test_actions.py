@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from factoryctl.actions.audit import AuditLog, summarize
-from factoryctl.actions.execute import CHANGED, PENDING, Request, execute, prepare, wait
+from factoryctl.actions.execute import execute, prepare
 from factoryctl.actions.guards import BlastRadius, refusal_error
+from factoryctl.actions.outcome import CHANGED, PENDING, Request
 from factoryctl.actions.plan import Step, Verb, owned_by_factoryctl, stored_reason
 from factoryctl.actions.timespec import parse_duration, parse_start
+from factoryctl.actions.waiting import wait
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import NodeState
 from factoryctl.scheduler.demo import DemoScheduler

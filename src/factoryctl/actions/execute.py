@@ -4,7 +4,7 @@
 takes the audit lock, re-reads the state (another operator may have acted since the plan
 was shown), re-applies the guards, writes the ``start`` record, makes one scheduler call
 for the whole node set, reads the state back and writes the ``result`` record with a
-result per node. ``wait`` polls until the nodes reach the state the action promised.
+result per node. ``factoryctl.actions.waiting.wait`` then polls, for ``--wait``.
 """
 
 from __future__ import annotations
@@ -13,95 +13,26 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from factoryctl import hostlists
 from factoryctl.actions.audit import AuditLog, new_action_id
 from factoryctl.actions.guards import BlastRadius, apply_guards, refusal_error
+from factoryctl.actions.outcome import (
+    CHANGED,
+    FAILED,
+    PENDING,
+    REFUSED,
+    UNCHANGED,
+    Outcome,
+    Request,
+)
 from factoryctl.actions.plan import Plan, Step, Verb, build_plan, stored_reason
 from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError
 from factoryctl.model import Node, NodeState
 from factoryctl.scheduler.base import NextState, ReservationRequest, Scheduler
 from factoryctl.scheduler.slurm_cli import validate_reason
-
-# What each per-node result means to a script reading ``-o json``.
-CHANGED, UNCHANGED, FAILED, REFUSED, PENDING = (
-    "changed",
-    "unchanged",
-    "failed",
-    "refused",
-    "pending",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    verb: Verb
-    nodes: str  # hostlist expression as typed
-    reason: str
-    user: str
-    force: bool = False
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Outcome:
-    action_id: str
-    plan: Plan
-    status: ExitStatus = ExitStatus.OK
-    message: str = ""
-    results: dict[str, dict[str, str]] = field(default_factory=dict)
-    waited: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "action",
-            "id": self.action_id,
-            "verb": self.plan.verb.value,
-            "status": self.status.name.lower(),
-            "exit_status": int(self.status),
-            "message": self.message,
-            "user": self.plan.user,
-            "reason": self.plan.stored_reason,
-            "params": dict(self.plan.params),
-            "nodes": [
-                {
-                    "name": n.name,
-                    "step": n.step.value,
-                    "state_before": n.state.value,
-                    "note": n.note,
-                }
-                | self.results.get(n.name, {})
-                for n in self.plan.nodes
-            ],
-            "jobs": [
-                {
-                    "job_id": j.job_id,
-                    "user": j.user,
-                    "name": j.name,
-                    "gpus": j.gpus,
-                    "effect": j.effect,
-                }
-                for j in self.plan.jobs
-            ],
-            "gpus_out_of_service": self.plan.gpus_out_of_service,
-            "waited": self.waited,
-        }
-
-
-def operator(environ: Mapping[str, str]) -> str:
-    """Who acts: the person behind sudo when there is one."""
-    for key in ("SUDO_USER", "USER", "LOGNAME"):
-        if environ.get(key):
-            return environ[key]
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return str(os.getuid())
 
 
 def resolve_targets(expression: str, nodes: Sequence[Node]) -> list[str]:
@@ -138,7 +69,7 @@ def prepare(scheduler: Scheduler, request: Request, radius: BlastRadius) -> Plan
     return apply_guards(plan, radius, request.force)
 
 
-def _record(action_id: str, event: str, p: Plan, /, **extra: Any) -> dict[str, Any]:
+def audit_record(action_id: str, event: str, p: Plan, /, **extra: Any) -> dict[str, Any]:
     plan = p
     return {
         "id": action_id,
@@ -158,7 +89,7 @@ def record_refusal(audit: AuditLog, plan: Plan, message: str, argv: Sequence[str
     """A refused action changed nothing, but who tried what, and why it was refused,
     belongs in the log as much as what was done."""
     audit.append(
-        _record(
+        audit_record(
             new_action_id(),
             "refused",
             plan,
@@ -266,7 +197,7 @@ def execute(
         refused = refusal_error(plan)
         if refused is not None:
             audit.append(
-                _record(
+                audit_record(
                     action_id,
                     "refused",
                     plan,
@@ -277,7 +208,7 @@ def execute(
                 )
             )
             raise refused
-        audit.append(_record(action_id, "start", plan, argv=list(argv), plan=plan.to_dict()))
+        audit.append(audit_record(action_id, "start", plan, argv=list(argv), plan=plan.to_dict()))
         outcome = Outcome(action_id, plan)
         error: FactoryctlError | None = None
         try:
@@ -287,7 +218,7 @@ def execute(
             error = err
         except BaseException as err:
             audit.append(
-                _record(
+                audit_record(
                     action_id,
                     "result",
                     plan,
@@ -304,7 +235,7 @@ def execute(
             error = error or err
         _conclude(outcome, error)
         audit.append(
-            _record(
+            audit_record(
                 action_id,
                 "result",
                 plan,
@@ -339,88 +270,3 @@ def _conclude(outcome: Outcome, error: FactoryctlError | None) -> None:
     else:
         outcome.status = error.status if error else ExitStatus.SCHEDULER_ERROR
         outcome.message = error.message if error else f"{verb}: no node changed state"
-
-
-def wait(
-    scheduler: Scheduler,
-    outcome: Outcome,
-    timeout: float,
-    audit: AuditLog,
-    interval: float = 1.0,
-    progress: Callable[[int, int, str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> Outcome:
-    """Block until every acted-on node reached its goal; TIMEOUT otherwise."""
-    plan = outcome.plan
-    # Skipped nodes count too: "drain --wait" run twice must still wait for DRAINED.
-    before = {n: r["result"] for n, r in outcome.results.items()}
-    targets = [n for n, r in before.items() if r in (CHANGED, UNCHANGED)]
-    deadline = clock() + timeout
-    outcome.waited = True
-    done: dict[str, str] = {}
-    while True:
-        try:
-            now = {n.name: n for n in scheduler.nodes()}
-        except FactoryctlError:
-            now = {}  # a slurmctld restart mid-wait: keep polling until the deadline
-        for name in targets:
-            if name in now and name not in done:
-                verdict = _goal(plan, now[name])
-                if verdict is not None:
-                    done[name] = verdict
-        if progress is not None:
-            progress(len(done), len(targets), plan.verb.value)
-        if len(done) == len(targets) or clock() >= deadline:
-            break
-        sleep(interval)
-    for name in targets:
-        state = now[name].state.value if name in now else "unknown"
-        verdict = done.get(name, PENDING)
-        if verdict == CHANGED and before[name] == UNCHANGED:
-            verdict = UNCHANGED
-        outcome.results[name] = {"result": verdict, "state": state}
-    failed = [n for n in targets if done.get(n) == FAILED]
-    pending = [n for n in targets if n not in done]
-    if pending:
-        outcome.status = ExitStatus.TIMEOUT
-        outcome.message = (
-            f"{plan.verb.value}: timed out after {timeout:.0f}s waiting for "
-            f"{hostlists.collect(pending)}"
-        )
-    elif failed:
-        outcome.status = (
-            ExitStatus.PARTIAL if len(failed) < len(targets) else ExitStatus.SCHEDULER_ERROR
-        )
-        outcome.message = f"{plan.verb.value}: failed on {hostlists.collect(failed)}"
-    else:
-        outcome.message = f"{plan.verb.value}: {len(targets)} node(s) reached their goal"
-    audit.append(
-        _record(
-            outcome.action_id,
-            "wait",
-            plan,
-            status=outcome.status.name.lower(),
-            message=outcome.message,
-            result=outcome.results,
-        )
-    )
-    return outcome
-
-
-def _goal(plan: Plan, node: Node) -> str | None:
-    """CHANGED when ``node`` reached the state the action promised, FAILED when it never
-    will, None while still on its way."""
-    if plan.verb is Verb.DRAIN:
-        if node.state is NodeState.DRAINED or node.state is NodeState.DOWN:
-            return CHANGED
-        return None if node.state is NodeState.DRAINING else FAILED
-    if plan.verb is Verb.REBOOT:
-        if node.state is NodeState.REBOOTING:
-            return None
-        if plan.params.get("next_state", "resume") == NextState.DOWN.value:
-            return CHANGED if node.state in (NodeState.DOWN, NodeState.DRAINED) else None
-        if node.state.in_service:
-            return CHANGED
-        return FAILED if node.state is NodeState.DOWN else None
-    return CHANGED

@@ -15,18 +15,12 @@ from typing import Any
 import click
 
 from factoryctl.actions.audit import AuditLog, default_audit_path
-from factoryctl.actions.execute import (
-    Outcome,
-    Request,
-    execute,
-    operator,
-    prepare,
-    record_refusal,
-    wait,
-)
+from factoryctl.actions.execute import execute, prepare, record_refusal
 from factoryctl.actions.guards import BlastRadius, RefusedError, refusal_error
+from factoryctl.actions.outcome import Outcome, Request, operator
 from factoryctl.actions.plan import Plan, Step, Verb
 from factoryctl.actions.timespec import parse_duration
+from factoryctl.actions.waiting import wait
 from factoryctl.cli.common import get_env
 from factoryctl.cli.env import Environment
 from factoryctl.errors import ExitStatus

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from factoryctl.actions.audit import summarize
-from factoryctl.actions.execute import Request, operator
+from factoryctl.actions.outcome import Request, operator
 from factoryctl.actions.plan import Verb
 from factoryctl.actions.timespec import parse_duration, parse_start
 from factoryctl.cli.actions import action_options, audit_log, run_action
