@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from factoryctl.lab.leftovers import our_processes
 from factoryctl.lab.procs import wait_until
-from factoryctl.lab.slurm import SlurmCluster, _our_processes, slurm_available
+from factoryctl.lab.slurm import SlurmCluster, slurm_available
 
 pytestmark = [pytest.mark.integration]
 
@@ -56,5 +57,5 @@ def test_gpus_prolog_epilog_and_clean_stop(tmp_path: Path) -> None:
     finally:
         directory = cluster.dir
         cluster.stop()
-    assert _our_processes(directory) == []
+    assert our_processes(directory) == []
     assert not directory.exists()

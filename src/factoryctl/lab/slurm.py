@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
@@ -27,30 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from factoryctl.lab.procs import ManagedProcess, free_port, wait_until
-
-NVIDIA_MAJOR = 195
-
-# RebootProgram: slurmd runs it (via system(), so it inherits slurmd's environment, which
-# names the node). It "reboots" the node by restarting that node's slurmd with -b, which
-# makes slurmd report the node as rebooted. The restart is detached because it kills the
-# slurmd that is running this script.
-REBOOT_SCRIPT = """#!/bin/sh
-node="$FACTORYCTL_LAB_NODE"
-dir="$FACTORYCTL_LAB_DIR"
-[ -n "$node" ] && [ -n "$dir" ] || exit 1
-echo "$(date +%s) reboot $node" >> "$dir/log/reboots.log"
-setsid sh -c '
-  sleep 1
-  old=$(cat "$0/run/slurmd-$1.pid" 2>/dev/null)
-  [ -n "$old" ] && kill "$old" 2>/dev/null
-  i=0
-  while [ -n "$old" ] && kill -0 "$old" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-  exec slurmd -D -b -N "$1" >> "$0/log/slurmd-$1.out" 2>&1
-' "$dir" "$node" < /dev/null > /dev/null 2>&1 &
-echo $! > "$dir/run/restart-$node.pid"
-exit 0
-"""
+from factoryctl.lab.leftovers import is_ours, kill_all, our_processes
+from factoryctl.lab.procs import ManagedProcess, wait_until
+from factoryctl.lab.slurm_conf import write_lab_files
 
 
 def _which(name: str) -> str:
@@ -120,82 +97,17 @@ class SlurmCluster:
         return env
 
     def _write_config(self) -> None:
-        d = self.dir
-        for sub in ("etc", "munge", "state", "run", "log", "dev", "tmp", "spool"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(d, 0o755)
-        os.chmod(d / "munge", 0o755)  # munged insists on a non-writable-by-others dir
-        key = d / "etc" / "munge.key"
-        key.write_bytes(secrets.token_bytes(1024))
-        os.chmod(key, 0o600)
-        for i in range(self.gpus_per_node):
-            dev = d / "dev" / f"nvidia{i}"
-            os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, i))
-            os.chmod(dev, 0o666)
-        for name in self.live_nodes:
-            (d / "spool" / name).mkdir(exist_ok=True)
-        reboot = d / "etc" / "reboot.sh"
-        reboot.write_text(REBOOT_SCRIPT)
-        os.chmod(reboot, 0o755)
-        (d / "etc" / "plugstack.conf").write_text("")
-        self.ctld_port = free_port()
-        conf = [
-            f"ClusterName=fctl{secrets.token_hex(3)}",
-            "SlurmctldHost=localhost(127.0.0.1)",
-            f"SlurmctldPort={self.ctld_port}",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket}",
-            f"StateSaveLocation={d / 'state'}",
-            f"SlurmdSpoolDir={d / 'spool' / '%n'}",
-            f"SlurmctldPidFile={d / 'run' / 'slurmctld.pid'}",
-            f"SlurmdPidFile={d / 'run' / 'slurmd-%n.pid'}",
-            f"SlurmctldLogFile={d / 'log' / 'slurmctld.log'}",
-            f"SlurmdLogFile={d / 'log' / 'slurmd-%n.log'}",
-            f"PlugStackConfig={d / 'etc' / 'plugstack.conf'}",
-            f"TmpFS={d / 'tmp'}",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "SlurmdParameters=config_overrides",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/filetxt",
-            f"JobCompLoc={d / 'log' / 'jobcomp.txt'}",
-            "ReturnToService=2",
-            "MailProg=/bin/true",
-            "MpiDefault=none",
-            "GresTypes=gpu",
-            f"RebootProgram={reboot}",
-            "ResumeTimeout=60",
-            "SlurmctldTimeout=30",
-            "SlurmdTimeout=300",
-            "MinJobAge=30",
-            "SchedulerParameters=sched_interval=2",
-            "SlurmctldDebug=info",
-            "SlurmdDebug=info",
-        ]
-        if self.prolog:
-            conf.append(f"Prolog={self.prolog}")
-        if self.epilog:
-            conf.append(f"Epilog={self.epilog}")
-        conf.extend(self.extra_conf)
-        mem = 64000
-        for name in self.node_names:
-            conf.append(
-                f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 "
-                f"Port={free_port() if name in self.live_nodes else 1}"
-                f" CPUs={self.cpus_per_node} RealMemory={mem} Gres=gpu:{self.gpus_per_node}"
-                " State=UNKNOWN"
-            )
-        conf.append("PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
-        self.conf_path.write_text("\n".join(conf) + "\n")
-        last = self.gpus_per_node - 1
-        devices = d / "dev" / (f"nvidia[0-{last}]" if last > 0 else "nvidia0")
-        (d / "etc" / "gres.conf").write_text(f"Name=gpu File={devices}\n")
+        self.ctld_port = write_lab_files(
+            self.dir,
+            munge_socket=self.munge_socket,
+            node_names=self.node_names,
+            live_nodes=self.live_nodes,
+            gpus_per_node=self.gpus_per_node,
+            cpus_per_node=self.cpus_per_node,
+            prolog=self.prolog,
+            epilog=self.epilog,
+            extra_conf=self.extra_conf,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> SlurmCluster:
@@ -401,17 +313,17 @@ class SlurmCluster:
             for pidfile in sorted(run.glob("restart-*.pid")) + sorted(run.glob("slurmd-*.pid")):
                 with contextlib.suppress(ValueError, OSError):
                     pid = int(pidfile.read_text().strip())
-                    if _is_ours(pid, self.dir):
+                    if is_ours(pid, self.dir):
                         # Not our child: once dead it is a zombie of init, which
                         # stop_pid's existence probe would wait out; _kill_all does not.
-                        _kill_all([pid])
+                        kill_all([pid])
         for proc in reversed(self.procs):
             if not proc.name.startswith("slurmd"):
                 proc.stop()
         self.procs.clear()
         if hasattr(self, "dir"):
             # Job steps (slurmstepd and the job's processes) outlive a killed slurmd.
-            _kill_all(_our_processes(self.dir))
+            kill_all(our_processes(self.dir))
         if self._owns_dir and hasattr(self, "dir"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -420,47 +332,6 @@ class SlurmCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _kill_all(pids: list[int]) -> None:
-    # Not group leaders (stop_pid signals groups), so signal each PID itself.
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and any(_exists(p) for p in pids):
-            time.sleep(0.05)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _our_processes(directory: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        pid = int(entry.name) if entry.name.isdigit() else 0
-        if pid and pid != os.getpid() and _is_ours(pid, directory):
-            pids.append(pid)
-    return pids
-
-
-def _is_ours(pid: int, directory: Path) -> bool:
-    """True when ``pid`` is a process started for this cluster (checks its environment).
-
-    A pid file can outlive its process and the PID be reused by someone else's process;
-    we only signal a process whose environment names our lab directory.
-    """
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"FACTORYCTL_LAB_DIR={directory}".encode() in environ.split(b"\0")
 
 
 def main() -> None:
