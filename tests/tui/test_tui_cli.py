@@ -29,16 +29,21 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_top_on_the_demo_opens_with_actions_and_live_source(
     run_cli: Run, demo_source: DemoSource, opened: list[Any]
 ) -> None:
-    from factoryctl.tui.sim_backend import SimActionBackend
+    from factoryctl.scheduler.demo import DemoScheduler
+    from factoryctl.tui.layer_backend import ActionLayerBackend
     from factoryctl.tui.sources import LiveDemoSource
 
     res = run_cli("top", source=demo_source, tty=True)
     assert res.status == 0, res.stderr
     (app,) = opened
     assert isinstance(app.source, LiveDemoSource)
-    assert isinstance(app.actions_backend, SimActionBackend)
-    # Blast radius from [actions]: 10% of 16 nodes.
-    assert app.actions_backend.max_nodes == 1
+    backend = app.actions_backend
+    # The CLI's action layer, acting on the very simulator the console shows.
+    assert isinstance(backend, ActionLayerBackend)
+    assert isinstance(backend.scheduler, DemoScheduler)
+    assert backend.scheduler.sim is demo_source.sim
+    assert backend.lock is app.source.lock
+    assert backend.radius.limit(16) == 1  # [actions] defaults: 10% of 16 nodes
     assert app.readonly is False
     assert app.refresh_seconds == 2.0
 
@@ -106,3 +111,23 @@ def test_top_help_does_not_import_textual() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_top_without_prometheus_reads_nodes_and_jobs_from_the_scheduler(
+    run_cli: Run, demo_source: DemoSource, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factoryctl.cli.env import Environment
+    from factoryctl.scheduler.demo import DemoScheduler
+    from factoryctl.tui.sources import SchedulerSource
+
+    scheduler = DemoScheduler(demo_source.sim)
+    monkeypatch.setattr(Environment, "scheduler", lambda self: scheduler)
+    res = run_cli("top", tty=True)
+    assert res.status == 0, res.stderr
+    assert "no Prometheus configured" in res.stderr
+    (app,) = opened
+    assert isinstance(app.source, SchedulerSource)
+    snap = app.source.snapshot()
+    assert len(snap.nodes) == 16 and snap.gpus == ()
+    assert "gpu_telemetry" in snap.unavailable
+    assert app.actions_backend is not None

@@ -220,3 +220,16 @@ def test_pure_modules_import_without_textual() -> None:
         "assert 'textual' not in sys.modules, 'textual imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scheduler_source_has_nodes_and_jobs_but_no_gpus() -> None:
+    from factoryctl.scheduler.demo import DemoScheduler
+    from factoryctl.tui.sources import SchedulerSource
+
+    src = demo(nodes=8)
+    snap = SchedulerSource(DemoScheduler(src.sim), clock=lambda: NOW).snapshot()
+    assert len(snap.nodes) == 8 and snap.gpus == ()
+    assert snap.jobs and snap.time == NOW
+    assert snap.source == "demo" and "gpu_telemetry" in snap.unavailable
+    rows = build_frame(snap, History(), NOW).nodes
+    assert rows[0].cells[3] == "-"  # utilization unknown, not 0%

@@ -6,6 +6,7 @@ and every scripted command stay light.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from factoryctl.cli.env import Environment
 from factoryctl.errors import ConfigError, ExitStatus, FactoryctlError
 
 if TYPE_CHECKING:
+    from factoryctl.scheduler.base import Scheduler
     from factoryctl.telemetry.demo import DemoSource
     from factoryctl.tui.app import FactoryApp
     from factoryctl.tui.backend import ActionBackend, SnapshotSource
@@ -46,26 +48,27 @@ def keymap_from_settings(env: Environment) -> dict[str, str]:
     return keymap
 
 
-def blast_radius(env: Environment, node_count: int) -> int:
-    actions = env.settings.get("actions", {})
-    ratio = float(actions.get("blast_radius_ratio", 0.10))
-    cap = int(actions.get("blast_radius_nodes", 64))
-    return max(1, min(cap, int(ratio * node_count)))
+def action_backend(
+    env: Environment, scheduler: Scheduler, lock: threading.Lock | None = None
+) -> ActionBackend:
+    """The console's actions through the same layer, guards and audit log as the CLI."""
+    from factoryctl.actions.outcome import operator
+    from factoryctl.cli.actions import audit_log, blast_radius
+    from factoryctl.tui.layer_backend import ActionLayerBackend
+
+    return ActionLayerBackend(
+        scheduler, blast_radius(env), audit_log(env), operator(env.environ), lock=lock
+    )
 
 
 def demo_console(env: Environment, demo: DemoSource) -> tuple[SnapshotSource, ActionBackend]:
-    """The live demo: the simulator follows the clock, actions go to the simulator."""
-    from factoryctl.tui.sim_backend import SimActionBackend
+    """The live demo: the simulator follows the clock; actions go through the action
+    layer to the demo scheduler, which acts on the same simulator."""
+    from factoryctl.scheduler.demo import DemoScheduler
     from factoryctl.tui.sources import LiveDemoSource
 
     live = LiveDemoSource(demo, clock=env.clock)
-    actions = SimActionBackend(
-        demo.sim,
-        lock=live.lock,
-        max_nodes=blast_radius(env, len(demo.sim.node_names)),
-        clock=env.clock,
-    )
-    return live, actions
+    return live, action_backend(env, DemoScheduler(demo.sim), lock=live.lock)
 
 
 def open_console(
@@ -107,11 +110,29 @@ def top(readonly: bool, refresh: float | None) -> None:
     from factoryctl.telemetry.demo import DemoSource
 
     env = get_env()
-    source = env.source()
-    actions: ActionBackend | None = None
-    if isinstance(source, DemoSource):
-        source, actions = demo_console(env, source)
-    elif not readonly:
-        env.warn("no action layer for this source yet: the console opens read-only")
     seconds = refresh if refresh is not None else float(env.settings["tui"]["refresh"])
+    try:
+        source: SnapshotSource = env.source()
+    except ConfigError:
+        if env.settings["scheduler"]["type"] == "none":
+            raise
+        source = _scheduler_only(env)
+    if isinstance(source, DemoSource):
+        live, demo_actions = demo_console(env, source)
+        open_console(env, live, demo_actions, readonly=readonly, refresh=seconds)
+        return
+    actions: ActionBackend | None = None
+    if not readonly:
+        try:
+            actions = action_backend(env, env.scheduler())
+        except ConfigError as err:
+            env.warn(f"{err.message}: the console opens read-only")
     open_console(env, source, actions, readonly=readonly, refresh=seconds)
+
+
+def _scheduler_only(env: Environment) -> SnapshotSource:
+    """No Prometheus configured: nodes and jobs from the scheduler, GPUs unknown."""
+    from factoryctl.tui.sources import SchedulerSource
+
+    env.warn("no Prometheus configured: nodes and jobs from the scheduler, no GPU telemetry")
+    return SchedulerSource(env.scheduler(), clock=env.clock)

@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 from textual.worker import Worker
 
-from factoryctl.errors import FactoryctlError
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.triage import Problem, triage
 from factoryctl.tui import fmt
 from factoryctl.tui.backend import Action, ActionBackend, ActionPlan, SnapshotSource
@@ -64,6 +64,21 @@ def describe(err: BaseException) -> str:
     if isinstance(err, FactoryctlError):
         return err.message
     return f"{type(err).__name__}: {err}"
+
+
+SCHEDULER_STATUSES = {
+    ExitStatus.SCHEDULER_ERROR,
+    ExitStatus.SCHEDULER_UNREACHABLE,
+    ExitStatus.PARTIAL,
+    ExitStatus.TIMEOUT,
+}
+
+
+def refusal_text(verb: str, err: BaseException) -> str:
+    """Say who said no: a guard (blast radius, ownership, bad reason) or the scheduler."""
+    if isinstance(err, FactoryctlError) and err.status not in SCHEDULER_STATUSES:
+        return f"{verb} refused: {err.message}"
+    return f"{verb} refused by the scheduler: {describe(err)}"
 
 
 class FactoryApp(App[None]):
@@ -530,9 +545,7 @@ class FactoryApp(App[None]):
                 return
             result = backend.execute(final)
         except Exception as err:
-            self.post_message(
-                ActionDone(None, f"{plan.action.value} refused by the scheduler: {describe(err)}")
-            )
+            self.post_message(ActionDone(None, refusal_text(plan.action.value, err)))
             return
         self.post_message(ActionDone(result))
 
