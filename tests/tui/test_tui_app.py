@@ -434,3 +434,20 @@ async def test_heat_map_switches_between_utilization_and_power(source: DemoSourc
         gpu = frame.snapshot.gpus[0]
         assert gpu.power_watts is not None and gpu.power_limit_watts
         assert frame.gpu_power[0] == gpu.power_watts / gpu.power_limit_watts
+
+
+async def test_fast_typing_reaches_the_prompt(source: DemoSource) -> None:
+    """Keys that arrive in one burst (a fast typist, tmux send-keys, a paste) after ':'
+    go to the prompt, not to the bindings behind it (``d`` would start a drain)."""
+    from textual import events
+
+    app, _ = sim_app(source)
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        for key, char in [("colon", ":"), *((c, c) for c in "nodes"), ("enter", None)]:
+            event = events.Key(key, char)
+            event.set_sender(app)
+            app._driver.send_message(event)  # type: ignore[union-attr]
+        await settle(pilot)
+        assert app.current_view == "nodes"
+        assert not any("drain" in m for _, m in app.messages)

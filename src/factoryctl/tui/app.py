@@ -96,8 +96,10 @@ class FactoryApp(App[None]):
     """
     # Every binding has an id so a config file can remap it (``make_app(keymap=...)``).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("colon", "command", "Cmd", id="command"),
-        Binding("slash", "filter", "Filter", id="filter"),
+        # Priority: handled as the key arrives, so the prompt has focus before the next
+        # key of a burst (fast typing, a paste, tmux send-keys) is routed anywhere.
+        Binding("colon", "command", "Cmd", id="command", priority=True),
+        Binding("slash", "filter", "Filter", id="filter", priority=True),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("d", "act('drain')", "Drain", id="drain"),
         Binding("u", "act('resume')", "Resume", id="resume"),
@@ -412,7 +414,9 @@ class FactoryApp(App[None]):
         prompt.value = value
         prompt.disabled = False
         prompt.add_class("visible")
-        prompt.focus()
+        # Focus now, not after the queued events (Widget.focus defers): keys typed in
+        # the same burst as ":" (fast typists, pastes, tmux send-keys) belong to the prompt.
+        self.screen.set_focus(prompt)
 
     def _close_prompt(self) -> None:
         prompt = self.query_one("#prompt", Input)
@@ -478,6 +482,9 @@ class FactoryApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Read-only consoles hide every action; the command line still refuses them aloud.
+        if action in ("command", "filter"):
+            # Inside any text field (the prompt, the reason) ":" and "/" are just text.
+            return self.screen is self.screen_stack[0] and not isinstance(self.focused, Input)
         return not (action == "act" and self.actions_backend is None)
 
     def action_targets(self) -> list[str]:
