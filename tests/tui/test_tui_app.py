@@ -451,3 +451,36 @@ async def test_fast_typing_reaches_the_prompt(source: DemoSource) -> None:
         await settle(pilot)
         assert app.current_view == "nodes"
         assert not any("drain" in m for _, m in app.messages)
+
+
+async def test_one_triage_at_a_time_however_many_polls(
+    source: DemoSource, monkeypatch: object
+) -> None:
+    import threading
+
+    import factoryctl.tui.console as console
+    from factoryctl.triage import triage as real_triage
+
+    release, calls = threading.Event(), []
+
+    def slow_triage(snapshot: object) -> object:
+        calls.append(snapshot)
+        release.wait(10)
+        return real_triage(snapshot)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(console, "triage", slow_triage)  # type: ignore[attr-defined]
+    app = app_for(source)
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        for _ in range(3):  # new data while the first triage is still running
+            source.advance_to(source.sim.now + 5)
+            app.poll()
+            await app.workers.wait_for_complete([w for w in app.workers if w.group == "poll"])
+            await pilot.pause()
+        assert len(calls) == 1
+        release.set()
+        await settle(pilot)
+        # The first result lands, then one more triage catches up with the latest data.
+        assert len(calls) == 2
+        assert app.triage_time == app.frame.snapshot.time  # type: ignore[union-attr]

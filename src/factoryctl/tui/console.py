@@ -102,6 +102,7 @@ class ConsoleBase(App[None]):
         self._poll_worker: Worker[None] | None = None
         self.triage_problems: list[Problem] = []
         self.triage_time: float | None = None  # snapshot time the triage list is for
+        self._triage_worker: Worker[None] | None = None
         self._timer: Timer | None = None
         if keymap:
             self.set_keymap(dict(keymap))
@@ -177,9 +178,15 @@ class ConsoleBase(App[None]):
         self.last_render_seconds = time.perf_counter() - started
 
     def _start_triage(self) -> None:
+        # One triage at a time: a thread worker cannot be stopped midway, so starting a
+        # new one per poll would pile up threads on a factory where triage is slow. The
+        # handler starts the next one if the data moved on meanwhile.
         frame = self.frame
+        w = self._triage_worker
+        if w is not None and not w.is_finished:
+            return
         if frame is not None and self.triage_time != frame.snapshot.time:
-            self._triage(frame)
+            self._triage_worker = self._triage(frame)
 
     @work(thread=True, exclusive=True, group="triage", exit_on_error=False)
     def _triage(self, frame: Frame) -> None:
@@ -192,6 +199,12 @@ class ConsoleBase(App[None]):
         self.triage_time = message.snapshot_time
         self.query_one("#triage", VirtualTable).set_rows(message.rows)
         self._update_crumbs()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # A triage finished: catch up if the data moved on while it ran.
+        if event.worker is self._triage_worker and event.worker.is_finished:
+            if self.current_view == "triage":
+                self._start_triage()
 
     def on_fetch_failed(self, message: FetchFailed) -> None:
         self.polls += 1
