@@ -202,9 +202,9 @@ class ConsoleBase(App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # A triage finished: catch up if the data moved on while it ran.
-        if event.worker is self._triage_worker and event.worker.is_finished:
-            if self.current_view == "triage":
-                self._start_triage()
+        w = event.worker
+        if w is self._triage_worker and w.is_finished and self.current_view == "triage":
+            self._start_triage()
 
     def on_fetch_failed(self, message: FetchFailed) -> None:
         self.polls += 1
