@@ -233,3 +233,26 @@ def test_scheduler_source_has_nodes_and_jobs_but_no_gpus() -> None:
     assert snap.source == "demo" and "gpu_telemetry" in snap.unavailable
     rows = build_frame(snap, History(), NOW).nodes
     assert rows[0].cells[3] == "-"  # utilization unknown, not 0%
+
+
+def test_problems_split_hardware_and_application_xids_and_list_lost_gpus() -> None:
+    from factoryctl.tui.overview import WARNING, problems
+
+    gpus = (
+        GPU("a", 0, utilization=0.5, last_xid=13, last_xid_time=2.0),
+        GPU("a", 1, utilization=0.5, last_xid=48, last_xid_time=1.0),
+        GPU("b", 0, up=False),  # lost on a drained node: still listed
+        GPU("c", 0, up=False),  # on a down node: the node line covers it
+    )
+    nodes = (
+        Node("a", NodeState.ALLOCATED, gpu_count=2),
+        Node("b", NodeState.DRAINED, reason="NHC: GPU 0 fell off the bus", gpu_count=1),
+        Node("c", NodeState.DOWN, reason="Not responding", gpu_count=1),
+    )
+    found = problems(FactorySnapshot(time=NOW, nodes=nodes, gpus=gpus))
+    by_text = {p.text: p.severity for p in found}
+    assert by_text["a GPU 1 XID 48 (double-bit ECC error)"] == CRITICAL
+    assert by_text["a GPU 0 XID 13 (graphics engine exception)"] == WARNING
+    assert by_text["b GPU 0 lost (no telemetry)"] == CRITICAL
+    assert not any(t.startswith("c GPU") for t in by_text)
+    assert [p.severity for p in found] == sorted(p.severity for p in found)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from factoryctl.model import GPU, FactorySnapshot, Node, NodeState
 from factoryctl.occupancy import Occupancy, factory_occupancy, job_occupancy
+from factoryctl.triage import XID_APPLICATION, XID_HARDWARE
 from factoryctl.tui import fmt
 
 HOT_CELSIUS = 85.0
@@ -98,17 +99,33 @@ def problems(
     out: list[Problem] = []
     down = [n for n in snapshot.nodes if n.state in (NodeState.DOWN, NodeState.UNKNOWN)]
     out.extend(_group(down, CRITICAL, "down"))
-    in_service = {n.name for n in snapshot.nodes if n.state.in_service}
-    lost = [g for g in scan.down if g.node in in_service]
-    for g in lost[:5]:
+    # A lost GPU matters wherever it is, except on a node already listed as down (its
+    # exporter is silent, so every GPU of it reads as lost).
+    node_down = {n.name for n in down} | {
+        n.name for n in snapshot.nodes if n.state is NodeState.REBOOTING
+    }
+    lost = [g for g in scan.down if g.node not in node_down]
+    for g in lost[:3]:
         out.append(
             Problem(CRITICAL, f"{g.node} GPU {g.index} lost (no telemetry)", f"node:{g.node}")
         )
+    if len(lost) > 3:
+        out.append(Problem(CRITICAL, f"{len(lost) - 3} more GPUs lost"))
+    # Hardware XIDs (ECC, fallen off the bus, NVLink) are the site's problem; application
+    # XIDs (13, 31, 43) are the user's bug: the same split as ``factoryctl triage``.
     xid = sorted(scan.xid, key=lambda g: -(g.last_xid_time or 0.0))
-    for g in xid[:5]:
-        out.append(Problem(WARNING, f"{g.node} GPU {g.index} XID {g.last_xid}", f"node:{g.node}"))
-    if len(xid) > 5:
-        out.append(Problem(WARNING, f"{len(xid) - 5} more GPUs with XIDs"))
+    hardware = [g for g in xid if g.last_xid in XID_HARDWARE]
+    application = [g for g in xid if g.last_xid not in XID_HARDWARE]
+    for group, severity, kind in (
+        (hardware, CRITICAL, "hardware"),
+        (application, WARNING, "application"),
+    ):
+        for g in group[:3]:
+            what = XID_HARDWARE.get(g.last_xid or 0) or XID_APPLICATION.get(g.last_xid or 0, "")
+            text = f"{g.node} GPU {g.index} XID {g.last_xid}" + (f" ({what})" if what else "")
+            out.append(Problem(severity, text, f"node:{g.node}"))
+        if len(group) > 3:
+            out.append(Problem(severity, f"{len(group) - 3} more GPUs with {kind} XIDs"))
     hot = scan.hot
     if hot:
         worst = max(hot, key=lambda g: g.temperature_celsius or 0.0)
