@@ -47,7 +47,9 @@ def test_job_from_cgroup(text, job):
 
 
 def reading(index: int, pids: list[int]) -> GpuReading:
-    return GpuReading(index=index, uuid=f"GPU-{index}", processes=tuple(GpuProcess(p) for p in pids))
+    return GpuReading(
+        index=index, uuid=f"GPU-{index}", processes=tuple(GpuProcess(p) for p in pids)
+    )
 
 
 def test_proc_sources_in_order(tmp_path):
@@ -57,7 +59,9 @@ def test_proc_sources_in_order(tmp_path):
     make_proc(proc, 300, CG_PLAIN)  # no job at all: a stray process
     make_proc(proc, 400, CG_V2, uid=0)
     attr = Attributor(None, ProcResolver(proc, user_of=lambda uid: f"uid{uid}"))
-    out = attr.attribute([reading(0, [100]), reading(1, [200]), reading(2, [300]), reading(3, [400])])
+    out = attr.attribute(
+        [reading(0, [100]), reading(1, [200]), reading(2, [300]), reading(3, [400])]
+    )
     # cgroup beats environ; environ fills in when the cgroup has no job
     assert out[0] == (JobRef("4242", "ada"),)
     assert out[1] == (JobRef("555", "ben"),)

@@ -60,14 +60,20 @@ def test_job_energy_matches_truth_across_starts_ends_and_a_counter_reset(tmp_pat
     assert 0.7 * 180 < active < 180
     # The ended job is still exported (grace period) but no GPU is attributed to it.
     uuid = sim.uuids[0]
-    assert reg.get_sample_value(
-        "factoryctl_gpu_job_info",
-        {"node": "n1", "gpu": "0", "uuid": uuid, "job_id": "101", "user": "ada"},
-    ) is None
-    assert reg.get_sample_value(
-        "factoryctl_gpu_job_info",
-        {"node": "n1", "gpu": "2", "uuid": sim.uuids[2], "job_id": "102", "user": "ben"},
-    ) == 1
+    assert (
+        reg.get_sample_value(
+            "factoryctl_gpu_job_info",
+            {"node": "n1", "gpu": "0", "uuid": uuid, "job_id": "101", "user": "ada"},
+        )
+        is None
+    )
+    assert (
+        reg.get_sample_value(
+            "factoryctl_gpu_job_info",
+            {"node": "n1", "gpu": "2", "uuid": sim.uuids[2], "job_id": "102", "user": "ben"},
+        )
+        == 1
+    )
 
 
 def test_finished_jobs_drop_after_the_grace_period(tmp_path):

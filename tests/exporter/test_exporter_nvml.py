@@ -29,7 +29,7 @@ def labels(i: int, uuid: str, **extra: str) -> dict[str, str]:
 
 
 def test_readings_are_in_base_units(tmp_path):
-    fake, backend, exporter, reg = make([FakeGpu("GPU-a", procs=[(11, 2**30)])], tmp_path)
+    _fake, _backend, exporter, reg = make([FakeGpu("GPU-a", procs=[(11, 2**30)])], tmp_path)
     exporter.collect_once(1000.0)
     g = labels(0, "GPU-a")
     v = reg.get_sample_value
@@ -79,19 +79,30 @@ def test_unsupported_field_is_absent_not_an_error(tmp_path):
     g = labels(0, "GPU-a")
     assert reg.get_sample_value("factoryctl_gpu_up", g) == 1
     assert reg.get_sample_value("factoryctl_gpu_energy_joules_total", g) is None
-    assert reg.get_sample_value("factoryctl_gpu_remapped_rows_total", {**g, "cause": "correctable"}) is None
+    assert (
+        reg.get_sample_value("factoryctl_gpu_remapped_rows_total", {**g, "cause": "correctable"})
+        is None
+    )
     assert reg.get_sample_value("factoryctl_gpu_power_watts", g) == pytest.approx(612.345)
     # old drivers: the "throttle" spelling of the same bitmask
-    assert reg.get_sample_value(
-        "factoryctl_gpu_clock_event_active", {**g, "reason": "hw_thermal_slowdown"}
-    ) == 1
-    assert reg.get_sample_value("factoryctl_exporter_nvml_errors_total", {"call": "nvmlDeviceGetRemappedRows"}) is None
+    assert (
+        reg.get_sample_value(
+            "factoryctl_gpu_clock_event_active", {**g, "reason": "hw_thermal_slowdown"}
+        )
+        == 1
+    )
+    assert (
+        reg.get_sample_value(
+            "factoryctl_exporter_nvml_errors_total", {"call": "nvmlDeviceGetRemappedRows"}
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("code", [GPU_IS_LOST, UNKNOWN])
 def test_lost_gpu_is_down_and_the_others_keep_reporting(tmp_path, code):
     gpus = [FakeGpu("GPU-a"), FakeGpu("GPU-b"), FakeGpu("GPU-c")]
-    fake, _, exporter, reg = make(gpus, tmp_path)
+    _fake, _, exporter, reg = make(gpus, tmp_path)
     exporter.collect_once(1.0)
     gpus[1].errors["nvmlDeviceGetUtilizationRates"] = code
     exporter.collect_once(2.0)
@@ -100,9 +111,12 @@ def test_lost_gpu_is_down_and_the_others_keep_reporting(tmp_path, code):
     for i, uuid in [(0, "GPU-a"), (2, "GPU-c")]:
         assert reg.get_sample_value("factoryctl_gpu_up", labels(i, uuid)) == 1
         assert reg.get_sample_value("factoryctl_gpu_power_watts", labels(i, uuid)) is not None
-    assert reg.get_sample_value(
-        "factoryctl_exporter_nvml_errors_total", {"call": "nvmlDeviceGetUtilizationRates"}
-    ) == 1
+    assert (
+        reg.get_sample_value(
+            "factoryctl_exporter_nvml_errors_total", {"call": "nvmlDeviceGetUtilizationRates"}
+        )
+        == 1
+    )
     # It comes back: the next good collection reports it up again.
     del gpus[1].errors["nvmlDeviceGetUtilizationRates"]
     exporter.collect_once(3.0)
@@ -117,9 +131,12 @@ def test_other_errors_leave_the_field_absent_and_are_counted(tmp_path):
     g = labels(0, "GPU-a")
     assert reg.get_sample_value("factoryctl_gpu_up", g) == 1
     assert reg.get_sample_value("factoryctl_gpu_pcie_replays_total", g) is None
-    assert reg.get_sample_value(
-        "factoryctl_exporter_nvml_errors_total", {"call": "nvmlDeviceGetPcieReplayCounter"}
-    ) == 2
+    assert (
+        reg.get_sample_value(
+            "factoryctl_exporter_nvml_errors_total", {"call": "nvmlDeviceGetPcieReplayCounter"}
+        )
+        == 2
+    )
 
 
 def test_energy_counter_reset_never_goes_backwards(tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import ssl
 import threading
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -13,6 +15,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from factoryctl.errors import ExitStatus, FactoryctlError, UsageError
 from factoryctl.exporter.webconfig import WebConfig
+
+log = logging.getLogger("factoryctl.exporter")
 
 # Not dcgm-exporter's 9400, so both can run side by side during a migration. 9835 is also
 # nvidia_gpu_exporter's default: a node runs one or the other, never both (docs/exporter.md).
@@ -36,6 +40,13 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class _Handler(MetricsHandler):
     web: WebConfig = WebConfig()
     timeout = 10  # a client that stalls mid-request cannot hold a thread forever
+
+    def setup(self) -> None:
+        super().setup()  # applies `timeout` to the connection
+        if isinstance(self.connection, ssl.SSLSocket):
+            # Handshake here, in the connection's own thread, not in accept(): a client
+            # that connects and says nothing must not stall every other scrape.
+            self.connection.do_handshake()
 
     def do_GET(self) -> None:
         if not self.web.check(self.headers.get("Authorization")):
@@ -61,6 +72,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed handshake or a client hanging up is the client's problem, not a
+        # traceback on our stderr.
+        log.debug("request from %s failed", client_address, exc_info=True)
+
 
 class MetricsServer:
     def __init__(self, registry: CollectorRegistry, listen: str, web: WebConfig | None = None):
@@ -83,7 +99,9 @@ class MetricsServer:
                 ) from None
             raise UsageError(f"--listen {listen}: {exc.strerror or exc}") from None
         if web is not None and web.ssl_context is not None:
-            self.httpd.socket = web.ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+            self.httpd.socket = web.ssl_context.wrap_socket(
+                self.httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.scheme = "https" if web is not None and web.ssl_context is not None else "http"
         self._thread: threading.Thread | None = None
 
