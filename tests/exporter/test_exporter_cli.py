@@ -215,3 +215,22 @@ def test_promtool_check_metrics_is_clean(exporter, tmp_path):
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert lint.stdout.strip() == "" and lint.stderr.strip() == ""
+
+
+def test_man_page_documents_every_option():
+    from pathlib import Path
+
+    from factoryctl.exporter.main import cli
+
+    page = (Path(__file__).resolve().parents[2] / "man" / "factoryctl-exporter.8").read_text()
+    for param in cli.params:
+        for opt in param.opts:
+            if opt.startswith("--"):
+                assert opt.replace("-", "\\-") in page, f"{opt} missing from the man page"
+    for status in (
+        ExitStatus.USAGE,
+        ExitStatus.CONFIG,
+        ExitStatus.NO_GPU,
+        ExitStatus.ADDRESS_IN_USE,
+    ):
+        assert f".B {int(status)}\n" in page
