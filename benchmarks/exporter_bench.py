@@ -11,8 +11,8 @@ Case (issue 3): 8 simulated GPUs, 64 GPU processes (8 jobs, 8 processes each).
    prometheus_client's ``start_http_server``). Medians, interleaved runs.
 2. RSS and CPU of a real ``factoryctl-exporter --simulate 8`` process at 1 s collection,
    scraped every 15 s (Prometheus's default), against a bare ``start_http_server`` process.
-3. ``--nvml``: the same RSS/CPU figures for the real NVML backend, plus the cost of each
-   NVML call, so the expensive ones are known.
+3. ``--nvml``: the same RSS/CPU figures for the real NVML backend (default flags, so the
+   energy counter is read every 10 s), plus the cost of each NVML call.
 """
 
 from __future__ import annotations
@@ -208,11 +208,17 @@ def nvml_calls() -> None:
     nvml.call = timed  # type: ignore[method-assign]
     backend = NvmlBackend(nvml, watch_xids=False)
     cost.clear()
+    indices = list(range(backend.count))
     t = time.perf_counter()
     for _ in range(20):
         backend.read(time.time())
     per = (time.perf_counter() - t) / 20
+    t = time.perf_counter()
+    for _ in range(20):
+        backend.read_energy(indices)
+    per_energy = (time.perf_counter() - t) / 20
     print(f"\nNvmlBackend.read: {per * 1e3:.2f} ms per collection over {backend.count} GPU(s)")
+    print(f"NvmlBackend.read_energy: {per_energy * 1e3:.2f} ms for all GPUs")
     print("| NVML call | median | calls per collection |\n|---|---|---|")
     for fn, samples in sorted(cost.items(), key=lambda kv: -statistics.median(kv[1])):
         print(f"| {fn} | {statistics.median(samples) * 1e6:.0f} µs | {len(samples) / 20:g} |")

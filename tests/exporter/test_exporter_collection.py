@@ -180,3 +180,70 @@ def test_a_failed_collection_keeps_the_previous_readings(tmp_path):
     assert reg.get_sample_value("factoryctl_gpu_power_watts", g0) == power
     assert reg.get_sample_value("factoryctl_exporter_collection_failures_total") == 1
     assert reg.get_sample_value("factoryctl_exporter_collections_total") == 2
+
+
+class CountingSim(SimBackend):
+    energy_reads = 0
+
+    def read_energy(self, indices):
+        self.energy_reads += len(indices)
+        return super().read_energy(indices)
+
+
+def test_energy_read_only_on_owner_changes_stays_exact(tmp_path):
+    sim = SimFactory(SimConfig(nodes=1, node_names=("n1",), gpus_per_node=4, jobs=False))
+    backend = CountingSim(sim, "n1", follow_clock=False)
+    exporter = Exporter(
+        backend, "n1", Attributor(None, ProcResolver(tmp_path)), energy_interval=1e9
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: exporter.snapshot))
+    exporter.collect_once(sim.now)
+    sim.assign("1", "ada", "n1", [0, 1], Workload.TRAINING)
+    exporter.collect_once(sim.now)
+    for _ in range(50):
+        sim.advance(1.0)
+        exporter.collect_once(sim.now)
+    sim.assign("2", "ben", "n1", [2], Workload.INFERENCE)
+    exporter.collect_once(sim.now)
+    for _ in range(30):
+        sim.advance(1.0)
+        exporter.collect_once(sim.now)
+    sim.release("1")
+    sim.release("2")
+    exporter.collect_once(sim.now)
+    for job in ("1", "2"):
+        assert job_energy(registry, job) == pytest.approx(sim.true_energy(job), rel=1e-9)
+    labels = {"node": "n1", "job_id": "1"}
+    assert registry.get_sample_value("factoryctl_job_gpu_seconds_total", labels) == pytest.approx(
+        160
+    )
+    # 4 first reads + 2 at job 1's start + 1 at job 2's start + 3 at the ends; not 4 x 84.
+    assert backend.energy_reads == 10
+
+
+def test_a_gpu_without_energy_counter_still_accrues_gpu_seconds(tmp_path):
+    from exporter_fakes import FakeGpu, FakeNvml
+
+    from factoryctl.exporter.nvml import Nvml, NvmlBackend
+
+    maps = tmp_path / "map"
+    maps.mkdir()
+    (maps / "0").write_text("77\n")
+    gpu = FakeGpu("GPU-a", unsupported={"nvmlDeviceGetTotalEnergyConsumption"})
+    backend = NvmlBackend(Nvml(FakeNvml([gpu])), watch_xids=False)
+    exporter = Exporter(
+        backend, "n1", Attributor(JobMapDir(maps), ProcResolver(tmp_path)), energy_interval=0
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: exporter.snapshot))
+    for t in range(11):
+        exporter.collect_once(100.0 + t)
+    labels = {"node": "n1", "job_id": "77"}
+    assert registry.get_sample_value("factoryctl_job_gpu_seconds_total", labels) == 10
+    assert job_energy(registry, "77") == 0
+    gpu.unsupported.clear()  # e.g. a driver upgrade exposes the counter
+    exporter.collect_once(111.0)
+    gpu.energy_mj += 5000
+    exporter.collect_once(112.0)
+    assert job_energy(registry, "77") == pytest.approx(5.0)  # no jump to the lifetime total

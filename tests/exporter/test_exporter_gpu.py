@@ -61,9 +61,8 @@ def test_every_gpu_reads_sane_values(nvml_exporter):
         assert r.temperature_celsius is not None and 5 < r.temperature_celsius < 110
         assert r.sm_clock_hz is not None and r.sm_clock_hz >= 1e8
         assert r.utilization is not None and 0 <= r.utilization <= 1
-        if r.energy_joules is not None:  # Volta and later
-            before = first.gpu_energy[r.index]
-            assert snap.gpu_energy[r.index] >= before
+        # Volta and later: read every collection here (energy_interval 0)
+        assert snap.gpu_energy[r.index] > first.gpu_energy[r.index] > 0
     print(f"nvml errors by call: {dict(snap.nvml_errors)}")
     assert backend.watcher is not None
     wait_until(backend.watcher.ready.is_set, 10, "XID event registration")

@@ -50,6 +50,7 @@ def test_every_simulated_gpu_appears(tmp_path, prometheus):
                     sys.executable, "-m", "factoryctl.exporter.main",
                     "--simulate", str(gpus), "--node-name", node,
                     "--listen", f"127.0.0.1:{port}", "--sim-seed", str(gpus),
+                    "--energy-interval", "2",
                 ],
                 tmp_path / f"{node}.log",
             ).start()  # fmt: skip
@@ -74,7 +75,12 @@ def test_every_simulated_gpu_appears(tmp_path, prometheus):
             assert all(u in body for u in uuids) and len(uuids) == gpus
         # Simulated jobs hold GPUs, so some attribution and per-job energy is visible too.
         assert prom.scalar("count(factoryctl_gpu_job_info)") >= 1
-        assert prom.scalar("sum(factoryctl_job_energy_joules_total)") > 0
+        wait_until(
+            lambda: prom.scalar("sum(factoryctl_job_energy_joules_total)") > 0,
+            30,
+            "per-job energy after the first energy-interval",
+            interval=0.2,
+        )
     finally:
         for proc in exporters:
             proc.stop()

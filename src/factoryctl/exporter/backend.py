@@ -1,7 +1,9 @@
 """What a GPU backend hands the exporter, and the small protocol every backend follows.
 
 A backend turns one collection into immutable ``GpuReading`` values in base units (W, J,
-bytes, Hz, 0-1 ratios). A field the device does not support is ``None`` and its series is
+bytes, Hz, 0-1 ratios). The energy counter has its own call, ``read_energy``: on an H100 it
+costs ~4 ms of CPU per GPU (every other field together well under 1 ms), so the exporter
+reads it when a GPU's owner changes and otherwise every ``--energy-interval``. A field the device does not support is ``None`` and its series is
 simply absent; a GPU that NVML reports lost has ``up=False`` and nothing else. The
 exporter never asks a backend anything while a scrape is being served.
 """
@@ -43,10 +45,9 @@ class GpuReading:
     memory_bandwidth_utilization: float | None = None
     memory_used_bytes: float | None = None
     memory_total_bytes: float | None = None
-    # Power and energy (energy is the device's raw counter: it may reset)
+    # Power (energy is read separately, by read_energy: it is the expensive call)
     power_watts: float | None = None
     power_limit_watts: float | None = None
-    energy_joules: float | None = None
     # Thermals and clocks
     temperature_celsius: float | None = None
     memory_temperature_celsius: float | None = None
@@ -80,6 +81,10 @@ class Backend(Protocol):
 
     def read(self, now: float) -> Sequence[GpuReading]:
         """One collection. Must not raise for a single bad GPU: mark it down instead."""
+        ...
+
+    def read_energy(self, indices: Sequence[int]) -> Mapping[int, float]:
+        """The raw energy counters (J, may reset) of these GPUs; unsupported ones absent."""
         ...
 
     def xids(self) -> Mapping[int, XidCount]:

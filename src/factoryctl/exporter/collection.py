@@ -58,13 +58,19 @@ class Exporter:
         attributor: Attributor | None = None,
         grace_seconds: float = 600.0,
         clock: Callable[[], float] = time.time,
+        energy_interval: float = 0.0,
     ) -> None:
         self.backend = backend
         self.node = node
         self.attributor = attributor or Attributor()
         self.clock = clock
         self.accountant = JobEnergyAccountant(grace_seconds=grace_seconds)
+        self.energy_interval = energy_interval
         self._gpu_energy: dict[int, MonotonicCounter] = {}
+        self._energy_raw: dict[int, float] = {}  # last raw reading per GPU
+        self._energy_at: dict[int, float] = {}  # when it was taken
+        self._holders: dict[int, tuple[str, ...]] = {}  # job ids at the last collection
+        self._no_energy: set[int] = set()  # GPUs fed a stand-in 0 J (no counter yet)
         self._lock = threading.Lock()
         self._snapshot = Snapshot(node=node, backend=backend.name)
         self.skipped = 0
@@ -127,22 +133,52 @@ class Exporter:
         readings: tuple[GpuReading, ...],
         attribution: Mapping[int, tuple[JobRef, ...]],
     ) -> None:
+        """Energy is read where it matters: a GPU whose owners changed is read now, so the
+        delta since its last reading goes wholly to the previous owners, exactly as if it
+        had been read every collection; a GPU whose owners did not change is read only
+        every ``energy_interval`` (its delta goes to the same owners either way)."""
         node = self.node
+        up = [r for r in readings if r.up]
+        holders = {r.index: tuple(ref.job_id for ref in attribution.get(r.index, ())) for r in up}
+        due = [
+            r.index
+            for r in up
+            if r.index not in self._energy_at
+            or now - self._energy_at[r.index] >= self.energy_interval
+            or holders[r.index] != self._holders.get(r.index, ())
+        ]
+        fresh = self.backend.read_energy(due) if due else {}
+        for index in due:
+            if index not in fresh:
+                # Unsupported (pre-Volta) or failing: retry at the energy interval only.
+                self._energy_at[index] = now
+        for index, raw in fresh.items():
+            if index in self._no_energy:
+                # Its stand-in 0 J must not turn into a jump to the device's lifetime total.
+                self._no_energy.discard(index)
+                self.accountant.forget_gpus([(node, index)])
+            counter = self._gpu_energy.get(index)
+            if counter is None:
+                # Start at the device's own reading so our counter matches NVML until the
+                # first driver reload.
+                counter = self._gpu_energy[index] = MonotonicCounter(value=raw)
+            counter.observe(raw)
+            self._energy_raw[index] = raw
+            self._energy_at[index] = now
         energy: dict[tuple[str, int], float] = {}
         utilization: dict[tuple[str, int], float] = {}
-        for r in readings:
-            if not r.up or r.energy_joules is None:
-                continue
-            counter = self._gpu_energy.get(r.index)
-            if counter is None:
-                # Start at the device's own reading so our counter matches nvidia-smi
-                # until the first driver reload.
-                counter = self._gpu_energy[r.index] = MonotonicCounter(value=r.energy_joules)
-            counter.observe(r.energy_joules)
-            energy[(node, r.index)] = r.energy_joules
+        for r in up:
+            # A GPU not read this time repeats its last reading: no energy, but its
+            # GPU-seconds still accrue to its owners.
+            if r.index in self._energy_raw:
+                energy[(node, r.index)] = self._energy_raw[r.index]
+            else:  # no energy counter: GPU-seconds are still owed to its owners
+                energy[(node, r.index)] = 0.0
+                self._no_energy.add(r.index)
             if r.utilization is not None:
                 utilization[(node, r.index)] = r.utilization
-        jobs = {(node, i): [ref.job_id for ref in refs] for i, refs in attribution.items() if refs}
+        self._holders = holders
+        jobs = {(node, i): list(ids) for i, ids in holders.items() if ids}
         self.accountant.observe(now, energy, jobs, utilization)
 
 

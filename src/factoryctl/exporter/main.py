@@ -83,6 +83,14 @@ def open_backend(
     help="Seconds between collections.",
 )
 @click.option(
+    "--energy-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between energy-counter reads of a GPU whose job has not changed "
+    "(a change of job always reads it at once).",
+)
+@click.option(
     "--simulate",
     type=click.IntRange(min=1, max=64),
     default=None,
@@ -139,6 +147,7 @@ def cli(
     listen: str,
     node_name: str | None,
     collect_interval: float,
+    energy_interval: float,
     simulate: int | None,
     sim_seed: int,
     sim_processes_per_gpu: int,
@@ -164,6 +173,7 @@ def cli(
         web,
         Attributor(map_dir, ProcResolver(proc_root)),
         job_grace,
+        energy_interval,
         lambda: open_backend(
             simulate, node, allow_no_gpu, sim_seed, sim_processes_per_gpu, not no_xid_events
         ),
@@ -177,6 +187,7 @@ def serve(
     web: WebConfig,
     attributor: Attributor,
     grace: float,
+    energy_interval: float,
     backend_factory: Callable[[], Backend],
 ) -> None:
     stop = threading.Event()
@@ -192,7 +203,9 @@ def serve(
     except BaseException:
         server.stop()
         raise
-    exporter = Exporter(backend, node, attributor, grace_seconds=grace)
+    exporter = Exporter(
+        backend, node, attributor, grace_seconds=grace, energy_interval=energy_interval
+    )
     register_collectors(registry, exporter)
     exporter.collect_once()  # the first scrape already has GPUs in it
     loop = CollectionLoop(exporter, interval)

@@ -18,6 +18,9 @@ class NullBackend:
     def read(self, now: float) -> Sequence[GpuReading]:
         return ()
 
+    def read_energy(self, indices: Sequence[int]) -> Mapping[int, float]:
+        return {}
+
     def xids(self) -> Mapping[int, XidCount]:
         return {}
 

@@ -226,7 +226,6 @@ class NvmlBackend:
             memory_total_bytes=None if mem is None else float(mem.total),
             power_watts=opt(_milli, "nvmlDeviceGetPowerUsage", h),
             power_limit_watts=opt(_milli, "nvmlDeviceGetEnforcedPowerLimit", h),
-            energy_joules=opt(_milli, "nvmlDeviceGetTotalEnergyConsumption", h),
             temperature_celsius=opt(float, "nvmlDeviceGetTemperature", h, NVML_TEMPERATURE_GPU),
             memory_temperature_celsius=self._memory_temperature(h),
             sm_clock_hz=opt(_mega, "nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM),
@@ -252,6 +251,20 @@ class NvmlBackend:
             pcie_replays=opt(float, "nvmlDeviceGetPcieReplayCounter", h),
             processes=self._processes(h),
         )
+
+    def read_energy(self, indices: Sequence[int]) -> Mapping[int, float]:
+        out: dict[int, float] = {}
+        for index in indices:
+            ident = self._ids.get(index)
+            if ident is None:
+                continue
+            try:
+                joules = self._opt(_milli, "nvmlDeviceGetTotalEnergyConsumption", ident.handle)
+            except GpuLost:
+                continue  # the next read() reports it down
+            if joules is not None:
+                out[index] = joules
+        return out
 
     def _memory_temperature(self, h: Any) -> float | None:
         values = self._opt(None, "nvmlDeviceGetFieldValues", h, [NVML_FI_DEV_MEMORY_TEMP])

@@ -94,7 +94,6 @@ class SimBackend:
                         memory_total_bytes=spec.memory_total_bytes,
                         power_watts=sim.power[g],
                         power_limit_watts=spec.power_limit_watts,
-                        energy_joules=sim.energy[g],
                         temperature_celsius=sim.temperature[g],
                         memory_temperature_celsius=sim.temperature[g] + 4.0,
                         sm_clock_hz=sim.sm_clock[g],
@@ -113,6 +112,11 @@ class SimBackend:
                     )
                 )
             return out
+
+    def read_energy(self, indices: Sequence[int]) -> Mapping[int, float]:
+        with self.lock:
+            sim, base = self.sim, self.base
+            return {i: sim.energy[base + i] for i in indices if sim.up[base + i]}
 
     def _drain_xids(self) -> None:
         """Count the factory's XID events for this node that arrived since the last read."""
