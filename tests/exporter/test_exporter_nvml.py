@@ -17,7 +17,7 @@ from factoryctl.lab.procs import wait_until
 
 def make(gpus: list[FakeGpu], tmp_path, watch_xids: bool = False):
     fake = FakeNvml(gpus)
-    backend = NvmlBackend(Nvml(fake), watch_xids=watch_xids)
+    backend = NvmlBackend(Nvml(fake), watch_xids=watch_xids, slow_interval=0)
     exporter = Exporter(backend, "gpu001", Attributor(None, ProcResolver(tmp_path / "proc")))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: exporter.snapshot))
@@ -192,3 +192,15 @@ def test_a_scrape_never_calls_nvml(tmp_path):
     for _ in range(5):
         generate_latest(reg)
     assert len(fake.calls) == calls
+
+
+def test_slow_fields_are_read_at_their_own_cadence(tmp_path):
+    fake = FakeNvml([FakeGpu("GPU-a", replays=1)])
+    backend = NvmlBackend(Nvml(fake), watch_xids=False, slow_interval=1e9)
+    exporter = Exporter(backend, "gpu001", Attributor(None, ProcResolver(tmp_path)))
+    for t in range(5):
+        exporter.collect_once(float(t))
+    assert fake.calls.count("nvmlDeviceGetMigMode") == 1
+    assert fake.calls.count("nvmlDeviceGetPcieReplayCounter") == 1
+    assert fake.calls.count("nvmlDeviceGetPowerUsage") == 5
+    assert exporter.snapshot.readings[0].pcie_replays == 1

@@ -48,7 +48,13 @@ def register_collectors(registry: CollectorRegistry, exporter: Exporter) -> Coll
 
 
 def open_backend(
-    simulate: int | None, node: str, allow_no_gpu: bool, seed: int, procs_per_gpu: int, xids: bool
+    simulate: int | None,
+    node: str,
+    allow_no_gpu: bool,
+    seed: int,
+    procs_per_gpu: int,
+    xids: bool,
+    slow_interval: float,
 ) -> Backend:
     if simulate is not None:
         from factoryctl.exporter.simulated import SimBackend
@@ -57,7 +63,7 @@ def open_backend(
     from factoryctl.exporter.nvml import Nvml, NvmlBackend, NvmlInitError
 
     try:
-        return NvmlBackend(Nvml(), watch_xids=xids)
+        return NvmlBackend(Nvml(), watch_xids=xids, slow_interval=slow_interval)
     except NvmlInitError as exc:
         if allow_no_gpu:
             log.warning("%s; serving self-metrics only (--allow-no-gpu)", exc)
@@ -87,8 +93,8 @@ def open_backend(
     type=click.FloatRange(min=0),
     default=10.0,
     show_default=True,
-    help="Seconds between energy-counter reads of a GPU whose job has not changed "
-    "(a change of job always reads it at once).",
+    help="Seconds between reads of the costly, slow-changing fields: the energy counter of "
+    "a GPU whose job has not changed (a change of job reads it at once), MIG mode, PCIe replays.",
 )
 @click.option(
     "--simulate",
@@ -175,7 +181,13 @@ def cli(
         job_grace,
         energy_interval,
         lambda: open_backend(
-            simulate, node, allow_no_gpu, sim_seed, sim_processes_per_gpu, not no_xid_events
+            simulate,
+            node,
+            allow_no_gpu,
+            sim_seed,
+            sim_processes_per_gpu,
+            not no_xid_events,
+            energy_interval,
         ),
     )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -147,8 +148,12 @@ class NvmlBackend:
 
     name = "nvml"
 
-    def __init__(self, nvml: Nvml, watch_xids: bool = True) -> None:
+    def __init__(self, nvml: Nvml, watch_xids: bool = True, slow_interval: float = 10.0) -> None:
         self.nvml = nvml
+        # MIG mode and the PCIe replay counter cost ~0.4 ms each on an H100, more than all
+        # the other per-collection fields together, and change rarely: read them this often.
+        self.slow_interval = slow_interval
+        self._slow: dict[int, tuple[float, Any, Any]] = {}  # index -> (when, mig, replays)
         nvml.init()
         try:
             self.driver_version = _text(nvml.call("nvmlSystemGetDriverVersion"))
@@ -210,7 +215,7 @@ class NvmlBackend:
         h, opt = ident.handle, self._opt
         util = opt(None, "nvmlDeviceGetUtilizationRates", h)
         mem = opt(None, "nvmlDeviceGetMemoryInfo", h)
-        mig = opt(None, "nvmlDeviceGetMigMode", h)
+        mig, replays = self._slow_fields(index, h)
         remap = opt(None, "nvmlDeviceGetRemappedRows", h)
         return GpuReading(
             index=index,
@@ -248,9 +253,19 @@ class NvmlBackend:
             remapped_rows_correctable=None if remap is None else float(remap[0]),
             remapped_rows_uncorrectable=None if remap is None else float(remap[1]),
             row_remap_failure=None if remap is None else bool(remap[3]),
-            pcie_replays=opt(float, "nvmlDeviceGetPcieReplayCounter", h),
+            pcie_replays=replays,
             processes=self._processes(h),
         )
+
+    def _slow_fields(self, index: int, h: Any) -> tuple[Any, float | None]:
+        now = time.monotonic()
+        cached = self._slow.get(index)
+        if cached is not None and now - cached[0] < self.slow_interval:
+            return cached[1], cached[2]
+        mig = self._opt(None, "nvmlDeviceGetMigMode", h)
+        replays = self._opt(float, "nvmlDeviceGetPcieReplayCounter", h)
+        self._slow[index] = (now, mig, replays)
+        return mig, replays
 
     def read_energy(self, indices: Sequence[int]) -> Mapping[int, float]:
         out: dict[int, float] = {}
