@@ -12,9 +12,23 @@ from typing import Any
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+VICTORIA = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
 
 class Prometheus:
+    """Debian's Prometheus scraping the given targets every second."""
+
+    binary = PROMETHEUS
+
+    def argv(self, config: Path, workdir: Path) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+
     def __init__(self, workdir: Path, targets: list[str], interval: str = "1s") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -30,15 +44,7 @@ class Prometheus:
             f"    static_configs:\n      - targets: [{target_list}]\n"
         )
         self.proc = ManagedProcess(
-            "prometheus",
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            workdir / "prometheus.log",
+            type(self).__name__, self.argv(config, workdir), workdir / "tsdb.log"
         )
 
     def start(self) -> Prometheus:
@@ -78,3 +84,27 @@ class Prometheus:
             f"{count} targets up in Prometheus ({self.proc.log_tail(5)})",
             interval=0.2,
         )
+
+
+class VictoriaMetrics(Prometheus):
+    """VictoriaMetrics scraping the same config, answering the same HTTP API."""
+
+    binary = VICTORIA
+
+    def argv(self, config: Path, workdir: Path) -> list[str]:
+        return [
+            self.binary,
+            f"-promscrape.config={config}",
+            f"-storageDataPath={workdir / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-search.latencyOffset=0s",  # default 30 s hides the newest samples
+            "-search.disableCache",
+            "-loggerLevel=WARN",
+        ]
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+            return bool(resp.status == 200)
+
+
+ENGINES = {"prometheus": Prometheus, "victoriametrics": VictoriaMetrics}
