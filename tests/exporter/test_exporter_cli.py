@@ -165,8 +165,17 @@ def test_import_never_pulls_textual_or_httpx():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
-def test_tls_and_basic_auth_from_a_web_config(exporter, tmp_path):
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [(":9835", ("", 9835)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9100", ("::1", 9100))],
+)
+def test_parse_listen(listen, expected):
+    from factoryctl.exporter.server import parse_listen
+
+    assert parse_listen(listen) == expected
+
+
+def make_cert(tmp_path) -> None:
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -177,6 +186,29 @@ def test_tls_and_basic_auth_from_a_web_config(exporter, tmp_path):
         capture_output=True,
         timeout=60,
     )  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_client_certificates_when_required(exporter, tmp_path):
+    make_cert(tmp_path)
+    config = tmp_path / "web.yml"
+    config.write_text(
+        "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: tls.crt\n"
+    )
+    _, port = exporter("--simulate", "1", "--web-config", str(config))
+    url = f"https://127.0.0.1:{port}/metrics"
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "tls.crt"))
+    ctx.check_hostname = False
+    with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+        fetch(url, context=ctx)  # no client certificate
+    ctx.load_cert_chain(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+    assert fetch(url, context=ctx)[0] == 200
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_tls_and_basic_auth_from_a_web_config(exporter, tmp_path):
+    make_cert(tmp_path)
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     config = tmp_path / "web.yml"
     config.write_text(

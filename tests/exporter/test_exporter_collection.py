@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -166,7 +167,7 @@ def test_overrunning_collections_are_skipped_and_counted_never_stacked(tmp_path)
     assert exporter.skipped >= 4  # each 0.25 s read overruns two 0.1 s ticks
 
 
-def test_a_failed_collection_keeps_the_previous_readings(tmp_path):
+def test_a_failed_collection_keeps_the_previous_readings(tmp_path, caplog):
     sim, exporter, reg = driven(tmp_path)
     exporter.collect_once(sim.now)
     g0 = {"node": "n1", "gpu": "0", "uuid": sim.uuids[0]}
@@ -176,10 +177,13 @@ def test_a_failed_collection_keeps_the_previous_readings(tmp_path):
         raise RuntimeError("driver wedged")
 
     exporter.backend.read = boom  # type: ignore[method-assign]
-    exporter.collect_once(sim.now + 1)
+    with caplog.at_level(logging.ERROR, "factoryctl.exporter"):
+        for t in range(1, 4):
+            exporter.collect_once(sim.now + t)
+    assert len([r for r in caplog.records if "collection failed" in r.message]) == 1
     assert reg.get_sample_value("factoryctl_gpu_power_watts", g0) == power
-    assert reg.get_sample_value("factoryctl_exporter_collection_failures_total") == 1
-    assert reg.get_sample_value("factoryctl_exporter_collections_total") == 2
+    assert reg.get_sample_value("factoryctl_exporter_collection_failures_total") == 3
+    assert reg.get_sample_value("factoryctl_exporter_collections_total") == 4
 
 
 class CountingSim(SimBackend):

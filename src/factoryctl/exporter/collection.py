@@ -74,6 +74,7 @@ class Exporter:
         self._lock = threading.Lock()
         self._snapshot = Snapshot(node=node, backend=backend.name)
         self.skipped = 0
+        self._last_failure = ""
 
     @property
     def snapshot(self) -> Snapshot:
@@ -90,8 +91,11 @@ class Exporter:
             readings = tuple(self.backend.read(now))
             attribution = self.attributor.attribute(readings)
             self._account(now, readings, attribution)
-        except Exception:
-            log.exception("collection failed; serving the previous readings")
+        except Exception as exc:
+            # Once with the traceback; again only when the failure changes, not every second.
+            if repr(exc) != self._last_failure:
+                log.exception("collection failed; serving the previous readings")
+            self._last_failure = repr(exc)
             snap = _replace(
                 prev,
                 duration_seconds=time.perf_counter() - started,
@@ -103,6 +107,9 @@ class Exporter:
             )
             self._snapshot = snap
             return snap
+        if self._last_failure:
+            log.info("collection recovered")
+            self._last_failure = ""
         map_dir = self.attributor.map_dir
         snap = Snapshot(
             node=self.node,
