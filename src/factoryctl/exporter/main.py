@@ -76,9 +76,10 @@ def open_backend(
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--listen",
+    metavar="[HOST]:PORT",
     default=f":{DEFAULT_PORT}",
     show_default=True,
-    help="[HOST]:PORT to serve /metrics on.",
+    help="Address to serve /metrics on.",
 )
 @click.option("--node-name", default=None, help="Node label (default: the short hostname).")
 @click.option(
