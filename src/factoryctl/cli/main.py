@@ -27,6 +27,11 @@ COMMANDS: dict[str, str] = {
     "demo": "factoryctl.cli.demo:demo",
     "triage": "factoryctl.cli.triage:triage_command",
     "completion": "factoryctl.cli.completion:completion",
+    "drain": "factoryctl.cli.actions:drain",
+    "resume": "factoryctl.cli.actions:resume",
+    "reboot": "factoryctl.cli.actions:reboot",
+    "maintenance": "factoryctl.cli.maintenance:maintenance",
+    "audit": "factoryctl.cli.maintenance:audit",
 }
 
 
