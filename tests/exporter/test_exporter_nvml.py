@@ -204,3 +204,26 @@ def test_slow_fields_are_read_at_their_own_cadence(tmp_path):
     assert fake.calls.count("nvmlDeviceGetPcieReplayCounter") == 1
     assert fake.calls.count("nvmlDeviceGetPowerUsage") == 5
     assert exporter.snapshot.readings[0].pcie_replays == 1
+
+
+def test_allow_no_gpu_picks_nvml_up_once_it_starts(tmp_path):
+    from factoryctl.exporter.null import WaitingForNvml
+
+    fake = FakeNvml([FakeGpu("GPU-a")], init_error=9)  # driver not loaded yet
+    backend = WaitingForNvml(
+        lambda: NvmlBackend(Nvml(fake), watch_xids=False), retry_seconds=60, last_try=0.0
+    )
+    exporter = Exporter(backend, "gpu001", Attributor(None, ProcResolver(tmp_path)))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: exporter.snapshot))
+    build = "factoryctl_exporter_build_info"
+    exporter.collect_once(30.0)
+    assert registry.get_sample_value(build, {"version": "0.1.0", "backend": "none"}) == 1
+    fake.init_error = None  # the driver loads
+    exporter.collect_once(59.0)  # not yet time to retry
+    assert registry.get_sample_value("factoryctl_gpu_up", labels(0, "GPU-a")) is None
+    exporter.collect_once(60.0)
+    assert registry.get_sample_value("factoryctl_gpu_up", labels(0, "GPU-a")) == 1
+    assert registry.get_sample_value(build, {"version": "0.1.0", "backend": "nvml"}) == 1
+    backend.close()
+    assert not fake.initialised

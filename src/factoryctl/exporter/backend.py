@@ -77,7 +77,10 @@ class XidCount:
 class Backend(Protocol):
     """A source of GPU readings: NVML on a real node, the simulator everywhere else."""
 
-    name: str  # "nvml" or "simulated": the build-info label
+    @property
+    def name(self) -> str:
+        """ "nvml", "simulated" or "none": the build-info label."""
+        ...
 
     def read(self, now: float) -> Sequence[GpuReading]:
         """One collection. Must not raise for a single bad GPU: mark it down instead."""

@@ -26,7 +26,7 @@ from factoryctl.exporter.attribution import Attributor, JobMapDir, ProcResolver
 from factoryctl.exporter.backend import Backend
 from factoryctl.exporter.collection import CollectionLoop, Exporter
 from factoryctl.exporter.metrics import SnapshotCollector
-from factoryctl.exporter.null import NullBackend
+from factoryctl.exporter.null import WaitingForNvml
 from factoryctl.exporter.server import DEFAULT_PORT, MetricsServer
 from factoryctl.exporter.webconfig import WebConfig, load_web_config
 
@@ -62,12 +62,15 @@ def open_backend(
         return SimBackend.create(simulate, node, time.time(), seed, procs_per_gpu)
     from factoryctl.exporter.nvml import Nvml, NvmlBackend, NvmlInitError
 
-    try:
+    def opener() -> Backend:
         return NvmlBackend(Nvml(), watch_xids=xids, slow_interval=slow_interval)
+
+    try:
+        return opener()
     except NvmlInitError as exc:
         if allow_no_gpu:
-            log.warning("%s; serving self-metrics only (--allow-no-gpu)", exc)
-            return NullBackend()
+            log.warning("%s; serving self-metrics only, retrying every minute", exc)
+            return WaitingForNvml(opener, last_try=time.time())
         raise FactoryctlError(
             f"{exc} (use --simulate N without a GPU, or --allow-no-gpu)", ExitStatus.NO_GPU
         ) from None
