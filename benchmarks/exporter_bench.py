@@ -58,7 +58,7 @@ def bare_copy(registry: CollectorRegistry) -> CollectorRegistry:
     """The same samples held in ordinary prometheus_client metric objects."""
     import prometheus_client
 
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     bare = CollectorRegistry(auto_describe=False)
     for fam in registry.collect():
         if not fam.samples:
@@ -70,12 +70,12 @@ def bare_copy(registry: CollectorRegistry) -> CollectorRegistry:
             )
             for s in fam.samples:
                 child = metric.labels(**s.labels) if labelnames else metric
-                child.inc(s.value)  # type: ignore[union-attr]
+                child.inc(s.value)
         else:
             metric = Gauge(fam.name, fam.documentation, labelnames, registry=bare)
             for s in fam.samples:
                 child = metric.labels(**s.labels) if labelnames else metric
-                child.set(s.value)  # type: ignore[union-attr]
+                child.set(s.value)
     return bare
 
 
@@ -147,7 +147,9 @@ def proc_stat(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
-def run_process(name: str, argv: list[str], port: int, seconds: float) -> tuple[float, float]:
+def run_process(
+    name: str, argv: list[str], port: int, seconds: float
+) -> tuple[float, float, bytes]:
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -164,7 +166,7 @@ def run_process(name: str, argv: list[str], port: int, seconds: float) -> tuple[
                 next_scrape += 15
             time.sleep(0.2)
         cpu1, rss = proc_stat(proc.pid)
-        return (cpu1 - cpu0) / (time.monotonic() - t0), rss
+        return (cpu1 - cpu0) / (time.monotonic() - t0), rss, http_get(port)
     finally:
         stop_pid(proc.pid)
 
@@ -175,14 +177,23 @@ def footprint(seconds: float, nvml: bool) -> None:
         "import time, prometheus_client as p; "
         f"p.start_http_server({port_bare}, '127.0.0.1'); time.sleep(1e9)"
     )
-    bare_cpu, bare_rss = run_process("bare", [sys.executable, "-c", bare_code], port_bare, seconds)
-    backend = [] if nvml else ["--simulate", "8", "--sim-processes-per-gpu", "8"]
+    bare_cpu, bare_rss, _ = run_process(
+        "bare", [sys.executable, "-c", bare_code], port_bare, seconds
+    )
+    # Seed 6 starts with all 8 GPUs busy with jobs of 10,292 s or longer: 64 processes.
+    backend = [] if nvml else ["--simulate", "8", "--sim-processes-per-gpu", "8", "--sim-seed", "6"]
     argv = [
         sys.executable, "-m", "factoryctl.exporter.main", "--listen", f"127.0.0.1:{port_ours}",
         "--collect-interval", "1", *backend,
     ]  # fmt: skip
-    cpu, rss = run_process("exporter", argv, port_ours, seconds)
-    label = "NVML" if nvml else "--simulate 8"
+    cpu, rss, body = run_process("exporter", argv, port_ours, seconds)
+    procs = sum(
+        float(line.rsplit(b" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(b"factoryctl_gpu_processes{")
+    )
+    gpus = body.count(b"factoryctl_gpu_up{")
+    label = f"{'NVML' if nvml else '--simulate 8'}: {gpus} GPUs, {procs:.0f} processes at the end"
     print(f"\nsteady state over {seconds:.0f} s, 1 s collection, a scrape every 15 s")
     print("| process | RSS | CPU (% of one core) |\n|---|---|---|")
     print(
