@@ -167,12 +167,24 @@ class FactorySnapshot:
     _node_gpus: dict[str, list[GPU]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _node_index: dict[str, Node] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _job_index: dict[str, Job] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _node_jobs: dict[str, list[Job]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Indexes are derived once; the snapshot is immutable so they never go stale.
         for gpu in self.gpus:
             self._gpu_index[gpu.key] = gpu
             self._node_gpus.setdefault(gpu.node, []).append(gpu)
+        for node in self.nodes:
+            self._node_index.setdefault(node.name, node)
+        for job in self.jobs:
+            self._job_index.setdefault(job.job_id, job)
+            if not job.state.finished:
+                for name in dict.fromkeys(job.nodes):
+                    self._node_jobs.setdefault(name, []).append(job)
 
     def gpu(self, node: str, index: int) -> GPU | None:
         return self._gpu_index.get((node, index))
@@ -184,16 +196,11 @@ class FactorySnapshot:
         return [g for key in job.gpu_keys() if (g := self._gpu_index.get(key)) is not None]
 
     def node(self, name: str) -> Node | None:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        return None
+        return self._node_index.get(name)
 
     def job(self, job_id: str) -> Job | None:
-        for job in self.jobs:
-            if job.job_id == job_id:
-                return job
-        return None
+        return self._job_index.get(job_id)
 
     def jobs_on_node(self, name: str) -> list[Job]:
-        return [j for j in self.jobs if name in j.nodes and not j.state.finished]
+        """Jobs still running on the node (indexed: triage asks once per node)."""
+        return list(self._node_jobs.get(name, ()))
