@@ -1,11 +1,11 @@
-"""Every rule and panel expression, run by the real Prometheus on a simulated factory.
+"""Every rule and panel expression, run by real engines on a simulated factory.
 
 promtool proves the expressions parse; only an engine with data proves they execute (a
 many-to-many join fails at evaluation, not at parse time) and return something, so that no
 panel silently shows "No data". A stand-in for factoryctl-exporter serves the native schema
 from a simulated factory with an XID 79, a drained node, throttling and idle-allocated GPUs,
-and the scheduler view comes from the real SchedulerCollector. The lab repeats this against
-the real exporter.
+and the scheduler view comes from the real SchedulerCollector. Prometheus evaluates the rules
+itself; VictoriaMetrics gets them through vmalert. The lab repeats this with the real exporter.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from factoryctl.telemetry.scheduler_collector import SchedulerCollector
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROMETHEUS = Path("/usr/bin/prometheus")
+VICTORIA = Path("/usr/bin/victoria-metrics")
+VMALERT = Path("/usr/bin/vmalert")
 REASONS = ("sw_power_cap", "hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown")
 
 
@@ -119,12 +121,8 @@ def lost(factory: FactorySnapshot) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(
-    factory: FactorySnapshot, lost: tuple[str, int], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if not PROMETHEUS.exists():
-        pytest.skip("prometheus is not installed")
-    tmp = tmp_path_factory.mktemp("prometheus")
+def targets(factory: FactorySnapshot, lost: tuple[str, int]) -> Iterator[str]:
+    """host:port serving the stand-in exporter at /metrics and the scheduler at /scheduler."""
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(lambda: factory.nodes))
     started = time.monotonic()
@@ -145,33 +143,50 @@ def prometheus(
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    target = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
-    # The rules as shipped, minus their 1m group intervals: the test cannot wait a minute.
-    rule_files = []
+
+def _scrape_config(target: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_name": "factoryctl-exporter",
+            "honor_labels": True,
+            # The second target is a closed port: an exporter that is down.
+            "static_configs": [{"targets": [target, f"127.0.0.1:{free_port()}"]}],
+        },
+        {
+            "job_name": "factoryctl-scheduler",
+            "metrics_path": "/scheduler",
+            "static_configs": [{"targets": [target]}],
+        },
+    ]
+
+
+def _rule_files(tmp: Path) -> list[str]:
+    """The rules as shipped, minus their 1m group intervals: the test cannot wait a minute."""
+    out = []
     for src in sorted((ex.DASHBOARDS_DIR / "prometheus").glob("*.rules.yml")):
         doc = yaml.safe_load(src.read_text())
         for group in doc["groups"]:
             group.pop("interval", None)
         dst = tmp / src.name
         dst.write_text(yaml.safe_dump(doc))
-        rule_files.append(str(dst))
+        out.append(str(dst))
+    return out
+
+
+@pytest.fixture(scope="module")
+def prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not PROMETHEUS.exists():
+        pytest.skip("prometheus is not installed")
+    tmp = tmp_path_factory.mktemp("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": rule_files,
-        "scrape_configs": [
-            {
-                "job_name": "factoryctl-exporter",
-                "honor_labels": True,
-                # The second target is a closed port: an exporter that is down.
-                "static_configs": [{"targets": [target, f"127.0.0.1:{free_port()}"]}],
-            },
-            {
-                "job_name": "factoryctl-scheduler",
-                "metrics_path": "/scheduler",
-                "static_configs": [{"targets": [target]}],
-            },
-        ],
+        "rule_files": _rule_files(tmp),
+        "scrape_configs": _scrape_config(targets),
     }
     (tmp / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()
@@ -191,7 +206,54 @@ def prometheus(
         yield url
     finally:
         proc.stop()
-        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def victoriametrics(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """VictoriaMetrics scraping the same targets, with vmalert evaluating the same rules."""
+    if not (VICTORIA.exists() and VMALERT.exists()):
+        pytest.skip("victoria-metrics or vmalert is not installed")
+    tmp = tmp_path_factory.mktemp("victoriametrics")
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": _scrape_config(targets)}
+    (tmp / "scrape.yml").write_text(json.dumps(config))
+    port, alert_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    vm = ManagedProcess(
+        "victoria-metrics",
+        [
+            str(VICTORIA),
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={tmp / 'data'}",
+            f"-promscrape.config={tmp / 'scrape.yml'}",
+            "-search.latencyOffset=1s",  # default 30s: the test would wait half a minute
+            "-search.disableCache",
+        ],
+        tmp / "victoria-metrics.log",
+    ).start()
+    vmalert = ManagedProcess(
+        "vmalert",
+        [
+            str(VMALERT),
+            *(f"-rule={path}" for path in _rule_files(tmp)),
+            f"-datasource.url={url}",
+            f"-remoteWrite.url={url}",
+            "-remoteWrite.flushInterval=1s",
+            "-evaluationInterval=1s",
+            f"-httpListenAddr=127.0.0.1:{alert_port}",
+            f"-notifier.url=http://127.0.0.1:{free_port()}",  # nobody listens: alerts stay here
+        ],
+        tmp / "vmalert.log",
+    )
+    try:
+        wait_until(lambda: _query(url, "factoryctl_gpu_info"), 60, "first VictoriaMetrics scrape")
+        vmalert.start()
+        wait_until(
+            lambda: _query(url, "factory:factoryctl_gpus:count"), 60, "first vmalert results"
+        )
+        yield url
+    finally:
+        vmalert.stop()
+        vm.stop()
 
 
 def _query(url: str, expr: str) -> list[dict[str, Any]]:
@@ -206,20 +268,24 @@ def _query(url: str, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def test_every_expression_executes_and_returns_data(prometheus: str) -> None:
+@pytest.mark.parametrize("engine", ["prometheus", "victoriametrics"])
+def test_every_expression_executes_and_returns_data(
+    engine: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(engine)
     expressions = ex.all_expressions()
     data = [e for e in expressions if e.kind != "alert"]
     # Rules chain through up to three groups and rate() needs two scrapes: wait for all.
     deadline = time.monotonic() + 60
     while True:
-        empty = [e for e in data if not _query(prometheus, e.expr)]
+        empty = [e for e in data if not _query(url, e.expr)]
         if not empty or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert [f"{e.source}: {e.name}" for e in empty] == []
     # Alert expressions must execute (no many-to-many errors); most are empty when healthy.
     for alert in (e for e in expressions if e.kind == "alert"):
-        _query(prometheus, alert.expr)
+        _query(url, alert.expr)
 
 
 def test_xid79_fires_naming_node_gpu_job_and_user(
