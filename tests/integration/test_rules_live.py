@@ -104,6 +104,34 @@ def _exporter_text(snap: FactorySnapshot, elapsed: float, lost: tuple[str, int])
     return "\n".join(out) + "\n"
 
 
+def _dcgm_text(snap: FactorySnapshot, elapsed: float) -> str:
+    """The same GPUs as dcgm-exporter shows them: its names, units and labels."""
+    out: list[str] = []
+    for g in snap.gpus:
+        labels = (
+            f'gpu="{g.index}",UUID="{g.uuid}",device="nvidia{g.index}",'
+            f'modelName="{g.model}",Hostname="{g.node}"'
+        )
+        power = g.power_watts or 0.0
+        for name, value in (
+            ("DCGM_FI_DEV_GPU_UTIL", round(100 * (g.utilization or 0.0))),
+            ("DCGM_FI_PROF_DRAM_ACTIVE", g.memory_utilization or 0.0),
+            ("DCGM_FI_DEV_FB_USED", (g.memory_used_bytes or 0.0) // 2**20),
+            ("DCGM_FI_DEV_POWER_USAGE", power),
+            ("DCGM_FI_DEV_GPU_TEMP", g.temperature_celsius or 0.0),
+            ("DCGM_FI_DEV_MEMORY_TEMP", (g.temperature_celsius or 0.0) + 4),
+            ("DCGM_FI_DEV_SM_CLOCK", (g.sm_clock_hz or 0.0) / 1e6),
+            (
+                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+                1e3 * ((g.energy_joules or 0) + power * elapsed),
+            ),
+            ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", elapsed // 5),
+            ("DCGM_FI_DEV_XID_ERRORS", 0),
+        ):
+            out.append(f"{name}{{{labels}}} {float(value)!r}")
+    return "\n".join(out) + "\n"
+
+
 @pytest.fixture(scope="module")
 def factory() -> FactorySnapshot:
     source = DemoSource.create(nodes=6, gpus_per_node=4, seed=7, now=time.time(), warmup=3600)
@@ -122,7 +150,8 @@ def lost(factory: FactorySnapshot) -> tuple[str, int]:
 
 @pytest.fixture(scope="module")
 def targets(factory: FactorySnapshot, lost: tuple[str, int]) -> Iterator[str]:
-    """host:port serving the stand-in exporter at /metrics and the scheduler at /scheduler."""
+    """host:port serving the stand-in exporter at /metrics, the scheduler at /scheduler and
+    a dcgm-exporter stand-in at /dcgm."""
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(lambda: factory.nodes))
     started = time.monotonic()
@@ -131,6 +160,8 @@ def targets(factory: FactorySnapshot, lost: tuple[str, int]) -> Iterator[str]:
         def do_GET(self) -> None:
             if self.path.startswith("/scheduler"):
                 body = generate_latest(registry)
+            elif self.path.startswith("/dcgm"):
+                body = _dcgm_text(factory, time.monotonic() - started).encode()
             else:
                 body = _exporter_text(factory, time.monotonic() - started, lost).encode()
             self.send_response(200)
@@ -178,15 +209,15 @@ def _rule_files(tmp: Path) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _start_prometheus(
+    tmp: Path, scrape_configs: list[dict[str, Any]]
+) -> tuple[str, ManagedProcess]:
     if not PROMETHEUS.exists():
         pytest.skip("prometheus is not installed")
-    tmp = tmp_path_factory.mktemp("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": _rule_files(tmp),
-        "scrape_configs": _scrape_config(targets),
+        "scrape_configs": scrape_configs,
     }
     (tmp / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()
@@ -200,9 +231,31 @@ def prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ],
         tmp / "prometheus.log",
     ).start()
-    url = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", proc
+
+
+@pytest.fixture(scope="module")
+def prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, proc = _start_prometheus(tmp_path_factory.mktemp("prometheus"), _scrape_config(targets))
     try:
         wait_until(lambda: _query(url, "factory:factoryctl_gpus:count"), 60, "first rule results")
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def dcgm_prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A site that runs only dcgm-exporter, its Hostname relabelled to node as README says."""
+    scrape = {
+        "job_name": "dcgm-exporter",
+        "metrics_path": "/dcgm",
+        "static_configs": [{"targets": [targets]}],
+        "metric_relabel_configs": [{"source_labels": ["Hostname"], "target_label": "node"}],
+    }
+    url, proc = _start_prometheus(tmp_path_factory.mktemp("dcgm"), [scrape])
+    try:
+        wait_until(lambda: _query(url, "DCGM_FI_DEV_GPU_UTIL"), 60, "first dcgm scrape")
         yield url
     finally:
         proc.stop()
@@ -310,3 +363,25 @@ def test_xid79_fires_naming_node_gpu_job_and_user(
     runbook = f'factoryctl drain {gpu.node} --reason "XID 79 on GPU {gpu.index}"'
     assert firing["annotations"]["runbook"] == runbook
     assert f"Job: {job.job_id} of user {job.user}." in firing["annotations"]["description"]
+
+
+# The node-detail panels dashboards/README.md promises on dcgm-exporter sites.
+DCGM_PANELS = {
+    "GPU utilization [A]",
+    "Memory bandwidth utilization [A]",
+    "GPU memory used [A]",
+    "GPU power [A]",
+    "GPU temperature [A]",
+    "GPU temperature [B]",
+    "SM clock [A]",
+    "GPU energy (power from the counter) [A]",
+    "PCIe replays [A]",
+    "node",
+}
+
+
+def test_node_detail_on_a_dcgm_exporter_site(dcgm_prometheus: str) -> None:
+    node_board = [e for e in ex.dashboard_expressions() if e.source == "grafana/node-detail.json"]
+    time.sleep(3)  # rate() and increase() need a few scrapes
+    with_data = {e.name for e in node_board if _query(dcgm_prometheus, e.expr)}
+    assert with_data == DCGM_PANELS
