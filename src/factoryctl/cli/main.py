@@ -25,7 +25,13 @@ COMMANDS: dict[str, str] = {
     "jobs": "factoryctl.cli.inventory:jobs",
     "job": "factoryctl.cli.inventory:job",
     "demo": "factoryctl.cli.demo:demo",
+    "triage": "factoryctl.cli.triage:triage_command",
     "completion": "factoryctl.cli.completion:completion",
+    "drain": "factoryctl.cli.actions:drain",
+    "resume": "factoryctl.cli.actions:resume",
+    "reboot": "factoryctl.cli.actions:reboot",
+    "maintenance": "factoryctl.cli.maintenance:maintenance",
+    "audit": "factoryctl.cli.maintenance:audit",
 }
 
 

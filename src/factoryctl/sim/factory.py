@@ -111,6 +111,7 @@ class SimFactory:
             JobGenerator(cfg, self.rng, len(self.node_names) * self.gpn) if cfg.jobs else None
         )
         self._events: list[tuple[float, str]] = []  # (time, job_id) job ends
+        self._last_fault_check = self.now
         if self.generator is not None:
             self._fill_to_target()
 
@@ -337,12 +338,16 @@ class SimFactory:
         if rate <= 0:
             return
         # Poisson thinning per step is enough: faults are rare events.
-        expected = rate * len(self.node_names) / 86400.0
-        if self.rng.random() < expected:
+        dt, self._last_fault_check = self.now - self._last_fault_check, self.now
+        expected = rate * len(self.node_names) * dt / 86400.0
+        while expected > 0 and self.rng.random() < expected:
+            expected -= 1.0
             node = self.rng.choice(self.node_names)
             gpu = self.rng.randrange(self.gpn)
             kind = self.rng.random()
-            if kind < 0.25:
+            if kind < 0.1:
+                self.fail_node(node, "Not responding")
+            elif kind < 0.3:
                 self.inject_xid(node, gpu, 79)
             elif kind < 0.45:
                 self.inject_xid(node, gpu, self.rng.choice([48, 94, 95]))

@@ -1,0 +1,48 @@
+"""A real Slurm 22.05 cluster (munged, slurmctld, one slurmd per node) for integration tests.
+
+One cluster per session (bring-up is about half a second, but tests reuse it): the
+``slurm`` fixture resets it between tests (no jobs, no reservations, every node idle).
+``make_slurm_cluster`` starts extra clusters with other settings (e.g. Prolog/Epilog for
+the exporter's job-attribution tests); they are stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from factoryctl.lab.slurm import SlurmCluster, slurm_available
+
+needs_slurm = pytest.mark.skipif(
+    not slurm_available(),
+    reason="needs slurm-wlm + munge installed and root (mknod, SlurmUser=root)",
+)
+
+
+@pytest.fixture(scope="session")
+def make_slurm_cluster() -> Iterator[Callable[..., SlurmCluster]]:
+    if not slurm_available():
+        pytest.skip("needs slurm-wlm + munge installed and root")
+    started: list[SlurmCluster] = []
+
+    def make(**kwargs: Any) -> SlurmCluster:
+        cluster = SlurmCluster(**kwargs).start()
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(make_slurm_cluster: Callable[..., SlurmCluster]) -> SlurmCluster:
+    return make_slurm_cluster(nodes=4, gpus_per_node=8)
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    slurm_cluster.reset()
+    yield slurm_cluster
