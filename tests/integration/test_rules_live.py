@@ -44,7 +44,7 @@ def _q(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _exporter_text(snap: FactorySnapshot, elapsed: float, lost: tuple[str, int]) -> str:
+def _exporter_text(snap: FactorySnapshot, elapsed: float, lost: tuple[str, int], node: str) -> str:
     """The native schema for every GPU, with counters that advance with wall time.
 
     ``lost`` fell off the bus (XID 79) a moment ago: NVML reports it lost while its job,
@@ -58,13 +58,11 @@ def _exporter_text(snap: FactorySnapshot, elapsed: float, lost: tuple[str, int])
 
     users = {j.job_id: j.user for j in snap.jobs}
     job_power: dict[tuple[str, str], float] = {}
-    for g in snap.gpus:
+    for g in snap.gpus_of_node(node):
         ids = {"node": g.node, "gpu": str(g.index), "uuid": g.uuid}
         add(s.GPU_INFO, {**ids, "model": g.model}, 1)
         up = g.up and g.key != lost
         add(s.GPU_UP, ids, 1 if up else 0)
-        add(s.EXPORTER_LAST_SUCCESS, {"node": g.node}, time.time())
-        add(s.EXPORTER_COLLECTION_DURATION, {"node": g.node}, 0.004)
         # Attribution survives a lost GPU: the prolog's job-map files still name the job.
         for job_id in g.job_ids:
             add(s.GPU_JOB_INFO, {**ids, "job_id": job_id, "user": users.get(job_id, "")}, 1)
@@ -96,8 +94,11 @@ def _exporter_text(snap: FactorySnapshot, elapsed: float, lost: tuple[str, int])
         for job_id in g.job_ids:
             key = (g.node, job_id)
             job_power[key] = job_power.get(key, 0.0) + power / len(g.job_ids)
-    for (node, job_id), power in job_power.items():
-        labels = {"node": node, "job_id": job_id}
+    # The exporter's own series carry no node: Prometheus knows it by the target.
+    out.append(f"{s.EXPORTER_LAST_SUCCESS} {time.time()!r}")
+    out.append(f"{s.EXPORTER_COLLECTION_DURATION} 0.004")
+    for (node_name, job_id), power in job_power.items():
+        labels = {"node": node_name, "job_id": job_id}
         add(s.JOB_ENERGY, labels, 1e6 + power * elapsed)
         add(s.JOB_GPU_SECONDS, labels, 1e4 + 4 * elapsed)
         add(s.JOB_ACTIVE_GPU_SECONDS, labels, 5e3 + 3 * elapsed)
@@ -150,8 +151,8 @@ def lost(factory: FactorySnapshot) -> tuple[str, int]:
 
 @pytest.fixture(scope="module")
 def targets(factory: FactorySnapshot, lost: tuple[str, int]) -> Iterator[str]:
-    """host:port serving the stand-in exporter at /metrics, the scheduler at /scheduler and
-    a dcgm-exporter stand-in at /dcgm."""
+    """host:port serving one stand-in exporter per node at /node/NAME, the scheduler at
+    /scheduler and a dcgm-exporter stand-in at /dcgm."""
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(lambda: factory.nodes))
     started = time.monotonic()
@@ -163,7 +164,8 @@ def targets(factory: FactorySnapshot, lost: tuple[str, int]) -> Iterator[str]:
             elif self.path.startswith("/dcgm"):
                 body = _dcgm_text(factory, time.monotonic() - started).encode()
             else:
-                body = _exporter_text(factory, time.monotonic() - started, lost).encode()
+                node = self.path.rsplit("/", 1)[-1]
+                body = _exporter_text(factory, time.monotonic() - started, lost, node).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.end_headers()
@@ -180,13 +182,20 @@ def targets(factory: FactorySnapshot, lost: tuple[str, int]) -> Iterator[str]:
         server.shutdown()
 
 
-def _scrape_config(target: str) -> list[dict[str, Any]]:
+def _scrape_config(target: str, nodes: list[str]) -> list[dict[str, Any]]:
+    # One target per node, each its own instance on 127.0.0.1 as in the lab, so the rules
+    # must learn which node an instance serves; and a closed port: an exporter that is down.
+    per_node = [
+        {
+            "targets": [target],
+            "labels": {"__metrics_path__": f"/node/{name}", "instance": f"127.0.0.1:{10001 + i}"},
+        }
+        for i, name in enumerate(nodes)
+    ]
     return [
         {
-            "job_name": "factoryctl-exporter",
-            "honor_labels": True,
-            # The second target is a closed port: an exporter that is down.
-            "static_configs": [{"targets": [target, f"127.0.0.1:{free_port()}"]}],
+            "job_name": "factoryctl",
+            "static_configs": [*per_node, {"targets": [f"127.0.0.1:{free_port()}"]}],
         },
         {
             "job_name": "factoryctl-scheduler",
@@ -235,8 +244,11 @@ def _start_prometheus(
 
 
 @pytest.fixture(scope="module")
-def prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url, proc = _start_prometheus(tmp_path_factory.mktemp("prometheus"), _scrape_config(targets))
+def prometheus(
+    targets: str, factory: FactorySnapshot, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    scrape = _scrape_config(targets, [n.name for n in factory.nodes])
+    url, proc = _start_prometheus(tmp_path_factory.mktemp("prometheus"), scrape)
     try:
         wait_until(lambda: _query(url, "factory:factoryctl_gpus:count"), 60, "first rule results")
         yield url
@@ -262,12 +274,15 @@ def dcgm_prometheus(targets: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def victoriametrics(targets: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def victoriametrics(
+    targets: str, factory: FactorySnapshot, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """VictoriaMetrics scraping the same targets, with vmalert evaluating the same rules."""
     if not (VICTORIA.exists() and VMALERT.exists()):
         pytest.skip("victoria-metrics or vmalert is not installed")
     tmp = tmp_path_factory.mktemp("victoriametrics")
-    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": _scrape_config(targets)}
+    scrape = _scrape_config(targets, [n.name for n in factory.nodes])
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": scrape}
     (tmp / "scrape.yml").write_text(json.dumps(config))
     port, alert_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
@@ -385,3 +400,11 @@ def test_node_detail_on_a_dcgm_exporter_site(dcgm_prometheus: str) -> None:
     time.sleep(3)  # rate() and increase() need a few scrapes
     with_data = {e.name for e in node_board if _query(dcgm_prometheus, e.expr)}
     assert with_data == DCGM_PANELS
+
+
+def test_each_exporter_instance_maps_to_its_node(prometheus: str, factory: FactorySnapshot) -> None:
+    """Every target is 127.0.0.1:PORT, as in the lab; the rules still know its node."""
+    rows = _query(prometheus, "instance:factoryctl_exporter_node:info")
+    nodes = sorted(r["metric"]["node"] for r in rows)
+    assert nodes == sorted(n.name for n in factory.nodes)
+    assert all(r["metric"]["instance"].startswith("127.0.0.1:") for r in rows)
