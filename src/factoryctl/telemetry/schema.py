@@ -53,3 +53,11 @@ EXPORTER_COLLECTION_DURATION: Final = "factoryctl_exporter_collection_duration_s
 EXPORTER_LAST_SUCCESS: Final = "factoryctl_exporter_last_collection_success_timestamp_seconds"
 EXPORTER_SKIPPED: Final = "factoryctl_exporter_collections_skipped_total"
 EXPORTER_NVML_ERRORS: Final = "factoryctl_exporter_nvml_errors_total"  # + call
+# The scheduler's view, as series. The node exporter does not write these: Slurm knows them,
+# so the console's scheduler collector (and the lab) export one small set per node. Rules
+# and dashboards use them for "node drained too long", GPUs expected per node and power per
+# partition; everything degrades to "no data" (never a false alert) where they are absent.
+NODE_STATE_INFO: Final = "factoryctl_node_state_info"  # node, state (a NodeState value), reason; 1
+NODE_STATE_SINCE: Final = "factoryctl_node_state_since_timestamp_seconds"  # node; state entered
+NODE_PARTITION_INFO: Final = "factoryctl_node_partition_info"  # node, partition; 1 per membership
+NODE_GPUS_EXPECTED: Final = "factoryctl_node_gpus_expected"  # node; GPUs configured (Slurm Gres)
