@@ -73,6 +73,9 @@ class JobGenerator:
         rng = self.rng
         gpus = _weighted(rng, self._sizes)
         workload = _weighted(rng, _WORKLOADS)
+        if workload is Workload.IDLE and gpus > 8:
+            # Forgotten notebooks hold a node at most; large allocations do run something.
+            workload = Workload.TRAINING
         user_i = min(int(rng.paretovariate(1.2)) - 1, self.users - 1)
         duration = min(
             48 * 3600.0,

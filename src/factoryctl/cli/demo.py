@@ -1,0 +1,67 @@
+"""``factoryctl demo``: the simulated factory, live, with no services needed."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import click
+
+from factoryctl.cli.common import get_env
+from factoryctl.formats import fmt_kwh, fmt_ratio, fmt_watts
+from factoryctl.model import FactorySnapshot
+from factoryctl.occupancy import factory_occupancy
+from factoryctl.views import job_rows
+
+
+def summary(snap: FactorySnapshot) -> str:
+    """A one-screen text overview (what the demo prints where no TUI can run)."""
+    occ = factory_occupancy(snap)
+    states = Counter(n.state.value for n in snap.nodes)
+    power = sum(g.power_watts for g in snap.gpus if g.power_watts is not None)
+    running = job_rows(snap)
+    energy = sum(r["energy_kwh"] or 0.0 for r in running)
+    lines = [
+        f"factory  {len(snap.nodes)} nodes, {occ.total} GPUs   "
+        + "  ".join(f"{k} {v}" for k, v in sorted(states.items())),
+        f"GPUs     allocated {occ.allocated} ({fmt_ratio(occ.allocated_ratio)})   active {occ.active}   "
+        f"idle-allocated {occ.idle_allocated}   out of service {occ.out_of_service}",
+        f"power    {fmt_watts(power)} now   running jobs {len(running)} used {fmt_kwh(energy)} so far",
+    ]
+    idle = sorted((r for r in running if r["idle_gpus"]), key=lambda r: -r["idle_gpus"])[:5]
+    if idle:
+        lines.append(
+            "idle GPUs held by: "
+            + ", ".join(f"job {r['job_id']} ({r['user']}, {r['idle_gpus']})" for r in idle)
+        )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--nodes", default=64, show_default=True, type=click.IntRange(1, 20000))
+@click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(1, 16))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--refresh", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds."
+)
+@click.option("--once", is_flag=True, help="Print one summary and exit.")
+def demo(nodes: int, gpus_per_node: int, seed: int, refresh: float, once: bool) -> None:
+    """Open the console on a simulated factory (no Prometheus or Slurm needed)."""
+    from factoryctl.telemetry.demo import DemoSource
+
+    env = get_env()
+    source = DemoSource.create(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        seed=seed,
+        now=env.clock(),
+        faults_per_node_day=2.0,
+    )
+    if once or not env.stdout_isatty:
+        env.write(summary(source.snapshot()))
+        return
+    while True:
+        source.advance_to(env.clock())
+        env.stdout.write("\x1b[H\x1b[2J" + summary(source.snapshot()) + "\n\n(Ctrl-C to quit)\n")
+        env.stdout.flush()
+        time.sleep(refresh)

@@ -1,0 +1,58 @@
+"""The environment a command runs in: streams, settings, clock and sources.
+
+Commands never reach for sys.stdout, os.environ or time.time() directly; tests replace
+this object (httpie's pattern) to run commands in-process with fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from factoryctl.config import load_settings
+from factoryctl.telemetry.source import FactorySource, open_source
+
+
+@dataclass
+class Environment:
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    stdin_isatty: bool = field(default_factory=lambda: sys.stdin.isatty())
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    clock: Callable[[], float] = time.time
+    # Set by the global options:
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config_path: Path | None = None
+    demo: bool = False
+    output: str = "table"
+    color: bool = True
+    _source: FactorySource | None = None
+    source_factory: Callable[[Environment], FactorySource] | None = None
+
+    @property
+    def stdout_isatty(self) -> bool:
+        return bool(getattr(self.stdout, "isatty", lambda: False)())
+
+    def load(self, config_path: str | None) -> None:
+        self.settings, self.config_path = load_settings(self.environ, config_path)
+
+    def use_color(self) -> bool:
+        return self.color and self.stdout_isatty and "NO_COLOR" not in self.environ
+
+    def source(self) -> FactorySource:
+        if self._source is None:
+            factory = self.source_factory
+            self._source = factory(self) if factory else open_source(self.settings, self.demo)
+        return self._source
+
+    def write(self, text: str) -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def warn(self, text: str) -> None:
+        self.stderr.write(f"factoryctl: {text}\n")

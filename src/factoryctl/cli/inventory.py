@@ -1,0 +1,160 @@
+"""Read-only commands: nodes, node, gpus, jobs, job."""
+
+from __future__ import annotations
+
+import click
+
+from factoryctl import hostlists
+from factoryctl.cli.common import document, emit_rows, get_env, sort_option
+from factoryctl.errors import NotFoundError
+from factoryctl.formats import format_value, render_json, render_table
+from factoryctl.views import (
+    GPU_COLUMNS,
+    JOB_COLUMNS,
+    NODE_COLUMNS,
+    NODE_STATES,
+    Column,
+    Row,
+    filter_rows,
+    gpu_rows,
+    job_row,
+    job_rows,
+    node_rows,
+    sort_rows,
+)
+
+
+def _keys(columns: tuple[Column, ...]) -> str:
+    return ", ".join(c.key for c in columns)
+
+
+@click.command()
+@click.argument("hostlist", required=False)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(NODE_STATES),
+    help="Only nodes in this state (repeatable).",
+)
+@sort_option("name", _keys(NODE_COLUMNS))
+def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
+    """List nodes: state, reason, GPUs allocated/total, utilization and power."""
+    env = get_env()
+    snap = env.source().snapshot()
+    rows = node_rows(snap)
+    if hostlist:
+        wanted = set(hostlists.resolve(hostlist, (n.name for n in snap.nodes)))
+        rows = [r for r in rows if r["name"] in wanted]
+    rows = sort_rows(filter_rows(rows, state=states), sort_key, NODE_COLUMNS)
+    emit_rows(env, "nodes", snap, rows, NODE_COLUMNS)
+
+
+@click.command()
+@click.option("--node", "node_list", metavar="HOSTLIST", help="Only GPUs of these nodes.")
+@click.option("--job", "job_id", metavar="ID", help="Only GPUs held by this job.")
+@sort_option("node", _keys(GPU_COLUMNS))
+def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
+    """List GPUs with their job, utilization, memory, power and temperature."""
+    env = get_env()
+    snap = env.source().snapshot()
+    wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes))) if node_list else None
+    rows = gpu_rows(snap, wanted)
+    if job_id is not None:
+        if snap.job(job_id) is None:
+            raise NotFoundError(f"unknown job: {job_id}")
+        rows = [r for r in rows if job_id in r["job_ids"].split(",")]
+    # Natural order within a node: sort by GPU index first, then by the requested key.
+    rows = sort_rows(sort_rows(rows, "gpu", GPU_COLUMNS), sort_key, GPU_COLUMNS)
+    emit_rows(env, "gpus", snap, rows, GPU_COLUMNS)
+
+
+@click.command()
+@click.option("--user", "users", multiple=True, help="Only jobs of this user (repeatable).")
+@click.option(
+    "--account", "accounts", multiple=True, help="Only jobs of this account (repeatable)."
+)
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
+@click.option("--node", "node_list", metavar="HOSTLIST", help="Only jobs on these nodes.")
+@click.option("--all", "include_finished", is_flag=True, help="Include recently finished jobs.")
+@sort_option("-gpus", _keys(JOB_COLUMNS))
+def jobs(
+    users: tuple[str, ...],
+    accounts: tuple[str, ...],
+    states: tuple[str, ...],
+    node_list: str | None,
+    include_finished: bool,
+    sort_key: str,
+) -> None:
+    """List jobs: GPUs held, mean utilization, idle GPUs and energy in kWh."""
+    env = get_env()
+    snap = env.source().snapshot()
+    rows = job_rows(snap, include_finished=include_finished or bool(states))
+    if node_list:
+        wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes)))
+        rows = [r for r in rows if r["nodes"] and wanted & set(hostlists.expand(r["nodes"]))]
+    rows = filter_rows(rows, user=users, account=accounts, state=states)
+    emit_rows(env, "jobs", snap, sort_rows(rows, sort_key, JOB_COLUMNS), JOB_COLUMNS)
+
+
+def _details(pairs: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
+
+
+def _row_details(row: Row, columns: tuple[Column, ...], unavailable: frozenset[str]) -> str:
+    return _details(
+        [
+            (c.header.title(), format_value(row.get(c.key), c.kind, c.key in unavailable))
+            for c in columns
+        ]
+    )
+
+
+@click.command()
+@click.argument("job_id")
+def job(job_id: str) -> None:
+    """Show one job: its allocation, occupancy, energy and each of its GPUs."""
+    env = get_env()
+    snap = env.source().snapshot()
+    found = snap.job(job_id)
+    if found is None:
+        raise NotFoundError(f"unknown job: {job_id}")
+    row = job_row(snap, found)
+    gpus = [r for r in gpu_rows(snap, set(found.nodes)) if job_id in r["job_ids"].split(",")]
+    if env.output == "json":
+        env.write(render_json(document("job", snap, job=row, gpus=gpus)))
+        return
+    env.write(_row_details(row, JOB_COLUMNS, snap.unavailable))
+    if gpus:
+        env.write("")
+        env.write(
+            render_table(gpus, GPU_COLUMNS, wide=env.output == "wide", unavailable=snap.unavailable)
+        )
+
+
+@click.command()
+@click.argument("name")
+def node(name: str) -> None:
+    """Show one node: state and reason, each GPU, and the jobs running on it."""
+    env = get_env()
+    snap = env.source().snapshot()
+    hostlists.resolve(name, (n.name for n in snap.nodes))
+    row = next(r for r in node_rows(snap) if r["name"] == name)
+    gpus = gpu_rows(snap, {name})
+    running = [job_row(snap, j) for j in snap.jobs_on_node(name)]
+    if env.output == "json":
+        env.write(render_json(document("node", snap, node=row, gpus=gpus, jobs=running)))
+        return
+    env.write(_row_details(row, NODE_COLUMNS, snap.unavailable))
+    env.write("")
+    env.write(
+        render_table(gpus, GPU_COLUMNS, wide=env.output == "wide", unavailable=snap.unavailable)
+    )
+    if running:
+        env.write("")
+        env.write(
+            render_table(
+                running, JOB_COLUMNS, wide=env.output == "wide", unavailable=snap.unavailable
+            )
+        )

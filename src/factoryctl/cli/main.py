@@ -1,0 +1,122 @@
+"""The ``factoryctl`` command group. Subcommands load lazily so ``--help`` stays fast.
+
+Errors a user can act on are one line on stderr with an ``ExitStatus``; data goes to
+stdout. Nothing here imports textual or httpx: commands import them when they run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from factoryctl import __version__
+from factoryctl.cli.env import Environment
+from factoryctl.errors import ExitStatus, FactoryctlError
+from factoryctl.formats import OUTPUT_FORMATS
+
+# name -> "module:attribute". Adding a command is one line here.
+COMMANDS: dict[str, str] = {
+    "nodes": "factoryctl.cli.inventory:nodes",
+    "node": "factoryctl.cli.inventory:node",
+    "gpus": "factoryctl.cli.inventory:gpus",
+    "jobs": "factoryctl.cli.inventory:jobs",
+    "job": "factoryctl.cli.inventory:job",
+    "demo": "factoryctl.cli.demo:demo",
+    "completion": "factoryctl.cli.completion:completion",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module_name, attr = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
+@click.option("--prometheus", metavar="URL", help="Prometheus (or compatible) base URL.")
+@click.option(
+    "--scheduler",
+    type=click.Choice(["slurm", "slurmrestd", "none"]),
+    help="Scheduler backend for job allocations and actions.",
+)
+@click.option("--config", "config_path", metavar="FILE", help="Config file (TOML).")
+@click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), help="Output format.")
+@click.option("--no-color", is_flag=True, help="Never color the output.")
+@click.option("--demo", is_flag=True, help="Use the built-in simulated factory.")
+@click.version_option(__version__, "--version", prog_name="factoryctl")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    prometheus: str | None,
+    scheduler: str | None,
+    config_path: str | None,
+    output: str | None,
+    no_color: bool,
+    demo: bool,
+) -> None:
+    """Operator console for AI factories: GPUs, jobs and energy from Prometheus and Slurm."""
+    env = ctx.ensure_object(Environment)
+    env.load(config_path)
+    if prometheus:
+        env.settings["prometheus"]["url"] = prometheus
+    if scheduler:
+        env.settings["scheduler"]["type"] = scheduler
+    env.demo = demo
+    env.output = output or env.settings["output"]["format"]
+    if env.output not in OUTPUT_FORMATS:
+        raise FactoryctlError(
+            f"invalid output format {env.output!r} (from config or environment); "
+            f"choose one of {', '.join(OUTPUT_FORMATS)}",
+            ExitStatus.CONFIG,
+        )
+    env.color = not no_color and bool(env.settings["output"]["color"])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    """Run the CLI and return its exit status (``sys.exit(main())`` in the entry point)."""
+    env = env if env is not None else Environment()
+    try:
+        result: Any = cli.main(args=argv, prog_name="factoryctl", standalone_mode=False, obj=env)
+    except FactoryctlError as err:
+        env.stderr.write(f"factoryctl: error: {_one_line(err.message)}\n")
+        return int(err.status)
+    except click.UsageError as err:
+        # Name the subcommand ("factoryctl jobs: ...") but not the group twice.
+        path = err.ctx.command_path if err.ctx is not None else ""
+        where = f"{path.removeprefix('factoryctl').strip()}: " if " " in path else ""
+        env.stderr.write(f"factoryctl: error: {where}{_one_line(err.format_message())}\n")
+        return int(ExitStatus.USAGE)
+    except click.ClickException as err:
+        env.stderr.write(f"factoryctl: error: {_one_line(err.format_message())}\n")
+        return int(ExitStatus.ERROR)
+    except (click.Abort, KeyboardInterrupt):
+        env.stderr.write("factoryctl: interrupted\n")
+        return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:
+        # `factoryctl jobs | head` closed the pipe: not an error worth a traceback.
+        sys.stderr = None
+        return int(ExitStatus.OK)
+    if isinstance(result, int):
+        return result
+    return int(ExitStatus.OK)
+
+
+def entry() -> None:
+    sys.exit(main())

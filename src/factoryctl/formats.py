@@ -1,0 +1,125 @@
+"""Text formatting at the edge: base units in, human text out. Also table/JSON/CSV output.
+
+``None`` prints as ``n/a`` when the source cannot provide that field at all (a
+dcgm-exporter site has no memory-bandwidth ratio) and as ``-`` when it does not apply
+(a finished job has no current utilization). Never as 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from factoryctl.views import Column, Row
+
+OUTPUT_FORMATS = ("table", "wide", "json", "csv")
+
+
+def fmt_ratio(v: float) -> str:
+    return f"{v * 100:.0f}%"
+
+
+def fmt_watts(v: float) -> str:
+    return f"{v / 1000:.1f} kW" if v >= 10_000 else f"{v:.0f} W"
+
+
+def fmt_kwh(v: float) -> str:
+    if v >= 1000:
+        return f"{v / 1000:.2f} MWh"
+    return f"{v:.2f} kWh" if v >= 0.1 else f"{v * 1000:.0f} Wh"
+
+
+def fmt_joules(v: float) -> str:
+    return fmt_kwh(v / 3_600_000)
+
+
+def fmt_bytes(v: float) -> str:
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if v >= size:
+            return f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def fmt_duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{s:02d}s"
+
+
+def fmt_hertz(v: float) -> str:
+    return f"{v / 1e9:.2f} GHz" if v >= 1e9 else f"{v / 1e6:.0f} MHz"
+
+
+def fmt_int(v: float) -> str:
+    return str(int(v))
+
+
+FORMATTERS: dict[str, Callable[[Any], str]] = {
+    "ratio": fmt_ratio,
+    "watts": fmt_watts,
+    "kwh": fmt_kwh,
+    "joules": fmt_joules,
+    "bytes": fmt_bytes,
+    "duration": fmt_duration,
+    "hertz": fmt_hertz,
+    "int": fmt_int,
+    "celsius": lambda v: f"{v:.0f}C",
+}
+
+
+def format_value(value: Any, kind: str, unavailable: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a" if unavailable else "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    fmt = FORMATTERS.get(kind)
+    return fmt(value) if fmt is not None else str(value)
+
+
+NUMERIC = {"int", "ratio", "watts", "kwh", "joules", "bytes", "duration", "hertz", "celsius"}
+
+
+def render_table(
+    rows: Sequence[Row],
+    columns: Sequence[Column],
+    wide: bool = False,
+    unavailable: Iterable[str] = (),
+    style: Callable[[str, str, str], str] | None = None,
+) -> str:
+    """Aligned columns. ``style(column_key, raw_text, padded_text)`` may add color."""
+    cols = [c for c in columns if wide or not c.wide_only]
+    missing = set(unavailable)
+    cells = [[format_value(r.get(c.key), c.kind, c.key in missing) for c in cols] for r in rows]
+    widths = [max([len(c.header)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.header.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    for row in cells:
+        parts = []
+        for c, w, text in zip(cols, widths, row, strict=True):
+            padded = text.rjust(w) if c.kind in NUMERIC else text.ljust(w)
+            parts.append(style(c.key, text, padded) if style else padded)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def render_json(document: Mapping[str, Any] | Sequence[Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=False, allow_nan=False, default=str)
+
+
+def render_csv(rows: Sequence[Row], keys: Sequence[str] | None = None) -> str:
+    fields = list(keys or (rows[0].keys() if rows else []))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
+    return buf.getvalue().rstrip("\n")
