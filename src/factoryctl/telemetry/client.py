@@ -3,8 +3,9 @@
 Works against Prometheus, Thanos, Mimir and VictoriaMetrics, which share the API but not
 its corners:
 
-* every instant query carries an explicit ``time``: VictoriaMetrics evaluates a query
-  without one at now - 30 s (``-search.latencyOffset``) yet labels the result "now";
+* every instant query carries an explicit ``time`` and ``nocache=1``: VictoriaMetrics
+  evaluates a query at now - 30 s (``-search.latencyOffset``) yet labels the result
+  "now", without ``time`` and (measured on 1.79) even with ``time`` close to now;
 * queries go as POST forms, so a long selector never hits a URL length limit;
 * errors become one line and an exit status: unreachable or timed out ->
   TELEMETRY_UNREACHABLE; 4xx/5xx, non-JSON and API errors -> TELEMETRY_ERROR. Prometheus
@@ -110,10 +111,13 @@ class PromClient:
 
     # -- API ---------------------------------------------------------------------------
     def query(self, promql: str, at: float, timeout: float | None = None) -> QueryResult:
-        form = {"query": promql, "time": fmt_time(at)}
+        # nocache=1: VictoriaMetrics moves any evaluation time within -search.latencyOffset
+        # (30 s) of now back to now-30s unless told not to, explicit ``time`` or not:
+        # a job started 4 s ago is then invisible. Prometheus ignores the parameter.
+        form = {"query": promql, "time": fmt_time(at), "nocache": "1"}
         if timeout is not None:
             form["timeout"] = f"{timeout:g}s"
-        return self._result(self._call("POST", "/api/v1/query", form, promql))
+        return self._result(*self._call("POST", "/api/v1/query", form, promql))
 
     def query_range(self, promql: str, start: float, end: float, step: float) -> QueryResult:
         form = {
@@ -121,8 +125,9 @@ class PromClient:
             "start": fmt_time(start),
             "end": fmt_time(end),
             "step": f"{step:g}",
+            "nocache": "1",
         }
-        return self._result(self._call("POST", "/api/v1/query_range", form, promql))
+        return self._result(*self._call("POST", "/api/v1/query_range", form, promql))
 
     def series(
         self, match: Sequence[str], start: float | None = None, end: float | None = None
@@ -132,38 +137,37 @@ class PromClient:
             form["start"] = fmt_time(start)
         if end is not None:
             form["end"] = fmt_time(end)
-        data = self._call("POST", "/api/v1/series", form, " ".join(match))
+        data, _ = self._call("POST", "/api/v1/series", form, " ".join(match))
         return list(data) if isinstance(data, list) else []
 
     def label_values(self, label: str, match: Iterable[str] = ()) -> list[str]:
         params = {"match[]": list(match)}
-        data = self._call("GET", f"/api/v1/label/{label}/values", params, label)
+        data, _ = self._call("GET", f"/api/v1/label/{label}/values", params, label)
         return [str(v) for v in data] if isinstance(data, list) else []
 
     def alerts(self) -> list[dict[str, Any]]:
-        data = self._call("GET", "/api/v1/alerts", None, "alerts")
+        data, _ = self._call("GET", "/api/v1/alerts", None, "alerts")
         return list(data.get("alerts", [])) if isinstance(data, dict) else []
 
     def targets(self, state: str = "active") -> list[dict[str, Any]]:
-        data = self._call("GET", "/api/v1/targets", {"state": state}, "targets")
+        data, _ = self._call("GET", "/api/v1/targets", {"state": state}, "targets")
         if not isinstance(data, dict):
             return []
         return list(data.get("activeTargets", [])) + list(data.get("droppedTargets", []) or [])
 
     # -- plumbing ----------------------------------------------------------------------
-    def _result(self, data: Any) -> QueryResult:
+    def _result(self, data: Any, warnings: tuple[str, ...]) -> QueryResult:
         if not isinstance(data, dict):
             raise TelemetryError(f"Prometheus at {self.url} returned no query result")
         try:
-            return parse_query_data(data, tuple(self._last_warnings))
+            return parse_query_data(data, warnings)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise TelemetryError(
                 f"Prometheus at {self.url} returned a malformed query result ({exc})"
             ) from None
 
-    def _call(self, method: str, path: str, payload: Any, what: str) -> Any:
-        """One API read with bounded retries; returns ``data`` of a success envelope."""
-        self._last_warnings: list[str] = []
+    def _call(self, method: str, path: str, payload: Any, what: str) -> tuple[Any, tuple[str, ...]]:
+        """One API read with bounded retries: ``data`` and ``warnings`` of a success reply."""
         attempts = 1 + max(0, self.config.retries)
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -198,7 +202,7 @@ class PromClient:
     def _sleep(self, attempt: int) -> None:
         time.sleep(self.config.backoff * (2**attempt))
 
-    def _unwrap(self, resp: httpx.Response, path: str, what: str) -> Any:
+    def _unwrap(self, resp: httpx.Response, path: str, what: str) -> tuple[Any, tuple[str, ...]]:
         body = resp.content
         try:
             doc = loads(body)
@@ -217,12 +221,10 @@ class PromClient:
                 " is this the Prometheus base URL?",
                 http_status=resp.status_code,
             )
-        warnings = [str(w) for w in doc.get("warnings") or ()]
-        if warnings:
-            self._last_warnings = warnings
-            self.warnings.extend(warnings)
+        warnings = tuple(str(w) for w in doc.get("warnings") or ())
+        self.warnings.extend(warnings)
         if doc.get("status") == "success" and resp.status_code < 400:
-            return doc.get("data")
+            return doc.get("data"), warnings
         error_type = str(doc.get("errorType", ""))
         error = " ".join(str(doc.get("error", "")).split())
         raise TelemetryError(

@@ -20,7 +20,7 @@ def open_source(settings: dict[str, dict[str, Any]], demo: bool) -> FactorySourc
         d = settings["demo"]
         return DemoSource.create(nodes=d["nodes"], gpus_per_node=d["gpus_per_node"], seed=d["seed"])
     if settings["prometheus"]["url"]:
-        from factoryctl.telemetry import prometheus_source  # type: ignore[attr-defined]
+        from factoryctl.telemetry import prometheus_source
 
         source: FactorySource = prometheus_source.open_prometheus_source(settings)
         return source

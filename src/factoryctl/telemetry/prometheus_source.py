@@ -1,0 +1,365 @@
+"""The factory as Prometheus (and optionally the scheduler) sees it: ``snapshot()``.
+
+Same interface as ``DemoSource``. Each snapshot is a handful of instant queries at one
+explicit time ``t`` (never the engine's idea of "now", see ``client``):
+
+1. inventory: every GPU seen recently (``last_over_time`` of the identity series), so a
+   GPU whose exporter died still appears, marked down;
+2. reporting: which GPUs have a sample within 2 scrape intervals. Backfilled data has no
+   staleness markers, so "has a sample in the 5 min lookback" would lie for 5 minutes;
+3. all per-GPU gauges in one ``{__name__=~"..."}`` selector (one round trip, one parse);
+4. server-side aggregates for multi-series fields (XIDs, ECC, clock events);
+5. attribution ``last_over_time(job_info[2i])`` (old and new job_info overlap otherwise)
+   and per-job energy (``job_energy``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
+from factoryctl.telemetry import schema as native
+from factoryctl.telemetry.auth import PromAuth
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.job_energy import EnergyReader, JobEnergy, dur
+from factoryctl.telemetry.metrics import (
+    NATIVE,
+    MetricSchema,
+    choose,
+    detection_query,
+    node_label_of,
+    node_name,
+)
+from factoryctl.telemetry.scheduler_view import (
+    SchedulerView,
+    jobs_from_attribution,
+    nodes_from_gpus,
+)
+
+GpuKey = tuple[str, int]
+DEFAULT_INTERVAL = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    schema: str = "auto"  # auto | native | dcgm
+    scrape_interval: float | None = None  # None: ask the targets API, then the data
+    inventory_window: float = 600.0  # a GPU silent for longer than this is forgotten
+    finished_lookback: float = 6 * 3600.0  # finished jobs shown by the scheduler join
+
+
+@dataclass
+class PrometheusSource:
+    client: PromClient
+    scheduler: SchedulerView | None = None
+    options: SourceOptions = field(default_factory=SourceOptions)
+    clock: Callable[[], float] = time.time
+    _schema: MetricSchema | None = None
+    _interval: float | None = None
+
+    # -- detection -----------------------------------------------------------------------
+    def schema(self, at: float) -> MetricSchema:
+        if self._schema is None:
+            counts: dict[str, float] = {}
+            if self.options.schema == "auto":
+                res = self.client.query(detection_query(), at)
+                counts = {s.labels.get("__name__", ""): s.value for s in res.vector}
+            schema = choose(counts, self.options.schema)
+            if schema is not NATIVE:
+                probe = self.client.query(f"topk(1, {schema.marker})", at)
+                if probe.vector:
+                    schema = schema.with_node_label(node_label_of(probe.vector[0].labels))
+            self._schema = schema
+        return self._schema
+
+    def interval(self, at: float) -> float:
+        """The scrape interval: it sizes every "latest sample" window."""
+        if self._interval is None:
+            self._interval = self.options.scrape_interval or self._detect_interval(at)
+        return self._interval
+
+    def _detect_interval(self, at: float) -> float:
+        schema = self.schema(at)
+        # Prometheus reports it per target; VictoriaMetrics 1.79 does not, so measure it.
+        found = []
+        for target in self.client.targets():
+            text = str(target.get("scrapeInterval", ""))
+            if text:
+                found.append(_parse_duration(text))
+        if found:
+            return max(found)
+        probe = self.client.query(f"topk(1, {schema.marker})", at)
+        if probe.vector:
+            labels = probe.vector[0].labels
+            sel = ",".join(f'{k}="{v}"' for k, v in labels.items() if k != "__name__")
+            raw = self.client.query(f"{schema.marker}{{{sel}}}[10m]", at)
+            if raw.matrix and len(raw.matrix[0].points) >= 3:
+                times = [t for t, _ in raw.matrix[0].points]
+                return float(statistics.median(b - a for a, b in itertools.pairwise(times)))
+        return DEFAULT_INTERVAL
+
+    # -- the snapshot --------------------------------------------------------------------
+    def snapshot(self, at: float | None = None) -> FactorySnapshot:
+        t = self.clock() if at is None else at
+        schema = self.schema(t)
+        i = self.interval(t)
+        warnings: list[str] = []
+        unavailable = set(schema.unavailable())
+        gpus = self._gpus(schema, t, i, unavailable)
+        users: dict[str, str] = {}
+        if self.scheduler is not None:
+            nodes, jobs = self._scheduler_view(t)
+            gpus = _apply_allocations(gpus, jobs)
+        else:
+            if schema.job_info is not None:
+                gpus, users = self._attribution(schema, gpus, t, i)
+            nodes = list(nodes_from_gpus(gpus.values()))
+            jobs = list(jobs_from_attribution(gpus.values(), users))
+        energy = self.job_energy(jobs, t)
+        jobs = [replace(j, energy_joules=energy[j.job_id].joules) for j in jobs]
+        warnings.extend(
+            f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
+        )
+        warnings.extend(self.client.warnings)
+        self.client.warnings.clear()
+        if not jobs and schema.job_info is None and self.scheduler is None:
+            unavailable.add("jobs")
+        return FactorySnapshot(
+            time=t,
+            nodes=tuple(nodes),
+            gpus=tuple(gpus[k] for k in sorted(gpus)),
+            jobs=tuple(jobs),
+            source=f"prometheus:{schema.name}",
+            unavailable=frozenset(unavailable),
+            warnings=tuple(dict.fromkeys(warnings)),
+        )
+
+    def _gpus(
+        self, schema: MetricSchema, t: float, i: float, unavailable: set[str]
+    ) -> dict[GpuKey, GPU]:
+        q = self.client.query
+        window = dur(2 * i)
+        inventory = q(
+            f"last_over_time({schema.inventory}[{dur(self.options.inventory_window)}])", t
+        )
+        reporting = q(f"last_over_time({schema.marker}[{window}])", t)
+        gpus: dict[GpuKey, GPU] = {}
+        for s in inventory.vector:
+            key = self._key(schema, s.labels)
+            if key is not None:
+                gpus[key] = GPU(
+                    node=key[0],
+                    index=key[1],
+                    uuid=s.labels.get(schema.uuid_label, ""),
+                    model=s.labels.get(schema.model_label, ""),
+                    up=False,
+                )
+        up: dict[GpuKey, bool] = {}
+        for s in reporting.vector:
+            key = self._key(schema, s.labels)
+            if key is not None:
+                # native: factoryctl_gpu_up is 0 for a GPU NVML lost; dcgm: a sample = alive
+                up[key] = s.value > 0 if schema is NATIVE else True
+                if key not in gpus:
+                    gpus[key] = GPU(node=key[0], index=key[1], up=False)
+        simple = {
+            f.metric: (name, f.scale)
+            for name, f in schema.gauges.items()
+            if name not in ("xid_total", "ecc_uncorrected_total", "throttle_reasons")
+        }
+        names = "|".join(
+            sorted(simple) + ([schema.last_xid_gauge] if schema.last_xid_gauge else [])
+        )
+        values: dict[GpuKey, dict[str, Any]] = {k: {} for k in up if up[k]}
+        seen_fields: set[str] = set()
+        for s in q(f'{{__name__=~"{names}"}}', t).vector:
+            key = self._key(schema, s.labels)
+            if key not in values:
+                continue
+            metric = s.labels.get("__name__", "")
+            if metric == schema.last_xid_gauge:
+                values[key]["last_xid"] = int(s.value) or None
+                seen_fields.add("last_xid")
+                continue
+            name, scale = simple[metric]
+            values[key][name] = s.value * scale
+            seen_fields.add(name)
+        if schema is NATIVE:
+            self._native_multi(t, values, seen_fields)
+        else:
+            # dcgm reports free framebuffer, not total: total = used + free.
+            for v in values.values():
+                if "memory_total_bytes" in v and "memory_used_bytes" in v:
+                    v["memory_total_bytes"] += v["memory_used_bytes"]
+        if values:
+            expected = set(schema.gauges) | ({"last_xid"} if schema.last_xid_gauge else set())
+            unavailable.update(expected - seen_fields - {"throttle_reasons"})
+        for key, gpu in gpus.items():
+            if up.get(key):
+                gpus[key] = replace(gpu, up=True, **values.get(key, {}))
+        return gpus
+
+    def _native_multi(self, t: float, values: dict[GpuKey, dict[str, Any]], seen: set[str]) -> None:
+        q = self.client.query
+        queries = {
+            "xid_total": f"sum by (node, gpu) ({native.GPU_XID_ERRORS})",
+            "ecc_uncorrected_total": f'sum by (node, gpu) ({native.GPU_ECC_ERRORS}{{type="uncorrected"}})',
+        }
+        for name, promql in queries.items():
+            for s in q(promql, t).vector:
+                key = self._key(NATIVE, s.labels)
+                if key in values:
+                    values[key][name] = s.value
+                    seen.add(name)
+        reasons: dict[GpuKey, list[str]] = {}
+        for s in q(f"{native.GPU_CLOCK_EVENT} == 1", t).vector:
+            key = self._key(NATIVE, s.labels)
+            if key in values:
+                reasons.setdefault(key, []).append(s.labels.get("reason", "?"))
+        for key, names in reasons.items():
+            values[key]["throttle_reasons"] = tuple(sorted(names))
+        # A GPU with XID counters but no XID yet is 0, not unknown.
+        if "xid_total" in seen:
+            for v in values.values():
+                v.setdefault("xid_total", 0.0)
+
+    def _attribution(
+        self, schema: MetricSchema, gpus: dict[GpuKey, GPU], t: float, i: float
+    ) -> tuple[dict[GpuKey, GPU], dict[str, str]]:
+        res = self.client.query(f"last_over_time({schema.job_info}[{dur(2 * i)}])", t)
+        held: dict[GpuKey, list[str]] = {}
+        users: dict[str, str] = {}
+        for s in res.vector:
+            key = self._key(schema, s.labels)
+            job_id = s.labels.get("job_id", "")
+            if key is None or not job_id or key not in gpus:
+                continue
+            held.setdefault(key, []).append(job_id)
+            users[job_id] = s.labels.get("user", "")
+        out = dict(gpus)
+        for key, ids in held.items():
+            out[key] = replace(out[key], job_ids=tuple(sorted(set(ids))))
+        return out, users
+
+    def _scheduler_view(self, t: float) -> tuple[list[Node], list[Job]]:
+        assert self.scheduler is not None
+        nodes = list(self.scheduler.nodes())
+        jobs = list(self.scheduler.jobs(since=t - self.options.finished_lookback, until=t))
+        return nodes, jobs
+
+    # -- energy --------------------------------------------------------------------------
+    def job_energy(
+        self,
+        jobs: Sequence[Job],
+        now: float | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, JobEnergy]:
+        """Energy of each job (within [since, until] when given), by the best method."""
+        t = self.clock() if now is None else now
+        schema = self.schema(t)
+        reader = EnergyReader(self.client, schema, self.interval(t))
+        out: dict[str, JobEnergy] = {}
+        if schema.job_energy is not None and jobs:
+            lo = since if since is not None else _earliest_start(jobs, t - 86400.0)
+            hi = min(until, t) if until is not None else t
+            counters = reader.job_counters(lo - 2 * self.interval(t), hi, [j.job_id for j in jobs])
+            for job in jobs:
+                if job.job_id in counters:
+                    out[job.job_id] = JobEnergy(job.job_id, counters[job.job_id], "job-counter")
+        rest = [j for j in jobs if j.job_id not in out]
+        if rest and schema.gpu_energy is not None:
+            out.update(reader.gpu_counters(rest, t, since, until))
+        for job in jobs:
+            out.setdefault(job.job_id, JobEnergy(job.job_id, None, "none", "no energy data"))
+        return out
+
+    def _key(self, schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:
+        try:
+            return (node_name(labels, schema.node_label), int(labels[schema.gpu_label]))
+        except (KeyError, ValueError):
+            return None
+
+
+def _earliest_start(jobs: Sequence[Job], default: float) -> float:
+    starts = [j.start_time for j in jobs if j.start_time is not None]
+    if len(starts) < len(jobs):
+        return default
+    return min(starts)
+
+
+def _apply_allocations(gpus: dict[GpuKey, GPU], jobs: Sequence[Job]) -> dict[GpuKey, GPU]:
+    """The scheduler is the authority on who holds a GPU; GPUs it knows but telemetry
+    does not (exporter down) are added as down, so every allocated GPU is listed."""
+    held: dict[GpuKey, list[str]] = {}
+    for job in jobs:
+        if job.state.finished:
+            continue
+        for key in job.gpu_keys():
+            held.setdefault(key, []).append(job.job_id)
+    out = {k: replace(g, job_ids=tuple(held.get(k, ()))) for k, g in gpus.items()}
+    for key, ids in held.items():
+        if key not in out:
+            out[key] = GPU(node=key[0], index=key[1], up=False, job_ids=tuple(ids))
+    return out
+
+
+def _parse_duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    total, num = 0.0, ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            num += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        total += float(num or 0) * units.get(unit, 1.0)
+        num = ""
+        i += len(unit)
+    return total + (float(num) if num else 0.0)
+
+
+def open_prometheus_source(
+    settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
+) -> PrometheusSource:
+    """The source the CLI uses: client from ``[prometheus]`` settings."""
+    from pathlib import Path
+
+    p = settings["prometheus"]
+
+    def path(key: str) -> Path | None:
+        return Path(str(p[key])).expanduser() if p.get(key) else None
+
+    auth = PromAuth(
+        bearer_token_file=path("bearer_token_file"),
+        bearer_token_env=p.get("bearer_token_env") or None,
+        username=p.get("username") or None,
+        password_file=path("password_file"),
+        password_env=p.get("password_env") or None,
+        ca_bundle=path("ca_file"),
+        client_cert=path("cert_file"),
+        client_key=path("key_file"),
+    )
+    client = PromClient(
+        PromConfig(
+            url=str(p["url"]),
+            timeout=float(p.get("timeout", 10.0)),
+            retries=int(p.get("retries", 2)),
+            auth=auth,
+        )
+    )
+    options = SourceOptions(
+        schema=str(p.get("schema", "auto")),
+        scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
+    )
+    return PrometheusSource(client, scheduler, options)
+
+
+__all__ = ["Allocation", "PrometheusSource", "SourceOptions", "open_prometheus_source"]
