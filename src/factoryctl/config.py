@@ -47,7 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "blast_radius_nodes": 64,
         "audit_log": "",
     },
-    "demo": {"nodes": 64, "gpus_per_node": 8, "seed": 0},
+    "demo": {"nodes": 64, "gpus_per_node": 8, "seed": 0, "faults_per_node_day": 1.0},
     "tui": {"refresh": 2.0, "bindings": {}},
 }
 
@@ -107,8 +107,11 @@ def _merge_file(settings: dict[str, dict[str, Any]], data: Mapping[str, Any], pa
             if key not in settings[section]:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
             default = settings[section][key]
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                isinstance(default, (int, float)) and not isinstance(value, (int, float))
+            if (
+                isinstance(default, bool) != isinstance(value, bool)
+                or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
+                or (isinstance(default, str) and not isinstance(value, str))
+                or (isinstance(default, dict) and not isinstance(value, dict))
             ):
                 raise ConfigError(f"{path}: [{section}] {key} has the wrong type")
             settings[section][key] = float(value) if isinstance(default, float) else value

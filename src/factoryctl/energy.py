@@ -71,15 +71,17 @@ class JobEnergyAccountant:
     prolog), the GPU's delta is split equally between them. Equal split is what Slurm's
     own TRES accounting does for shared resources and never charges more than was used.
 
-    Attribution for an interval is the one observed at its *start* (the previous
-    collection): a job's first interval begins when it is first seen. The error is
-    bounded by one collection interval of power at a job's edges.
+    Attribution and utilization for an interval are the ones observed at its *start* (the
+    previous collection), the way the simulator holds a step's values; a job's first
+    interval begins when it is first seen. On real hardware the error is bounded by one
+    collection interval at a job's edges.
     """
 
     grace_seconds: float = 600.0
     jobs: dict[str, JobTotals] = field(default_factory=dict)
     _gpu_counters: dict[GpuKey, MonotonicCounter] = field(default_factory=dict)
     _prev_attribution: Mapping[GpuKey, Sequence[str]] = field(default_factory=dict)
+    _prev_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
     _prev_time: float | None = None
     _ended: dict[str, float] = field(default_factory=dict)
 
@@ -101,7 +103,7 @@ class JobEnergyAccountant:
             if not holders:
                 continue
             share = 1.0 / len(holders)
-            util = utilization.get(key) if utilization is not None else None
+            util = self._prev_utilization.get(key)
             for job_id in holders:
                 totals = self.jobs[job_id]
                 totals.energy_joules += delta * share
@@ -126,6 +128,7 @@ class JobEnergyAccountant:
                 del self._ended[job_id]
                 del self.jobs[job_id]
         self._prev_attribution = {k: tuple(v) for k, v in attribution.items() if v}
+        self._prev_utilization = dict(utilization) if utilization is not None else {}
         self._prev_time = now
 
     def energy_of(self, job_id: str) -> float | None:

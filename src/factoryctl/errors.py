@@ -55,3 +55,26 @@ class NotFoundError(FactoryctlError):
 
 class ConfigError(FactoryctlError):
     status = ExitStatus.CONFIG
+
+
+# One line each, for --help, the man pages and docs. Kept beside the enum so they agree.
+EXIT_STATUS_HELP: dict[ExitStatus, str] = {
+    ExitStatus.OK: "Success (an action that had nothing to do also succeeds).",
+    ExitStatus.ERROR: "Unexpected failure.",
+    ExitStatus.USAGE: "Bad flags or arguments: unknown option, malformed hostlist, bad value.",
+    ExitStatus.NOT_FOUND: "Unknown node, job, GPU or reservation.",
+    ExitStatus.CONFIG: "Missing, unreadable or invalid config file or environment value; no data source.",
+    ExitStatus.REFUSED: "A guard refused the action (blast radius, reason ownership, no --yes without a TTY).",
+    ExitStatus.PARTIAL: "The action succeeded on some nodes and failed on others.",
+    ExitStatus.TIMEOUT: "--wait ran out of time.",
+    ExitStatus.SCHEDULER_UNREACHABLE: "The scheduler (scontrol, slurmrestd) could not be reached.",
+    ExitStatus.TELEMETRY_UNREACHABLE: "Prometheus could not be reached or did not answer in time.",
+    ExitStatus.TELEMETRY_ERROR: "Prometheus answered with an error or a reply that is not JSON.",
+    ExitStatus.SCHEMA_UNDETECTED: "No known GPU metric schema (factoryctl or dcgm-exporter) was found.",
+    ExitStatus.SCHEDULER_ERROR: "The scheduler refused or failed a command.",
+    ExitStatus.NO_GPU: "factoryctl-exporter could not initialise NVML.",
+    ExitStatus.ADDRESS_IN_USE: "factoryctl-exporter's listen address is already in use.",
+    ExitStatus.TRIAGE_WARNING: "triage --exit-code: warnings, nothing critical.",
+    ExitStatus.TRIAGE_CRITICAL: "triage --exit-code: at least one critical problem.",
+    ExitStatus.INTERRUPTED: "Interrupted (Ctrl-C).",
+}

@@ -25,8 +25,55 @@ COMMANDS: dict[str, str] = {
     "jobs": "factoryctl.cli.inventory:jobs",
     "job": "factoryctl.cli.inventory:job",
     "demo": "factoryctl.cli.demo:demo",
+    "triage": "factoryctl.cli.triage:triage_command",
     "completion": "factoryctl.cli.completion:completion",
 }
+
+
+def _set(apply: Any) -> Any:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            env = ctx.find_object(Environment)
+            if env is not None:
+                apply(env, value)
+
+    return callback
+
+
+def _global_options() -> list[click.Option]:
+    """Global options that also work after the subcommand (``factoryctl jobs -o json``)."""
+    return [
+        click.Option(
+            ["-o", "--output"],
+            type=click.Choice(OUTPUT_FORMATS),
+            expose_value=False,
+            help="Output format.",
+            callback=_set(lambda env, v: setattr(env, "output", v)),
+        ),
+        click.Option(
+            ["--prometheus"],
+            metavar="URL",
+            expose_value=False,
+            help="Prometheus (or compatible) base URL.",
+            callback=_set(lambda env, v: env.settings["prometheus"].__setitem__("url", v)),
+        ),
+        click.Option(
+            ["--demo"],
+            is_flag=True,
+            default=None,
+            expose_value=False,
+            help="Use the built-in simulated factory.",
+            callback=_set(lambda env, v: setattr(env, "demo", True)),
+        ),
+        click.Option(
+            ["--no-color"],
+            is_flag=True,
+            default=None,
+            expose_value=False,
+            help="Never color the output.",
+            callback=_set(lambda env, v: setattr(env, "color", False)),
+        ),
+    ]
 
 
 class LazyGroup(click.Group):
@@ -38,6 +85,12 @@ class LazyGroup(click.Group):
             module_name, attr = COMMANDS[cmd_name].split(":")
             command = getattr(importlib.import_module(module_name), attr)
             assert isinstance(command, click.Command)
+            if not isinstance(command, click.Group) and not getattr(
+                command, "_globals_added", False
+            ):
+                taken = {opt for p in command.params for opt in getattr(p, "opts", ())}
+                command.params.extend(o for o in _global_options() if not taken & set(o.opts))
+                command._globals_added = True  # type: ignore[attr-defined]
             return command
         return super().get_command(ctx, cmd_name)
 

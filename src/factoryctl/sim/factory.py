@@ -111,6 +111,7 @@ class SimFactory:
             JobGenerator(cfg, self.rng, len(self.node_names) * self.gpn) if cfg.jobs else None
         )
         self._events: list[tuple[float, str]] = []  # (time, job_id) job ends
+        self._last_fault_check = self.now
         if self.generator is not None:
             self._fill_to_target()
 
@@ -170,31 +171,22 @@ class SimFactory:
         self._sample(self.now + dt)
 
     def _sample(self, t: float) -> None:
-        spec, rnd = self.config.spec, self.rng.random
+        spec, rnd, gpn = self.config.spec, self.rng.random, self.gpn
         down = [a.down or a.reboot_until is not None for a in self.admin]
-        gpn = self.gpn
-        for g in range(len(self.power)):
-            if not self.up[g] or down[g // gpn]:
-                self.power[g] = 0.0
-                self.utilization[g] = 0.0
+        up, owner, phase, throttle = self.up, self.owner, self.phase, self.throttle
+        util, mem_util, mem_used = self.utilization, self.memory_utilization, self.memory_used
+        power, temp, clock = self.power, self.temperature, self.sm_clock
+        none = Workload.NONE
+        for g in range(len(power)):
+            if not up[g] or down[g // gpn]:
+                power[g] = 0.0
+                util[g] = 0.0
                 continue
-            if self.throttle[g] and self.throttle_until[g] <= t:
-                self.throttle[g] = 0
-            job = self.owner[g]
-            r = step(
-                spec,
-                job.workload if job else Workload.NONE,
-                t,
-                self.phase[g],
-                2 * rnd() - 1,
-                self.throttle[g],
-            )
-            self.utilization[g] = r.utilization
-            self.memory_utilization[g] = r.memory_utilization
-            self.memory_used[g] = r.memory_used_bytes
-            self.power[g] = r.power_watts
-            self.temperature[g] = r.temperature_celsius
-            self.sm_clock[g] = r.sm_clock_hz
+            if throttle[g] and self.throttle_until[g] <= t:
+                throttle[g] = 0
+            job = owner[g]
+            r = step(spec, job.workload if job else none, t, phase[g], 2 * rnd() - 1, throttle[g])
+            util[g], mem_util[g], mem_used[g], power[g], temp[g], clock[g] = r
 
     def _handle_events(self) -> None:
         while self._events and self._events[0][0] <= self.now + 1e-9:
@@ -346,12 +338,16 @@ class SimFactory:
         if rate <= 0:
             return
         # Poisson thinning per step is enough: faults are rare events.
-        expected = rate * len(self.node_names) / 86400.0
-        if self.rng.random() < expected:
+        dt, self._last_fault_check = self.now - self._last_fault_check, self.now
+        expected = rate * len(self.node_names) * dt / 86400.0
+        while expected > 0 and self.rng.random() < expected:
+            expected -= 1.0
             node = self.rng.choice(self.node_names)
             gpu = self.rng.randrange(self.gpn)
             kind = self.rng.random()
-            if kind < 0.25:
+            if kind < 0.1:
+                self.fail_node(node, "Not responding")
+            elif kind < 0.3:
                 self.inject_xid(node, gpu, 79)
             elif kind < 0.45:
                 self.inject_xid(node, gpu, self.rng.choice([48, 94, 95]))

@@ -53,40 +53,64 @@ def build_snapshot(
     spec, gpn = sim.config.spec, sim.gpn
     reasons = {bit: name for name, bit in THROTTLE_BITS.items()}
     gpus: list[GPU] = []
+    append = gpus.append
     down_nodes = {i for i, a in enumerate(sim.admin) if a.down or a.reboot_until is not None}
+    model, mem_total, limit = spec.model, spec.memory_total_bytes, spec.power_limit_watts
+    names, uuids, owner, up_arr = sim.node_names, sim.uuids, sim.owner, sim.up
+    util, mem_util, mem_used = sim.utilization, sim.memory_utilization, sim.memory_used
+    power, counters, temp, clock = sim.power, sim.energy, sim.temperature, sim.sm_clock
+    throttle, ecc, xids, last_xid, last_xid_t = (
+        sim.throttle,
+        sim.ecc_uncorrected,
+        sim.xid_total,
+        sim.last_xid,
+        sim.last_xid_time,
+    )
     for g in range(sim.gpu_count):
         i = g // gpn
-        node = sim.node_names[i]
         if i in down_nodes:
             # A down node's exporter is silent: no sample at all, not zeros.
-            gpus.append(
-                GPU(node=node, index=g % gpn, uuid=sim.uuids[g], model=spec.model, up=False)
+            append(GPU(names[i], g % gpn, uuids[g], model, False))
+            continue
+        job = owner[g]
+        if not up_arr[g]:
+            append(
+                GPU(
+                    names[i],
+                    g % gpn,
+                    uuids[g],
+                    model,
+                    False,
+                    last_xid=last_xid[g] or None,
+                    last_xid_time=last_xid_t[g] or None,
+                    xid_total=xids[g],
+                    ecc_uncorrected_total=ecc[g],
+                )
             )
             continue
-        owner = sim.owner[g]
-        up = bool(sim.up[g])
-        gpus.append(
+        # Positional on purpose: keyword construction costs ~2x at 100,000 GPUs.
+        append(
             GPU(
-                node=node,
-                index=g % gpn,
-                uuid=sim.uuids[g],
-                model=spec.model,
-                up=up,
-                utilization=sim.utilization[g] if up else None,
-                memory_utilization=sim.memory_utilization[g] if up else None,
-                memory_used_bytes=sim.memory_used[g] if up else None,
-                memory_total_bytes=spec.memory_total_bytes,
-                power_watts=sim.power[g] if up else None,
-                power_limit_watts=spec.power_limit_watts,
-                energy_joules=sim.energy[g] if up else None,
-                temperature_celsius=sim.temperature[g] if up else None,
-                sm_clock_hz=sim.sm_clock[g] if up else None,
-                throttle_reasons=tuple(n for b, n in reasons.items() if sim.throttle[g] & b),
-                ecc_uncorrected_total=sim.ecc_uncorrected[g],
-                xid_total=sim.xid_total[g],
-                last_xid=sim.last_xid[g] or None,
-                last_xid_time=sim.last_xid_time[g] or None,
-                job_ids=(owner.job_id,) if owner is not None else (),
+                names[i],
+                g % gpn,
+                uuids[g],
+                model,
+                True,
+                util[g],
+                mem_util[g],
+                mem_used[g],
+                mem_total,
+                power[g],
+                limit,
+                counters[g],
+                temp[g],
+                clock[g],
+                tuple(n for b, n in reasons.items() if throttle[g] & b) if throttle[g] else (),
+                ecc[g],
+                xids[g],
+                last_xid[g] or None,
+                last_xid_t[g] or None,
+                (job.job_id,) if job is not None else (),
             )
         )
     nodes = tuple(

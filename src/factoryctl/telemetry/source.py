@@ -18,7 +18,12 @@ def open_source(settings: dict[str, dict[str, Any]], demo: bool) -> FactorySourc
         from factoryctl.telemetry.demo import DemoSource
 
         d = settings["demo"]
-        return DemoSource.create(nodes=d["nodes"], gpus_per_node=d["gpus_per_node"], seed=d["seed"])
+        return DemoSource.create(
+            nodes=d["nodes"],
+            gpus_per_node=d["gpus_per_node"],
+            seed=d["seed"],
+            faults_per_node_day=d["faults_per_node_day"],
+        )
     if settings["prometheus"]["url"]:
         from factoryctl.telemetry import prometheus_source
 

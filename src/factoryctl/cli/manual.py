@@ -1,0 +1,69 @@
+"""Hand-written parts of the man pages. The rest is generated from the click tree."""
+
+from __future__ import annotations
+
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "factoryctl": [
+        ("Try everything on the built-in simulated factory:", "factoryctl demo"),
+        (
+            "Drained and down nodes with their reasons:",
+            "factoryctl --demo nodes --state drained --state down",
+        ),
+        ("Jobs as JSON for a script:", "factoryctl --prometheus http://prom:9090 jobs -o json"),
+    ],
+    "factoryctl nodes": [
+        (
+            "Nodes of one rack, busiest first:",
+            "factoryctl nodes 'gpu[001-032]' --sort -power_watts",
+        ),
+        (
+            "Names of drained nodes, for a script:",
+            "factoryctl nodes --state drained -o csv | cut -d, -f1",
+        ),
+    ],
+    "factoryctl node": [("One node with its GPUs and jobs:", "factoryctl node gpu007")],
+    "factoryctl gpus": [
+        ("GPUs of two nodes:", "factoryctl gpus --node 'gpu[007-008]'"),
+        (
+            "The GPUs of a job, with clocks and throttle reasons:",
+            "factoryctl -o wide gpus --job 1234",
+        ),
+    ],
+    "factoryctl jobs": [
+        ("Jobs holding the most GPUs:", "factoryctl jobs"),
+        ("Jobs wasting GPUs (most idle first):", "factoryctl jobs --sort -idle_gpus"),
+        (
+            "One user's jobs, including finished ones, as CSV:",
+            "factoryctl jobs --user ada --all -o csv",
+        ),
+    ],
+    "factoryctl job": [("Allocation, energy and GPUs of one job:", "factoryctl job 1234")],
+    "factoryctl demo": [
+        ("A larger simulated factory:", "factoryctl demo --nodes 512 --seed 3"),
+        ("One text summary, for a terminal without a TUI:", "factoryctl demo --once"),
+    ],
+    "factoryctl completion": [
+        ("Enable completion in bash:", 'eval "$(factoryctl completion bash)"'),
+    ],
+}
+
+ENVIRONMENT: list[tuple[str, str]] = [
+    ("FACTORYCTL_CONFIG", "Config file to read instead of the default."),
+    (
+        "FACTORYCTL_SECTION_KEY",
+        "Overrides key in [section] of the config, e.g. FACTORYCTL_PROMETHEUS_URL, "
+        "FACTORYCTL_OUTPUT_FORMAT, FACTORYCTL_ACTIONS_BLAST_RADIUS_NODES.",
+    ),
+    ("XDG_CONFIG_HOME", "Where the default config lives (default ~/.config)."),
+    ("XDG_STATE_HOME", "Where the audit log lives (default ~/.local/state)."),
+    ("NO_COLOR", "When set, output is never colored."),
+    ("SLURM_CONF", "Passed through to Slurm commands."),
+]
+
+FILES: list[tuple[str, str]] = [
+    (
+        "$XDG_CONFIG_HOME/factoryctl/config.toml",
+        "Settings (TOML): [prometheus], [scheduler], [output], [energy], [actions], [demo], [tui].",
+    ),
+    ("$XDG_STATE_HOME/factoryctl/audit.jsonl", "Append-only audit log of every cluster action."),
+]

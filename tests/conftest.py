@@ -1,0 +1,64 @@
+"""Shared fixtures: a small deterministic simulated factory and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from factoryctl.cli.env import Environment
+from factoryctl.cli.main import main
+from factoryctl.telemetry.demo import DemoSource
+
+FROZEN_NOW = 1_767_240_000.0  # 2026-01-01T04:00:00Z: a fixed clock for reproducible tests
+
+
+@pytest.fixture(scope="session")
+def demo_source() -> DemoSource:
+    return DemoSource.create(nodes=16, gpus_per_node=8, seed=7, now=FROZEN_NOW, warmup=3 * 3600)
+
+
+@dataclass
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+class _Out(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+@pytest.fixture
+def run_cli(
+    tmp_path: pytest.TempPathFactory,
+) -> Callable[..., Result]:
+    """Run factoryctl in-process with a replaced Environment (no real HOME, fixed clock)."""
+
+    def run(
+        *argv: str,
+        source: object | None = None,
+        environ: dict[str, str] | None = None,
+        tty: bool = False,
+    ) -> Result:
+        out, err = _Out(tty), _Out(False)
+        env = Environment(
+            stdout=out,
+            stderr=err,
+            stdin_isatty=tty,
+            environ={"HOME": str(tmp_path), **(environ or {})},
+            clock=lambda: FROZEN_NOW,
+        )
+        if source is not None:
+            env.source_factory = lambda _env: source  # type: ignore[assignment,return-value]
+        status = main(list(argv), env)
+        return Result(status, out.getvalue(), err.getvalue())
+
+    return run

@@ -1,0 +1,175 @@
+"""The CLI in-process against the simulated factory: output formats, filters, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factoryctl.errors import ExitStatus
+from factoryctl.telemetry.demo import DemoSource
+from factoryctl.telemetry.source import open_source
+from tests.conftest import FROZEN_NOW, Result
+
+Run = Callable[..., Result]
+
+
+def _json(result: Result) -> Any:
+    assert result.status == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_demo_jobs_energy_matches_simulator_truth(run_cli: Run) -> None:
+    # The --demo path as the CLI builds it, with the handle kept to read the truth.
+    held: dict[str, DemoSource] = {}
+
+    def factory(env: Any) -> DemoSource:
+        src = open_source(env.settings, demo=True)
+        assert isinstance(src, DemoSource)
+        held["src"] = src
+        return src
+
+    from factoryctl.cli.env import Environment
+
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(
+        stdout=out, stderr=err, environ={"HOME": "/nonexistent", "FACTORYCTL_DEMO_NODES": "24"}
+    )
+    env.source_factory = factory
+    from factoryctl.cli.main import main
+
+    assert main(["--demo", "jobs", "-o", "json", "--all"], env) == 0, err.getvalue()
+    items = json.loads(out.getvalue())["items"]
+    sim = held["src"].sim
+    assert len(sim.node_names) == 24
+    assert len(items) > 10
+    checked = 0
+    for item in items:
+        truth = sim.true_energy(item["job_id"])
+        if truth == 0:
+            continue
+        assert item["energy_joules"] == pytest.approx(truth, rel=1e-3), item["job_id"]
+        assert item["energy_kwh"] == pytest.approx(truth / 3.6e6, rel=1e-3)
+        checked += 1
+    assert checked > 10
+
+
+def test_nodes_table_and_state_filter(run_cli: Run, demo_source: DemoSource) -> None:
+    res = run_cli("nodes", source=demo_source)
+    assert res.status == 0
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NODE", "STATE", "ALLOC"]
+    assert len(lines) == 1 + 16
+    data = _json(run_cli("-o", "json", "nodes", "--state", "idle", source=demo_source))
+    assert all(n["state"] == "idle" for n in data["items"])
+
+
+def test_nodes_hostlist_and_sort(run_cli: Run, demo_source: DemoSource) -> None:
+    data = _json(
+        run_cli("-o", "json", "nodes", "gpu[003-005]", "--sort", "-power_watts", source=demo_source)
+    )
+    names = [n["name"] for n in data["items"]]
+    assert sorted(names) == ["gpu003", "gpu004", "gpu005"]
+    powers = [n["power_watts"] for n in data["items"]]
+    assert powers == sorted(powers, reverse=True)
+
+
+def test_gpus_by_node_and_job(run_cli: Run, demo_source: DemoSource) -> None:
+    data = _json(run_cli("-o", "json", "gpus", "--node", "gpu002", source=demo_source))
+    assert [g["gpu"] for g in data["items"]] == list(range(8))
+    job = next(j for j in demo_source.snapshot().jobs if not j.state.finished)
+    data = _json(run_cli("-o", "json", "gpus", "--job", job.job_id, source=demo_source))
+    assert len(data["items"]) == job.gpu_count
+
+
+def test_jobs_user_filter_csv(run_cli: Run, demo_source: DemoSource) -> None:
+    user = demo_source.snapshot().jobs[0].user
+    res = run_cli("-o", "csv", "jobs", "--user", user, source=demo_source)
+    assert res.status == 0
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert rows and all(r["user"] == user for r in rows)
+
+
+def test_job_and_node_detail(run_cli: Run, demo_source: DemoSource) -> None:
+    job = next(j for j in demo_source.snapshot().jobs if not j.state.finished)
+    data = _json(run_cli("-o", "json", "job", job.job_id, source=demo_source))
+    assert data["job"]["job_id"] == job.job_id and len(data["gpus"]) == job.gpu_count
+    node = job.nodes[0]
+    data = _json(run_cli("-o", "json", "node", node, source=demo_source))
+    assert data["node"]["name"] == node and job.job_id in [j["job_id"] for j in data["jobs"]]
+    text = run_cli("node", node, source=demo_source)
+    assert text.status == 0 and "State" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "needle"),
+    [
+        (("node", "gpu999"), ExitStatus.NOT_FOUND, "unknown node: gpu999"),
+        (("job", "424242"), ExitStatus.NOT_FOUND, "unknown job: 424242"),
+        (("nodes", "gpu[001-"), ExitStatus.USAGE, "malformed hostlist"),
+        (("gpus", "--node", "gpu[5-1]"), ExitStatus.USAGE, "malformed hostlist"),
+        (("-o", "xml", "nodes"), ExitStatus.USAGE, "'xml' is not one of"),
+        (("nodes", "--sort", "bogus"), ExitStatus.USAGE, "cannot sort by 'bogus'"),
+        (("nodes", "--state", "sleeping"), ExitStatus.USAGE, "--state"),
+        (("nosuchcommand",), ExitStatus.USAGE, "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_with_its_status(
+    run_cli: Run, demo_source: DemoSource, argv: tuple[str, ...], status: ExitStatus, needle: str
+) -> None:
+    res = run_cli(*argv, source=demo_source)
+    assert res.status == status
+    assert needle in res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_config_errors(run_cli: Run, tmp_path: Path) -> None:
+    res = run_cli("--config", str(tmp_path / "missing.toml"), "nodes")
+    assert res.status == ExitStatus.CONFIG and "config file not found" in res.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[output\n")
+    res = run_cli("--config", str(bad), "nodes")
+    assert res.status == ExitStatus.CONFIG and res.stderr.startswith(
+        "factoryctl: error: invalid TOML"
+    )
+    res = run_cli("nodes")
+    assert res.status == ExitStatus.CONFIG and "no data source" in res.stderr
+
+
+def test_output_format_from_environment(run_cli: Run, demo_source: DemoSource) -> None:
+    res = run_cli("nodes", source=demo_source, environ={"FACTORYCTL_OUTPUT_FORMAT": "json"})
+    assert json.loads(res.stdout)["kind"] == "nodes"
+    res = run_cli("nodes", source=demo_source, environ={"FACTORYCTL_OUTPUT_FORMAT": "yaml"})
+    assert res.status == ExitStatus.CONFIG and "invalid output format" in res.stderr
+
+
+def test_color_only_on_a_tty(run_cli: Run, demo_source: DemoSource) -> None:
+    assert "\x1b[" in run_cli("nodes", source=demo_source, tty=True).stdout
+    assert "\x1b[" not in run_cli("--no-color", "nodes", source=demo_source, tty=True).stdout
+    assert (
+        "\x1b["
+        not in run_cli("nodes", source=demo_source, tty=True, environ={"NO_COLOR": "1"}).stdout
+    )
+    assert "\x1b[" not in run_cli("nodes", source=demo_source).stdout
+
+
+def test_demo_once_prints_a_summary(run_cli: Run) -> None:
+    res = run_cli("demo", "--nodes", "4", "--once")
+    assert res.status == 0
+    assert "factory  4 nodes, 32 GPUs" in res.stdout
+
+
+def test_completion_scripts(run_cli: Run) -> None:
+    assert "_FACTORYCTL_COMPLETE" in run_cli("completion", "bash").stdout
+    assert "compdef" in run_cli("completion", "zsh").stdout
+    assert "complete" in run_cli("completion", "fish").stdout
+
+
+def test_frozen_clock_is_used(demo_source: DemoSource) -> None:
+    assert demo_source.snapshot().time == FROZEN_NOW

@@ -1,0 +1,56 @@
+"""Import hygiene: the exporter, the model and `factoryctl --help` stay light."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import sys
+{body}
+heavy = sorted(m for m in ("textual", "httpx", "rich") if m in sys.modules)
+print(",".join(heavy))
+"""
+
+
+def _heavy_modules(body: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(body=body)], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_help_does_not_import_textual_or_httpx() -> None:
+    body = (
+        "from factoryctl.cli.main import main\n"
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])"
+    )
+    assert _heavy_modules(body) == ""
+
+
+def test_model_sim_and_demo_source_do_not_import_textual_or_httpx() -> None:
+    body = "import factoryctl.model, factoryctl.occupancy, factoryctl.energy, factoryctl.sim, factoryctl.telemetry.demo"
+    assert _heavy_modules(body) == ""
+
+
+def test_python_dash_m_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "factoryctl", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "factoryctl, version" in out.stdout
+
+
+def test_import_linter_contracts_hold() -> None:
+    lint = shutil.which("lint-imports") or str(
+        __import__("pathlib").Path(sys.executable).parent / "lint-imports"
+    )
+    out = subprocess.run([lint, "--no-cache"], capture_output=True, text=True)
+    if "command not found" in out.stderr:
+        pytest.skip("import-linter not installed")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "KEPT" in out.stdout and "BROKEN" not in out.stdout
