@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from simexpo import SimTargets
 
 from factoryctl.lab.stack import PROMETHEUS_BIN, VICTORIA_BIN, Stack
 from factoryctl.sim import SimConfig, SimFactory
+from tests.integration.simexpo import SimTargets
 
 ENGINES = ("prometheus", "victoriametrics")
 

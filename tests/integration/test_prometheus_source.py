@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from simexpo import SimScheduler
 
 from factoryctl.lab.procs import wait_until
 from factoryctl.model import JobState
 from factoryctl.sim import Workload
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from tests.integration.simexpo import SimScheduler
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ import click
 
 from factoryctl import hostlists
 from factoryctl.cli.common import document, emit_rows, get_env, sort_option
+from factoryctl.cli.watch import watch_option
 from factoryctl.errors import NotFoundError
 from factoryctl.formats import format_value, render_json, render_table
 from factoryctl.views import (
@@ -38,6 +39,7 @@ def _keys(columns: tuple[Column, ...]) -> str:
     help="Only nodes in this state (repeatable).",
 )
 @sort_option("name", _keys(NODE_COLUMNS))
+@watch_option
 def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
     """List nodes: state, reason, GPUs allocated/total, utilization and power."""
     env = get_env()
@@ -54,6 +56,7 @@ def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
 @click.option("--node", "node_list", metavar="HOSTLIST", help="Only GPUs of these nodes.")
 @click.option("--job", "job_id", metavar="ID", help="Only GPUs held by this job.")
 @sort_option("node", _keys(GPU_COLUMNS))
+@watch_option
 def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
     """List GPUs with their job, utilization, memory, power and temperature."""
     env = get_env()
@@ -78,6 +81,7 @@ def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
 @click.option("--node", "node_list", metavar="HOSTLIST", help="Only jobs on these nodes.")
 @click.option("--all", "include_finished", is_flag=True, help="Include recently finished jobs.")
 @sort_option("-gpus", _keys(JOB_COLUMNS))
+@watch_option
 def jobs(
     users: tuple[str, ...],
     accounts: tuple[str, ...],

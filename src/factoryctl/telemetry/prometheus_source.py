@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
+from factoryctl.errors import ExitStatus, FactoryctlError
+from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, JobState, Node
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.auth import PromAuth
 from factoryctl.telemetry.client import PromClient, PromConfig
@@ -40,9 +41,14 @@ from factoryctl.telemetry.scheduler_view import (
     jobs_from_attribution,
     nodes_from_gpus,
 )
+from factoryctl.triage import Alert
 
 GpuKey = tuple[str, int]
 DEFAULT_INTERVAL = 15.0
+
+
+class SchedulerRequired(FactoryctlError):
+    status = ExitStatus.CONFIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +285,76 @@ class PrometheusSource:
             out.setdefault(job.job_id, JobEnergy(job.job_id, None, "none", "no energy data"))
         return out
 
+    # -- reports -------------------------------------------------------------------------
+    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
+        """Jobs that ran in [since, until] and the energy each used inside that window."""
+        schema = self.schema(until)
+        if self.scheduler is not None:
+            jobs = [
+                j
+                for j in self.scheduler.jobs(since=since, until=until)
+                if (j.start_time is None or j.start_time < until)
+                and (j.end_time is None or j.end_time > since)
+            ]
+        elif schema.job_info is not None:
+            jobs = self._jobs_seen(schema, since, until)
+        else:
+            raise SchedulerRequired(
+                "per-job energy on a dcgm-exporter site needs the scheduler's allocations:"
+                " configure [scheduler] (the exporter's job attribution is not available)"
+            )
+        return jobs, self.job_energy(jobs, now=until, since=since, until=until)
+
+    def _jobs_seen(self, schema: MetricSchema, since: float, until: float) -> list[Job]:
+        """Telemetry-only: every job the exporters attributed GPUs to in the window."""
+        res = self.client.query(
+            f"max by (job_id, user, account, node, gpu) "
+            f"(max_over_time({schema.job_info}[{dur(until - since)}]))",
+            until,
+        )
+        users: dict[str, str] = {}
+        accounts: dict[str, str] = {}
+        alloc: dict[str, dict[str, set[int]]] = {}
+        for s in res.vector:
+            job_id = s.labels.get("job_id", "")
+            key = self._key(schema, s.labels)
+            if not job_id or key is None:
+                continue
+            users[job_id] = s.labels.get("user", "")
+            accounts[job_id] = s.labels.get("account", "")
+            alloc.setdefault(job_id, {}).setdefault(key[0], set()).add(key[1])
+        return [
+            Job(
+                job_id=job_id,
+                user=users[job_id],
+                account=accounts[job_id],
+                state=JobState.UNKNOWN,
+                allocations=tuple(
+                    Allocation(node, tuple(sorted(idx))) for node, idx in sorted(by_node.items())
+                ),
+            )
+            for job_id, by_node in sorted(alloc.items())
+        ]
+
+    def alerts(self) -> list[Alert]:
+        """Firing alerts, for triage."""
+        out = []
+        for a in self.client.alerts():
+            if a.get("state") != "firing":
+                continue
+            labels = {str(k): str(v) for k, v in (a.get("labels") or {}).items()}
+            annotations = {str(k): str(v) for k, v in (a.get("annotations") or {}).items()}
+            out.append(
+                Alert(
+                    name=labels.get("alertname", ""),
+                    severity=labels.get("severity", ""),
+                    labels=labels,
+                    annotations=annotations,
+                    active_at=_parse_rfc3339(a.get("activeAt")),
+                )
+            )
+        return out
+
     def _key(self, schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:
         try:
             return (node_name(labels, schema.node_label), int(labels[schema.gpu_label]))
@@ -307,6 +383,20 @@ def _apply_allocations(gpus: dict[GpuKey, GPU], jobs: Sequence[Job]) -> dict[Gpu
         if key not in out:
             out[key] = GPU(node=key[0], index=key[1], up=False, job_ids=tuple(ids))
     return out
+
+
+def _parse_rfc3339(text: object) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    from datetime import datetime
+
+    try:
+        # Prometheus writes nanoseconds; Python parses up to microseconds.
+        head, _, frac = text.rstrip("Z").partition(".")
+        value = datetime.fromisoformat(head + "+00:00").timestamp()
+        return value + (float("0." + frac[:6]) if frac[:6].isdigit() else 0.0)
+    except ValueError:
+        return None
 
 
 def _parse_duration(text: str) -> float:
@@ -359,7 +449,28 @@ def open_prometheus_source(
         schema=str(p.get("schema", "auto")),
         scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
     )
+    if scheduler is None:
+        scheduler = _scheduler_from_settings(settings)
     return PrometheusSource(client, scheduler, options)
+
+
+def _scheduler_from_settings(settings: Mapping[str, Mapping[str, Any]]) -> SchedulerView | None:
+    """The configured scheduler's view, if the scheduler package offers one.
+
+    ``factoryctl.scheduler.open_scheduler_view(settings)`` is the hook; with
+    ``--scheduler none`` (or no hook yet) the source works from telemetry alone.
+    """
+    if str(settings.get("scheduler", {}).get("type", "none")) == "none":
+        return None
+    try:
+        from factoryctl import scheduler as sched
+    except ImportError:
+        return None
+    opener = getattr(sched, "open_scheduler_view", None)
+    if opener is None:
+        return None
+    view: SchedulerView | None = opener(settings)
+    return view
 
 
 __all__ = ["Allocation", "PrometheusSource", "SourceOptions", "open_prometheus_source"]
