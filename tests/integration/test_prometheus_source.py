@@ -6,16 +6,12 @@ their GPUs to other jobs while both engines scrape, and one GPU's counter resets
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import pytest
 
-from factoryctl.lab.procs import wait_until
 from factoryctl.model import JobState
-from factoryctl.sim import Workload
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from tests.integration.conftest import Scenario
 from tests.integration.simexpo import SimScheduler
 
 pytestmark = pytest.mark.integration
@@ -23,60 +19,10 @@ pytestmark = pytest.mark.integration
 TOLERANCE = 0.005
 
 
-@dataclass
-class Scenario:
-    finished: dict[str, float]  # job id -> true joules
-    running: str
-    end: float
-
-
 def source(url: str, schema: str = "auto", scheduler=None) -> PrometheusSource:
     return PrometheusSource(
         PromClient(PromConfig(url, timeout=10)), scheduler, SourceOptions(schema=schema)
     )
-
-
-def _newest_sample(url: str, metric: str) -> float:
-    client = PromClient(PromConfig(url))
-    res = client.query(f"max(timestamp({metric}))", time.time())
-    return res.vector[0].value if res.vector else 0.0
-
-
-@pytest.fixture(scope="session")
-def scenario(lab) -> Scenario:
-    sim, lock = lab.sim, lab.native.lock
-    n0, n1 = sim.node_names
-
-    def now(action) -> None:
-        with lock:
-            lab.native.sync()
-            action()
-            # What the exporter does on a job change: attribute from this instant on.
-            lab.native.observe(sim)
-
-    now(lambda: sim.assign("501", "ada", n0, [0, 1], Workload.TRAINING))
-    now(lambda: sim.assign("502", "ben", n1, [0, 1], Workload.TRAINING))
-    time.sleep(7)
-    now(lambda: sim.reset_energy_counter(n1, 0))  # a driver reload inside job 502
-    time.sleep(7)
-    # Job change on the same GPUs: 501 hands GPUs 0-1 of n0 to 503 at once.
-    now(lambda: (sim.release("501"), sim.assign("503", "chen", n0, [0, 1], Workload.INFERENCE)))
-    now(lambda: sim.assign("504", "dana", n1, [2, 3], Workload.IDLE))
-    time.sleep(16)
-    now(lambda: (sim.release("502"), sim.release("503")))
-    end = time.time()
-    # Both engines must have scraped past the last end (VictoriaMetrics lags ~1-2 s).
-    for engine in lab.stack.running.values():
-        for metric in ("factoryctl_gpu_up", "DCGM_FI_DEV_GPU_UTIL"):
-            wait_until(
-                lambda u=engine.url, m=metric: _newest_sample(u, m) > end + 1.5,
-                30,
-                f"{engine.name} to scrape past the jobs' end",
-                interval=0.25,
-            )
-    with lock:
-        truth = {j: sim.true_energy(j) for j in ("501", "502", "503")}
-    return Scenario(truth, "504", end)
 
 
 def _assert_close(measured: float | None, truth: float, what: str) -> None:

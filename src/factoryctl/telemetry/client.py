@@ -213,7 +213,7 @@ class PromClient:
             if resp.status_code >= 400:
                 raise TelemetryError(
                     f"Prometheus at {self.url} answered HTTP {resp.status_code} to {path}"
-                    f" ({kind}): {_snippet(body)}",
+                    f" ({kind}, not Prometheus API JSON): {_snippet(body)}",
                     http_status=resp.status_code,
                 )
             raise TelemetryError(
@@ -263,8 +263,10 @@ def _reason(exc: Exception) -> str:
 
 
 def _snippet(body: bytes) -> str:
-    text = " ".join(body[:200].decode("utf-8", "replace").split())
-    return text or "(empty body)"
+    text = body[:2000].decode("utf-8", "replace")
+    # An HTML error page (proxy, Grafana, an exporter) says more without its markup.
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return (text[:160] + "...") if len(text) > 160 else (text or "(empty body)")
 
 
 def label_matcher(values: Iterable[str]) -> str:
