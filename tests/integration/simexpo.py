@@ -163,3 +163,27 @@ class SimScheduler:
         with self.targets.lock:
             jobs = build_snapshot(self.targets.sim).jobs
         return [j for j in jobs if since is None or j.end_time is None or j.end_time >= since]
+
+
+def main() -> None:
+    """TEST-ONLY process form, for ``python -m factoryctl.lab up --exporter-cmd``."""
+    import argparse
+
+    from factoryctl.sim import SimConfig
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--format", default="native")
+    args = parser.parse_args()
+    sim = SimFactory(
+        SimConfig(node_names=(args.node,), gpus_per_node=args.gpus, start_time=time.time())
+    )
+    targets = SimTargets(sim, args.format)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), targets._handler(args.node))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
