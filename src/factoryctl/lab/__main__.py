@@ -9,6 +9,7 @@ stops exactly those PIDs. Nothing is left running that ``down`` does not know ab
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import shutil
 import sys
@@ -44,7 +45,7 @@ def _exporters(args: argparse.Namespace, state: Path) -> tuple[list[str], list[M
         targets.append(f"127.0.0.1:{port}")
     for proc, target in zip(procs, targets, strict=True):
         port = int(target.rsplit(":", 1)[1])
-        wait_until(lambda p=port: port_open(p), 30, f"{proc.name} on {target}")
+        wait_until(functools.partial(port_open, port), 30, f"{proc.name} on {target}")
     return targets, procs
 
 
