@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from factoryctl import hostlists
+from factoryctl.cli import fetch
 from factoryctl.cli.common import document, emit_rows, get_env, sort_option
 from factoryctl.cli.watch import watch_option
 from factoryctl.errors import NotFoundError
@@ -43,7 +44,7 @@ def _keys(columns: tuple[Column, ...]) -> str:
 def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
     """List nodes: state, reason, GPUs allocated/total, utilization and power."""
     env = get_env()
-    snap = env.source().snapshot()
+    snap = fetch.snapshot(env, "nodes")
     rows = node_rows(snap)
     if hostlist:
         wanted = set(hostlists.resolve(hostlist, (n.name for n in snap.nodes)))
@@ -60,7 +61,7 @@ def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
 def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
     """List GPUs with their job, utilization, memory, power and temperature."""
     env = get_env()
-    snap = env.source().snapshot()
+    snap = fetch.snapshot(env, "gpus")
     wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes))) if node_list else None
     rows = gpu_rows(snap, wanted)
     if job_id is not None:
@@ -92,7 +93,7 @@ def jobs(
 ) -> None:
     """List jobs: GPUs held, mean utilization, idle GPUs and energy in kWh."""
     env = get_env()
-    snap = env.source().snapshot()
+    snap = fetch.snapshot(env, "jobs")
     rows = job_rows(snap, include_finished=include_finished or bool(states))
     if node_list:
         wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes)))
