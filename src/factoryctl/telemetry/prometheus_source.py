@@ -19,6 +19,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, JobState, No
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.auth import PromAuth
 from factoryctl.telemetry.client import PromClient, PromConfig
-from factoryctl.telemetry.job_energy import EnergyReader, JobEnergy, dur
+from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
 from factoryctl.telemetry.metrics import (
     NATIVE,
     MetricSchema,
@@ -36,6 +37,7 @@ from factoryctl.telemetry.metrics import (
     node_label_of,
     node_name,
 )
+from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
     SchedulerView,
     jobs_from_attribution,
@@ -120,32 +122,45 @@ class PrometheusSource:
     # -- the snapshot --------------------------------------------------------------------
     def snapshot(self, at: float | None = None, view: str | None = None) -> FactorySnapshot:
         """The factory at ``at`` (now). ``view`` (nodes|gpus|jobs) fetches only what that
-        view shows: at 100k GPUs every per-GPU metric left out is ~12 MB of JSON saved."""
+        view shows: at 100k GPUs every per-GPU metric left out is ~12 MB of JSON saved.
+
+        The queries are independent of each other and go out concurrently: the engine
+        works on all of them at once while we wait once, not once per query.
+        """
         t = self.clock() if at is None else at
         schema = self.schema(t)
         i = self.interval(t)
         fields = VIEW_FIELDS.get(view or "")
-        warnings: list[str] = []
+        plan, wanted, xid_gauge = self._plan(schema, i, fields, view)
+        results = self._run(plan, t)
         unavailable = set(schema.unavailable())
-        gpus = self._gpus(schema, t, i, unavailable, fields)
+        gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable)
         users: dict[str, str] = {}
+        energy: dict[str, JobEnergy] = {}
         if self.scheduler is not None:
             nodes, jobs = self._scheduler_view(t)
             gpus = _apply_allocations(gpus, jobs)
+            if view != "nodes":  # the nodes view shows no job
+                energy = self.job_energy(jobs, t)
         else:
-            if schema.job_info is not None:
-                gpus, users = self._attribution(schema, gpus, t, i)
+            if "job_info" in results:
+                gpus, users = self._attribution(schema, gpus, results["job_info"])
             nodes = list(nodes_from_gpus(gpus.values()))
             jobs = list(jobs_from_attribution(gpus.values(), users))
-        # The nodes view shows no job: no energy queries for it.
-        energy = self.job_energy(jobs, t) if view != "nodes" else {}
+            if "job_energy" in results:
+                # Without a scheduler there is no start time: the exporter's counter as it
+                # stands (``factoryctl energy`` does windows and exporter restarts).
+                now_values = {
+                    s.labels.get("job_id", ""): s.value for s in results["job_energy"].vector
+                }
+                energy = {j: JobEnergy(j, v, "job-counter") for j, v in now_values.items()}
         jobs = [
             replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
             for j in jobs
         ]
-        warnings.extend(
+        warnings = [
             f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
-        )
+        ]
         warnings.extend(self.client.warnings)
         self.client.warnings.clear()
         if not jobs and schema.job_info is None and self.scheduler is None:
@@ -163,22 +178,58 @@ class PrometheusSource:
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
         return self.snapshot(view=view)
 
+    def _plan(
+        self, schema: MetricSchema, i: float, fields: frozenset[str] | None, view: str | None
+    ) -> tuple[dict[str, str], set[str], str | None]:
+        """Every query a snapshot needs, by name; plus the GPU fields and XID gauge wanted."""
+        window = dur(2 * i)
+        plan = {
+            "inventory": f"last_over_time({schema.inventory}"
+            f"[{dur(self.options.inventory_window)}])",
+            "reporting": f"last_over_time({schema.marker}[{window}])",
+        }
+        wanted = set(schema.gauges) if fields is None else set(fields) & set(schema.gauges)
+        if "memory_total_bytes" in wanted and schema is not NATIVE:
+            wanted.add("memory_used_bytes")  # dcgm's total is used + free
+        simple = sorted(
+            f.metric for n, f in schema.gauges.items() if n in wanted and n not in MULTI_SERIES
+        )
+        xid_gauge = schema.last_xid_gauge if fields is None or "last_xid" in fields else None
+        names = "|".join(simple + ([xid_gauge] if xid_gauge else []))
+        if names:
+            plan["gauges"] = f'{{__name__=~"{names}"}}'
+        if schema is NATIVE:
+            multi = {
+                "xid_total": f"sum by (node, gpu) ({native.GPU_XID_ERRORS})",
+                "ecc_uncorrected_total": (
+                    f'sum by (node, gpu) ({native.GPU_ECC_ERRORS}{{type="uncorrected"}})'
+                ),
+                "throttle_reasons": f"{native.GPU_CLOCK_EVENT} == 1",
+            }
+            plan.update({k: v for k, v in multi.items() if k in wanted})
+        if self.scheduler is None and schema.job_info is not None:
+            plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
+            if schema.job_energy is not None and view != "nodes":
+                plan["job_energy"] = (
+                    f"sum by (job_id) (last_over_time({schema.job_energy}[{window}]))"
+                )
+        return plan, wanted, xid_gauge
+
+    def _run(self, plan: Mapping[str, str], t: float) -> dict[str, QueryResult]:
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
+            futures = {name: pool.submit(self.client.query, q, t) for name, q in plan.items()}
+            return {name: f.result() for name, f in futures.items()}
+
     def _gpus(
         self,
         schema: MetricSchema,
-        t: float,
-        i: float,
+        results: Mapping[str, QueryResult],
+        wanted: set[str],
+        xid_gauge: str | None,
         unavailable: set[str],
-        fields: frozenset[str] | None = None,
     ) -> dict[GpuKey, GPU]:
-        q = self.client.query
-        window = dur(2 * i)
-        inventory = q(
-            f"last_over_time({schema.inventory}[{dur(self.options.inventory_window)}])", t
-        )
-        reporting = q(f"last_over_time({schema.marker}[{window}])", t)
         gpus: dict[GpuKey, GPU] = {}
-        for s in inventory.vector:
+        for s in results["inventory"].vector:
             key = self._key(schema, s.labels)
             if key is not None:
                 gpus[key] = GPU(
@@ -189,39 +240,35 @@ class PrometheusSource:
                     up=False,
                 )
         up: dict[GpuKey, bool] = {}
-        for s in reporting.vector:
+        for s in results["reporting"].vector:
             key = self._key(schema, s.labels)
             if key is not None:
                 # native: factoryctl_gpu_up is 0 for a GPU NVML lost; dcgm: a sample = alive
                 up[key] = s.value > 0 if schema is NATIVE else True
                 if key not in gpus:
                     gpus[key] = GPU(node=key[0], index=key[1], up=False)
-        wanted = set(schema.gauges) if fields is None else set(fields) & set(schema.gauges)
-        if "memory_total_bytes" in wanted and schema is not NATIVE:
-            wanted.add("memory_used_bytes")  # dcgm's total is used + free
-        simple = {
+        by_metric = {
             f.metric: (name, f.scale)
             for name, f in schema.gauges.items()
             if name in wanted and name not in MULTI_SERIES
         }
-        xid_gauge = schema.last_xid_gauge if fields is None or "last_xid" in fields else None
-        names = "|".join(sorted(simple) + ([xid_gauge] if xid_gauge else []))
         values: dict[GpuKey, dict[str, Any]] = {k: {} for k in up if up[k]}
-        seen_fields: set[str] = set()
-        for s in q(f'{{__name__=~"{names}"}}', t).vector if names else ():
+        seen: set[str] = set()
+        gauges = results.get("gauges")
+        for s in gauges.vector if gauges else ():
             key = self._key(schema, s.labels)
             if key not in values:
                 continue
             metric = s.labels.get("__name__", "")
             if metric == xid_gauge:
                 values[key]["last_xid"] = int(s.value) or None
-                seen_fields.add("last_xid")
-                continue
-            name, scale = simple[metric]
-            values[key][name] = s.value * scale
-            seen_fields.add(name)
+                seen.add("last_xid")
+            elif metric in by_metric:
+                name, scale = by_metric[metric]
+                values[key][name] = s.value * scale
+                seen.add(name)
         if schema is NATIVE:
-            self._native_multi(t, values, seen_fields, wanted)
+            _native_multi(results, values, seen, self._key)
         else:
             # dcgm reports free framebuffer, not total: total = used + free.
             for v in values.values():
@@ -229,47 +276,15 @@ class PrometheusSource:
                     v["memory_total_bytes"] += v["memory_used_bytes"]
         if values:
             expected = wanted | ({"last_xid"} if xid_gauge else set())
-            unavailable.update(expected - seen_fields - {"throttle_reasons"})
+            unavailable.update(expected - seen - {"throttle_reasons"})
         for key, gpu in gpus.items():
             if up.get(key):
                 gpus[key] = replace(gpu, up=True, **values.get(key, {}))
         return gpus
 
-    def _native_multi(
-        self, t: float, values: dict[GpuKey, dict[str, Any]], seen: set[str], wanted: set[str]
-    ) -> None:
-        q = self.client.query
-        queries = {
-            "xid_total": f"sum by (node, gpu) ({native.GPU_XID_ERRORS})",
-            "ecc_uncorrected_total": f'sum by (node, gpu) ({native.GPU_ECC_ERRORS}{{type="uncorrected"}})',
-        }
-        for name, promql in queries.items():
-            if name not in wanted:
-                continue
-            for s in q(promql, t).vector:
-                key = self._key(NATIVE, s.labels)
-                if key in values:
-                    values[key][name] = s.value
-                    seen.add(name)
-        reasons: dict[GpuKey, list[str]] = {}
-        clock_events = (
-            q(f"{native.GPU_CLOCK_EVENT} == 1", t) if "throttle_reasons" in wanted else None
-        )
-        for s in clock_events.vector if clock_events else ():
-            key = self._key(NATIVE, s.labels)
-            if key in values:
-                reasons.setdefault(key, []).append(s.labels.get("reason", "?"))
-        for key, names in reasons.items():
-            values[key]["throttle_reasons"] = tuple(sorted(names))
-        # A GPU with XID counters but no XID yet is 0, not unknown.
-        if "xid_total" in seen:
-            for v in values.values():
-                v.setdefault("xid_total", 0.0)
-
     def _attribution(
-        self, schema: MetricSchema, gpus: dict[GpuKey, GPU], t: float, i: float
+        self, schema: MetricSchema, gpus: dict[GpuKey, GPU], res: QueryResult
     ) -> tuple[dict[GpuKey, GPU], dict[str, str]]:
-        res = self.client.query(f"last_over_time({schema.job_info}[{dur(2 * i)}])", t)
         held: dict[GpuKey, list[str]] = {}
         users: dict[str, str] = {}
         for s in res.vector:
@@ -392,6 +407,34 @@ class PrometheusSource:
             return (node_name(labels, schema.node_label), int(labels[schema.gpu_label]))
         except (KeyError, ValueError):
             return None
+
+
+def _native_multi(
+    results: Mapping[str, QueryResult],
+    values: dict[GpuKey, dict[str, Any]],
+    seen: set[str],
+    key_of: Callable[[MetricSchema, Mapping[str, str]], GpuKey | None],
+) -> None:
+    """Fields the native exporter spreads over several series per GPU (summed server-side)."""
+    for name in ("xid_total", "ecc_uncorrected_total"):
+        res = results.get(name)
+        for s in res.vector if res else ():
+            key = key_of(NATIVE, s.labels)
+            if key in values:
+                values[key][name] = s.value
+                seen.add(name)
+    events = results.get("throttle_reasons")
+    reasons: dict[GpuKey, list[str]] = {}
+    for s in events.vector if events else ():
+        key = key_of(NATIVE, s.labels)
+        if key in values:
+            reasons.setdefault(key, []).append(s.labels.get("reason", "?"))
+    for key, names in reasons.items():
+        values[key]["throttle_reasons"] = tuple(sorted(names))
+    # A GPU with XID counters but no XID yet is 0, not unknown.
+    if "xid_total" in seen:
+        for v in values.values():
+            v.setdefault("xid_total", 0.0)
 
 
 def _earliest_start(jobs: Sequence[Job], default: float) -> float:
