@@ -134,17 +134,23 @@ class PrometheusSource:
         plan, wanted, xid_gauge = self._plan(schema, i, fields, view)
         results = self._run(plan, t)
         unavailable = set(schema.unavailable())
-        gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable)
         users: dict[str, str] = {}
         energy: dict[str, JobEnergy] = {}
         if self.scheduler is not None:
             nodes, jobs = self._scheduler_view(t)
-            gpus = _apply_allocations(gpus, jobs)
+            held = _held_by(jobs)
+            gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
+            # GPUs the scheduler allocated but telemetry never saw (exporter down) still count.
+            for key, ids in held.items():
+                if key not in gpus:
+                    gpus[key] = GPU(node=key[0], index=key[1], up=False, job_ids=ids)
             if view != "nodes":  # the nodes view shows no job
                 energy = self.job_energy(jobs, t)
         else:
+            held, users = ({}, {})
             if "job_info" in results:
-                gpus, users = self._attribution(schema, gpus, results["job_info"])
+                held, users = self._attribution(schema, results["job_info"])
+            gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
             nodes = list(nodes_from_gpus(gpus.values()))
             jobs = list(jobs_from_attribution(gpus.values(), users))
             if "job_energy" in results:
@@ -227,17 +233,17 @@ class PrometheusSource:
         wanted: set[str],
         xid_gauge: str | None,
         unavailable: set[str],
+        held: Mapping[GpuKey, tuple[str, ...]],
     ) -> dict[GpuKey, GPU]:
-        gpus: dict[GpuKey, GPU] = {}
+        # Identity first, values next, then one GPU object each (dataclasses.replace on
+        # 100k frozen objects costs more than the whole JSON parse).
+        ident: dict[GpuKey, tuple[str, str]] = {}
         for s in results["inventory"].vector:
             key = self._key(schema, s.labels)
             if key is not None:
-                gpus[key] = GPU(
-                    node=key[0],
-                    index=key[1],
-                    uuid=s.labels.get(schema.uuid_label, ""),
-                    model=s.labels.get(schema.model_label, ""),
-                    up=False,
+                ident[key] = (
+                    s.labels.get(schema.uuid_label, ""),
+                    s.labels.get(schema.model_label, ""),
                 )
         up: dict[GpuKey, bool] = {}
         for s in results["reporting"].vector:
@@ -245,8 +251,7 @@ class PrometheusSource:
             if key is not None:
                 # native: factoryctl_gpu_up is 0 for a GPU NVML lost; dcgm: a sample = alive
                 up[key] = s.value > 0 if schema is NATIVE else True
-                if key not in gpus:
-                    gpus[key] = GPU(node=key[0], index=key[1], up=False)
+                ident.setdefault(key, ("", ""))
         by_metric = {
             f.metric: (name, f.scale)
             for name, f in schema.gauges.items()
@@ -277,27 +282,33 @@ class PrometheusSource:
         if values:
             expected = wanted | ({"last_xid"} if xid_gauge else set())
             unavailable.update(expected - seen - {"throttle_reasons"})
-        for key, gpu in gpus.items():
-            if up.get(key):
-                gpus[key] = replace(gpu, up=True, **values.get(key, {}))
-        return gpus
+        none: dict[str, Any] = {}
+        return {
+            key: GPU(
+                node=key[0],
+                index=key[1],
+                uuid=uuid,
+                model=model,
+                up=up.get(key, False),
+                job_ids=held.get(key, ()),
+                **(values.get(key, none)),
+            )
+            for key, (uuid, model) in ident.items()
+        }
 
     def _attribution(
-        self, schema: MetricSchema, gpus: dict[GpuKey, GPU], res: QueryResult
-    ) -> tuple[dict[GpuKey, GPU], dict[str, str]]:
-        held: dict[GpuKey, list[str]] = {}
+        self, schema: MetricSchema, res: QueryResult
+    ) -> tuple[dict[GpuKey, tuple[str, ...]], dict[str, str]]:
+        held: dict[GpuKey, set[str]] = {}
         users: dict[str, str] = {}
         for s in res.vector:
             key = self._key(schema, s.labels)
             job_id = s.labels.get("job_id", "")
-            if key is None or not job_id or key not in gpus:
+            if key is None or not job_id:
                 continue
-            held.setdefault(key, []).append(job_id)
+            held.setdefault(key, set()).add(job_id)
             users[job_id] = s.labels.get("user", "")
-        out = dict(gpus)
-        for key, ids in held.items():
-            out[key] = replace(out[key], job_ids=tuple(sorted(set(ids))))
-        return out, users
+        return {k: tuple(sorted(v)) for k, v in held.items()}, users
 
     def _scheduler_view(self, t: float) -> tuple[list[Node], list[Job]]:
         assert self.scheduler is not None
@@ -404,7 +415,12 @@ class PrometheusSource:
 
     def _key(self, schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:
         try:
-            return (node_name(labels, schema.node_label), int(labels[schema.gpu_label]))
+            node = (
+                labels[schema.node_label]
+                if schema.node_label != "instance"
+                else node_name(labels, schema.node_label)
+            )
+            return (node, int(labels[schema.gpu_label]))
         except (KeyError, ValueError):
             return None
 
@@ -444,20 +460,14 @@ def _earliest_start(jobs: Sequence[Job], default: float) -> float:
     return min(starts)
 
 
-def _apply_allocations(gpus: dict[GpuKey, GPU], jobs: Sequence[Job]) -> dict[GpuKey, GPU]:
-    """The scheduler is the authority on who holds a GPU; GPUs it knows but telemetry
-    does not (exporter down) are added as down, so every allocated GPU is listed."""
+def _held_by(jobs: Sequence[Job]) -> dict[GpuKey, tuple[str, ...]]:
+    """The scheduler is the authority on who holds a GPU."""
     held: dict[GpuKey, list[str]] = {}
     for job in jobs:
-        if job.state.finished:
-            continue
-        for key in job.gpu_keys():
-            held.setdefault(key, []).append(job.job_id)
-    out = {k: replace(g, job_ids=tuple(held.get(k, ()))) for k, g in gpus.items()}
-    for key, ids in held.items():
-        if key not in out:
-            out[key] = GPU(node=key[0], index=key[1], up=False, job_ids=tuple(ids))
-    return out
+        if not job.state.finished:
+            for key in job.gpu_keys():
+                held.setdefault(key, []).append(job.job_id)
+    return {k: tuple(v) for k, v in held.items()}
 
 
 def _parse_rfc3339(text: object) -> float | None:
