@@ -15,28 +15,20 @@ explicit time ``t`` (never the engine's idea of "now", see ``client``):
 
 from __future__ import annotations
 
-import itertools
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from factoryctl.errors import ExitStatus, FactoryctlError
-from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, JobState, Node
+from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.auth import PromAuth
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
-from factoryctl.telemetry.metrics import (
-    NATIVE,
-    MetricSchema,
-    choose,
-    detection_query,
-    node_label_of,
-    node_name,
-)
+from factoryctl.telemetry.metrics import NATIVE, MetricSchema
+from factoryctl.telemetry.prom_detect import detect_interval, detect_schema, gpu_key
+from factoryctl.telemetry.prom_reports import SchedulerRequired, firing_alerts, jobs_seen
 from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
     SchedulerView,
@@ -46,7 +38,6 @@ from factoryctl.telemetry.scheduler_view import (
 from factoryctl.triage import Alert
 
 GpuKey = tuple[str, int]
-DEFAULT_INTERVAL = 15.0
 
 
 # Per-GPU fields each view shows (None: all of them).
@@ -55,10 +46,6 @@ VIEW_FIELDS: dict[str, frozenset[str]] = {
     "jobs": frozenset({"utilization", "memory_used_bytes", "power_watts"}),
 }
 MULTI_SERIES = frozenset({"xid_total", "ecc_uncorrected_total", "throttle_reasons"})
-
-
-class SchedulerRequired(FactoryctlError):
-    status = ExitStatus.CONFIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,43 +68,16 @@ class PrometheusSource:
     # -- detection -----------------------------------------------------------------------
     def schema(self, at: float) -> MetricSchema:
         if self._schema is None:
-            counts: dict[str, float] = {}
-            if self.options.schema == "auto":
-                res = self.client.query(detection_query(), at)
-                counts = {s.labels.get("__name__", ""): s.value for s in res.vector}
-            schema = choose(counts, self.options.schema)
-            if schema is not NATIVE:
-                probe = self.client.query(f"topk(1, {schema.marker})", at)
-                if probe.vector:
-                    schema = schema.with_node_label(node_label_of(probe.vector[0].labels))
-            self._schema = schema
+            self._schema = detect_schema(self.client, at, self.options.schema)
         return self._schema
 
     def interval(self, at: float) -> float:
         """The scrape interval: it sizes every "latest sample" window."""
         if self._interval is None:
-            self._interval = self.options.scrape_interval or self._detect_interval(at)
+            self._interval = self.options.scrape_interval or detect_interval(
+                self.client, self.schema(at), at
+            )
         return self._interval
-
-    def _detect_interval(self, at: float) -> float:
-        schema = self.schema(at)
-        # Prometheus reports it per target; VictoriaMetrics 1.79 does not, so measure it.
-        found = []
-        for target in self.client.targets():
-            text = str(target.get("scrapeInterval", ""))
-            if text:
-                found.append(_parse_duration(text))
-        if found:
-            return max(found)
-        probe = self.client.query(f"topk(1, {schema.marker})", at)
-        if probe.vector:
-            labels = probe.vector[0].labels
-            sel = ",".join(f'{k}="{v}"' for k, v in labels.items() if k != "__name__")
-            raw = self.client.query(f"{schema.marker}{{{sel}}}[10m]", at)
-            if raw.matrix and len(raw.matrix[0].points) >= 3:
-                times = [t for t, _ in raw.matrix[0].points]
-                return float(statistics.median(b - a for a, b in itertools.pairwise(times)))
-        return DEFAULT_INTERVAL
 
     # -- the snapshot --------------------------------------------------------------------
     def snapshot(self, at: float | None = None, view: str | None = None) -> FactorySnapshot:
@@ -239,7 +199,7 @@ class PrometheusSource:
         # 100k frozen objects costs more than the whole JSON parse).
         ident: dict[GpuKey, tuple[str, str]] = {}
         for s in results["inventory"].vector:
-            key = self._key(schema, s.labels)
+            key = gpu_key(schema, s.labels)
             if key is not None:
                 ident[key] = (
                     s.labels.get(schema.uuid_label, ""),
@@ -247,7 +207,7 @@ class PrometheusSource:
                 )
         up: dict[GpuKey, bool] = {}
         for s in results["reporting"].vector:
-            key = self._key(schema, s.labels)
+            key = gpu_key(schema, s.labels)
             if key is not None:
                 # native: factoryctl_gpu_up is 0 for a GPU NVML lost; dcgm: a sample = alive
                 up[key] = s.value > 0 if schema is NATIVE else True
@@ -261,7 +221,7 @@ class PrometheusSource:
         seen: set[str] = set()
         gauges = results.get("gauges")
         for s in gauges.vector if gauges else ():
-            key = self._key(schema, s.labels)
+            key = gpu_key(schema, s.labels)
             if key not in values:
                 continue
             metric = s.labels.get("__name__", "")
@@ -273,7 +233,7 @@ class PrometheusSource:
                 values[key][name] = s.value * scale
                 seen.add(name)
         if schema is NATIVE:
-            _native_multi(results, values, seen, self._key)
+            _native_multi(results, values, seen)
         else:
             # dcgm reports free framebuffer, not total: total = used + free.
             for v in values.values():
@@ -302,7 +262,7 @@ class PrometheusSource:
         held: dict[GpuKey, set[str]] = {}
         users: dict[str, str] = {}
         for s in res.vector:
-            key = self._key(schema, s.labels)
+            key = gpu_key(schema, s.labels)
             job_id = s.labels.get("job_id", "")
             if key is None or not job_id:
                 continue
@@ -355,7 +315,7 @@ class PrometheusSource:
                 and (j.end_time is None or j.end_time > since)
             ]
         elif schema.job_info is not None:
-            jobs = self._jobs_seen(schema, since, until)
+            jobs = jobs_seen(self.client, schema, since, until)
         else:
             raise SchedulerRequired(
                 "per-job energy on a dcgm-exporter site needs the scheduler's allocations:"
@@ -363,86 +323,28 @@ class PrometheusSource:
             )
         return jobs, self.job_energy(jobs, now=until, since=since, until=until)
 
-    def _jobs_seen(self, schema: MetricSchema, since: float, until: float) -> list[Job]:
-        """Telemetry-only: every job the exporters attributed GPUs to in the window."""
-        res = self.client.query(
-            f"max by (job_id, user, account, node, gpu) "
-            f"(max_over_time({schema.job_info}[{dur(until - since)}]))",
-            until,
-        )
-        users: dict[str, str] = {}
-        accounts: dict[str, str] = {}
-        alloc: dict[str, dict[str, set[int]]] = {}
-        for s in res.vector:
-            job_id = s.labels.get("job_id", "")
-            key = self._key(schema, s.labels)
-            if not job_id or key is None:
-                continue
-            users[job_id] = s.labels.get("user", "")
-            accounts[job_id] = s.labels.get("account", "")
-            alloc.setdefault(job_id, {}).setdefault(key[0], set()).add(key[1])
-        return [
-            Job(
-                job_id=job_id,
-                user=users[job_id],
-                account=accounts[job_id],
-                state=JobState.UNKNOWN,
-                allocations=tuple(
-                    Allocation(node, tuple(sorted(idx))) for node, idx in sorted(by_node.items())
-                ),
-            )
-            for job_id, by_node in sorted(alloc.items())
-        ]
-
     def alerts(self) -> list[Alert]:
         """Firing alerts, for triage."""
-        out = []
-        for a in self.client.alerts():
-            if a.get("state") != "firing":
-                continue
-            labels = {str(k): str(v) for k, v in (a.get("labels") or {}).items()}
-            annotations = {str(k): str(v) for k, v in (a.get("annotations") or {}).items()}
-            out.append(
-                Alert(
-                    name=labels.get("alertname", ""),
-                    severity=labels.get("severity", ""),
-                    labels=labels,
-                    annotations=annotations,
-                    active_at=_parse_rfc3339(a.get("activeAt")),
-                )
-            )
-        return out
-
-    def _key(self, schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:
-        try:
-            node = (
-                labels[schema.node_label]
-                if schema.node_label != "instance"
-                else node_name(labels, schema.node_label)
-            )
-            return (node, int(labels[schema.gpu_label]))
-        except (KeyError, ValueError):
-            return None
+        return firing_alerts(self.client)
 
 
 def _native_multi(
     results: Mapping[str, QueryResult],
     values: dict[GpuKey, dict[str, Any]],
     seen: set[str],
-    key_of: Callable[[MetricSchema, Mapping[str, str]], GpuKey | None],
 ) -> None:
     """Fields the native exporter spreads over several series per GPU (summed server-side)."""
     for name in ("xid_total", "ecc_uncorrected_total"):
         res = results.get(name)
         for s in res.vector if res else ():
-            key = key_of(NATIVE, s.labels)
+            key = gpu_key(NATIVE, s.labels)
             if key in values:
                 values[key][name] = s.value
                 seen.add(name)
     events = results.get("throttle_reasons")
     reasons: dict[GpuKey, list[str]] = {}
     for s in events.vector if events else ():
-        key = key_of(NATIVE, s.labels)
+        key = gpu_key(NATIVE, s.labels)
         if key in values:
             reasons.setdefault(key, []).append(s.labels.get("reason", "?"))
     for key, names in reasons.items():
@@ -468,37 +370,6 @@ def _held_by(jobs: Sequence[Job]) -> dict[GpuKey, tuple[str, ...]]:
             for key in job.gpu_keys():
                 held.setdefault(key, []).append(job.job_id)
     return {k: tuple(v) for k, v in held.items()}
-
-
-def _parse_rfc3339(text: object) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    from datetime import datetime
-
-    try:
-        # Prometheus writes nanoseconds; Python parses up to microseconds.
-        head, _, frac = text.rstrip("Z").partition(".")
-        value = datetime.fromisoformat(head + "+00:00").timestamp()
-        return value + (float("0." + frac[:6]) if frac[:6].isdigit() else 0.0)
-    except ValueError:
-        return None
-
-
-def _parse_duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    total, num = 0.0, ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            num += ch
-            i += 1
-            continue
-        unit = "ms" if text.startswith("ms", i) else ch
-        total += float(num or 0) * units.get(unit, 1.0)
-        num = ""
-        i += len(unit)
-    return total + (float(num) if num else 0.0)
 
 
 def open_prometheus_source(
