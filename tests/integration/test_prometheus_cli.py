@@ -20,7 +20,7 @@ from factoryctl.errors import ExitStatus
 from factoryctl.lab.procs import free_port
 from factoryctl.lab.stack import Stack
 from factoryctl.telemetry.client import PromClient, PromConfig, TelemetryError
-from tests.integration.conftest import Scenario
+from tests.integration.telemetry_lab import Scenario
 from tests.integration.test_prometheus_source import TOLERANCE
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 from factoryctl.model import JobState
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
-from tests.integration.conftest import Scenario
 from tests.integration.simexpo import SimScheduler
+from tests.integration.telemetry_lab import Scenario
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from factoryctl.config import load_settings
+from factoryctl.scheduler import Scheduler, open_scheduler
 from factoryctl.telemetry.source import FactorySource, open_source
 
 
@@ -33,6 +34,8 @@ class Environment:
     color: bool = True
     _source: FactorySource | None = None
     source_factory: Callable[[Environment], FactorySource] | None = None
+    _scheduler: Scheduler | None = None
+    scheduler_factory: Callable[[Environment], Scheduler] | None = None
 
     @property
     def stdout_isatty(self) -> bool:
@@ -49,6 +52,20 @@ class Environment:
             factory = self.source_factory
             self._source = factory(self) if factory else open_source(self.settings, self.demo)
         return self._source
+
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            factory = self.scheduler_factory
+            if factory is not None:
+                self._scheduler = factory(self)
+            elif self.demo:
+                # The demo scheduler acts on the very factory the views show.
+                from factoryctl.scheduler.demo import DemoScheduler
+
+                self._scheduler = DemoScheduler(self.source().sim)  # type: ignore[attr-defined]
+            else:
+                self._scheduler = open_scheduler(self.settings, self.demo, self.environ)
+        return self._scheduler
 
     def write(self, text: str) -> None:
         self.stdout.write(text + "\n")

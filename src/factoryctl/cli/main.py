@@ -28,6 +28,11 @@ COMMANDS: dict[str, str] = {
     "triage": "factoryctl.cli.triage:triage_command",
     "energy": "factoryctl.cli.energy:energy",
     "completion": "factoryctl.cli.completion:completion",
+    "drain": "factoryctl.cli.actions:drain",
+    "resume": "factoryctl.cli.actions:resume",
+    "reboot": "factoryctl.cli.actions:reboot",
+    "maintenance": "factoryctl.cli.maintenance:maintenance",
+    "audit": "factoryctl.cli.maintenance:audit",
 }
 
 

@@ -45,6 +45,38 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "factoryctl completion": [
         ("Enable completion in bash:", 'eval "$(factoryctl completion bash)"'),
     ],
+    "factoryctl drain": [
+        (
+            "See what a drain would do, change nothing:",
+            "factoryctl drain 'gpu[001-004]' --reason 'PSU swap' --dry-run",
+        ),
+        (
+            "From a script: drain and block until the nodes are empty:",
+            "factoryctl -o json drain gpu007 --reason 'XID 79' --yes --wait --timeout 2h",
+        ),
+    ],
+    "factoryctl resume": [
+        ("Resume nodes factoryctl drained:", "factoryctl resume 'gpu[001-004]'"),
+        ("Also resume a node a health check drained:", "factoryctl resume gpu007 --force"),
+    ],
+    "factoryctl reboot": [
+        (
+            "Reboot as soon as jobs end, back into service after:",
+            "factoryctl reboot gpu007 --asap --reason 'driver update' --next-state resume --wait",
+        ),
+    ],
+    "factoryctl maintenance create": [
+        (
+            "A four-hour window on a rack tonight:",
+            "factoryctl maintenance create --nodes 'gpu[001-032]' --start 2026-12-01T22:00 "
+            "--duration 4h --reason 'PDU swap' --force",
+        ),
+    ],
+    "factoryctl maintenance list": [("Windows as JSON:", "factoryctl -o json maintenance list")],
+    "factoryctl audit": [
+        ("The last 50 actions:", "factoryctl audit -n 50"),
+        ("Raw records for a log shipper:", "factoryctl audit --raw -n 0"),
+    ],
 }
 
 ENVIRONMENT: list[tuple[str, str]] = [

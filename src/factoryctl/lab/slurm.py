@@ -1,0 +1,361 @@
+"""A real multi-node Slurm 22.05 cluster on one host, for the lab and integration tests.
+
+Everything lives in one private directory: munge key and socket, slurm.conf, gres.conf,
+spool and state directories, pid files, logs and the fake GPU character devices. Ports
+come from the kernel. Several clusters can therefore run side by side on one machine
+(other test runs do), and stopping one never touches another: every daemon is stopped
+by the PID we started it with (or, after a simulated reboot, by the PID its restart
+recorded in our directory).
+
+Fake GPUs: 22.05 drops a GPU whose gres.conf entry has no ``File=`` and rejects plain
+files, so we make character devices with the NVIDIA major number (195).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factoryctl.lab.leftovers import is_ours, kill_all, our_processes
+from factoryctl.lab.procs import ManagedProcess, wait_until
+from factoryctl.lab.slurm_conf import write_lab_files
+
+
+def _which(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise FileNotFoundError(f"{name} not found: install slurm-wlm and munge")
+    return found
+
+
+def slurm_available() -> bool:
+    try:
+        for name in ("munged", "slurmctld", "slurmd", "scontrol", "mknod"):
+            _which(name)
+    except FileNotFoundError:
+        return False
+    return os.geteuid() == 0  # mknod of char devices and SlurmUser=root need root
+
+
+@dataclass
+class SlurmCluster:
+    """``with SlurmCluster(nodes=4) as c: subprocess.run([...], env=c.env)``."""
+
+    nodes: int = 4
+    gpus_per_node: int = 8
+    cpus_per_node: int = 16
+    prefix: str = "gpu"
+    # Nodes declared in slurm.conf without a slurmd (they read DOWN): lets a benchmark
+    # address a 1,000-node hostlist without running 1,000 daemons.
+    extra_nodes: int = 0
+    prolog: str | None = None
+    epilog: str | None = None
+    extra_conf: Sequence[str] = ()
+    base_dir: Path | None = None
+    dir: Path = field(init=False)
+    node_names: list[str] = field(init=False, default_factory=list)
+    ctld_port: int = field(init=False, default=0)
+    procs: list[ManagedProcess] = field(init=False, default_factory=list)
+    _owns_dir: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        width = max(2, len(str(self.nodes + self.extra_nodes)))
+        total = self.nodes + self.extra_nodes
+        self.node_names = [f"{self.prefix}{i:0{width}d}" for i in range(1, total + 1)]
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def live_nodes(self) -> list[str]:
+        return self.node_names[: self.nodes]
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "etc" / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.dir / "munge" / "munge.socket"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for any Slurm command against this cluster."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SQUEUE_"))}
+        env.pop("SINFO_FORMAT", None)
+        env["SLURM_CONF"] = str(self.conf_path)
+        # Marks every process started for this cluster (jobs inherit it through sbatch),
+        # so stop() can find leftovers by their environment, never by name.
+        env["FACTORYCTL_LAB_DIR"] = str(self.dir)
+        return env
+
+    def _write_config(self) -> None:
+        self.ctld_port = write_lab_files(
+            self.dir,
+            munge_socket=self.munge_socket,
+            node_names=self.node_names,
+            live_nodes=self.live_nodes,
+            gpus_per_node=self.gpus_per_node,
+            cpus_per_node=self.cpus_per_node,
+            prolog=self.prolog,
+            epilog=self.epilog,
+            extra_conf=self.extra_conf,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> SlurmCluster:
+        if self.base_dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="factoryctl-slurm-"))
+            self._owns_dir = True
+        else:
+            self.dir = self.base_dir
+            self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_config()
+            self._start_daemons(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_daemons(self, timeout: float) -> None:
+        d = self.dir
+        munged = ManagedProcess(
+            "munged",
+            [
+                _which("munged"),
+                "-F",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={d / 'etc' / 'munge.key'}",
+                f"--pid-file={d / 'run' / 'munged.pid'}",
+                f"--log-file={d / 'log' / 'munged.log'}",
+                f"--seed-file={d / 'munge' / 'munge.seed'}",
+            ],
+            d / "log" / "munged.out",
+        )
+        self.procs.append(munged.start())
+        wait_until(self.munge_socket.exists, 10, "munged socket")
+        env = self.env
+        ctld = ManagedProcess(
+            "slurmctld",
+            [_which("slurmctld"), "-D", "-i"],
+            d / "log" / "slurmctld.out",
+            env=env,
+        )
+        self.procs.append(ctld.start())
+        wait_until(lambda: self._ctld_up(ctld), timeout, "slurmctld")
+        for name in self.live_nodes:
+            node_env = dict(env, FACTORYCTL_LAB_NODE=name)
+            slurmd = ManagedProcess(
+                f"slurmd-{name}",
+                [_which("slurmd"), "-D", "-N", name],
+                d / "log" / f"slurmd-{name}.out",
+                env=node_env,
+            )
+            self.procs.append(slurmd.start())
+        self.wait_nodes_idle(timeout)
+
+    def start_slurmrestd(self, timeout: float = 15.0) -> Path:
+        """slurmrestd on a unix socket in our directory (local auth); returns the socket.
+
+        It refuses to run as root unless told the check is not wanted; with no slurmdbd
+        only the slurmctld plugin may load (no dbv* plugins)."""
+        sock = self.dir / "run" / "slurmrestd.socket"
+        if any(p.name == "slurmrestd" and p.alive() for p in self.procs):
+            return sock  # already running (a session-wide cluster shared by tests)
+        env = dict(self.env, SLURMRESTD_SECURITY="disable_user_check")
+        env.pop("SLURM_JWT", None)
+        proc = ManagedProcess(
+            "slurmrestd",
+            [
+                _which("slurmrestd"),
+                "-s",
+                "openapi/v0.0.38",
+                "-a",
+                "rest_auth/local",
+                f"unix:{sock}",
+            ],
+            self.dir / "log" / "slurmrestd.out",
+            env=env,
+        )
+        self.procs.append(proc.start())
+        wait_until(sock.exists, timeout, "slurmrestd socket")
+        return sock
+
+    def _ctld_up(self, ctld: ManagedProcess) -> bool:
+        if not ctld.alive():
+            raise RuntimeError(f"slurmctld exited:\n{ctld.log_tail()}")
+        return self.scontrol("ping").returncode == 0
+
+    def node_states(self) -> dict[str, str]:
+        out = self.run(["sinfo", "--json"], check=True).stdout
+        return {n["name"]: str(n.get("state", "")).lower() for n in json.loads(out)["nodes"]}
+
+    def node_info(self, name: str) -> dict[str, str]:
+        out = self.scontrol("-o", "show", "node", name, check=True).stdout
+        info: dict[str, str] = {}
+        for token in out.split():
+            key, _, value = token.partition("=")
+            info[key] = value
+        return info
+
+    def wait_nodes_idle(self, timeout: float = 30.0, nodes: Sequence[str] | None = None) -> None:
+        want = list(nodes) if nodes is not None else self.live_nodes
+
+        def idle() -> bool:
+            for name in want:
+                state = self.node_info(name).get("State", "")
+                if state != "IDLE":
+                    return False
+            return True
+
+        try:
+            wait_until(idle, timeout, f"nodes {','.join(want)} idle", interval=0.2)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err}\n{self.diagnostics()}") from err
+
+    def diagnostics(self) -> str:
+        parts = []
+        for p in self.procs:
+            parts.append(f"--- {p.name} alive={p.alive()}\n{p.log_tail(10)}")
+        log = self.dir / "log" / "slurmctld.log"
+        if log.exists():
+            parts.append("--- slurmctld.log\n" + "\n".join(log.read_text().splitlines()[-15:]))
+        return "\n".join(parts)
+
+    def run(
+        self, argv: Sequence[str], check: bool = False, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            list(argv), env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+        return result
+
+    def scontrol(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.run(["scontrol", *args], check=check)
+
+    def sbatch(self, *args: str, script: str = "sleep 300") -> str:
+        """Submit a job; returns its id."""
+        out = self.run(
+            [
+                "sbatch",
+                "--parsable",
+                f"--chdir={self.dir / 'tmp'}",
+                "-o",
+                "/dev/null",
+                *args,
+                f"--wrap={script}",
+            ],
+            check=True,
+        ).stdout
+        return out.strip().split(";")[0]
+
+    def wait_job_running(self, job_id: str, timeout: float = 20.0) -> None:
+        def running() -> bool:
+            out = self.scontrol("-o", "show", "job", job_id).stdout
+            return "JobState=RUNNING" in out
+
+        wait_until(running, timeout, f"job {job_id} running", interval=0.2)
+
+    def cancel_all(self) -> None:
+        self.run(["scancel", "--full", "-u", "root"])
+
+    def reset(self, timeout: float = 30.0) -> None:
+        """Between tests: no jobs, no reservations, every live node idle and reason-free."""
+        self.cancel_all()
+        out = self.scontrol("-o", "show", "reservation").stdout
+        for line in out.splitlines():
+            if line.startswith("ReservationName="):
+                name = line.split()[0].partition("=")[2]
+                self.scontrol("delete", f"ReservationName={name}")
+        nodelist = ",".join(self.live_nodes)
+
+        def clean() -> bool:
+            ok = True
+            for name in self.live_nodes:
+                info = self.node_info(name)
+                state = info.get("State", "")
+                if state == "IDLE":
+                    continue
+                ok = False
+                if "REBOOT" in state:
+                    continue  # let a pending reboot finish or time out
+                if "DRAIN" in state or "DOWN" in state or "FAIL" in state:
+                    self.scontrol("update", f"NodeName={name}", "State=RESUME")
+            return ok
+
+        self.scontrol("update", f"NodeName={nodelist}", "State=UNDRAIN")
+        wait_until(clean, timeout, "cluster reset to idle", interval=0.3)
+
+    def stop(self) -> None:
+        ctld = next((p for p in self.procs if p.name == "slurmctld"), None)
+        if ctld is not None and ctld.alive():
+            with contextlib.suppress(Exception):
+                self.cancel_all()
+                wait_until(lambda: not self.run(["squeue", "-h"]).stdout.strip(), 5, "jobs gone")
+        # Slurmds restarted by a simulated reboot are not our children: their PIDs are in
+        # the pid files they (and the reboot script) wrote in our directory.
+        for proc in reversed(self.procs):
+            if proc.name.startswith("slurmd"):
+                proc.stop()
+        if hasattr(self, "dir"):
+            run = self.dir / "run"
+            for pidfile in sorted(run.glob("restart-*.pid")) + sorted(run.glob("slurmd-*.pid")):
+                with contextlib.suppress(ValueError, OSError):
+                    pid = int(pidfile.read_text().strip())
+                    if is_ours(pid, self.dir):
+                        # Not our child: once dead it is a zombie of init, which
+                        # stop_pid's existence probe would wait out; _kill_all does not.
+                        kill_all([pid])
+        for proc in reversed(self.procs):
+            if not proc.name.startswith("slurmd"):
+                proc.stop()
+        self.procs.clear()
+        if hasattr(self, "dir"):
+            # Job steps (slurmstepd and the job's processes) outlive a killed slurmd.
+            kill_all(our_processes(self.dir))
+        if self._owns_dir and hasattr(self, "dir"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> SlurmCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """``python -m factoryctl.lab.slurm [NODES]``: a cluster to try factoryctl against."""
+    import sys
+
+    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (and SIGINT, which a shell's "&" ignores) must still stop every daemon.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    with SlurmCluster(nodes=nodes) as cluster:
+        print(f"export SLURM_CONF={cluster.conf_path}")
+        print(f"# {nodes} nodes up ({', '.join(cluster.live_nodes)}); Ctrl-C stops everything")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The files of a lab Slurm cluster: munge key, fake GPU devices, slurm.conf, gres.conf and
+the RebootProgram, all inside one directory, with ports from the kernel."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from factoryctl.lab.procs import free_port
+
+NVIDIA_MAJOR = 195
+
+# RebootProgram: slurmd runs it (via system(), so it inherits slurmd's environment, which
+# names the node). It "reboots" the node by restarting that node's slurmd with -b, which
+# makes slurmd report the node as rebooted. The restart is detached because it kills the
+# slurmd that is running this script.
+REBOOT_SCRIPT = """#!/bin/sh
+node="$FACTORYCTL_LAB_NODE"
+dir="$FACTORYCTL_LAB_DIR"
+[ -n "$node" ] && [ -n "$dir" ] || exit 1
+echo "$(date +%s) reboot $node" >> "$dir/log/reboots.log"
+setsid sh -c '
+  sleep 1
+  old=$(cat "$0/run/slurmd-$1.pid" 2>/dev/null)
+  [ -n "$old" ] && kill "$old" 2>/dev/null
+  i=0
+  while [ -n "$old" ] && kill -0 "$old" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  exec slurmd -D -b -N "$1" >> "$0/log/slurmd-$1.out" 2>&1
+' "$dir" "$node" < /dev/null > /dev/null 2>&1 &
+echo $! > "$dir/run/restart-$node.pid"
+exit 0
+"""
+
+
+def write_lab_files(
+    d: Path,
+    *,
+    munge_socket: Path,
+    node_names: Sequence[str],
+    live_nodes: Sequence[str],
+    gpus_per_node: int,
+    cpus_per_node: int,
+    prolog: str | None = None,
+    epilog: str | None = None,
+    extra_conf: Sequence[str] = (),
+) -> int:
+    """Write everything; returns the SlurmctldPort chosen. Nodes not in ``live_nodes``
+    get no slurmd (and a dummy port): they exist for slurmctld only and read DOWN."""
+    live = set(live_nodes)
+    for sub in ("etc", "munge", "state", "run", "log", "dev", "tmp", "spool"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o755)
+    os.chmod(d / "munge", 0o755)  # munged insists on a non-writable-by-others dir
+    key = d / "etc" / "munge.key"
+    key.write_bytes(secrets.token_bytes(1024))
+    os.chmod(key, 0o600)
+    for i in range(gpus_per_node):
+        dev = d / "dev" / f"nvidia{i}"
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, i))
+        os.chmod(dev, 0o666)
+    for name in live:
+        (d / "spool" / name).mkdir(exist_ok=True)
+    reboot = d / "etc" / "reboot.sh"
+    reboot.write_text(REBOOT_SCRIPT)
+    os.chmod(reboot, 0o755)
+    (d / "etc" / "plugstack.conf").write_text("")
+    ctld_port = free_port()
+    conf = [
+        f"ClusterName=fctl{secrets.token_hex(3)}",
+        "SlurmctldHost=localhost(127.0.0.1)",
+        f"SlurmctldPort={ctld_port}",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={munge_socket}",
+        f"StateSaveLocation={d / 'state'}",
+        f"SlurmdSpoolDir={d / 'spool' / '%n'}",
+        f"SlurmctldPidFile={d / 'run' / 'slurmctld.pid'}",
+        f"SlurmdPidFile={d / 'run' / 'slurmd-%n.pid'}",
+        f"SlurmctldLogFile={d / 'log' / 'slurmctld.log'}",
+        f"SlurmdLogFile={d / 'log' / 'slurmd-%n.log'}",
+        f"PlugStackConfig={d / 'etc' / 'plugstack.conf'}",
+        f"TmpFS={d / 'tmp'}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "SlurmdParameters=config_overrides",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/filetxt",
+        f"JobCompLoc={d / 'log' / 'jobcomp.txt'}",
+        "ReturnToService=2",
+        "MailProg=/bin/true",
+        "MpiDefault=none",
+        "GresTypes=gpu",
+        f"RebootProgram={reboot}",
+        "ResumeTimeout=60",
+        "SlurmctldTimeout=30",
+        "SlurmdTimeout=300",
+        "MinJobAge=30",
+        "SchedulerParameters=sched_interval=2",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+    ]
+    if prolog:
+        conf.append(f"Prolog={prolog}")
+    if epilog:
+        conf.append(f"Epilog={epilog}")
+    conf.extend(extra_conf)
+    mem = 64000
+    for name in node_names:
+        conf.append(
+            f"NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 "
+            f"Port={free_port() if name in live else 1}"
+            f" CPUs={cpus_per_node} RealMemory={mem} Gres=gpu:{gpus_per_node}"
+            " State=UNKNOWN"
+        )
+    conf.append("PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
+    (d / "etc" / "slurm.conf").write_text("\n".join(conf) + "\n")
+    last = gpus_per_node - 1
+    devices = d / "dev" / (f"nvidia[0-{last}]" if last > 0 else "nvidia0")
+    (d / "etc" / "gres.conf").write_text(f"Name=gpu File={devices}\n")
+    return ctld_port

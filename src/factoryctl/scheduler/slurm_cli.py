@@ -1,0 +1,212 @@
+"""Slurm over its command-line tools: reads with sinfo/squeue --json, writes with scontrol.
+
+Every command is an argv list (never a shell string), so a reason such as
+``bad DIMM; see `dmesg` $(id)`` reaches slurmctld byte for byte. Node names and reasons
+are validated here as well as by the caller: this is the last gate before a production
+scheduler. A whole node set goes to scontrol as one hostlist: one call for 1,000 nodes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from factoryctl import hostlists
+from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError, UsageError
+from factoryctl.model import Job, Node
+from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
+from factoryctl.scheduler.slurm_parse import (
+    parse_reservations,
+    parse_scontrol_jobs,
+    parse_scontrol_nodes,
+    parse_sinfo_json,
+    parse_squeue_json,
+)
+
+Runner = Callable[
+    [Sequence[str], Mapping[str, str] | None, float], "subprocess.CompletedProcess[str]"
+]
+
+MAX_REASON = 512
+_RESERVATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+
+# Messages Slurm prints when it cannot reach slurmctld (or munge): these are "unreachable",
+# which scripts retry, rather than "the scheduler said no", which they must not.
+_UNREACHABLE = (
+    "unable to contact slurm controller",
+    "connection refused",
+    "socket timed out",
+    "zero bytes were transmitted",
+    "munge",
+    "authentication failure",
+    "unable to establish",
+    "communication connection failure",
+)
+_NOT_FOUND = ("invalid node name specified", "not found", "requested reservation is invalid")
+
+
+def subprocess_runner(
+    argv: Sequence[str], env: Mapping[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv),
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def validate_reason(reason: str) -> str:
+    text = reason.strip()
+    if not text:
+        raise UsageError("a reason is required and may not be empty")
+    if len(text) > MAX_REASON:
+        raise UsageError(f"reason is longer than {MAX_REASON} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UsageError("reason may not contain control characters (newlines, tabs)")
+    return text
+
+
+def validate_nodes(nodes: Sequence[str]) -> str:
+    """The hostlist to hand to scontrol, after checking every name once more."""
+    if not nodes:
+        raise UsageError("no nodes given")
+    for name in nodes:
+        hostlists.expand(name)  # raises on anything that is not a plain node name
+    return hostlists.collect(nodes)
+
+
+def validate_reservation_name(name: str) -> str:
+    if not _RESERVATION_NAME.match(name):
+        raise UsageError(f"invalid reservation name {name!r}: letters, digits, '.', '_', '-'")
+    return name
+
+
+@dataclass
+class SlurmCLI:
+    """The default backend. ``env`` is the environment for every Slurm command."""
+
+    env: Mapping[str, str] | None = None
+    timeout: float = 30.0
+    runner: Runner = subprocess_runner
+    name: str = "slurm"
+    calls: list[list[str]] = field(default_factory=list)  # every argv run, for tests/bench
+    # Slurm before 21.08 (or built without the JSON plugins) has no --json: fall back to
+    # ``scontrol -o`` once and remember it.
+    json_unsupported: bool = False
+
+    def _run(self, argv: list[str]) -> str:
+        self.calls.append(argv)
+        try:
+            result = self.runner(argv, self.env, self.timeout)
+        except FileNotFoundError:
+            raise FactoryctlError(
+                f"{argv[0]} not found: is Slurm installed on this host?",
+                ExitStatus.SCHEDULER_UNREACHABLE,
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise FactoryctlError(
+                f"{argv[0]} did not answer within {self.timeout:.0f}s",
+                ExitStatus.SCHEDULER_UNREACHABLE,
+            ) from None
+        if result.returncode != 0:
+            raise classify_error(argv, (result.stderr or result.stdout).strip())
+        return result.stdout
+
+    # -- reads ----------------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        if not self.json_unsupported:
+            try:
+                return parse_sinfo_json(self._run(["sinfo", "--json"]))
+            except FactoryctlError as err:
+                if not _no_json(err):
+                    raise
+                self.json_unsupported = True
+        return parse_scontrol_nodes(self._run(["scontrol", "-o", "show", "node"]))
+
+    def jobs(self) -> list[Job]:
+        if not self.json_unsupported:
+            try:
+                return parse_squeue_json(self._run(["squeue", "--json"]))
+            except FactoryctlError as err:
+                if not _no_json(err):
+                    raise
+                self.json_unsupported = True
+        return parse_scontrol_jobs(self._run(["scontrol", "-o", "-d", "show", "job"]))
+
+    def reservations(self) -> list[Reservation]:
+        text = self._run(["scontrol", "-o", "show", "reservation"])
+        return parse_reservations(text)
+
+    # -- writes ---------------------------------------------------------------------------
+    def drain(self, nodes: Sequence[str], reason: str) -> None:
+        hl = validate_nodes(nodes)
+        text = validate_reason(reason)
+        self._run(["scontrol", "update", f"NodeName={hl}", "State=DRAIN", f"Reason={text}"])
+
+    def resume(self, nodes: Sequence[str]) -> None:
+        hl = validate_nodes(nodes)
+        self._run(["scontrol", "update", f"NodeName={hl}", "State=RESUME"])
+
+    def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
+        hl = validate_nodes(nodes)
+        text = validate_reason(reason)
+        argv = ["scontrol", "reboot"]
+        if asap:
+            argv.append("ASAP")
+        argv += [f"nextstate={next_state.value.upper()}", f"reason={text}", hl]
+        self._run(argv)
+
+    def create_reservation(self, request: ReservationRequest) -> str:
+        name = validate_reservation_name(request.name)
+        hl = validate_nodes(request.nodes)
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(request.start_time))
+        minutes = max(1, round(request.duration_seconds / 60))
+        bad = [u for u in request.users if not _USER.match(u)]
+        if bad or not request.users:
+            raise UsageError(f"invalid reservation user {bad[0] if bad else ''!r}")
+        users = ",".join(request.users)
+        self._run(
+            [
+                "scontrol",
+                "create",
+                "reservation",
+                f"ReservationName={name}",
+                f"Nodes={hl}",
+                f"StartTime={start}",
+                f"Duration={minutes}",
+                f"Users={users}",
+                "Flags=MAINT,IGNORE_JOBS",
+            ]
+        )
+        return name
+
+    def delete_reservation(self, name: str) -> None:
+        self._run(["scontrol", "delete", f"ReservationName={validate_reservation_name(name)}"])
+
+
+def _no_json(err: FactoryctlError) -> bool:
+    text = err.message.lower()
+    return err.status is ExitStatus.SCHEDULER_ERROR and (
+        "unrecognized option" in text or ("json" in text and "plugin" in text)
+    )
+
+
+def classify_error(argv: Sequence[str], message: str) -> FactoryctlError:
+    first = message.splitlines()[0] if message else f"exit status {argv[0]} failed"
+    lowered = message.lower()
+    what = " ".join(argv[:2])
+    if any(m in lowered for m in _UNREACHABLE):
+        return FactoryctlError(
+            f"scheduler unreachable ({what}): {first}", ExitStatus.SCHEDULER_UNREACHABLE
+        )
+    if any(m in lowered for m in _NOT_FOUND):
+        return NotFoundError(f"{what}: {first}")
+    return FactoryctlError(f"{what}: {first}", ExitStatus.SCHEDULER_ERROR)
