@@ -157,12 +157,12 @@ class SimScheduler:
         with self.targets.lock:
             return build_snapshot(self.targets.sim).nodes
 
-    def jobs(self, since=None, until=None):
+    def jobs(self):
         from factoryctl.sim.snapshot import build_snapshot
 
         with self.targets.lock:
             jobs = build_snapshot(self.targets.sim).jobs
-        return [j for j in jobs if since is None or j.end_time is None or j.end_time >= since]
+        return list(jobs)
 
 
 def main() -> None:

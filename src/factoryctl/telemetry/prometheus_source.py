@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.auth import PromAuth
@@ -91,13 +92,15 @@ class PrometheusSource:
         schema = self.schema(t)
         i = self.interval(t)
         fields = VIEW_FIELDS.get(view or "")
-        plan, wanted, xid_gauge = self._plan(schema, i, fields, view)
+        warnings: list[str] = []
+        view_of_scheduler = self._scheduler_view(t, warnings)
+        plan, wanted, xid_gauge = self._plan(schema, i, fields, view, view_of_scheduler is None)
         results = self._run(plan, t)
         unavailable = set(schema.unavailable())
         users: dict[str, str] = {}
         energy: dict[str, JobEnergy] = {}
-        if self.scheduler is not None:
-            nodes, jobs = self._scheduler_view(t)
+        if view_of_scheduler is not None:
+            nodes, jobs = view_of_scheduler
             held = _held_by(jobs)
             gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
             # GPUs the scheduler allocated but telemetry never saw (exporter down) still count.
@@ -124,12 +127,12 @@ class PrometheusSource:
             replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
             for j in jobs
         ]
-        warnings = [
+        warnings.extend(
             f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
-        ]
+        )
         warnings.extend(self.client.warnings)
         self.client.warnings.clear()
-        if not jobs and schema.job_info is None and self.scheduler is None:
+        if not jobs and schema.job_info is None and view_of_scheduler is None:
             unavailable.add("jobs")
         return FactorySnapshot(
             time=t,
@@ -145,7 +148,12 @@ class PrometheusSource:
         return self.snapshot(view=view)
 
     def _plan(
-        self, schema: MetricSchema, i: float, fields: frozenset[str] | None, view: str | None
+        self,
+        schema: MetricSchema,
+        i: float,
+        fields: frozenset[str] | None,
+        view: str | None,
+        telemetry_jobs: bool,
     ) -> tuple[dict[str, str], set[str], str | None]:
         """Every query a snapshot needs, by name; plus the GPU fields and XID gauge wanted."""
         window = dur(2 * i)
@@ -173,7 +181,7 @@ class PrometheusSource:
                 "throttle_reasons": f"{native.GPU_CLOCK_EVENT} == 1",
             }
             plan.update({k: v for k, v in multi.items() if k in wanted})
-        if self.scheduler is None and schema.job_info is not None:
+        if telemetry_jobs and schema.job_info is not None:
             plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
             if schema.job_energy is not None and view != "nodes":
                 plan["job_energy"] = (
@@ -270,11 +278,21 @@ class PrometheusSource:
             users[job_id] = s.labels.get("user", "")
         return {k: tuple(sorted(v)) for k, v in held.items()}, users
 
-    def _scheduler_view(self, t: float) -> tuple[list[Node], list[Job]]:
-        assert self.scheduler is not None
-        nodes = list(self.scheduler.nodes())
-        jobs = list(self.scheduler.jobs(since=t - self.options.finished_lookback, until=t))
-        return nodes, jobs
+    def _scheduler_view(self, t: float, warnings: list[str]) -> tuple[list[Node], list[Job]] | None:
+        """Nodes and jobs from the scheduler; None (telemetry only, with a warning) when
+        there is none or it cannot be reached: the console must still show the GPUs."""
+        if self.scheduler is None:
+            return None
+        try:
+            nodes = list(self.scheduler.nodes())
+            jobs = list(self.scheduler.jobs())
+        except FactoryctlError as err:
+            if err.status is not ExitStatus.SCHEDULER_UNREACHABLE:
+                raise
+            warnings.append(f"scheduler unreachable, showing telemetry only: {err.message}")
+            return None
+        cutoff = t - self.options.finished_lookback
+        return nodes, [j for j in jobs if j.end_time is None or j.end_time >= cutoff]
 
     # -- energy --------------------------------------------------------------------------
     def job_energy(
@@ -310,7 +328,7 @@ class PrometheusSource:
         if self.scheduler is not None:
             jobs = [
                 j
-                for j in self.scheduler.jobs(since=since, until=until)
+                for j in self.scheduler.jobs()
                 if (j.start_time is None or j.start_time < until)
                 and (j.end_time is None or j.end_time > since)
             ]
@@ -411,21 +429,15 @@ def open_prometheus_source(
 
 
 def _scheduler_from_settings(settings: Mapping[str, Mapping[str, Any]]) -> SchedulerView | None:
-    """The configured scheduler's view, if the scheduler package offers one.
-
-    ``factoryctl.scheduler.open_scheduler_view(settings)`` is the hook; with
-    ``--scheduler none`` (or no hook yet) the source works from telemetry alone.
-    """
+    """The configured scheduler (Slurm CLI or slurmrestd); ``--scheduler none``: telemetry
+    alone. An unreachable scheduler degrades to telemetry alone with a warning."""
     if str(settings.get("scheduler", {}).get("type", "none")) == "none":
         return None
-    try:
-        from factoryctl import scheduler as sched
-    except ImportError:
-        return None
-    opener = getattr(sched, "open_scheduler_view", None)
-    if opener is None:
-        return None
-    view: SchedulerView | None = opener(settings)
+    import os
+
+    from factoryctl.scheduler import open_scheduler
+
+    view: SchedulerView = open_scheduler(settings, demo=False, environ=os.environ)
     return view
 
 

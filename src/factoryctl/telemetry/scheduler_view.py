@@ -14,10 +14,13 @@ from factoryctl.model import GPU, Job, Node, NodeState
 
 
 class SchedulerView(Protocol):
+    """The read half of ``factoryctl.scheduler.Scheduler``: what the join needs."""
+
     def nodes(self) -> Sequence[Node]: ...
 
-    def jobs(self, since: float | None = None, until: float | None = None) -> Sequence[Job]:
-        """Running jobs, plus finished ones that overlap [since, until] when given."""
+    def jobs(self) -> Sequence[Job]:
+        """Pending and running jobs, and the recently finished ones the scheduler still
+        remembers (Slurm: for MinJobAge), each with its allocation, start and end."""
         ...
 
 
