@@ -127,8 +127,11 @@ class EnergyReader:
         keys = set(job.gpu_keys())
         nodes = sorted({n for n, _ in keys})
         gpus = sorted({str(i) for _, i in keys})
+        node_re = label_matcher(nodes)
+        if self.schema.node_label == "instance":
+            node_re = f"({node_re})(:[0-9]+)?"  # the node is the host part of host:port
         sel = (
-            f'{self.schema.node_label}=~"{label_matcher(nodes)}",'
+            f'{self.schema.node_label}=~"{node_re}",'
             f'{self.schema.gpu_label}=~"{label_matcher(gpus)}"'
         )
         names = energy_metric.metric + (f"|{power_metric.metric}" if power_metric else "")
@@ -157,7 +160,10 @@ class EnergyReader:
             key = self._key(sample.labels)
             if key in energy and sample.value > 0:
                 node, index = key
-                one = f'{self.schema.node_label}="{node}",{self.schema.gpu_label}="{index}"'
+                one_node = label_matcher([node])
+                if self.schema.node_label == "instance":
+                    one_node += "(:[0-9]+)?"
+                one = f'{self.schema.node_label}=~"{one_node}",{self.schema.gpu_label}="{index}"'
                 hi = min(end + half, now)
                 # Every sample, power too: the reset's lost part is estimated from power.
                 collect(f'{{__name__=~"{names}",{one}}}[{dur(hi - start + half)}]', hi)

@@ -289,7 +289,10 @@ class PrometheusSource:
         except FactoryctlError as err:
             if err.status is not ExitStatus.SCHEDULER_UNREACHABLE:
                 raise
-            warnings.append(f"scheduler unreachable, showing telemetry only: {err.message}")
+            warnings.append(
+                f"scheduler unreachable, showing telemetry only ({err.message});"
+                " --scheduler none to say so"
+            )
             return None
         cutoff = t - self.options.finished_lookback
         return nodes, [j for j in jobs if j.end_time is None or j.end_time >= cutoff]
