@@ -92,3 +92,26 @@ def test_running_job_from_attribution_without_scheduler(
     # Finished jobs are gone from the attribution: no GPU is double-counted.
     assert all(len(g.job_ids) <= 1 for g in snap.gpus)
     assert {j.job_id for j in snap.jobs} == {scenario.running}
+
+
+@pytest.mark.parametrize("schema", ["native", "dcgm"])
+def test_node_aggregates_equal_rows_from_every_gpu(lab, engine_url: str, schema: str) -> None:
+    """The nodes view asks the engine for sums/means/maxima by node; same rows as per-GPU."""
+    import time
+
+    from factoryctl.telemetry.node_summary import node_rows
+    from factoryctl.views import node_rows as rows_from_gpus
+
+    src = source(engine_url, schema=schema)
+    t = time.time() - 1
+    snap, rows = node_rows(src, at=t)
+    expected = rows_from_gpus(src.snapshot(at=t))
+    assert [r["name"] for r in rows] == [r["name"] for r in expected]
+    for got, want in zip(rows, expected, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-9), (key, got, want)
+            else:
+                assert got[key] == value, (key, got, want)
+    assert not snap.gpus  # no per-GPU vector was fetched for it

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from factoryctl import views
 from factoryctl.cli.env import Environment
 from factoryctl.model import FactorySnapshot
 
@@ -15,3 +18,14 @@ def snapshot(env: Environment, view: str) -> FactorySnapshot:
         assert isinstance(snap, FactorySnapshot)
         return snap
     return source.snapshot()
+
+
+def node_rows(env: Environment) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
+    """The nodes view's snapshot and rows; aggregated by the engine where it can be."""
+    source = env.source()
+    aggregate = getattr(source, "node_rows_for_view", None)
+    if callable(aggregate):
+        snap, rows = aggregate()
+        return snap, list(rows)
+    snap = snapshot(env, "nodes")
+    return snap, views.node_rows(snap)

@@ -44,8 +44,7 @@ def _keys(columns: tuple[Column, ...]) -> str:
 def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
     """List nodes: state, reason, GPUs allocated/total, utilization and power."""
     env = get_env()
-    snap = fetch.snapshot(env, "nodes")
-    rows = node_rows(snap)
+    snap, rows = fetch.node_rows(env)
     if hostlist:
         wanted = set(hostlists.resolve(hostlist, (n.name for n in snap.nodes)))
         rows = [r for r in rows if r["name"] in wanted]

@@ -93,7 +93,7 @@ class PrometheusSource:
         i = self.interval(t)
         fields = VIEW_FIELDS.get(view or "")
         warnings: list[str] = []
-        view_of_scheduler = self._scheduler_view(t, warnings)
+        view_of_scheduler = self.scheduler_view(t, warnings)
         plan, wanted, xid_gauge = self._plan(schema, i, fields, view, view_of_scheduler is None)
         results = self._run(plan, t)
         unavailable = set(schema.unavailable())
@@ -146,6 +146,12 @@ class PrometheusSource:
 
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
         return self.snapshot(view=view)
+
+    def node_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
+        """``factoryctl nodes`` from per-node aggregates (no per-GPU vectors at all)."""
+        from factoryctl.telemetry.node_summary import node_rows
+
+        return node_rows(self)
 
     def _plan(
         self,
@@ -278,7 +284,7 @@ class PrometheusSource:
             users[job_id] = s.labels.get("user", "")
         return {k: tuple(sorted(v)) for k, v in held.items()}, users
 
-    def _scheduler_view(self, t: float, warnings: list[str]) -> tuple[list[Node], list[Job]] | None:
+    def scheduler_view(self, t: float, warnings: list[str]) -> tuple[list[Node], list[Job]] | None:
         """Nodes and jobs from the scheduler; None (telemetry only, with a warning) when
         there is none or it cannot be reached: the console must still show the GPUs."""
         if self.scheduler is None:
