@@ -155,6 +155,10 @@ def recorded_queries(url: str, view: str | None, energy: bool = False) -> list[d
     if energy:
         now = time.time()
         src.energy_report(now - 3000, now)
+    elif view == "nodes":
+        src.node_rows_for_view()  # what `factoryctl nodes` calls
+    elif view == "jobs":
+        src.job_rows_for_view()  # what `factoryctl jobs` calls (no scheduler)
     else:
         src.snapshot(view=view)
     return sent

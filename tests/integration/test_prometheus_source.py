@@ -115,3 +115,33 @@ def test_node_aggregates_equal_rows_from_every_gpu(lab, engine_url: str, schema:
             else:
                 assert got[key] == value, (key, got, want)
     assert not snap.gpus  # no per-GPU vector was fetched for it
+
+
+@pytest.mark.parametrize("with_jobs", [False, True])
+def test_job_aggregates_equal_rows_from_every_gpu(
+    lab, scenario: Scenario, engine_url: str, with_jobs: bool
+) -> None:
+    """The jobs view joins metrics to job_info on the engine; same rows as per-GPU."""
+    import time
+
+    from factoryctl.telemetry.job_summary import job_rows
+    from factoryctl.views import job_rows as rows_from_gpus
+
+    src = source(engine_url)
+    t = time.time() - 1
+    done = job_rows(src, at=t)
+    assert done is not None
+    snap, rows = done
+    expected = rows_from_gpus(src.snapshot(at=t))
+    assert [r["job_id"] for r in rows] == [r["job_id"] for r in expected] == [scenario.running]
+    for got, want in zip(rows, expected, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-9), (key, got, want)
+            else:
+                assert got[key] == value, (key, got, want)
+    assert not snap.gpus
+    # With a scheduler the allocation is not in Prometheus: the per-GPU path is used.
+    if with_jobs:
+        assert job_rows(source(engine_url, scheduler=SimScheduler(lab.native)), at=t) is None

@@ -29,3 +29,19 @@ def node_rows(env: Environment) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
         return snap, list(rows)
     snap = snapshot(env, "nodes")
     return snap, views.node_rows(snap)
+
+
+def job_rows(
+    env: Environment, include_finished: bool
+) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
+    """The jobs view's snapshot and rows; aggregated by the engine where it can be."""
+    source = env.source()
+    aggregate = getattr(source, "job_rows_for_view", None)
+    if callable(aggregate):
+        # Telemetry-only jobs are all running: ``include_finished`` changes nothing there.
+        done = aggregate()
+        if done is not None:
+            snap, rows = done
+            return snap, list(rows)
+    snap = snapshot(env, "jobs")
+    return snap, views.job_rows(snap, include_finished=include_finished)

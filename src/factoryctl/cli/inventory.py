@@ -20,7 +20,6 @@ from factoryctl.views import (
     filter_rows,
     gpu_rows,
     job_row,
-    job_rows,
     node_rows,
     sort_rows,
 )
@@ -92,8 +91,7 @@ def jobs(
 ) -> None:
     """List jobs: GPUs held, mean utilization, idle GPUs and energy in kWh."""
     env = get_env()
-    snap = fetch.snapshot(env, "jobs")
-    rows = job_rows(snap, include_finished=include_finished or bool(states))
+    snap, rows = fetch.job_rows(env, include_finished=include_finished or bool(states))
     if node_list:
         wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes)))
         rows = [r for r in rows if r["nodes"] and wanted & set(hostlists.expand(r["nodes"]))]

@@ -147,6 +147,13 @@ class PrometheusSource:
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
         return self.snapshot(view=view)
 
+    def job_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]] | None:
+        """``factoryctl jobs`` from per-job aggregates; None where a scheduler holds the
+        allocations (the caller then takes the per-GPU snapshot)."""
+        from factoryctl.telemetry.job_summary import job_rows
+
+        return job_rows(self)
+
     def node_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
         """``factoryctl nodes`` from per-node aggregates (no per-GPU vectors at all)."""
         from factoryctl.telemetry.node_summary import node_rows
