@@ -21,8 +21,8 @@ from factoryctl.lab.stack import ENGINES, Stack, stop_from_pidfile
 DEFAULT_STATE = Path(".lab/telemetry")
 # {port}, {node}, {gpus} and {seed} are filled in per exporter.
 DEFAULT_EXPORTER = (
-    "factoryctl-exporter --simulate --listen 127.0.0.1:{port} --node {node} --gpus {gpus}"
-    " --seed {seed}"
+    "factoryctl-exporter --simulate {gpus} --listen 127.0.0.1:{port} --node-name {node}"
+    " --sim-seed {seed}"
 )
 
 
@@ -30,7 +30,11 @@ def _exporters(args: argparse.Namespace, state: Path) -> tuple[list[str], list[M
     if args.targets:
         return [t.strip() for t in args.targets.split(",") if t.strip()], []
     argv0 = shlex.split(args.exporter_cmd)[0]
-    if shutil.which(argv0) is None:
+    # A venv's scripts sit beside its python, whether or not the venv is on PATH.
+    beside = Path(sys.executable).parent / argv0
+    if shutil.which(argv0) is None and beside.exists():
+        args.exporter_cmd = args.exporter_cmd.replace(argv0, shlex.quote(str(beside)), 1)
+    elif shutil.which(argv0) is None:
         raise SystemExit(
             f"lab: {argv0} not found; install factoryctl, pass --exporter-cmd, or scrape running"
             " exporters with --targets HOST:PORT,..."
