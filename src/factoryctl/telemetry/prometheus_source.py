@@ -24,8 +24,8 @@ from typing import Any
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
 from factoryctl.telemetry import schema as native
-from factoryctl.telemetry.auth import PromAuth
-from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.client import PromClient
+from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema
 from factoryctl.telemetry.prom_detect import detect_interval, detect_schema, gpu_key
@@ -39,14 +39,6 @@ from factoryctl.telemetry.scheduler_view import (
 from factoryctl.triage import Alert
 
 GpuKey = tuple[str, int]
-
-
-# Per-GPU fields each view shows (None: all of them).
-VIEW_FIELDS: dict[str, frozenset[str]] = {
-    "nodes": frozenset({"utilization", "power_watts", "temperature_celsius", "xid_total"}),
-    "jobs": frozenset({"utilization", "memory_used_bytes", "power_watts"}),
-}
-MULTI_SERIES = frozenset({"xid_total", "ecc_uncorrected_total", "throttle_reasons"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +246,7 @@ class PrometheusSource:
                 values[key][name] = s.value * scale
                 seen.add(name)
         if schema is NATIVE:
-            _native_multi(results, values, seen)
+            native_multi(results, values, seen)
         else:
             # dcgm reports free framebuffer, not total: total = used + free.
             for v in values.values():
@@ -362,33 +354,6 @@ class PrometheusSource:
         return firing_alerts(self.client)
 
 
-def _native_multi(
-    results: Mapping[str, QueryResult],
-    values: dict[GpuKey, dict[str, Any]],
-    seen: set[str],
-) -> None:
-    """Fields the native exporter spreads over several series per GPU (summed server-side)."""
-    for name in ("xid_total", "ecc_uncorrected_total"):
-        res = results.get(name)
-        for s in res.vector if res else ():
-            key = gpu_key(NATIVE, s.labels)
-            if key in values:
-                values[key][name] = s.value
-                seen.add(name)
-    events = results.get("throttle_reasons")
-    reasons: dict[GpuKey, list[str]] = {}
-    for s in events.vector if events else ():
-        key = gpu_key(NATIVE, s.labels)
-        if key in values:
-            reasons.setdefault(key, []).append(s.labels.get("reason", "?"))
-    for key, names in reasons.items():
-        values[key]["throttle_reasons"] = tuple(sorted(names))
-    # A GPU with XID counters but no XID yet is 0, not unknown.
-    if "xid_total" in seen:
-        for v in values.values():
-            v.setdefault("xid_total", 0.0)
-
-
 def _earliest_start(jobs: Sequence[Job], default: float) -> float:
     starts = [j.start_time for j in jobs if j.start_time is not None]
     if len(starts) < len(jobs):
@@ -409,52 +374,10 @@ def _held_by(jobs: Sequence[Job]) -> dict[GpuKey, tuple[str, ...]]:
 def open_prometheus_source(
     settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
 ) -> PrometheusSource:
-    """The source the CLI uses: client from ``[prometheus]`` settings."""
-    from pathlib import Path
+    """The source the CLI uses, from ``[prometheus]`` and ``[scheduler]`` settings."""
+    from factoryctl.telemetry.prom_open import source_from_settings
 
-    p = settings["prometheus"]
-
-    def path(key: str) -> Path | None:
-        return Path(str(p[key])).expanduser() if p.get(key) else None
-
-    auth = PromAuth(
-        bearer_token_file=path("bearer_token_file"),
-        bearer_token_env=p.get("bearer_token_env") or None,
-        username=p.get("username") or None,
-        password_file=path("password_file"),
-        password_env=p.get("password_env") or None,
-        ca_bundle=path("ca_file"),
-        client_cert=path("cert_file"),
-        client_key=path("key_file"),
-    )
-    client = PromClient(
-        PromConfig(
-            url=str(p["url"]),
-            timeout=float(p.get("timeout", 10.0)),
-            retries=int(p.get("retries", 2)),
-            auth=auth,
-        )
-    )
-    options = SourceOptions(
-        schema=str(p.get("schema", "auto")),
-        scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
-    )
-    if scheduler is None:
-        scheduler = _scheduler_from_settings(settings)
-    return PrometheusSource(client, scheduler, options)
-
-
-def _scheduler_from_settings(settings: Mapping[str, Mapping[str, Any]]) -> SchedulerView | None:
-    """The configured scheduler (Slurm CLI or slurmrestd); ``--scheduler none``: telemetry
-    alone. An unreachable scheduler degrades to telemetry alone with a warning."""
-    if str(settings.get("scheduler", {}).get("type", "none")) == "none":
-        return None
-    import os
-
-    from factoryctl.scheduler import open_scheduler
-
-    view: SchedulerView = open_scheduler(settings, demo=False, environ=os.environ)
-    return view
+    return source_from_settings(settings, scheduler)
 
 
 __all__ = ["Allocation", "PrometheusSource", "SourceOptions", "open_prometheus_source"]
