@@ -203,6 +203,7 @@ def test_undetectable_schema(tmp_path: Path) -> None:
         assert_one_line_error(res, ExitStatus.SCHEMA_UNDETECTED, "no GPU metrics found")
         forced = cli("--prometheus", url, "--schema", "dcgm", "gpus", "-o", "json", home=tmp_path)
         assert forced.status == 0 and forced.json()["items"] == []
+        assert "no GPU series of the dcgm schema" in forced.stderr
     finally:
         bare.stop()
 

@@ -138,3 +138,38 @@ def test_choose_prefers_native_and_rejects_unknown() -> None:
     assert choose({}, "dcgm") is DCGM
     with pytest.raises(SchemaUndetected, match="unknown metric schema"):
         choose({}, "nvitop")
+
+
+class BrokenScheduler:
+    def __init__(self, status: ExitStatus) -> None:
+        self.status = status
+
+    def nodes(self):
+        from factoryctl.errors import FactoryctlError
+
+        raise FactoryctlError("sinfo --json: cannot contact slurmctld", self.status)
+
+    def jobs(self):
+        return []
+
+
+@pytest.mark.parametrize("status", [ExitStatus.SCHEDULER_UNREACHABLE, ExitStatus.SCHEDULER_ERROR])
+def test_failing_scheduler_read_degrades_to_telemetry_with_a_warning(status) -> None:
+    client = PromClient(
+        PromConfig("http://prom:9090"), transport=httpx.MockTransport(FakeDcgmProm())
+    )
+    src = PrometheusSource(client, BrokenScheduler(status), SourceOptions(), clock=lambda: T)
+    snap = src.snapshot()
+    assert len(snap.gpus) == 4
+    assert any("scheduler unreachable" in w and "slurmctld" in w for w in snap.warnings)
+
+
+def test_usage_errors_from_the_scheduler_still_raise() -> None:
+    client = PromClient(
+        PromConfig("http://prom:9090"), transport=httpx.MockTransport(FakeDcgmProm())
+    )
+    src = PrometheusSource(
+        client, BrokenScheduler(ExitStatus.USAGE), SourceOptions(), clock=lambda: T
+    )
+    with pytest.raises(Exception, match="slurmctld"):
+        src.snapshot()

@@ -197,3 +197,11 @@ def node_name(labels: Mapping[str, str], label: str) -> str:
         host, _, port = value.rpartition(":")
         return host if port.isdigit() and host else value
     return value
+
+
+def no_gpus_warning(schema: MetricSchema) -> str:
+    """Said when a (forced) schema matches nothing: an empty table alone would mislead."""
+    return (
+        f"no GPU series of the {schema.name} schema ({schema.inventory}) in Prometheus;"
+        " wrong --schema, or no exporter scraped"
+    )

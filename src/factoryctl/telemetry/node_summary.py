@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from factoryctl.model import FactorySnapshot, Node, NodeState
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, dur
-from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
+from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning, node_name
 
 if TYPE_CHECKING:
     from factoryctl.telemetry.prometheus_source import PrometheusSource
@@ -89,6 +89,8 @@ def node_rows(
             for n in sorted(values["gpus_total"].keys() | values["reporting"].keys())
         ]
     rows = [_row(node, values) for node in nodes]
+    if not values["gpus_total"] and not values["reporting"]:
+        warnings.append(no_gpus_warning(schema))
     warnings.extend(client.warnings)
     client.warnings.clear()
     unavailable = {

@@ -27,7 +27,7 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
-from factoryctl.telemetry.metrics import NATIVE, MetricSchema
+from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning
 from factoryctl.telemetry.prom_detect import detect_interval, detect_schema, gpu_key
 from factoryctl.telemetry.prom_reports import SchedulerRequired, firing_alerts, jobs_seen
 from factoryctl.telemetry.results import QueryResult
@@ -122,6 +122,8 @@ class PrometheusSource:
         warnings.extend(
             f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
         )
+        if not gpus:
+            warnings.append(no_gpus_warning(schema))
         warnings.extend(self.client.warnings)
         self.client.warnings.clear()
         if not jobs and schema.job_info is None and view_of_scheduler is None:
@@ -292,7 +294,9 @@ class PrometheusSource:
             nodes = list(self.scheduler.nodes())
             jobs = list(self.scheduler.jobs())
         except FactoryctlError as err:
-            if err.status is not ExitStatus.SCHEDULER_UNREACHABLE:
+            # A read that fails (no controller, no config, sinfo missing) must not hide
+            # the GPUs: degrade to telemetry only and say so. Usage errors still raise.
+            if err.status not in (ExitStatus.SCHEDULER_UNREACHABLE, ExitStatus.SCHEDULER_ERROR):
                 raise
             warnings.append(
                 f"scheduler unreachable, showing telemetry only ({err.message});"
