@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import click
@@ -45,7 +44,10 @@ def summary(snap: FactorySnapshot) -> str:
     "--refresh", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds."
 )
 @click.option("--once", is_flag=True, help="Print one summary and exit.")
-def demo(nodes: int, gpus_per_node: int, seed: int, refresh: float, once: bool) -> None:
+@click.option("--readonly", is_flag=True, help="Open the console with every action hidden.")
+def demo(
+    nodes: int, gpus_per_node: int, seed: int, refresh: float, once: bool, readonly: bool
+) -> None:
     """Open the console on a simulated factory (no Prometheus or Slurm needed)."""
     from factoryctl.telemetry.demo import DemoSource
 
@@ -60,8 +62,7 @@ def demo(nodes: int, gpus_per_node: int, seed: int, refresh: float, once: bool) 
     if once or not env.stdout_isatty:
         env.write(summary(source.snapshot()))
         return
-    while True:
-        source.advance_to(env.clock())
-        env.stdout.write("\x1b[H\x1b[2J" + summary(source.snapshot()) + "\n\n(Ctrl-C to quit)\n")
-        env.stdout.flush()
-        time.sleep(refresh)
+    from factoryctl.cli.top import demo_console, open_console
+
+    live, actions = demo_console(env, source)
+    open_console(env, live, actions, readonly=readonly, refresh=refresh)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "jobs": "factoryctl.cli.inventory:jobs",
     "job": "factoryctl.cli.inventory:job",
     "demo": "factoryctl.cli.demo:demo",
+    "top": "factoryctl.cli.top:top",
     "triage": "factoryctl.cli.triage:triage_command",
     "energy": "factoryctl.cli.energy:energy",
     "completion": "factoryctl.cli.completion:completion",

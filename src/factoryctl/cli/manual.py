@@ -42,6 +42,13 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("A larger simulated factory:", "factoryctl demo --nodes 512 --seed 3"),
         ("One text summary, for a terminal without a TUI:", "factoryctl demo --once"),
     ],
+    "factoryctl top": [
+        (
+            "The console on Prometheus, polling every 5 s:",
+            "factoryctl --prometheus http://prom:9090 top --refresh 5",
+        ),
+        ("A console for a wall screen, with every action hidden:", "factoryctl top --readonly"),
+    ],
     "factoryctl completion": [
         ("Enable completion in bash:", 'eval "$(factoryctl completion bash)"'),
     ],

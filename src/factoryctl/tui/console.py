@@ -1,0 +1,309 @@
+"""The console's data side: polling, the one reactive frame, chrome, and the views it feeds.
+
+Data flow: a thread worker polls the source and builds a ``Frame`` off the event loop,
+posts ``SnapshotFetched``; the handler sets the one ``frame`` reactive inside
+``batch_update`` and the watcher hands the frame to the widgets. A failed poll keeps
+the last frame and marks it stale with its age. ``FactoryApp`` (app.py) adds the
+navigation, commands, marks and actions on top.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Mapping
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.reactive import reactive
+from textual.timer import Timer
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.worker import Worker
+
+from factoryctl.errors import FactoryctlError
+from factoryctl.triage import Problem, triage
+from factoryctl.tui import fmt
+from factoryctl.tui.backend import ActionBackend, SnapshotSource
+from factoryctl.tui.frame import Frame, build_frame
+from factoryctl.tui.history import History
+from factoryctl.tui.messages import FetchFailed, SnapshotFetched, TriageReady
+from factoryctl.tui.rows import JOB_COLUMNS, NODE_COLUMNS, TRIAGE_COLUMNS, triage_rows
+from factoryctl.tui.table import VirtualTable
+from factoryctl.tui.views import (
+    DetailView,
+    HeatMap,
+    OverviewView,
+    header_text,
+    job_detail,
+    node_detail,
+)
+
+TABLE_VIEWS = ("nodes", "jobs", "triage")
+VIEW_TITLES = {
+    "overview": "overview",
+    "nodes": "nodes",
+    "jobs": "jobs",
+    "triage": "triage",
+    "node-detail": "node",
+    "job-detail": "job",
+}
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, FactoryctlError):
+        return err.message
+    return f"{type(err).__name__}: {err}"
+
+
+class ConsoleBase(App[None]):
+    TITLE = "factoryctl top"
+    AUTO_FOCUS = None
+    CSS = """
+    #title { height: 1; background: $primary; color: $text; padding: 0 1; }
+    #crumbs { height: 1; background: $panel; padding: 0 1; }
+    #status { height: 1; padding: 0 1; }
+    #status.stale { background: $error 30%; color: $text; }
+    #status.paused { background: $warning 30%; }
+    #prompt { dock: bottom; display: none; border: none; height: 1; padding: 0 1; }
+    #prompt.visible { display: block; }
+    ContentSwitcher { height: 1fr; }
+    """
+    frame: reactive[Frame | None] = reactive(None, always_update=True)
+    error: reactive[str | None] = reactive(None)
+    paused: reactive[bool] = reactive(False)
+
+    def __init__(
+        self,
+        source: SnapshotSource,
+        *,
+        readonly: bool = False,
+        refresh: float | None = 2.0,
+        clock: Callable[[], float] | None = None,
+        actions: ActionBackend | None = None,
+        keymap: Mapping[str, str] | None = None,
+        history: int = 60,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.readonly = readonly
+        self.refresh_seconds = refresh
+        self.clock = clock or time.time
+        self.actions_backend = None if readonly else actions
+        self._history = History(capacity=history)
+        self.view_stack: list[tuple[str, str]] = [("overview", "")]
+        self.prompt_mode = ""
+        self.messages: list[tuple[str, str]] = []  # (severity, text) for tests and triage
+        self.audit: list[str] = []
+        self.polls = 0
+        self.last_poll_seconds: float | None = None  # fetch + build, for the benchmark
+        self.last_render_seconds: float | None = None  # poll start to painted screen
+        self.last_apply_seconds: float | None = None  # event-loop time to apply a frame
+        self._poll_worker: Worker[None] | None = None
+        self.triage_problems: list[Problem] = []
+        self.triage_time: float | None = None  # snapshot time the triage list is for
+        self._triage_worker: Worker[None] | None = None
+        self._timer: Timer | None = None
+        if keymap:
+            self.set_keymap(dict(keymap))
+
+    # -- layout ---------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(header_text(None), id="title")
+        yield Static("", id="crumbs")
+        with ContentSwitcher(initial="overview"):
+            yield OverviewView(id="overview")
+            yield VirtualTable(NODE_COLUMNS, id="nodes")
+            yield VirtualTable(JOB_COLUMNS, id="jobs")
+            yield VirtualTable(TRIAGE_COLUMNS, id="triage")
+            yield DetailView(id="node-detail")
+            yield DetailView(id="job-detail")
+        yield Static("", id="status")
+        yield Input(id="prompt", disabled=True)  # enabled only while prompting
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(OverviewView).show(None)
+        self._update_chrome()
+        self.poll()
+        if self.refresh_seconds:
+            self._timer = self.set_interval(self.refresh_seconds, self._tick)
+
+    # -- polling --------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if not self.paused:
+            self.poll()
+        self._update_status()
+
+    def poll(self) -> None:
+        """Start a poll unless one is still running: polls never overlap or queue up."""
+        w = self._poll_worker
+        if w is not None and not w.is_finished:
+            return
+        self._poll_worker = self._fetch()
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def _fetch(self) -> None:
+        started = time.perf_counter()
+        # A 100,000-GPU snapshot is ~2 million small acyclic objects; letting the cyclic
+        # GC scan them while they are being built costs ~30% of the poll. Reference
+        # counting still frees everything; cycles wait for the next collection.
+        pause_gc = gc.isenabled()
+        if pause_gc:
+            gc.disable()
+        try:
+            snapshot = self.source.snapshot()
+            frame = build_frame(snapshot, self._history, self.clock())
+        except Exception as err:  # any source failure: keep the old data, say why
+            self.post_message(FetchFailed(describe(err), started))
+            return
+        finally:
+            if pause_gc:
+                gc.enable()
+        self.post_message(SnapshotFetched(frame, started))
+
+    def on_snapshot_fetched(self, message: SnapshotFetched) -> None:
+        self.polls += 1
+        applying = time.perf_counter()
+        with self.batch_update():
+            self._history = message.frame.history
+            self.error = None
+            self.frame = message.frame
+        done = time.perf_counter()
+        self.last_apply_seconds = done - applying  # time the event loop was busy with it
+        self.last_poll_seconds = done - message.started
+        self.call_after_refresh(self._painted, message.started)
+
+    def _painted(self, started: float) -> None:
+        self.last_render_seconds = time.perf_counter() - started
+
+    def _start_triage(self) -> None:
+        # One triage at a time: a thread worker cannot be stopped midway, so starting a
+        # new one per poll would pile up threads on a factory where triage is slow. The
+        # handler starts the next one if the data moved on meanwhile.
+        frame = self.frame
+        w = self._triage_worker
+        if w is not None and not w.is_finished:
+            return
+        if frame is not None and self.triage_time != frame.snapshot.time:
+            self._triage_worker = self._triage(frame)
+
+    @work(thread=True, exclusive=True, group="triage", exit_on_error=False)
+    def _triage(self, frame: Frame) -> None:
+        # Triage walks nodes x jobs: computed only while its view is open, off the loop.
+        problems = triage(frame.snapshot)
+        self.post_message(TriageReady(problems, triage_rows(problems), frame.snapshot.time))
+
+    def on_triage_ready(self, message: TriageReady) -> None:
+        self.triage_problems = message.problems
+        self.triage_time = message.snapshot_time
+        self.query_one("#triage", VirtualTable).set_rows(message.rows)
+        self._update_crumbs()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # A triage finished: catch up if the data moved on while it ran.
+        w = event.worker
+        if w is self._triage_worker and w.is_finished and self.current_view == "triage":
+            self._start_triage()
+
+    def on_fetch_failed(self, message: FetchFailed) -> None:
+        self.polls += 1
+        self.error = message.error
+        self.say(f"poll failed: {message.error}", "error")
+
+    def watch_frame(self, frame: Frame | None) -> None:
+        if frame is None:
+            return
+        self.query_one("#title", Static).update(header_text(frame.snapshot))
+        self.query_one("#nodes", VirtualTable).set_rows(frame.nodes)
+        self.query_one("#jobs", VirtualTable).set_rows(frame.jobs)
+        self.query_one(OverviewView).show(frame)
+        self._render_detail()
+        if self.current_view == "triage":
+            self._start_triage()
+        self._update_chrome()
+
+    def watch_error(self) -> None:
+        self._update_status()
+
+    def watch_paused(self) -> None:
+        self._update_status()
+
+    # -- chrome ---------------------------------------------------------------------------
+    @property
+    def current_view(self) -> str:
+        return self.view_stack[-1][0]
+
+    def current_table(self) -> VirtualTable | None:
+        view = self.current_view
+        return self.query_one(f"#{view}", VirtualTable) if view in TABLE_VIEWS else None
+
+    def _update_chrome(self) -> None:
+        self._update_crumbs()
+        self._update_status()
+
+    def _update_crumbs(self) -> None:
+        text = Text()
+        for i, (v, a) in enumerate(self.view_stack):
+            if i:
+                text.append(" › ", style="dim")
+            label = f"{VIEW_TITLES[v]} {a}".strip()
+            text.append(f"<{label}>", style="bold" if i == len(self.view_stack) - 1 else "dim")
+        table = self.current_table()
+        if table is not None:
+            text.append(f"  {fmt.count(len(table.rows))}/{fmt.count(len(table.all_rows))} rows")
+            if table.row_filter.text:
+                text.append(f"  filter /{table.row_filter.text}/", style="yellow")
+            if table.sort_label:
+                text.append(f"  sort {table.sort_label}")
+            if table.marks:
+                text.append(f"  marked {len(table.marks)}", style="bold yellow")
+            if table.id == "triage" and self.frame and self.triage_time != self.frame.snapshot.time:
+                text.append("  triaging…", style="dim")
+        if self.readonly:
+            text.append("  READ-ONLY", style="bold cyan")
+        self.query_one("#crumbs", Static).update(text)
+
+    def _update_status(self) -> None:
+        status = self.query_one("#status", Static)
+        frame = self.frame
+        status.set_class(self.error is not None, "stale")
+        status.set_class(self.paused and self.error is None, "paused")
+        if self.error is not None:
+            if frame is None:
+                status.update(f"NO DATA: {self.error}")
+            else:
+                age = fmt.age(self.clock() - frame.snapshot.time)
+                status.update(f"STALE: data is {age} old; last poll failed: {self.error}")
+        elif frame is None:
+            status.update("connecting…")
+        elif self.paused:
+            status.update("PAUSED: press p to resume, r to poll once")
+        else:
+            every = f"every {self.refresh_seconds:g}s" if self.refresh_seconds else "on demand (r)"
+            status.update(f"live: polling {every}")
+
+    def say(self, message: str, severity: str = "information") -> None:
+        """Tell the user something, and keep it where tests and bug reports can read it."""
+        self.messages.append((severity, message))
+        self.notify(message, severity=severity)  # type: ignore[arg-type]
+
+    # -- navigation -----------------------------------------------------------------------
+    def _render_detail(self) -> None:
+        view, arg = self.view_stack[-1]
+        if view == "node-detail":
+            w = self.query_one("#node-detail", DetailView)
+            w.set_body(node_detail(self.frame, arg, self.size.width))
+        elif view == "job-detail":
+            w = self.query_one("#job-detail", DetailView)
+            w.set_body(job_detail(self.frame, arg, self.size.width))
+
+    def action_heat_metric(self) -> None:
+        metric = self.query_one(HeatMap).toggle_metric()
+        self.say(f"heat map shows {metric}")
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+
+    def action_refresh(self) -> None:
+        self.poll()

@@ -1,0 +1,52 @@
+"""One poll's worth of everything the screen shows, built off the event loop.
+
+The poller builds a ``Frame`` in its thread (snapshot, rows, summary, heat-map values,
+history) and posts it; the app sets it as its one reactive and widgets only render it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factoryctl.model import GPU, FactorySnapshot
+from factoryctl.tui.history import History
+from factoryctl.tui.overview import Summary, summarize
+from factoryctl.tui.rows import JOB_COLUMNS, Row, job_rows, node_rows
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    snapshot: FactorySnapshot
+    nodes: tuple[Row, ...]
+    jobs: tuple[Row, ...]
+    summary: Summary
+    gpu_utilization: tuple[float | None, ...]  # node order; None: down or silent
+    gpu_power: tuple[float | None, ...]  # power / power limit, same order
+    gpus_per_node: int
+    history: History
+    fetched_at: float  # clock time the poll finished
+
+
+def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) -> Frame:
+    gpn = max((n.gpu_count for n in snapshot.nodes), default=0)
+    jobs = tuple(job_rows(snapshot))
+    idle_column = [c.name for c in JOB_COLUMNS].index("IDLE")
+    # The job rows already hold each job's idle GPUs: the problem list reuses them.
+    job_idle = {r.key: int(v) for r in jobs if isinstance(v := r.values[idle_column], float)}
+    return Frame(
+        snapshot=snapshot,
+        nodes=tuple(node_rows(snapshot)),
+        jobs=jobs,
+        summary=summarize(snapshot, job_idle=job_idle),
+        gpu_utilization=tuple(g.utilization if g.up else None for g in snapshot.gpus),
+        gpu_power=tuple(_power_ratio(g) for g in snapshot.gpus),
+        gpus_per_node=gpn,
+        history=history.append(snapshot),
+        fetched_at=fetched_at,
+    )
+
+
+def _power_ratio(gpu: GPU) -> float | None:
+    if not gpu.up or gpu.power_watts is None or not gpu.power_limit_watts:
+        return None
+    return gpu.power_watts / gpu.power_limit_watts

@@ -1,0 +1,48 @@
+"""The help screen's text, built from the bindings as remapped by the user's keymap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.binding import Binding
+
+from factoryctl.tui.commands import KNOWN
+
+if TYPE_CHECKING:
+    from factoryctl.tui.app import FactoryApp
+
+
+def help_text(app: FactoryApp) -> Text:
+    """Every key (as remapped), the table keys, the commands and the filter syntax."""
+    text = Text()
+    text.append("factoryctl top: keys\n\n", style="bold")
+    for key, binding in _bindings_by_id(app):
+        if binding.action.startswith("act(") and app.actions_backend is None:
+            continue
+        text.append(f"  {key:<14}", style="bold cyan")
+        text.append(f"{binding.description}  [{binding.id}]\n")
+    text.append("\nIn tables\n", style="bold")
+    text.append("  up/down j/k    move   pgup/pgdn  page   home/end  jump\n")
+    text.append("  enter          open the row   space  mark the row\n")
+    text.append("  Shift+letter   sort by the column with that key (again: reverse)\n")
+    text.append("    nodes: N name S state G GPUs U util P power T temp X XIDs R reason\n")
+    text.append("    jobs:  J id U user S state G GPUs R runtime M util I idle E kWh F flag\n")
+    text.append("    triage: V severity K kind N node G GPU U users S summary\n")
+    text.append("\nCommands (:)\n", style="bold")
+    text.append("  :overview :nodes :jobs :triage :node NAME :job ID\n")
+    text.append("  :pause :refresh :help :quit\n")
+    if app.actions_backend is not None:
+        text.append("  :drain :resume :reboot :maint   act on marked nodes\n")
+    text.append("\nFilter (/): a case-insensitive regex; !regex keeps rows that do not match.\n")
+    text.append("Esc clears the filter, then goes back. ctrl+p opens the command palette.\n")
+    text.append(f"\nKnown commands: {' '.join(KNOWN)}\n", style="dim")
+    return text
+
+
+def _bindings_by_id(app: FactoryApp) -> Iterable[tuple[str, Binding]]:
+    keymap = getattr(app, "_keymap", {}) or {}
+    for b in app.BINDINGS:
+        if isinstance(b, Binding) and b.id:
+            yield keymap.get(b.id, b.key), b

@@ -1,0 +1,45 @@
+"""Messages the workers post to the app (the only way data enters the event loop)."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from factoryctl.triage import Problem
+from factoryctl.tui.backend import ActionPlan, ActionResult
+from factoryctl.tui.frame import Frame
+from factoryctl.tui.rows import Row
+
+
+class SnapshotFetched(Message):
+    def __init__(self, frame: Frame, started: float) -> None:
+        super().__init__()
+        self.frame = frame
+        self.started = started  # perf_counter() when the poll began
+
+
+class FetchFailed(Message):
+    def __init__(self, error: str, started: float) -> None:
+        super().__init__()
+        self.error = error
+        self.started = started
+
+
+class PlanReady(Message):
+    def __init__(self, plan: ActionPlan) -> None:
+        super().__init__()
+        self.plan = plan
+
+
+class ActionDone(Message):
+    def __init__(self, result: ActionResult | None, error: str = "") -> None:
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class TriageReady(Message):
+    def __init__(self, problems: list[Problem], rows: list[Row], snapshot_time: float) -> None:
+        super().__init__()
+        self.problems = problems
+        self.rows = rows
+        self.snapshot_time = snapshot_time

@@ -1,0 +1,197 @@
+"""The Overview's numbers and its "top problems" list, computed without Textual."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from factoryctl.model import GPU, FactorySnapshot, Node, NodeState
+from factoryctl.occupancy import Occupancy, factory_occupancy, job_occupancy
+from factoryctl.triage import XID_APPLICATION, XID_HARDWARE
+from factoryctl.tui import fmt
+
+HOT_CELSIUS = 85.0
+CRITICAL, WARNING, INFO = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    severity: int  # CRITICAL, WARNING or INFO: lower sorts first
+    text: str
+    target: str = ""  # "node:gpu007" or "job:1234", for drill-down
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    nodes_by_state: tuple[tuple[str, int], ...]
+    node_count: int
+    occupancy: Occupancy
+    down_gpus: int
+    power_watts: float | None
+    jobs_running: int
+    jobs_pending: int
+    job_energy_joules: float | None  # measured energy of the jobs listed
+    problems: tuple[Problem, ...]
+
+
+@dataclass(slots=True)
+class _Scan:
+    """Everything the Overview needs from the GPUs, gathered in one pass over them."""
+
+    power: float = 0.0
+    power_known: int = 0
+    down: list[GPU] = field(default_factory=list)
+    xid: list[GPU] = field(default_factory=list)
+    hot: list[GPU] = field(default_factory=list)
+    throttled: list[GPU] = field(default_factory=list)
+
+
+def _scan(snapshot: FactorySnapshot) -> _Scan:
+    scan = _Scan()
+    for g in snapshot.gpus:
+        if not g.up:
+            scan.down.append(g)
+            continue
+        if g.power_watts is not None:
+            scan.power += g.power_watts
+            scan.power_known += 1
+        if g.last_xid:
+            scan.xid.append(g)
+        if g.temperature_celsius is not None and g.temperature_celsius >= HOT_CELSIUS:
+            scan.hot.append(g)
+        if g.throttle_reasons:
+            scan.throttled.append(g)
+    return scan
+
+
+def summarize(
+    snapshot: FactorySnapshot,
+    max_problems: int = 8,
+    job_idle: Mapping[str, int] | None = None,
+) -> Summary:
+    """``job_idle`` (job id -> idle GPUs), when the caller has it, saves a pass over jobs."""
+    states = Counter(n.state.value for n in snapshot.nodes)
+    order = [s.value for s in NodeState]
+    by_state = tuple((s, states[s]) for s in order if states.get(s))
+    scan = _scan(snapshot)
+    energies = [j.energy_joules for j in snapshot.jobs if j.energy_joules is not None]
+    return Summary(
+        nodes_by_state=by_state,
+        node_count=len(snapshot.nodes),
+        occupancy=factory_occupancy(snapshot),
+        down_gpus=len(scan.down),
+        power_watts=scan.power if scan.power_known else None,
+        jobs_running=sum(1 for j in snapshot.jobs if j.state.value == "running"),
+        jobs_pending=sum(1 for j in snapshot.jobs if j.state.value == "pending"),
+        job_energy_joules=sum(energies) if energies else None,
+        problems=tuple(problems(snapshot, job_idle, scan)[:max_problems]),
+    )
+
+
+def problems(
+    snapshot: FactorySnapshot,
+    job_idle: Mapping[str, int] | None = None,
+    scan: _Scan | None = None,
+) -> list[Problem]:
+    """What is wrong now, worst first. Grouped so a 500-node outage is one line."""
+    scan = scan or _scan(snapshot)
+    out: list[Problem] = []
+    down = [n for n in snapshot.nodes if n.state in (NodeState.DOWN, NodeState.UNKNOWN)]
+    out.extend(_group(down, CRITICAL, "down"))
+    # A lost GPU matters wherever it is, except on a node already listed as down (its
+    # exporter is silent, so every GPU of it reads as lost).
+    node_down = {n.name for n in down} | {
+        n.name for n in snapshot.nodes if n.state is NodeState.REBOOTING
+    }
+    lost = [g for g in scan.down if g.node not in node_down]
+    for g in lost[:3]:
+        out.append(
+            Problem(CRITICAL, f"{g.node} GPU {g.index} lost (no telemetry)", f"node:{g.node}")
+        )
+    if len(lost) > 3:
+        out.append(Problem(CRITICAL, f"{len(lost) - 3} more GPUs lost"))
+    # Hardware XIDs (ECC, fallen off the bus, NVLink) are the site's problem; application
+    # XIDs (13, 31, 43) are the user's bug: the same split as ``factoryctl triage``.
+    xid = sorted(scan.xid, key=lambda g: -(g.last_xid_time or 0.0))
+    hardware = [g for g in xid if g.last_xid in XID_HARDWARE]
+    application = [g for g in xid if g.last_xid not in XID_HARDWARE]
+    for group, severity, kind in (
+        (hardware, CRITICAL, "hardware"),
+        (application, WARNING, "application"),
+    ):
+        for g in group[:3]:
+            what = XID_HARDWARE.get(g.last_xid or 0) or XID_APPLICATION.get(g.last_xid or 0, "")
+            text = f"{g.node} GPU {g.index} XID {g.last_xid}" + (f" ({what})" if what else "")
+            out.append(Problem(severity, text, f"node:{g.node}"))
+        if len(group) > 3:
+            out.append(Problem(severity, f"{len(group) - 3} more GPUs with {kind} XIDs"))
+    hot = scan.hot
+    if hot:
+        worst = max(hot, key=lambda g: g.temperature_celsius or 0.0)
+        out.append(
+            Problem(
+                WARNING,
+                f"{len(hot)} GPU(s) at or over {HOT_CELSIUS:.0f}C (max {worst.node} GPU "
+                f"{worst.index} {fmt.celsius(worst.temperature_celsius)})",
+                f"node:{worst.node}",
+            )
+        )
+    throttled = scan.throttled
+    if throttled:
+        g = throttled[0]
+        out.append(
+            Problem(
+                WARNING,
+                f"{len(throttled)} GPU(s) throttled ({g.node} GPU {g.index}: "
+                f"{','.join(g.throttle_reasons)})",
+                f"node:{g.node}",
+            )
+        )
+    drained = [n for n in snapshot.nodes if n.state in (NodeState.DRAINING, NodeState.DRAINED)]
+    out.extend(_group(drained, INFO, "drained/draining"))
+    idle_jobs = []
+    for job in snapshot.jobs:
+        if job.state.value != "running" or not job.gpu_count:
+            continue
+        if job_idle is not None:
+            idle = job_idle.get(job.job_id, 0)
+        else:
+            idle = job_occupancy(job, snapshot.gpus_of_job(job)).idle_gpus
+        if idle:
+            idle_jobs.append((idle, job))
+    idle_jobs.sort(key=lambda t: (-t[0], t[1].job_id))
+    for idle, job in idle_jobs[:3]:
+        out.append(
+            Problem(
+                WARNING,
+                f"job {job.job_id} ({job.user}) holds {idle} idle GPU(s) of {job.gpu_count}",
+                f"job:{job.job_id}",
+            )
+        )
+    if len(idle_jobs) > 3:
+        total = sum(i for i, _ in idle_jobs)
+        out.append(Problem(INFO, f"{len(idle_jobs)} jobs hold {total} idle GPUs in all"))
+    out.sort(key=lambda p: p.severity)  # stable: keeps the order within a severity
+    return out
+
+
+def _group(nodes: list[Node], severity: int, label: str) -> list[Problem]:
+    if not nodes:
+        return []
+    if len(nodes) <= 3:
+        return [
+            Problem(
+                severity, f"{n.name} {n.state.value}: {n.reason or 'no reason'}", f"node:{n.name}"
+            )
+            for n in nodes
+        ]
+    reasons = Counter(n.reason or "no reason" for n in nodes)
+    top, k = reasons.most_common(1)[0]
+    return [
+        Problem(
+            severity,
+            f"{len(nodes)} nodes {label} (most: {top!r} x{k})",
+            f"node:{nodes[0].name}",
+        )
+    ]

@@ -1,0 +1,306 @@
+"""The Overview, Node detail and Job detail widgets. They render a ``Frame``; nothing here
+computes more than what fits on screen."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import Static
+
+from factoryctl.model import FactorySnapshot
+from factoryctl.tui import fmt
+from factoryctl.tui.frame import Frame
+from factoryctl.tui.heatmap import BLOCKS, bin_values, grid_cells, level, sparkline
+from factoryctl.tui.overview import CRITICAL, WARNING
+
+# Cold to hot: idle GPUs read blue, busy ones green, saturated ones red-ish.
+HEAT = ["#1d3b6e", "#2a5d8f", "#2f8f83", "#3fa34d", "#8fbf3f", "#d9c03a", "#e08a2c", "#d9482b"]
+SEVERITY = {CRITICAL: ("CRIT", "bold red"), WARNING: ("WARN", "yellow")}
+
+
+class HeatMap(Widget):
+    """One cell per GPU grouped by node when it fits, else mean utilization per run of GPUs."""
+
+    DEFAULT_CSS = "HeatMap { height: 1fr; min-height: 3; }"
+
+    METRICS: ClassVar[dict[str, str]] = {
+        "utilization": "GPU utilization",
+        "power": "GPU power / power limit",
+    }
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.frame: Frame | None = None
+        self.metric = "utilization"
+
+    def show(self, frame: Frame | None) -> None:
+        self.frame = frame
+        self.refresh()
+
+    def toggle_metric(self) -> str:
+        self.metric = "power" if self.metric == "utilization" else "utilization"
+        self.refresh()
+        return self.metric
+
+    def render(self) -> RenderableType:
+        frame = self.frame
+        width, height = self.size.width, max(0, self.size.height - 1)
+        if frame is None or not frame.gpu_utilization:
+            return Text("no GPUs reported", style="dim")
+        values = frame.gpu_power if self.metric == "power" else frame.gpu_utilization
+        label = self.METRICS[self.metric]
+        gpn = frame.gpus_per_node
+        cols, rows = grid_cells(len(values), width, height, gpn)
+        cells: list[tuple[str, str]] = []  # (character, style), then merged into runs
+        if cols * rows >= len(values) and gpn > 0:
+            title = f"{label}, one cell per GPU, {gpn} per node (h: switch metric)"
+            nodes_per_row = cols // gpn
+            for r in range(rows):
+                for k in range(nodes_per_row):
+                    start = (r * nodes_per_row + k) * gpn
+                    cells.extend(
+                        _cell(v, 1 if v is None else 0) for v in values[start : start + gpn]
+                    )
+                    if k < nodes_per_row - 1:
+                        cells.append((" ", ""))
+                cells.append(("\n", ""))
+        else:
+            bins = bin_values(values, cols * rows)
+            per = bins[0].count if bins else 0
+            title = f"{label}, mean per cell of ~{per} GPUs (red x: a GPU down; h: switch)"
+            for r in range(rows):
+                cells.extend(_cell(b.mean, b.down) for b in bins[r * cols : (r + 1) * cols])
+                cells.append(("\n", ""))
+        text = Text(end="")
+        text.append(title + "\n", style="dim")
+        # Runs of equal style become one span: thousands of one-character spans are what
+        # makes a naive heat map slow to render.
+        run: list[str] = []
+        run_style: str | None = None
+        for ch, style in cells:
+            if style != run_style and run:
+                text.append("".join(run), style=run_style or None)
+                run = []
+            run.append(ch)
+            run_style = style
+        if run:
+            text.append("".join(run), style=run_style or None)
+        text.rstrip()
+        return text
+
+
+def _cell(value: float | None, down: int) -> tuple[str, str]:
+    if down and value is None:
+        return ("x", "bold red")
+    if down:
+        return ("x", f"bold red on {HEAT[max(0, level(value))]}")
+    if value is None:
+        return ("·", "dim")
+    k = level(value)
+    return (BLOCKS[k], HEAT[k])
+
+
+class OverviewView(Widget):
+    DEFAULT_CSS = """
+    OverviewView { layout: vertical; }
+    OverviewView > Horizontal { height: auto; max-height: 12; }
+    OverviewView #totals { width: 44; height: auto; padding: 0 1; }
+    OverviewView #problems { width: 1fr; height: auto; padding: 0 1; }
+    OverviewView HeatMap { padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Static(id="totals")
+            yield Static(id="problems")
+        yield HeatMap()
+
+    def show(self, frame: Frame | None) -> None:
+        self.query_one("#totals", Static).update(_totals(frame))
+        self.query_one("#problems", Static).update(_problems(frame))
+        self.query_one(HeatMap).show(frame)
+
+
+def _totals(frame: Frame | None) -> RenderableType:
+    if frame is None:
+        return Text("waiting for the first snapshot…", style="dim")
+    s = frame.summary
+    if not s.node_count:
+        return Text("no nodes reported by the source", style="yellow")
+    o = s.occupancy
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold")
+    grid.add_column()
+    states = "  ".join(f"{name} {n}" for name, n in s.nodes_by_state)
+    grid.add_row("Nodes", f"{fmt.count(s.node_count)}: {states}")
+    grid.add_row("GPUs", f"{fmt.count(o.total)} total, {fmt.count(o.allocated)} allocated")
+    grid.add_row("", f"{fmt.count(o.active)} active, {fmt.count(s.down_gpus)} down")
+    idle = Text(f"{fmt.count(o.idle_allocated)} idle while allocated")
+    if o.idle_allocated:
+        idle.stylize("yellow")
+    grid.add_row("", idle)
+    grid.add_row("Power", fmt.watts(s.power_watts))
+    grid.add_row("Energy", f"{fmt.energy(s.job_energy_joules)} (jobs listed)")
+    grid.add_row("Jobs", f"{s.jobs_running} running, {s.jobs_pending} pending")
+    return grid
+
+
+def _problems(frame: Frame | None) -> RenderableType:
+    if frame is None:
+        return Text("")
+    text = Text("Top problems\n", style="bold")
+    if not frame.summary.problems:
+        text.append("none", style="green")
+    for p in frame.summary.problems:
+        label, style = SEVERITY.get(p.severity, ("INFO", "cyan"))
+        text.append(f"{label} ", style=style)
+        text.append(p.text + "\n")
+    text.rstrip()
+    return text
+
+
+class DetailView(VerticalScroll):
+    """A scrolling page of text: cheap, since a node has 8 GPUs and a job a few hundred."""
+
+    DEFAULT_CSS = "DetailView { padding: 0 1; } DetailView > Static { width: 100%; }"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="body")
+
+    def set_body(self, renderable: RenderableType) -> None:
+        self.query_one("#body", Static).update(renderable)
+
+
+def _gpu_table(
+    frame: Frame, keys: list[tuple[str, int]], width: int, *, show_jobs: bool = True
+) -> Table:
+    snap = frame.snapshot
+    spark = max(8, min(frame.history.capacity, (width - 64) // 2))
+    table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
+    for name, just in (
+        ("NODE", "left"),
+        ("GPU", "right"),
+        ("UTIL", "right"),
+        ("util history", "left"),
+        ("POWER", "right"),
+        ("power history", "left"),
+        ("TEMP", "right"),
+        ("MEM", "right"),
+        ("XID", "right"),
+        ("JOB", "left"),
+    ):
+        if name == "JOB" and not show_jobs:
+            continue
+        table.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    for node, index in keys:
+        gpu = snap.gpu(node, index)
+        if gpu is None:
+            continue
+        util_h = frame.history.series(node, index, "utilization")[-spark:]
+        power_h = frame.history.series(node, index, "power")[-spark:]
+        limit = gpu.power_limit_watts or max((p for p in power_h if p is not None), default=1.0)
+        mem = (
+            fmt.pct(gpu.memory_used_bytes / gpu.memory_total_bytes)
+            if gpu.memory_used_bytes is not None and gpu.memory_total_bytes
+            else fmt.DASH
+        )
+        xid = f"{gpu.last_xid} ({int(gpu.xid_total or 0)})" if gpu.last_xid else ""
+        cells: list[RenderableType] = [
+            node,
+            str(index),
+            fmt.pct(gpu.utilization) if gpu.up else Text("down", style="bold red"),
+            Text(sparkline(util_h), style="green"),
+            fmt.watts(gpu.power_watts),
+            Text(sparkline(power_h, 0.0, limit), style="yellow"),
+            fmt.celsius(gpu.temperature_celsius),
+            mem,
+            Text(xid, style="red") if xid else "",
+        ]
+        if show_jobs:
+            cells.append(",".join(gpu.job_ids) or fmt.DASH)
+        table.add_row(*cells)
+    return table
+
+
+def node_detail(frame: Frame | None, name: str, width: int) -> RenderableType:
+    if frame is None:
+        return Text("waiting for the first snapshot…", style="dim")
+    snap = frame.snapshot
+    node = snap.node(name)
+    if node is None:
+        return Text(f"node {name} is not in the current snapshot", style="yellow")
+    head = Text()
+    head.append(f"{node.name}", style="bold")
+    head.append(f"  {node.state.value}")
+    head.append(f"  GPUs {node.gpus_allocated}/{node.gpu_count} allocated")
+    if node.partitions:
+        head.append(f"  partitions {','.join(node.partitions)}")
+    if node.reason:
+        head.append(f"\nreason: {node.reason}", style="yellow")
+        if node.reason_time is not None:
+            head.append(f" (since {fmt.utc(node.reason_time)})", style="yellow")
+    keys = [g.key for g in snap.gpus_of_node(name)]
+    jobs = Table(box=None, padding=(0, 1), header_style="bold", title_justify="left")
+    for col in ("JOBID", "USER", "GPUS HERE", "RUNTIME", "KWH", "NAME"):
+        jobs.add_column(col, no_wrap=True)
+    for job in snap.jobs_on_node(name):
+        here = sum(len(a.gpu_indices) for a in job.allocations if a.node == name)
+        jobs.add_row(
+            job.job_id,
+            job.user,
+            f"{here}/{job.gpu_count}",
+            fmt.duration(job.runtime_seconds(snap.time)),
+            fmt.kwh(job.energy_joules),
+            job.name,
+        )
+    parts: list[RenderableType] = [head, Text(""), _gpu_table(frame, keys, width), Text("")]
+    parts.append(Text("Jobs on this node", style="bold") if jobs.row_count else Text("no jobs"))
+    if jobs.row_count:
+        parts.append(jobs)
+    parts.append(_samples_note(frame))
+    return Group(*parts)
+
+
+def job_detail(frame: Frame | None, job_id: str, width: int) -> RenderableType:
+    if frame is None:
+        return Text("waiting for the first snapshot…", style="dim")
+    snap = frame.snapshot
+    job = snap.job(job_id)
+    if job is None:
+        return Text(f"job {job_id} is not in the current snapshot", style="yellow")
+    row = next((r for r in frame.jobs if r.key == job_id), None)
+    head = Text()
+    head.append(f"job {job.job_id}", style="bold")
+    head.append(f"  {job.user}  {job.account}  {job.partition}  {job.name}\n")
+    head.append(f"state {job.state.value}  GPUs {job.gpu_count}  ")
+    head.append(f"runtime {fmt.duration(job.runtime_seconds(snap.time))}  ")
+    head.append(f"energy {fmt.energy(job.energy_joules)}")
+    if row is not None:
+        head.append(f"  mean util {row.cells[5]}  idle GPUs {row.cells[6]}")
+        if row.cells[8]:
+            head.append(f"  {row.cells[8]}", style="bold yellow")
+    head.append(f"\nnodes {','.join(job.nodes) or fmt.DASH}")
+    parts: list[RenderableType] = [head, Text("")]
+    if job.state.finished:
+        parts.append(Text("finished: its GPUs may now belong to other jobs", style="dim"))
+    else:
+        parts.append(_gpu_table(frame, list(job.gpu_keys()), width, show_jobs=False))
+    parts.append(_samples_note(frame))
+    return Group(*parts)
+
+
+def _samples_note(frame: Frame) -> Text:
+    n = len(frame.history.samples)
+    return Text(f"\nhistory: last {n} poll(s), kept by this console", style="dim")
+
+
+def header_text(snap: FactorySnapshot | None) -> str:
+    if snap is None:
+        return "factoryctl top"
+    return f"factoryctl top · {snap.source or 'source'} · {fmt.utc(snap.time)}"
