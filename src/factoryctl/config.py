@@ -31,6 +31,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bearer_token_env": "",
         "username": "",
         "password_file": "",
+        "password_env": "",
+        "scrape_interval": 0.0,  # seconds; 0: detect from the targets API or the data
         "ca_file": "",
         "cert_file": "",
         "key_file": "",

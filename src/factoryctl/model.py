@@ -167,7 +167,9 @@ class FactorySnapshot:
     _node_gpus: dict[str, list[GPU]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _node_index: dict[str, Node] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _node_index: dict[str, Node] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     _job_index: dict[str, Job] = field(default_factory=dict, init=False, repr=False, compare=False)
     _node_jobs: dict[str, list[Job]] = field(
         default_factory=dict, init=False, repr=False, compare=False

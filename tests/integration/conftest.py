@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from factoryctl.lab.slurm import SlurmCluster, slurm_available
+from tests.integration.telemetry_lab import engine_url, lab, scenario  # noqa: F401 (fixtures)
 
 needs_slurm = pytest.mark.skipif(
     not slurm_available(),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from factoryctl import hostlists
+from factoryctl.cli import fetch
 from factoryctl.cli.common import document, emit_rows, get_env, sort_option
+from factoryctl.cli.watch import watch_option
 from factoryctl.errors import NotFoundError
 from factoryctl.formats import format_value, render_json, render_table
 from factoryctl.views import (
@@ -18,7 +20,6 @@ from factoryctl.views import (
     filter_rows,
     gpu_rows,
     job_row,
-    job_rows,
     node_rows,
     sort_rows,
 )
@@ -38,11 +39,11 @@ def _keys(columns: tuple[Column, ...]) -> str:
     help="Only nodes in this state (repeatable).",
 )
 @sort_option("name", _keys(NODE_COLUMNS))
+@watch_option
 def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
     """List nodes: state, reason, GPUs allocated/total, utilization and power."""
     env = get_env()
-    snap = env.source().snapshot()
-    rows = node_rows(snap)
+    snap, rows = fetch.node_rows(env)
     if hostlist:
         wanted = set(hostlists.resolve(hostlist, (n.name for n in snap.nodes)))
         rows = [r for r in rows if r["name"] in wanted]
@@ -54,10 +55,11 @@ def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
 @click.option("--node", "node_list", metavar="HOSTLIST", help="Only GPUs of these nodes.")
 @click.option("--job", "job_id", metavar="ID", help="Only GPUs held by this job.")
 @sort_option("node", _keys(GPU_COLUMNS))
+@watch_option
 def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
     """List GPUs with their job, utilization, memory, power and temperature."""
     env = get_env()
-    snap = env.source().snapshot()
+    snap = fetch.snapshot(env, "gpus")
     wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes))) if node_list else None
     rows = gpu_rows(snap, wanted)
     if job_id is not None:
@@ -78,6 +80,7 @@ def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
 @click.option("--node", "node_list", metavar="HOSTLIST", help="Only jobs on these nodes.")
 @click.option("--all", "include_finished", is_flag=True, help="Include recently finished jobs.")
 @sort_option("-gpus", _keys(JOB_COLUMNS))
+@watch_option
 def jobs(
     users: tuple[str, ...],
     accounts: tuple[str, ...],
@@ -88,8 +91,7 @@ def jobs(
 ) -> None:
     """List jobs: GPUs held, mean utilization, idle GPUs and energy in kWh."""
     env = get_env()
-    snap = env.source().snapshot()
-    rows = job_rows(snap, include_finished=include_finished or bool(states))
+    snap, rows = fetch.job_rows(env, include_finished=include_finished or bool(states))
     if node_list:
         wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes)))
         rows = [r for r in rows if r["nodes"] and wanted & set(hostlists.expand(r["nodes"]))]

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "demo": "factoryctl.cli.demo:demo",
     "top": "factoryctl.cli.top:top",
     "triage": "factoryctl.cli.triage:triage_command",
+    "energy": "factoryctl.cli.energy:energy",
     "completion": "factoryctl.cli.completion:completion",
     "drain": "factoryctl.cli.actions:drain",
     "resume": "factoryctl.cli.actions:resume",
@@ -62,6 +63,13 @@ def _global_options() -> list[click.Option]:
             expose_value=False,
             help="Prometheus (or compatible) base URL.",
             callback=_set(lambda env, v: env.settings["prometheus"].__setitem__("url", v)),
+        ),
+        click.Option(
+            ["--schema"],
+            type=click.Choice(["auto", "native", "dcgm"]),
+            expose_value=False,
+            help="GPU metric schema in Prometheus (default: detect).",
+            callback=_set(lambda env, v: env.settings["prometheus"].__setitem__("schema", v)),
         ),
         click.Option(
             ["--demo"],
@@ -111,6 +119,11 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     type=click.Choice(["slurm", "slurmrestd", "none"]),
     help="Scheduler backend for job allocations and actions.",
 )
+@click.option(
+    "--schema",
+    type=click.Choice(["auto", "native", "dcgm"]),
+    help="GPU metric schema in Prometheus (default: detect).",
+)
 @click.option("--config", "config_path", metavar="FILE", help="Config file (TOML).")
 @click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), help="Output format.")
 @click.option("--no-color", is_flag=True, help="Never color the output.")
@@ -121,6 +134,7 @@ def cli(
     ctx: click.Context,
     prometheus: str | None,
     scheduler: str | None,
+    schema: str | None,
     config_path: str | None,
     output: str | None,
     no_color: bool,
@@ -133,6 +147,8 @@ def cli(
         env.settings["prometheus"]["url"] = prometheus
     if scheduler:
         env.settings["scheduler"]["type"] = scheduler
+    if schema:
+        env.settings["prometheus"]["schema"] = schema
     env.demo = demo
     env.output = output or env.settings["output"]["format"]
     if env.output not in OUTPUT_FORMATS:

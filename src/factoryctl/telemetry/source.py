@@ -25,7 +25,7 @@ def open_source(settings: dict[str, dict[str, Any]], demo: bool) -> FactorySourc
             faults_per_node_day=d["faults_per_node_day"],
         )
     if settings["prometheus"]["url"]:
-        from factoryctl.telemetry import prometheus_source  # type: ignore[attr-defined]
+        from factoryctl.telemetry import prometheus_source
 
         source: FactorySource = prometheus_source.open_prometheus_source(settings)
         return source

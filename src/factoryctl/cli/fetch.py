@@ -1,0 +1,47 @@
+"""Take a snapshot for one view: sources that can fetch less for it are told which."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from factoryctl import views
+from factoryctl.cli.env import Environment
+from factoryctl.model import FactorySnapshot
+
+
+def snapshot(env: Environment, view: str) -> FactorySnapshot:
+    source = env.source()
+    # Optional capability: the Prometheus source skips metrics a view does not show.
+    take = getattr(source, "snapshot_for_view", None)
+    if callable(take):
+        snap = take(view)
+        assert isinstance(snap, FactorySnapshot)
+        return snap
+    return source.snapshot()
+
+
+def node_rows(env: Environment) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
+    """The nodes view's snapshot and rows; aggregated by the engine where it can be."""
+    source = env.source()
+    aggregate = getattr(source, "node_rows_for_view", None)
+    if callable(aggregate):
+        snap, rows = aggregate()
+        return snap, list(rows)
+    snap = snapshot(env, "nodes")
+    return snap, views.node_rows(snap)
+
+
+def job_rows(
+    env: Environment, include_finished: bool
+) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
+    """The jobs view's snapshot and rows; aggregated by the engine where it can be."""
+    source = env.source()
+    aggregate = getattr(source, "job_rows_for_view", None)
+    if callable(aggregate):
+        # Telemetry-only jobs are all running: ``include_finished`` changes nothing there.
+        done = aggregate()
+        if done is not None:
+            snap, rows = done
+            return snap, list(rows)
+    snap = snapshot(env, "jobs")
+    return snap, views.job_rows(snap, include_finished=include_finished)

@@ -1,0 +1,160 @@
+"""The real telemetry stack on 127.0.0.1: Prometheus and VictoriaMetrics scraping exporters.
+
+Everything runs from a state directory (configs, data, logs, a ``pids`` file), listens on
+ports the kernel hands out, and is stopped by PID. The integration tests use this; so can
+anyone who wants to try factoryctl against real engines (``python -m factoryctl.lab``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factoryctl.lab.procs import ManagedProcess, free_port, stop_pid, wait_until
+
+PROMETHEUS_BIN = "/usr/bin/prometheus"
+VICTORIA_BIN = "/usr/bin/victoria-metrics"
+ENGINES = ("prometheus", "victoriametrics")
+
+
+def scrape_config(targets: Sequence[str], interval: str, job: str = "factoryctl") -> str:
+    # YAML is a superset of JSON: no YAML library needed to write a valid config.
+    scrape = {
+        "job_name": job,
+        # Explicit, because the engines' defaults for it have differed across versions.
+        "honor_timestamps": True,
+        "static_configs": [{"targets": list(targets)}],
+    }
+    doc = {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval},
+        "scrape_configs": [scrape],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+@dataclass
+class Engine:
+    name: str
+    port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get_json(self, path: str) -> dict[str, object]:
+        with urllib.request.urlopen(self.url + path, timeout=2) as resp:
+            doc = json.loads(resp.read())
+        assert isinstance(doc, dict)
+        return doc
+
+    def answers(self) -> bool:
+        return self.get_json("/api/v1/query?query=1")["status"] == "success"
+
+    def targets_up(self, expected: int) -> bool:
+        """True once ``expected`` targets have been scraped successfully (up == 1)."""
+        doc = self.get_json("/api/v1/query?query=sum(up)&nocache=1")
+        result = doc["data"]["result"]  # type: ignore[index]
+        return bool(result) and float(result[0]["value"][1]) >= expected
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    targets: list[str]
+    engines: Sequence[str] = ENGINES
+    scrape_interval: str = "1s"
+    running: dict[str, Engine] = field(default_factory=dict)
+
+    def start(self, timeout: float = 30.0) -> Stack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = self.state_dir / "scrape.yml"
+        config.write_text(scrape_config(self.targets, self.scrape_interval))
+        try:
+            for name in self.engines:
+                self.running[name] = self._start(name, config)
+            for engine in self.running.values():
+                wait_until(
+                    engine.answers,
+                    timeout,
+                    f"{engine.name} on port {engine.port} ({engine.process.log_tail(3)})",
+                )
+        except BaseException:
+            self.stop()
+            raise
+        self._write_pids()
+        return self
+
+    def _start(self, name: str, config: Path) -> Engine:
+        port = free_port()
+        data = self.state_dir / name
+        log = self.state_dir / f"{name}.log"
+        if name == "prometheus":
+            argv = [
+                PROMETHEUS_BIN,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=2d",
+                "--log.level=warn",
+            ]
+        elif name == "victoriametrics":
+            argv = [
+                VICTORIA_BIN,
+                f"-httpListenAddr=127.0.0.1:{port}",
+                f"-storageDataPath={data}",
+                f"-promscrape.config={config}",
+                "-retentionPeriod=2d",
+                "-loggerLevel=WARN",
+            ]
+        else:
+            raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+        return Engine(name, port, ManagedProcess(name, argv, log).start())
+
+    def wait_scraped(self, timeout: float = 30.0) -> None:
+        """Poll until every engine has scraped every target (never a blind sleep)."""
+        expected = len(self.targets)
+        for engine in self.running.values():
+            wait_until(
+                functools.partial(engine.targets_up, expected),
+                timeout,
+                f"{engine.name} to scrape {len(self.targets)} targets",
+                interval=0.2,
+            )
+
+    def stop(self) -> None:
+        for engine in self.running.values():
+            engine.process.stop()
+        self.running.clear()
+        (self.state_dir / "pids").unlink(missing_ok=True)
+
+    def _write_pids(self) -> None:
+        lines = [f"{e.name} {e.process.pid} {e.url}" for e in self.running.values()]
+        (self.state_dir / "pids").write_text("\n".join(lines) + "\n")
+
+    def urls(self) -> dict[str, str]:
+        return {name: engine.url for name, engine in self.running.items()}
+
+
+def stop_from_pidfile(state_dir: Path) -> list[str]:
+    """Stop what ``lab up`` started, by the PIDs it recorded; returns what was stopped."""
+    pidfile = state_dir / "pids"
+    stopped: list[str] = []
+    if not pidfile.exists():
+        return stopped
+    for line in pidfile.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            stop_pid(int(parts[1]))
+            stopped.append(f"{parts[0]} (pid {parts[1]})")
+    pidfile.unlink()
+    return stopped
+
+
+def wipe(state_dir: Path) -> None:
+    shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""What a Prometheus holds, found out once per source: the GPU metric schema (and, for
+dcgm-exporter, which label names the node) and the scrape interval."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Mapping
+
+from factoryctl.telemetry.client import PromClient
+from factoryctl.telemetry.metrics import (
+    NATIVE,
+    MetricSchema,
+    choose,
+    detection_query,
+    node_label_of,
+    node_name,
+)
+
+GpuKey = tuple[str, int]
+DEFAULT_INTERVAL = 15.0
+
+
+def detect_schema(client: PromClient, at: float, forced: str = "auto") -> MetricSchema:
+    counts: dict[str, float] = {}
+    if forced == "auto":
+        res = client.query(detection_query(), at)
+        counts = {s.labels.get("__name__", ""): s.value for s in res.vector}
+    schema = choose(counts, forced)
+    if schema is not NATIVE:
+        # dcgm-exporter names the node Hostname, hostname, or not at all (instance).
+        probe = client.query(f"topk(1, {schema.marker})", at)
+        if probe.vector:
+            schema = schema.with_node_label(node_label_of(probe.vector[0].labels))
+    return schema
+
+
+def detect_interval(client: PromClient, schema: MetricSchema, at: float) -> float:
+    """Prometheus reports it per target; VictoriaMetrics 1.79 does not, so measure it."""
+    found = [
+        parse_duration(str(t["scrapeInterval"]))
+        for t in client.targets()
+        if t.get("scrapeInterval")
+    ]
+    if found:
+        return max(found)
+    probe = client.query(f"topk(1, {schema.marker})", at)
+    if probe.vector:
+        labels = probe.vector[0].labels
+        sel = ",".join(f'{k}="{v}"' for k, v in labels.items() if k != "__name__")
+        raw = client.query(f"{schema.marker}{{{sel}}}[10m]", at)
+        if raw.matrix and len(raw.matrix[0].points) >= 3:
+            times = [t for t, _ in raw.matrix[0].points]
+            return float(statistics.median(b - a for a, b in itertools.pairwise(times)))
+    return DEFAULT_INTERVAL
+
+
+def gpu_key(schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:
+    try:
+        node = (
+            labels[schema.node_label]
+            if schema.node_label != "instance"
+            else node_name(labels, schema.node_label)
+        )
+        return (node, int(labels[schema.gpu_label]))
+    except (KeyError, ValueError):
+        return None
+
+
+def parse_duration(text: str) -> float:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    total, num, i = 0.0, "", 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            num += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        total += float(num or 0) * units.get(unit, 1.0)
+        num = ""
+        i += len(unit)
+    return total + (float(num) if num else 0.0)

@@ -1,0 +1,61 @@
+"""Build the Prometheus source (client, auth, options, scheduler) from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from factoryctl.telemetry.auth import PromAuth
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from factoryctl.telemetry.scheduler_view import SchedulerView
+
+
+def source_from_settings(
+    settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
+) -> PrometheusSource:
+    """The source the CLI uses: client from ``[prometheus]`` settings."""
+    p = settings["prometheus"]
+
+    def path(key: str) -> Path | None:
+        return Path(str(p[key])).expanduser() if p.get(key) else None
+
+    auth = PromAuth(
+        bearer_token_file=path("bearer_token_file"),
+        bearer_token_env=p.get("bearer_token_env") or None,
+        username=p.get("username") or None,
+        password_file=path("password_file"),
+        password_env=p.get("password_env") or None,
+        ca_bundle=path("ca_file"),
+        client_cert=path("cert_file"),
+        client_key=path("key_file"),
+    )
+    client = PromClient(
+        PromConfig(
+            url=str(p["url"]),
+            timeout=float(p.get("timeout", 10.0)),
+            retries=int(p.get("retries", 2)),
+            auth=auth,
+        )
+    )
+    options = SourceOptions(
+        schema=str(p.get("schema", "auto")),
+        scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
+    )
+    if scheduler is None:
+        scheduler = _scheduler_from_settings(settings)
+    return PrometheusSource(client, scheduler, options)
+
+
+def _scheduler_from_settings(settings: Mapping[str, Mapping[str, Any]]) -> SchedulerView | None:
+    """The configured scheduler (Slurm CLI or slurmrestd); ``--scheduler none``: telemetry
+    alone. An unreachable scheduler degrades to telemetry alone with a warning."""
+    if str(settings.get("scheduler", {}).get("type", "none")) == "none":
+        return None
+    import os
+
+    from factoryctl.scheduler import open_scheduler
+
+    view: SchedulerView = open_scheduler(settings, demo=False, environ=os.environ)
+    return view

@@ -1,0 +1,387 @@
+"""The factory as Prometheus (and optionally the scheduler) sees it: ``snapshot()``.
+
+Same interface as ``DemoSource``. Each snapshot is a handful of instant queries at one
+explicit time ``t`` (never the engine's idea of "now", see ``client``):
+
+1. inventory: every GPU seen recently (``last_over_time`` of the identity series), so a
+   GPU whose exporter died still appears, marked down;
+2. reporting: which GPUs have a sample within 2 scrape intervals. Backfilled data has no
+   staleness markers, so "has a sample in the 5 min lookback" would lie for 5 minutes;
+3. all per-GPU gauges in one ``{__name__=~"..."}`` selector (one round trip, one parse);
+4. server-side aggregates for multi-series fields (XIDs, ECC, clock events);
+5. attribution ``last_over_time(job_info[2i])`` (old and new job_info overlap otherwise)
+   and per-job energy (``job_energy``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from factoryctl.errors import ExitStatus, FactoryctlError
+from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
+from factoryctl.telemetry import schema as native
+from factoryctl.telemetry.client import PromClient
+from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
+from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
+from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning
+from factoryctl.telemetry.prom_detect import detect_interval, detect_schema, gpu_key
+from factoryctl.telemetry.prom_reports import SchedulerRequired, firing_alerts, jobs_seen
+from factoryctl.telemetry.results import QueryResult
+from factoryctl.telemetry.scheduler_view import (
+    SchedulerView,
+    jobs_from_attribution,
+    nodes_from_gpus,
+)
+from factoryctl.triage import Alert
+
+GpuKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    schema: str = "auto"  # auto | native | dcgm
+    scrape_interval: float | None = None  # None: ask the targets API, then the data
+    inventory_window: float = 600.0  # a GPU silent for longer than this is forgotten
+    finished_lookback: float = 6 * 3600.0  # finished jobs shown by the scheduler join
+
+
+@dataclass
+class PrometheusSource:
+    client: PromClient
+    scheduler: SchedulerView | None = None
+    options: SourceOptions = field(default_factory=SourceOptions)
+    clock: Callable[[], float] = time.time
+    _schema: MetricSchema | None = None
+    _interval: float | None = None
+
+    # -- detection -----------------------------------------------------------------------
+    def schema(self, at: float) -> MetricSchema:
+        if self._schema is None:
+            self._schema = detect_schema(self.client, at, self.options.schema)
+        return self._schema
+
+    def interval(self, at: float) -> float:
+        """The scrape interval: it sizes every "latest sample" window."""
+        if self._interval is None:
+            self._interval = self.options.scrape_interval or detect_interval(
+                self.client, self.schema(at), at
+            )
+        return self._interval
+
+    # -- the snapshot --------------------------------------------------------------------
+    def snapshot(self, at: float | None = None, view: str | None = None) -> FactorySnapshot:
+        """The factory at ``at`` (now). ``view`` (nodes|gpus|jobs) fetches only what that
+        view shows: at 100k GPUs every per-GPU metric left out is ~12 MB of JSON saved.
+
+        The queries are independent of each other and go out concurrently: the engine
+        works on all of them at once while we wait once, not once per query.
+        """
+        t = self.clock() if at is None else at
+        schema = self.schema(t)
+        i = self.interval(t)
+        fields = VIEW_FIELDS.get(view or "")
+        warnings: list[str] = []
+        view_of_scheduler = self.scheduler_view(t, warnings)
+        plan, wanted, xid_gauge = self._plan(schema, i, fields, view, view_of_scheduler is None)
+        results = self._run(plan, t)
+        unavailable = set(schema.unavailable())
+        users: dict[str, str] = {}
+        energy: dict[str, JobEnergy] = {}
+        if view_of_scheduler is not None:
+            nodes, jobs = view_of_scheduler
+            held = _held_by(jobs)
+            gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
+            # GPUs the scheduler allocated but telemetry never saw (exporter down) still count.
+            for key, ids in held.items():
+                if key not in gpus:
+                    gpus[key] = GPU(node=key[0], index=key[1], up=False, job_ids=ids)
+            if view != "nodes":  # the nodes view shows no job
+                energy = self.job_energy(jobs, t)
+        else:
+            held, users = ({}, {})
+            if "job_info" in results:
+                held, users = self._attribution(schema, results["job_info"])
+            gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
+            nodes = list(nodes_from_gpus(gpus.values()))
+            jobs = list(jobs_from_attribution(gpus.values(), users))
+            if "job_energy" in results:
+                # Without a scheduler there is no start time: the exporter's counter as it
+                # stands (``factoryctl energy`` does windows and exporter restarts).
+                now_values = {
+                    s.labels.get("job_id", ""): s.value for s in results["job_energy"].vector
+                }
+                energy = {j: JobEnergy(j, v, "job-counter") for j, v in now_values.items()}
+        jobs = [
+            replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
+            for j in jobs
+        ]
+        warnings.extend(
+            f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
+        )
+        if not gpus:
+            warnings.append(no_gpus_warning(schema))
+        warnings.extend(self.client.warnings)
+        self.client.warnings.clear()
+        if not jobs and schema.job_info is None and view_of_scheduler is None:
+            unavailable.add("jobs")
+        return FactorySnapshot(
+            time=t,
+            nodes=tuple(nodes),
+            gpus=tuple(gpus[k] for k in sorted(gpus)),
+            jobs=tuple(jobs),
+            source=f"prometheus:{schema.name}",
+            unavailable=frozenset(unavailable),
+            warnings=tuple(dict.fromkeys(warnings)),
+        )
+
+    def snapshot_for_view(self, view: str) -> FactorySnapshot:
+        return self.snapshot(view=view)
+
+    def job_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]] | None:
+        """``factoryctl jobs`` from per-job aggregates; None where a scheduler holds the
+        allocations (the caller then takes the per-GPU snapshot)."""
+        from factoryctl.telemetry.job_summary import job_rows
+
+        return job_rows(self)
+
+    def node_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
+        """``factoryctl nodes`` from per-node aggregates (no per-GPU vectors at all)."""
+        from factoryctl.telemetry.node_summary import node_rows
+
+        return node_rows(self)
+
+    def _plan(
+        self,
+        schema: MetricSchema,
+        i: float,
+        fields: frozenset[str] | None,
+        view: str | None,
+        telemetry_jobs: bool,
+    ) -> tuple[dict[str, str], set[str], str | None]:
+        """Every query a snapshot needs, by name; plus the GPU fields and XID gauge wanted."""
+        window = dur(2 * i)
+        plan = {
+            "inventory": f"last_over_time({schema.inventory}"
+            f"[{dur(self.options.inventory_window)}])",
+            "reporting": f"last_over_time({schema.marker}[{window}])",
+        }
+        wanted = set(schema.gauges) if fields is None else set(fields) & set(schema.gauges)
+        if "memory_total_bytes" in wanted and schema is not NATIVE:
+            wanted.add("memory_used_bytes")  # dcgm's total is used + free
+        simple = sorted(
+            f.metric for n, f in schema.gauges.items() if n in wanted and n not in MULTI_SERIES
+        )
+        xid_gauge = schema.last_xid_gauge if fields is None or "last_xid" in fields else None
+        names = "|".join(simple + ([xid_gauge] if xid_gauge else []))
+        if names:
+            plan["gauges"] = f'{{__name__=~"{names}"}}'
+        if schema is NATIVE:
+            multi = {
+                "xid_total": f"sum by (node, gpu) ({native.GPU_XID_ERRORS})",
+                "ecc_uncorrected_total": (
+                    f'sum by (node, gpu) ({native.GPU_ECC_ERRORS}{{type="uncorrected"}})'
+                ),
+                "throttle_reasons": f"{native.GPU_CLOCK_EVENT} == 1",
+            }
+            plan.update({k: v for k, v in multi.items() if k in wanted})
+        if telemetry_jobs and schema.job_info is not None:
+            plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
+            if schema.job_energy is not None and view != "nodes":
+                plan["job_energy"] = (
+                    f"sum by (job_id) (last_over_time({schema.job_energy}[{window}]))"
+                )
+        return plan, wanted, xid_gauge
+
+    def _run(self, plan: Mapping[str, str], t: float) -> dict[str, QueryResult]:
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
+            futures = {name: pool.submit(self.client.query, q, t) for name, q in plan.items()}
+            return {name: f.result() for name, f in futures.items()}
+
+    def _gpus(
+        self,
+        schema: MetricSchema,
+        results: Mapping[str, QueryResult],
+        wanted: set[str],
+        xid_gauge: str | None,
+        unavailable: set[str],
+        held: Mapping[GpuKey, tuple[str, ...]],
+    ) -> dict[GpuKey, GPU]:
+        # Identity first, values next, then one GPU object each (dataclasses.replace on
+        # 100k frozen objects costs more than the whole JSON parse).
+        ident: dict[GpuKey, tuple[str, str]] = {}
+        for s in results["inventory"].vector:
+            key = gpu_key(schema, s.labels)
+            if key is not None:
+                ident[key] = (
+                    s.labels.get(schema.uuid_label, ""),
+                    s.labels.get(schema.model_label, ""),
+                )
+        up: dict[GpuKey, bool] = {}
+        for s in results["reporting"].vector:
+            key = gpu_key(schema, s.labels)
+            if key is not None:
+                # native: factoryctl_gpu_up is 0 for a GPU NVML lost; dcgm: a sample = alive
+                up[key] = s.value > 0 if schema is NATIVE else True
+                ident.setdefault(key, ("", ""))
+        by_metric = {
+            f.metric: (name, f.scale)
+            for name, f in schema.gauges.items()
+            if name in wanted and name not in MULTI_SERIES
+        }
+        values: dict[GpuKey, dict[str, Any]] = {k: {} for k in up if up[k]}
+        seen: set[str] = set()
+        gauges = results.get("gauges")
+        for s in gauges.vector if gauges else ():
+            key = gpu_key(schema, s.labels)
+            if key not in values:
+                continue
+            metric = s.labels.get("__name__", "")
+            if metric == xid_gauge:
+                values[key]["last_xid"] = int(s.value) or None
+                seen.add("last_xid")
+            elif metric in by_metric:
+                name, scale = by_metric[metric]
+                values[key][name] = s.value * scale
+                seen.add(name)
+        if schema is NATIVE:
+            native_multi(results, values, seen)
+        else:
+            # dcgm reports free framebuffer, not total: total = used + free.
+            for v in values.values():
+                if "memory_total_bytes" in v and "memory_used_bytes" in v:
+                    v["memory_total_bytes"] += v["memory_used_bytes"]
+        if values:
+            expected = wanted | ({"last_xid"} if xid_gauge else set())
+            unavailable.update(expected - seen - {"throttle_reasons"})
+        none: dict[str, Any] = {}
+        return {
+            key: GPU(
+                node=key[0],
+                index=key[1],
+                uuid=uuid,
+                model=model,
+                up=up.get(key, False),
+                job_ids=held.get(key, ()),
+                **(values.get(key, none)),
+            )
+            for key, (uuid, model) in ident.items()
+        }
+
+    def _attribution(
+        self, schema: MetricSchema, res: QueryResult
+    ) -> tuple[dict[GpuKey, tuple[str, ...]], dict[str, str]]:
+        held: dict[GpuKey, set[str]] = {}
+        users: dict[str, str] = {}
+        for s in res.vector:
+            key = gpu_key(schema, s.labels)
+            job_id = s.labels.get("job_id", "")
+            if key is None or not job_id:
+                continue
+            held.setdefault(key, set()).add(job_id)
+            users[job_id] = s.labels.get("user", "")
+        return {k: tuple(sorted(v)) for k, v in held.items()}, users
+
+    def scheduler_view(self, t: float, warnings: list[str]) -> tuple[list[Node], list[Job]] | None:
+        """Nodes and jobs from the scheduler; None (telemetry only, with a warning) when
+        there is none or it cannot be reached: the console must still show the GPUs."""
+        if self.scheduler is None:
+            return None
+        try:
+            nodes = list(self.scheduler.nodes())
+            jobs = list(self.scheduler.jobs())
+        except FactoryctlError as err:
+            # A read that fails (no controller, no config, sinfo missing) must not hide
+            # the GPUs: degrade to telemetry only and say so. Usage errors still raise.
+            if err.status not in (ExitStatus.SCHEDULER_UNREACHABLE, ExitStatus.SCHEDULER_ERROR):
+                raise
+            warnings.append(
+                f"scheduler unreachable, showing telemetry only ({err.message});"
+                " --scheduler none to say so"
+            )
+            return None
+        cutoff = t - self.options.finished_lookback
+        return nodes, [j for j in jobs if j.end_time is None or j.end_time >= cutoff]
+
+    # -- energy --------------------------------------------------------------------------
+    def job_energy(
+        self,
+        jobs: Sequence[Job],
+        now: float | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, JobEnergy]:
+        """Energy of each job (within [since, until] when given), by the best method."""
+        t = self.clock() if now is None else now
+        schema = self.schema(t)
+        reader = EnergyReader(self.client, schema, self.interval(t))
+        out: dict[str, JobEnergy] = {}
+        if schema.job_energy is not None and jobs:
+            lo = since if since is not None else _earliest_start(jobs, t - 86400.0)
+            hi = min(until, t) if until is not None else t
+            counters = reader.job_counters(lo - 2 * self.interval(t), hi, [j.job_id for j in jobs])
+            for job in jobs:
+                if job.job_id in counters:
+                    out[job.job_id] = JobEnergy(job.job_id, counters[job.job_id], "job-counter")
+        rest = [j for j in jobs if j.job_id not in out]
+        if rest and schema.gpu_energy is not None:
+            out.update(reader.gpu_counters(rest, t, since, until))
+        for job in jobs:
+            out.setdefault(job.job_id, JobEnergy(job.job_id, None, "none", "no energy data"))
+        return out
+
+    # -- reports -------------------------------------------------------------------------
+    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
+        """Jobs that ran in [since, until] and the energy each used inside that window."""
+        schema = self.schema(until)
+        if self.scheduler is not None:
+            jobs = [
+                j
+                for j in self.scheduler.jobs()
+                if (j.start_time is None or j.start_time < until)
+                and (j.end_time is None or j.end_time > since)
+            ]
+        elif schema.job_info is not None:
+            jobs = jobs_seen(self.client, schema, since, until)
+        else:
+            raise SchedulerRequired(
+                "per-job energy on a dcgm-exporter site needs the scheduler's allocations:"
+                " configure [scheduler] (the exporter's job attribution is not available)"
+            )
+        return jobs, self.job_energy(jobs, now=until, since=since, until=until)
+
+    def alerts(self) -> list[Alert]:
+        """Firing alerts, for triage."""
+        return firing_alerts(self.client)
+
+
+def _earliest_start(jobs: Sequence[Job], default: float) -> float:
+    starts = [j.start_time for j in jobs if j.start_time is not None]
+    if len(starts) < len(jobs):
+        return default
+    return min(starts)
+
+
+def _held_by(jobs: Sequence[Job]) -> dict[GpuKey, tuple[str, ...]]:
+    """The scheduler is the authority on who holds a GPU."""
+    held: dict[GpuKey, list[str]] = {}
+    for job in jobs:
+        if not job.state.finished:
+            for key in job.gpu_keys():
+                held.setdefault(key, []).append(job.job_id)
+    return {k: tuple(v) for k, v in held.items()}
+
+
+def open_prometheus_source(
+    settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
+) -> PrometheusSource:
+    """The source the CLI uses, from ``[prometheus]`` and ``[scheduler]`` settings."""
+    from factoryctl.telemetry.prom_open import source_from_settings
+
+    return source_from_settings(settings, scheduler)
+
+
+__all__ = ["Allocation", "PrometheusSource", "SourceOptions", "open_prometheus_source"]

@@ -1,0 +1,100 @@
+"""Prometheus API result types, and parsing them out of large JSON bodies quickly.
+
+A 100k-GPU instant vector is ~12 MB of JSON. Python's cyclic GC runs repeatedly while
+``json.loads`` allocates millions of small objects that cannot form cycles, so parsing
+with the GC paused is ~2.5x faster (230 ms -> 90 ms measured in the issue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+# Bodies smaller than this parse fast enough that pausing the GC is not worth a thought.
+GC_PAUSE_BYTES = 256 * 1024
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def loads(body: bytes) -> Any:
+    if len(body) < GC_PAUSE_BYTES:
+        return json.loads(body)
+    with gc_paused():
+        return json.loads(body)
+
+
+class Sample(NamedTuple):
+    """One element of an instant vector (or a scalar, with empty labels).
+
+    A NamedTuple, not a frozen dataclass: 100k of them are built per big query, and a
+    frozen dataclass's ``__init__`` costs several times a tuple's."""
+
+    labels: Mapping[str, str]
+    value: float
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One element of a range vector or matrix: raw or evaluated points, oldest first."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    result_type: str  # vector | matrix | scalar | string
+    vector: tuple[Sample, ...] = ()
+    matrix: tuple[Series, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def scalar(self) -> float | None:
+        """The single value of a scalar, or of a one-element vector."""
+        if self.vector:
+            return self.vector[0].value
+        return None
+
+
+def parse_query_data(data: Mapping[str, Any], warnings: tuple[str, ...] = ()) -> QueryResult:
+    """``data`` of /api/v1/query or /query_range. Timestamps: float or int (VictoriaMetrics)."""
+    rtype = str(data.get("resultType", ""))
+    raw = data.get("result")
+    # Large results: building Sample objects allocates as much as the JSON parse did.
+    with gc_paused():
+        if rtype == "vector":
+            vec = tuple(
+                Sample(item.get("metric", {}), float(item["value"][1]), float(item["value"][0]))
+                for item in raw or ()
+            )
+            return QueryResult(rtype, vector=vec, warnings=warnings)
+        if rtype == "matrix":
+            mat = tuple(
+                Series(
+                    item.get("metric", {}),
+                    tuple((float(t), float(v)) for t, v in item.get("values", ())),
+                )
+                for item in raw or ()
+            )
+            return QueryResult(rtype, matrix=mat, warnings=warnings)
+    if rtype == "scalar" and isinstance(raw, list):
+        return QueryResult(
+            rtype, vector=(Sample({}, float(raw[1]), float(raw[0])),), warnings=warnings
+        )
+    if rtype == "string":
+        return QueryResult(rtype, warnings=warnings)
+    raise ValueError(f"unexpected resultType {rtype!r}")

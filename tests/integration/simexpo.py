@@ -1,0 +1,189 @@
+"""TEST-ONLY: serve a SimFactory's nodes as Prometheus targets, in native or dcgm format.
+
+A stand-in until ``factoryctl-exporter --simulate`` lands (the lab will switch to it).
+Deliberately minimal: one HTTP server thread per node; every scrape first advances the
+simulator to the wall clock (so a sample's scrape timestamp matches the state it shows),
+then renders that node's GPUs. Per-job energy is counted at the source with the same
+``JobEnergyAccountant`` the exporter uses, one per node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from factoryctl.energy import JobEnergyAccountant
+from factoryctl.lab.procs import free_port
+from factoryctl.sim import SimFactory
+from factoryctl.telemetry import schema as m
+
+# Power changes one step after a job starts or ends: keep that lag far below a scrape.
+STEP = 0.02
+
+
+class SimTargets:
+    def __init__(
+        self, sim: SimFactory, fmt: str = "native", lock: threading.Lock | None = None
+    ) -> None:
+        self.sim = sim
+        self.fmt = fmt
+        self.lock = lock or threading.Lock()
+        self.accountants = {n: JobEnergyAccountant(grace_seconds=3600) for n in sim.node_names}
+        sim.listeners.append(self.observe)
+        self.observe(sim)
+        self.servers: list[ThreadingHTTPServer] = []
+        self.addresses: dict[str, str] = {}
+
+    def observe(self, sim: SimFactory) -> None:
+        for i, node in enumerate(sim.node_names):
+            energy, owners, util = {}, {}, {}
+            for k in range(sim.gpn):
+                g = i * sim.gpn + k
+                if sim.up[g]:
+                    energy[(node, k)] = sim.energy[g]
+                    util[(node, k)] = sim.utilization[g]
+                    if sim.owner[g] is not None:
+                        owners[(node, k)] = (sim.owner[g].job_id,)
+            self.accountants[node].observe(sim.now, energy, owners, util)
+
+    def sync(self) -> None:
+        """Advance the simulator to now; call with ``lock`` held."""
+        self.sim.advance_to(time.time(), STEP)
+
+    def start(self) -> SimTargets:
+        for node in self.sim.node_names:
+            server = ThreadingHTTPServer(("127.0.0.1", free_port()), self._handler(node))
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers.append(server)
+            self.addresses[node] = f"127.0.0.1:{server.server_address[1]}"
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+    def _handler(self, node: str) -> type[BaseHTTPRequestHandler]:
+        targets = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with targets.lock:
+                    targets.sync()
+                    body = targets.render(node).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def render(self, node: str) -> str:
+        text = self._native(node) if self.fmt == "native" else self._dcgm(node)
+        # Explicit sample timestamps = the simulator's clock: the engines then store each
+        # value at the instant it describes, not at a scrape time a loaded test machine
+        # may have delayed by tens of ms. The energy tests measure the method, not jitter.
+        stamp = f" {round(self.sim.now * 1000)}"
+        return "".join(line + stamp + "\n" for line in text.splitlines())
+
+    def _gpus(self, node: str):
+        sim = self.sim
+        i = sim.node_index[node]
+        for k in range(sim.gpn):
+            yield k, i * sim.gpn + k
+
+    def _native(self, node: str) -> str:
+        sim, out = self.sim, []
+        for k, g in self._gpus(node):
+            base = f'node="{node}",gpu="{k}",uuid="{sim.uuids[g]}"'
+            out.append(f'{m.GPU_INFO}{{{base},model="{sim.config.spec.model}"}} 1')
+            out.append(f"{m.GPU_UP}{{{base}}} {int(sim.up[g])}")
+            if not sim.up[g]:
+                continue
+            out.append(f"{m.GPU_UTILIZATION}{{{base}}} {sim.utilization[g]}")
+            out.append(f"{m.GPU_MEMORY_USED}{{{base}}} {sim.memory_used[g]}")
+            out.append(f"{m.GPU_MEMORY_TOTAL}{{{base}}} {sim.config.spec.memory_total_bytes}")
+            out.append(f"{m.GPU_POWER}{{{base}}} {sim.power[g]}")
+            out.append(f"{m.GPU_ENERGY}{{{base}}} {sim.energy[g]}")
+            out.append(f"{m.GPU_TEMPERATURE}{{{base}}} {sim.temperature[g]}")
+            out.append(f'{m.GPU_XID_ERRORS}{{{base},xid="79"}} {sim.xid_total[g]}')
+            owner = sim.owner[g]
+            if owner is not None:
+                out.append(
+                    f'{m.GPU_JOB_INFO}{{{base},job_id="{owner.job_id}",user="{owner.user}"}} 1'
+                )
+        for job_id, totals in self.accountants[node].jobs.items():
+            out.append(f'{m.JOB_ENERGY}{{node="{node}",job_id="{job_id}"}} {totals.energy_joules}')
+        return "\n".join(out) + "\n"
+
+    def _dcgm(self, node: str) -> str:
+        sim, out = self.sim, []
+        spec = sim.config.spec
+        for k, g in self._gpus(node):
+            if not sim.up[g]:
+                continue
+            lab = (
+                f'gpu="{k}",UUID="{sim.uuids[g]}",device="nvidia{k}",modelName="{spec.model}",'
+                f'Hostname="{node}",DCGM_FI_DRIVER_VERSION="550.54.15"'
+            )
+            used_mib = sim.memory_used[g] / 2**20
+            out += [
+                f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} {round(sim.utilization[g] * 100)}",
+                f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {sim.power[g]:.3f}",
+                f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{lab}}} {round(sim.energy[g] * 1000)}",
+                f"DCGM_FI_DEV_FB_USED{{{lab}}} {round(used_mib)}",
+                f"DCGM_FI_DEV_FB_FREE{{{lab}}} {round(spec.memory_total_bytes / 2**20 - used_mib)}",
+                f"DCGM_FI_DEV_GPU_TEMP{{{lab}}} {round(sim.temperature[g])}",
+                f"DCGM_FI_DEV_SM_CLOCK{{{lab}}} {round(sim.sm_clock[g] / 1e6)}",
+                f"DCGM_FI_DEV_XID_ERRORS{{{lab}}} {sim.last_xid[g]}",
+            ]
+        return "\n".join(out) + "\n"
+
+
+class SimScheduler:
+    """TEST-ONLY SchedulerView over the simulator: what Slurm would say about its jobs."""
+
+    def __init__(self, targets: SimTargets) -> None:
+        self.targets = targets
+
+    def nodes(self):
+        from factoryctl.sim.snapshot import build_snapshot
+
+        with self.targets.lock:
+            return build_snapshot(self.targets.sim).nodes
+
+    def jobs(self):
+        from factoryctl.sim.snapshot import build_snapshot
+
+        with self.targets.lock:
+            jobs = build_snapshot(self.targets.sim).jobs
+        return list(jobs)
+
+
+def main() -> None:
+    """TEST-ONLY process form, for ``python -m factoryctl.lab up --exporter-cmd``."""
+    import argparse
+
+    from factoryctl.sim import SimConfig
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--format", default="native")
+    args = parser.parse_args()
+    sim = SimFactory(
+        SimConfig(node_names=(args.node,), gpus_per_node=args.gpus, start_time=time.time())
+    )
+    targets = SimTargets(sim, args.format)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), targets._handler(args.node))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

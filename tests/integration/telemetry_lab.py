@@ -1,0 +1,110 @@
+"""The real telemetry stack for integration tests: Prometheus + VictoriaMetrics scraping sim nodes.
+
+Fixtures (import them into a test module): ``lab`` (session), ``engine_url`` (one per
+engine) and ``scenario`` (jobs run once while both engines scrape)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from factoryctl.lab.procs import wait_until
+from factoryctl.lab.stack import PROMETHEUS_BIN, VICTORIA_BIN, Stack
+from factoryctl.sim import SimConfig, SimFactory, Workload
+from factoryctl.telemetry.client import PromClient, PromConfig
+from tests.integration.simexpo import SimTargets
+
+ENGINES = ("prometheus", "victoriametrics")
+
+
+@dataclass
+class Lab:
+    sim: SimFactory
+    native: SimTargets
+    dcgm: SimTargets
+    stack: Stack
+    started: float
+
+
+def _have(path: str) -> bool:
+    return shutil.which(path) is not None
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not (_have(PROMETHEUS_BIN) and _have(VICTORIA_BIN)):
+        pytest.skip("needs /usr/bin/prometheus and /usr/bin/victoria-metrics")
+    started = time.time()
+    sim = SimFactory(SimConfig(nodes=2, gpus_per_node=4, jobs=False, start_time=started))
+    native = SimTargets(sim, "native").start()
+    # The dcgm view of the same GPUs: its own servers, sharing the simulator and its lock.
+    dcgm = SimTargets(sim, "dcgm", lock=native.lock).start()
+    targets = [*native.addresses.values(), *dcgm.addresses.values()]
+    stack = Stack(tmp_path_factory.mktemp("lab"), targets, ENGINES, scrape_interval="1s")
+    try:
+        stack.start()
+        stack.wait_scraped(timeout=60)
+        yield Lab(sim, native, dcgm, stack, started)
+    finally:
+        stack.stop()
+        native.stop()
+        dcgm.stop()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_url(request: pytest.FixtureRequest, lab: Lab) -> str:
+    return lab.stack.running[request.param].url
+
+
+@dataclass
+class Scenario:
+    finished: dict[str, float]  # job id -> true joules
+    running: str
+    end: float
+
+
+def _newest_sample(url: str, metric: str) -> float:
+    client = PromClient(PromConfig(url))
+    res = client.query(f"max(timestamp({metric}))", time.time())
+    return res.vector[0].value if res.vector else 0.0
+
+
+@pytest.fixture(scope="session")
+def scenario(lab) -> Scenario:
+    sim, lock = lab.sim, lab.native.lock
+    n0, n1 = sim.node_names
+
+    def now(action) -> None:
+        with lock:
+            lab.native.sync()
+            action()
+            # What the exporter does on a job change: attribute from this instant on.
+            lab.native.observe(sim)
+
+    now(lambda: sim.assign("501", "ada", n0, [0, 1], Workload.TRAINING))
+    now(lambda: sim.assign("502", "ben", n1, [0, 1], Workload.TRAINING))
+    time.sleep(7)
+    now(lambda: sim.reset_energy_counter(n1, 0))  # a driver reload inside job 502
+    time.sleep(7)
+    # Job change on the same GPUs: 501 hands GPUs 0-1 of n0 to 503 at once.
+    now(lambda: (sim.release("501"), sim.assign("503", "chen", n0, [0, 1], Workload.INFERENCE)))
+    now(lambda: sim.assign("504", "dana", n1, [2, 3], Workload.IDLE))
+    time.sleep(16)
+    now(lambda: (sim.release("502"), sim.release("503")))
+    end = time.time()
+    # Both engines must have scraped past the last end (VictoriaMetrics lags ~1-2 s).
+    for engine in lab.stack.running.values():
+        for metric in ("factoryctl_gpu_up", "DCGM_FI_DEV_GPU_UTIL"):
+            wait_until(
+                lambda u=engine.url, m=metric: _newest_sample(u, m) > end + 1.5,
+                30,
+                f"{engine.name} to scrape past the jobs' end",
+                interval=0.25,
+            )
+    with lock:
+        truth = {j: sim.true_energy(j) for j in ("501", "502", "503")}
+    return Scenario(truth, "504", end)

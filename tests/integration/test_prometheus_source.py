@@ -1,0 +1,147 @@
+"""PrometheusSource against real Prometheus 2.42 and VictoriaMetrics 1.79: same assertions.
+
+The simulator's truth (exact joules per job) is the reference; jobs start, end and hand
+their GPUs to other jobs while both engines scrape, and one GPU's counter resets mid-job.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from factoryctl.model import JobState
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from tests.integration.simexpo import SimScheduler
+from tests.integration.telemetry_lab import Scenario
+
+pytestmark = pytest.mark.integration
+
+TOLERANCE = 0.005
+
+
+def source(url: str, schema: str = "auto", scheduler=None) -> PrometheusSource:
+    return PrometheusSource(
+        PromClient(PromConfig(url, timeout=10)), scheduler, SourceOptions(schema=schema)
+    )
+
+
+def _assert_close(measured: float | None, truth: float, what: str) -> None:
+    assert measured is not None, what
+    assert truth > 0
+    err = abs(measured - truth) / truth
+    assert err <= TOLERANCE, f"{what}: measured {measured:.1f} J, truth {truth:.1f} J ({err:.3%})"
+
+
+def test_every_gpu_appears_telemetry_only(lab, engine_url: str) -> None:
+    snap = source(engine_url).snapshot()
+    assert snap.source == "prometheus:native"
+    with lab.native.lock:
+        expected = {(lab.sim.node_names[g // 4], g % 4): lab.sim.uuids[g] for g in range(8)}
+    assert {g.key: g.uuid for g in snap.gpus} == expected
+    assert all(g.up for g in snap.gpus)
+    assert all(g.power_watts is not None and g.power_watts > 0 for g in snap.gpus)
+    assert {n.name for n in snap.nodes} == set(lab.sim.node_names)
+
+
+def test_native_job_energy_matches_truth(lab, scenario: Scenario, engine_url: str) -> None:
+    src = source(engine_url, scheduler=SimScheduler(lab.native))
+    snap = src.snapshot()
+    jobs = {j.job_id: j for j in snap.jobs}
+    for job_id, truth in scenario.finished.items():
+        assert jobs[job_id].state is JobState.COMPLETED
+        _assert_close(jobs[job_id].energy_joules, truth, f"job {job_id} (job counter)")
+    methods = src.job_energy([jobs[j] for j in scenario.finished])
+    assert {m.method for m in methods.values()} == {"job-counter"}
+
+
+def test_dcgm_job_energy_from_gpu_counters_matches_truth(
+    lab, scenario: Scenario, engine_url: str
+) -> None:
+    src = source(engine_url, schema="dcgm", scheduler=SimScheduler(lab.native))
+    snap = src.snapshot()
+    assert snap.source == "prometheus:dcgm"
+    jobs = {j.job_id: j for j in snap.jobs}
+    energy = src.job_energy([jobs[j] for j in scenario.finished])
+    for job_id, truth in scenario.finished.items():
+        assert energy[job_id].method == "gpu-counter"
+        _assert_close(
+            energy[job_id].joules, truth, f"job {job_id} (dcgm GPU counters) {energy[job_id]}"
+        )
+        _assert_close(jobs[job_id].energy_joules, truth, f"job {job_id} in snapshot")
+
+
+def test_dcgm_snapshot_marks_what_dcgm_cannot_say(lab, engine_url: str) -> None:
+    snap = source(engine_url, schema="dcgm").snapshot()
+    assert len(snap.gpus) == 8
+    gpu = snap.gpus[0]
+    assert gpu.up and gpu.utilization is not None and 0 <= gpu.utilization <= 1
+    assert gpu.memory_total_bytes is not None and gpu.memory_total_bytes > 70e9  # MiB -> bytes
+    assert "xid_total" in snap.unavailable
+    assert gpu.xid_total is None  # n/a, never 0
+
+
+def test_running_job_from_attribution_without_scheduler(
+    lab, scenario: Scenario, engine_url: str
+) -> None:
+    snap = source(engine_url).snapshot()
+    job = snap.job(scenario.running)
+    assert job is not None
+    assert job.user == "dana"
+    assert sorted(job.gpu_keys()) == [(lab.sim.node_names[1], 2), (lab.sim.node_names[1], 3)]
+    assert job.energy_joules is not None and job.energy_joules > 0
+    # Finished jobs are gone from the attribution: no GPU is double-counted.
+    assert all(len(g.job_ids) <= 1 for g in snap.gpus)
+    assert {j.job_id for j in snap.jobs} == {scenario.running}
+
+
+@pytest.mark.parametrize("schema", ["native", "dcgm"])
+def test_node_aggregates_equal_rows_from_every_gpu(lab, engine_url: str, schema: str) -> None:
+    """The nodes view asks the engine for sums/means/maxima by node; same rows as per-GPU."""
+    import time
+
+    from factoryctl.telemetry.node_summary import node_rows
+    from factoryctl.views import node_rows as rows_from_gpus
+
+    src = source(engine_url, schema=schema)
+    t = time.time() - 1
+    snap, rows = node_rows(src, at=t)
+    expected = rows_from_gpus(src.snapshot(at=t))
+    assert [r["name"] for r in rows] == [r["name"] for r in expected]
+    for got, want in zip(rows, expected, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-9), (key, got, want)
+            else:
+                assert got[key] == value, (key, got, want)
+    assert not snap.gpus  # no per-GPU vector was fetched for it
+
+
+@pytest.mark.parametrize("with_jobs", [False, True])
+def test_job_aggregates_equal_rows_from_every_gpu(
+    lab, scenario: Scenario, engine_url: str, with_jobs: bool
+) -> None:
+    """The jobs view joins metrics to job_info on the engine; same rows as per-GPU."""
+    import time
+
+    from factoryctl.telemetry.job_summary import job_rows
+    from factoryctl.views import job_rows as rows_from_gpus
+
+    src = source(engine_url)
+    t = time.time() - 1
+    done = job_rows(src, at=t)
+    assert done is not None
+    snap, rows = done
+    expected = rows_from_gpus(src.snapshot(at=t))
+    assert [r["job_id"] for r in rows] == [r["job_id"] for r in expected] == [scenario.running]
+    for got, want in zip(rows, expected, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-9), (key, got, want)
+            else:
+                assert got[key] == value, (key, got, want)
+    assert not snap.gpus
+    # With a scheduler the allocation is not in Prometheus: the per-GPU path is used.
+    if with_jobs:
+        assert job_rows(source(engine_url, scheduler=SimScheduler(lab.native)), at=t) is None

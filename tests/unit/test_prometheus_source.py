@@ -1,0 +1,175 @@
+"""PrometheusSource on recorded dcgm-exporter / factoryctl replies (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from factoryctl.errors import ExitStatus
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.metrics import DCGM, NATIVE, SchemaUndetected, choose
+from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+
+T = 1_767_225_600.0
+
+
+def dcgm_labels(host: str, gpu: int, hostname_label: str = "Hostname") -> dict[str, str]:
+    return {
+        "gpu": str(gpu),
+        "UUID": f"GPU-{host}-{gpu}",
+        "modelName": "NVIDIA H100 80GB HBM3",
+        "pci_bus_id": f"00000000:{gpu + 0x18:02X}:00.0",
+        hostname_label: host,
+        "instance": f"{host}:9400",
+        "job": "dcgm",
+    }
+
+
+def vector(items: list[tuple[dict[str, str], float]]) -> dict[str, object]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": m, "value": [T, str(v)]} for m, v in items],
+        },
+    }
+
+
+class FakeDcgmProm:
+    """Answers the queries a snapshot makes, for two dcgm nodes with 2 GPUs each."""
+
+    def __init__(self, hostname_label: str = "Hostname") -> None:
+        self.gpus = [(h, g) for h in ("dgx01", "dgx02") for g in range(2)]
+        self.label = hostname_label
+        self.queries: list[str] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/api/v1/targets":
+            return httpx.Response(
+                200,
+                json={"status": "success", "data": {"activeTargets": [{"scrapeInterval": "15s"}]}},
+            )
+        form = parse_qs(req.content.decode())
+        q = form["query"][0]
+        self.queries.append(q)
+        assert form["time"] == [f"{T:.3f}"]
+        lab = [dcgm_labels(h, g, self.label) for h, g in self.gpus]
+        if q.startswith("count by (__name__)"):
+            return httpx.Response(200, json=vector([({"__name__": "DCGM_FI_DEV_GPU_UTIL"}, 4)]))
+        if q.startswith("topk(1,"):
+            return httpx.Response(200, json=vector([(lab[0], 50)]))
+        if q.startswith("last_over_time(DCGM_FI_DEV_GPU_UTIL"):
+            # dgx02 GPU 1 has not reported within 2 intervals: only in the inventory.
+            window_30s = "[30000ms]" in q
+            return httpx.Response(
+                200, json=vector([(m, 50) for m in (lab[:3] if window_30s else lab)])
+            )
+        if q.startswith('{__name__=~"'):
+            values = {
+                "DCGM_FI_DEV_GPU_UTIL": 87,
+                "DCGM_FI_DEV_POWER_USAGE": 612.5,
+                "DCGM_FI_DEV_FB_USED": 40960,
+                "DCGM_FI_DEV_FB_FREE": 40960,
+                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": 123456789,
+                "DCGM_FI_DEV_GPU_TEMP": 64,
+                "DCGM_FI_DEV_SM_CLOCK": 1980,
+                "DCGM_FI_DEV_XID_ERRORS": 0,
+            }
+            items = []
+            for i, m in enumerate(lab):
+                for name, v in values.items():
+                    if name == "DCGM_FI_DEV_XID_ERRORS" and i == 1:
+                        v = 79
+                    items.append(({**m, "__name__": name}, v))
+            return httpx.Response(200, json=vector(items))
+        return httpx.Response(200, json=vector([]))
+
+
+def make_source(handler, schema: str = "auto") -> PrometheusSource:
+    client = PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(handler))
+    return PrometheusSource(client, None, SourceOptions(schema=schema), clock=lambda: T)
+
+
+@pytest.mark.parametrize("label", ["Hostname", "hostname"])
+def test_dcgm_snapshot_converts_units_and_marks_what_it_cannot_say(label: str) -> None:
+    fake = FakeDcgmProm(label)
+    snap = make_source(fake).snapshot()
+    assert snap.source == "prometheus:dcgm"
+    assert [g.key for g in snap.gpus] == [("dgx01", 0), ("dgx01", 1), ("dgx02", 0), ("dgx02", 1)]
+    g = snap.gpu("dgx01", 0)
+    assert g is not None and g.up
+    assert g.utilization == pytest.approx(0.87)
+    assert g.memory_used_bytes == 40960 * 2**20
+    assert g.memory_total_bytes == 2 * 40960 * 2**20
+    assert g.energy_joules == pytest.approx(123456.789)
+    assert g.sm_clock_hz == pytest.approx(1.98e9)
+    assert g.uuid == "GPU-dgx01-0" and g.model == "NVIDIA H100 80GB HBM3"
+    assert g.xid_total is None and "xid_total" in snap.unavailable
+    assert snap.gpu("dgx01", 1).last_xid == 79  # the gauge holds the last XID code
+    lost = snap.gpu("dgx02", 1)
+    assert lost is not None and not lost.up and lost.power_watts is None
+    assert "memory_utilization" in snap.unavailable  # not in the default dcgm counters
+    assert "power_limit_watts" in snap.unavailable
+    # Aggregation stays on the server: one selector for all gauges, no per-GPU queries.
+    assert len(fake.queries) <= 6
+
+
+def test_forced_schema_skips_detection() -> None:
+    fake = FakeDcgmProm()
+    make_source(fake, schema="dcgm").snapshot()
+    assert not any(q.startswith("count by (__name__)") for q in fake.queries)
+
+
+def test_no_gpu_metrics_is_schema_undetected() -> None:
+    def empty(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=vector([]))
+
+    with pytest.raises(SchemaUndetected) as err:
+        make_source(empty).snapshot()
+    assert err.value.status is ExitStatus.SCHEMA_UNDETECTED
+    assert "--schema" in err.value.message
+
+
+def test_choose_prefers_native_and_rejects_unknown() -> None:
+    assert choose({"factoryctl_gpu_up": 8, "DCGM_FI_DEV_GPU_UTIL": 8}) is NATIVE
+    assert choose({"DCGM_FI_DEV_GPU_UTIL": 8}) is DCGM
+    assert choose({}, "dcgm") is DCGM
+    with pytest.raises(SchemaUndetected, match="unknown metric schema"):
+        choose({}, "nvitop")
+
+
+class BrokenScheduler:
+    def __init__(self, status: ExitStatus) -> None:
+        self.status = status
+
+    def nodes(self):
+        from factoryctl.errors import FactoryctlError
+
+        raise FactoryctlError("sinfo --json: cannot contact slurmctld", self.status)
+
+    def jobs(self):
+        return []
+
+
+@pytest.mark.parametrize("status", [ExitStatus.SCHEDULER_UNREACHABLE, ExitStatus.SCHEDULER_ERROR])
+def test_failing_scheduler_read_degrades_to_telemetry_with_a_warning(status) -> None:
+    client = PromClient(
+        PromConfig("http://prom:9090"), transport=httpx.MockTransport(FakeDcgmProm())
+    )
+    src = PrometheusSource(client, BrokenScheduler(status), SourceOptions(), clock=lambda: T)
+    snap = src.snapshot()
+    assert len(snap.gpus) == 4
+    assert any("scheduler unreachable" in w and "slurmctld" in w for w in snap.warnings)
+
+
+def test_usage_errors_from_the_scheduler_still_raise() -> None:
+    client = PromClient(
+        PromConfig("http://prom:9090"), transport=httpx.MockTransport(FakeDcgmProm())
+    )
+    src = PrometheusSource(
+        client, BrokenScheduler(ExitStatus.USAGE), SourceOptions(), clock=lambda: T
+    )
+    with pytest.raises(Exception, match="slurmctld"):
+        src.snapshot()
