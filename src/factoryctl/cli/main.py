@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "demo": "factoryctl.cli.demo:demo",
     "top": "factoryctl.cli.top:top",
     "triage": "factoryctl.cli.triage:triage_command",
+    "scheduler-exporter": "factoryctl.cli.scheduler_exporter:scheduler_exporter",
     "energy": "factoryctl.cli.energy:energy",
     "completion": "factoryctl.cli.completion:completion",
     "drain": "factoryctl.cli.actions:drain",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
-from factoryctl.lab.stack import ENGINES, Stack, stop_from_pidfile
+from factoryctl.lab.stack import ENGINES, Stack, start_scheduler_exporter, stop_from_pidfile
 
 DEFAULT_STATE = Path(".lab/telemetry")
 # {port}, {node}, {gpus} and {seed} are filled in per exporter.
@@ -60,7 +60,24 @@ def up(args: argparse.Namespace) -> int:
         return 1
     state.mkdir(parents=True, exist_ok=True)
     targets, procs = _exporters(args, state)
-    stack = Stack(state, targets, args.engines.split(","), scrape_interval=args.interval)
+    scheduler_targets: list[str] = []
+    if args.scheduler_view != "none":
+        # `factoryctl scheduler-exporter`, scraped as job factoryctl-scheduler (the rules' name).
+        view = ["--demo"] if args.scheduler_view == "demo" else ["--scheduler", args.scheduler_view]
+        target, proc = start_scheduler_exporter(state, view)
+        scheduler_targets.append(target)
+        procs.append(proc)
+    rules = (
+        sorted(str(p.resolve()) for p in Path(args.rules).glob("*.rules.yml")) if args.rules else []
+    )
+    stack = Stack(
+        state,
+        targets,
+        args.engines.split(","),
+        scrape_interval=args.interval,
+        scheduler_targets=scheduler_targets,
+        rule_files=rules,
+    )
     try:
         stack.start()
         stack.wait_scraped(timeout=60)
@@ -106,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--engines", default=",".join(ENGINES))
     p_up.add_argument("--targets", help="scrape these HOST:PORT exporters instead")
     p_up.add_argument("--exporter-cmd", default=DEFAULT_EXPORTER, help="exporter command template")
+    p_up.add_argument(
+        "--scheduler-view",
+        choices=["none", "demo", "slurm", "slurmrestd"],
+        default="none",
+        help="also run `factoryctl scheduler-exporter` on this scheduler (job factoryctl-scheduler)",
+    )
+    p_up.add_argument(
+        "--rules",
+        metavar="DIR",
+        help="Prometheus evaluates the *.rules.yml in DIR (e.g. dashboards/prometheus)",
+    )
     sub.add_parser("down", help="stop everything `up` started, by PID")
     sub.add_parser("status", help="what is running")
     args = parser.parse_args(argv)

@@ -22,18 +22,35 @@ VICTORIA_BIN = "/usr/bin/victoria-metrics"
 ENGINES = ("prometheus", "victoriametrics")
 
 
-def scrape_config(targets: Sequence[str], interval: str, job: str = "factoryctl") -> str:
+# The scrape job name of ``factoryctl scheduler-exporter``: the rules tell its ``up`` from the
+# node exporters' by it (dashboards/prometheus/alerts.rules.yml).
+SCHEDULER_JOB = "factoryctl-scheduler"
+
+
+def scrape_config(
+    targets: Sequence[str],
+    interval: str,
+    job: str = "factoryctl",
+    scheduler_targets: Sequence[str] = (),
+    rule_files: Sequence[str] = (),
+) -> str:
     # YAML is a superset of JSON: no YAML library needed to write a valid config.
-    scrape = {
-        "job_name": job,
-        # Explicit, because the engines' defaults for it have differed across versions.
-        "honor_timestamps": True,
-        "static_configs": [{"targets": list(targets)}],
-    }
-    doc = {
-        "global": {"scrape_interval": interval, "scrape_timeout": interval},
-        "scrape_configs": [scrape],
-    }
+    def scrape(name: str, addresses: Sequence[str]) -> dict[str, object]:
+        return {
+            "job_name": name,
+            # Explicit, because the engines' defaults for it have differed across versions.
+            "honor_timestamps": True,
+            "static_configs": [{"targets": list(addresses)}],
+        }
+
+    jobs = [scrape(job, targets)]
+    if scheduler_targets:
+        jobs.append(scrape(SCHEDULER_JOB, scheduler_targets))
+    glob: dict[str, str] = {"scrape_interval": interval, "scrape_timeout": interval}
+    doc: dict[str, object] = {"global": glob, "scrape_configs": jobs}
+    if rule_files:  # Prometheus only: VictoriaMetrics' strict parser rejects these keys
+        glob["evaluation_interval"] = interval
+        doc["rule_files"] = list(rule_files)
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -69,15 +86,35 @@ class Stack:
     targets: list[str]
     engines: Sequence[str] = ENGINES
     scrape_interval: str = "1s"
+    # ``factoryctl scheduler-exporter`` targets, scraped as job ``factoryctl-scheduler``.
+    scheduler_targets: list[str] = field(default_factory=list)
+    # Rule files Prometheus evaluates (VictoriaMetrics needs vmalert for rules: not here).
+    rule_files: list[str] = field(default_factory=list)
     running: dict[str, Engine] = field(default_factory=dict)
 
     def start(self, timeout: float = 30.0) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self.state_dir / "scrape.yml"
-        config.write_text(scrape_config(self.targets, self.scrape_interval))
+        config.write_text(
+            scrape_config(
+                self.targets, self.scrape_interval, scheduler_targets=self.scheduler_targets
+            )
+        )
+        # Prometheus alone gets the rules (VictoriaMetrics evaluates rules through vmalert).
+        prom_config = self.state_dir / "prometheus.yml"
+        prom_config.write_text(
+            scrape_config(
+                self.targets,
+                self.scrape_interval,
+                scheduler_targets=self.scheduler_targets,
+                rule_files=self.rule_files,
+            )
+        )
         try:
             for name in self.engines:
-                self.running[name] = self._start(name, config)
+                self.running[name] = self._start(
+                    name, prom_config if name == "prometheus" else config
+                )
             for engine in self.running.values():
                 wait_until(
                     engine.answers,
@@ -118,12 +155,12 @@ class Stack:
 
     def wait_scraped(self, timeout: float = 30.0) -> None:
         """Poll until every engine has scraped every target (never a blind sleep)."""
-        expected = len(self.targets)
+        expected = len(self.targets) + len(self.scheduler_targets)
         for engine in self.running.values():
             wait_until(
                 functools.partial(engine.targets_up, expected),
                 timeout,
-                f"{engine.name} to scrape {len(self.targets)} targets",
+                f"{engine.name} to scrape {expected} targets",
                 interval=0.2,
             )
 
@@ -139,6 +176,41 @@ class Stack:
 
     def urls(self) -> dict[str, str]:
         return {name: engine.url for name, engine in self.running.items()}
+
+
+def start_scheduler_exporter(
+    state_dir: Path, global_args: Sequence[str] = ("--demo",), interval: float = 5.0
+) -> tuple[str, ManagedProcess]:
+    """Run ``factoryctl GLOBAL_ARGS scheduler-exporter`` on a free port; wait until it
+    answers. Returns its scrape target and the process (stop it by PID)."""
+    import sys
+
+    from factoryctl.lab.procs import port_open
+
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "factoryctl",
+        *global_args,
+        "scheduler-exporter",
+        f"--listen=127.0.0.1:{port}",
+        f"--interval={interval}",
+    ]
+    proc = ManagedProcess("scheduler-exporter", argv, state_dir / "scheduler-exporter.log")
+    proc.start()
+    try:
+        wait_until(
+            lambda: port_open(port) or not proc.alive(),
+            30,
+            f"scheduler-exporter on port {port}",
+        )
+        if not proc.alive():
+            raise RuntimeError(f"scheduler-exporter exited: {proc.log_tail(3)}")
+    except BaseException:
+        proc.stop()
+        raise
+    return f"127.0.0.1:{port}", proc
 
 
 def stop_from_pidfile(state_dir: Path) -> list[str]:

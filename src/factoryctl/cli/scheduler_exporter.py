@@ -1,0 +1,148 @@
+"""``factoryctl scheduler-exporter``: the scheduler's view of the nodes for Prometheus.
+
+factoryctl-exporter runs on GPU nodes and knows nothing of Slurm's node states, reasons,
+partitions or configured GPUs; the rules need them ("drained for more than 24 h", "GPU
+missing versus expected", power per partition). One instance of this command, next to
+Prometheus, serves them from the configured scheduler. Prometheus scrapes it under the job
+name ``factoryctl-scheduler`` (the rules tell its ``up`` apart from the node exporters').
+
+A scrape never calls the scheduler: a background thread re-reads the nodes every
+``--interval`` and a scrape serves the latest successful read (sinfo at 10k nodes takes
+seconds; a scrape must not). A failed read keeps the previous view and is logged.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+
+import click
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from factoryctl.cli.common import get_env
+from factoryctl.cli.env import Environment
+from factoryctl.errors import ExitStatus, FactoryctlError
+from factoryctl.model import Node
+from factoryctl.telemetry.scheduler_collector import SchedulerCollector
+
+DEFAULT_PORT = 9836  # factoryctl-exporter's 9835 plus one
+JOB_NAME = "factoryctl-scheduler"
+
+
+class NodeCache:
+    """The latest successful ``scheduler.nodes()``, refreshed by ``refresh()``."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.nodes: Sequence[Node] = ()
+        self.last_success: float | None = None
+        self.failures = 0
+
+    def refresh(self) -> bool:
+        try:
+            nodes = self.env.scheduler().nodes()
+        except FactoryctlError as exc:
+            self.failures += 1
+            self.env.warn(f"scheduler-exporter: reading nodes failed, keeping the last view: {exc}")
+            return False
+        self.nodes = tuple(nodes)
+        self.last_success = self.env.clock()
+        return True
+
+
+class HealthCollector(Collector):
+    """Is the view fresh? For an alert on a scheduler that stopped answering."""
+
+    def __init__(self, cache: NodeCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        if self.cache.last_success is not None:
+            yield GaugeMetricFamily(
+                "factoryctl_scheduler_view_last_success_timestamp_seconds",
+                "Unix time of the latest successful read of the scheduler's nodes.",
+                value=self.cache.last_success,
+            )
+        yield CounterMetricFamily(
+            "factoryctl_scheduler_view_failures",
+            "Reads of the scheduler's nodes that failed.",
+            value=self.cache.failures,
+        )
+
+
+def make_registry(cache: NodeCache) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SchedulerCollector(lambda: cache.nodes))
+    registry.register(HealthCollector(cache))
+    return registry
+
+
+@click.command("scheduler-exporter")
+@click.option(
+    "--listen",
+    metavar="[HOST]:PORT",
+    default=f":{DEFAULT_PORT}",
+    show_default=True,
+    help="Address to serve /metrics on.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between reads of the scheduler's nodes.",
+)
+@click.option(
+    "--web-config",
+    "web_config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Prometheus web-config file (TLS, basic auth).",
+)
+@click.option("--once", is_flag=True, help="Print the metrics once to stdout and exit.")
+def scheduler_exporter(
+    listen: str, interval: float, web_config_path: Path | None, once: bool
+) -> int:
+    """Serve the scheduler's node states, reasons, partitions and GPU counts to Prometheus."""
+    from factoryctl.exporter.server import MetricsServer
+    from factoryctl.exporter.webconfig import WebConfig, load_web_config
+
+    env = get_env()
+    cache = NodeCache(env)
+    registry = make_registry(cache)
+    if once:  # errors are the scheduler's own one-line messages
+        cache.nodes, cache.last_success = tuple(env.scheduler().nodes()), env.clock()
+        env.stdout.write(generate_latest(registry).decode())
+        return int(ExitStatus.OK)
+    web = load_web_config(web_config_path) if web_config_path is not None else WebConfig()
+    server = MetricsServer(registry, listen, web)  # bind first: a taken port fails fast
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    env.scheduler()  # a scheduler that is not configured fails now, not at every read
+    cache.refresh()
+    server.start()
+    env.stderr.write(
+        f"factoryctl scheduler-exporter: serving {len(cache.nodes)} nodes on "
+        f"{server.scheme}://{listen.rpartition(':')[0] or '*'}:{server.port}/metrics\n"
+    )
+    env.stderr.flush()
+    try:
+        next_read = time.monotonic() + interval
+        while not stop.wait(max(0.0, next_read - time.monotonic())):
+            cache.refresh()
+            next_read = time.monotonic() + interval
+    finally:
+        server.stop()
+    return int(ExitStatus.OK)
