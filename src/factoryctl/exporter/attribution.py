@@ -193,6 +193,13 @@ class Attributor:
         live: list[int] = []
         for r in readings:
             if not r.up:
+                # A GPU lost (XID 79) is still held by its job until the scheduler ends it:
+                # the prolog's map file, or a backend that knows, still names the job, so
+                # the alert can say whose job the fault hit. No /proc: NVML lists nothing.
+                if mapped is not None and r.index in mapped:
+                    out[r.index] = tuple(JobRef(j) for j in mapped[r.index])
+                elif r.jobs:
+                    out[r.index] = tuple(r.jobs)
                 continue
             from_procs: list[JobRef] = []
             for proc in r.processes or ():

@@ -55,11 +55,12 @@ def open_backend(
     procs_per_gpu: int,
     xids: bool,
     slow_interval: float,
+    sim_control: Path | None = None,
 ) -> Backend:
     if simulate is not None:
         from factoryctl.exporter.simulated import SimBackend
 
-        return SimBackend.create(simulate, node, time.time(), seed, procs_per_gpu)
+        return SimBackend.create(simulate, node, time.time(), seed, procs_per_gpu, sim_control)
     from factoryctl.exporter.nvml import Nvml, NvmlBackend, NvmlInitError
 
     def opener() -> Backend:
@@ -116,6 +117,15 @@ def open_backend(
     help="Processes on each busy simulated GPU.",
 )
 @click.option(
+    "--sim-control",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="With --simulate: take jobs ('jobs': JOB_ID USER training|inference|idle GPU[,GPU]) "
+    "and XIDs ('xids': GPU CODE, append-only) from files in DIR instead of running "
+    "simulated jobs; for tests and demos.",
+)
+@click.option(
     "--allow-no-gpu", is_flag=True, help="Without NVML, serve self-metrics instead of exiting."
 )
 @click.option(
@@ -161,6 +171,7 @@ def cli(
     simulate: int | None,
     sim_seed: int,
     sim_processes_per_gpu: int,
+    sim_control: Path | None,
     allow_no_gpu: bool,
     job_map_dir: Path | None,
     proc_root: Path,
@@ -172,6 +183,8 @@ def cli(
     """Per-node GPU telemetry, GPU->job attribution and per-job energy for Prometheus."""
     logging.getLogger().setLevel(log_level.upper())
     node = node_name or short_hostname()
+    if sim_control is not None and simulate is None:
+        raise click.UsageError("--sim-control needs --simulate N")
     web = load_web_config(web_config_path) if web_config_path is not None else WebConfig()
     map_dir = JobMapDir(job_map_dir) if job_map_dir is not None else None
     if map_dir is not None:
@@ -192,6 +205,7 @@ def cli(
             sim_processes_per_gpu,
             not no_xid_events,
             energy_interval,
+            sim_control,
         ),
     )
 

@@ -6,15 +6,19 @@ themselves (``follow_clock=False``) and compare what the exporter counted with t
 simulator's exact truth.
 
 The simulator knows which job holds each GPU, so this backend reports the jobs directly
-(``GpuReading.jobs``); a job-map directory, when given, still takes precedence.
+(``GpuReading.jobs``); a job-map directory, when given, still takes precedence. With a
+control directory (``--sim-control``, ``sim_control.py``) the jobs and faults come from
+files instead: the factory runs no jobs of its own.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from factoryctl.exporter.backend import GpuProcess, GpuReading, JobRef, XidCount
+from factoryctl.exporter.sim_control import SimControl
 from factoryctl.exporter.xid import XidTally
 from factoryctl.sim import SimConfig, SimFactory, XidEvent
 from factoryctl.sim.workload import THROTTLE_BITS
@@ -34,12 +38,14 @@ class SimBackend:
         follow_clock: bool = True,
         processes_per_gpu: int = 1,
         driver_version: str = "580.0.0-sim",
+        control: SimControl | None = None,
     ) -> None:
         self.sim = sim
         self.node = node
         self.follow_clock = follow_clock
         self.processes_per_gpu = processes_per_gpu
         self.driver_version = driver_version
+        self.control = control
         self.base = sim.gpu_slot(node, 0)
         self.tally = XidTally()
         self._last_xid: XidEvent | None = None
@@ -48,18 +54,34 @@ class SimBackend:
 
     @classmethod
     def create(
-        cls, gpus: int, node: str, start_time: float, seed: int = 0, processes_per_gpu: int = 1
+        cls,
+        gpus: int,
+        node: str,
+        start_time: float,
+        seed: int = 0,
+        processes_per_gpu: int = 1,
+        control_dir: Path | None = None,
     ) -> SimBackend:
         config = SimConfig(
-            nodes=1, node_names=(node,), gpus_per_node=gpus, seed=seed, start_time=start_time
+            nodes=1,
+            node_names=(node,),
+            gpus_per_node=gpus,
+            seed=seed,
+            start_time=start_time,
+            jobs=control_dir is None,
         )
-        return cls(SimFactory(config), node, processes_per_gpu=processes_per_gpu)
+        control = SimControl(control_dir) if control_dir is not None else None
+        return cls(SimFactory(config), node, processes_per_gpu=processes_per_gpu, control=control)
 
     def read(self, now: float) -> Sequence[GpuReading]:
         with self.lock:
             sim = self.sim
             if self.follow_clock and now > sim.now:
                 sim.advance_to(now)
+            held = None
+            if self.control is not None:
+                self.control.apply(sim, self.node)
+                held = self.control.holders()
             self._drain_xids()
             spec = sim.config.spec
             node_down = sim.admin[sim.node_index[self.node]]
@@ -69,7 +91,9 @@ class SimBackend:
                 g = self.base + index
                 uuid = sim.uuids[g]
                 if down or not sim.up[g]:
-                    out.append(GpuReading(index=index, uuid=uuid, up=False))
+                    # The scheduler still has the lost GPU's job on it (control mode).
+                    lost_jobs = None if held is None else held.get(index, ())
+                    out.append(GpuReading(index=index, uuid=uuid, up=False, jobs=lost_jobs))
                     continue
                 job = sim.owner[g]
                 procs: tuple[GpuProcess, ...] = ()
@@ -79,6 +103,8 @@ class SimBackend:
                     share = sim.memory_used[g] / k
                     procs = tuple(GpuProcess(_PID_BASE + g * 64 + j, share) for j in range(k))
                     jobs = (JobRef(job.job_id, job.user),)
+                if held is not None:
+                    jobs = held.get(index, ())
                 out.append(
                     GpuReading(
                         index=index,
