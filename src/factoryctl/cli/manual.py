@@ -49,6 +49,16 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ),
         ("A console for a wall screen, with every action hidden:", "factoryctl top --readonly"),
     ],
+    "factoryctl scheduler-exporter": [
+        (
+            "Serve Slurm's node view on :9836 for Prometheus (scrape job factoryctl-scheduler):",
+            "factoryctl --scheduler slurm scheduler-exporter --interval 30",
+        ),
+        (
+            "What Prometheus would scrape, once, from the demo:",
+            "factoryctl --demo scheduler-exporter --once",
+        ),
+    ],
     "factoryctl completion": [
         ("Enable completion in bash:", 'eval "$(factoryctl completion bash)"'),
     ],

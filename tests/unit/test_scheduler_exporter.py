@@ -1,0 +1,105 @@
+"""``factoryctl scheduler-exporter``: the scheduler's view served for Prometheus."""
+
+from __future__ import annotations
+
+import io
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from factoryctl.cli.env import Environment
+from factoryctl.cli.main import main
+from factoryctl.cli.scheduler_exporter import NodeCache, make_registry
+from factoryctl.errors import ExitStatus, FactoryctlError
+from factoryctl.model import Job, Node, NodeState
+from factoryctl.telemetry import schema
+
+
+def SchedulerUnreachable(message: str) -> FactoryctlError:  # noqa: N802 (reads as a class)
+    return FactoryctlError(message, ExitStatus.SCHEDULER_UNREACHABLE)
+
+
+class FakeScheduler:
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.result: Sequence[Node] | Exception = nodes
+
+    def nodes(self) -> Sequence[Node]:
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+    def jobs(self) -> Sequence[Job]:
+        return ()
+
+
+NODES = [
+    Node("gpu01", NodeState.DRAINED, "fan dead", 1_767_000_000.0, ("gpu",), 8),
+    Node("gpu02", NodeState.IDLE, partitions=("gpu",), gpu_count=4),
+]
+
+
+def _env(fake: FakeScheduler) -> tuple[Environment, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdout=out, stderr=err, environ={"HOME": "/nonexistent"}, clock=lambda: 42.0)
+    env.scheduler_factory = lambda _env: fake  # type: ignore[assignment,return-value]
+    return env, out, err
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_once_prints_the_scheduler_view() -> None:
+    env, out, err = _env(FakeScheduler(NODES))
+    assert main(["scheduler-exporter", "--once"], env) == 0, err.getvalue()
+    got = _samples(out.getvalue())
+    drained = (("node", "gpu01"), ("reason", "fan dead"), ("state", "drained"))
+    assert got[(schema.NODE_STATE_INFO, drained)] == 1
+    assert got[(schema.NODE_GPUS_EXPECTED, (("node", "gpu02"),))] == 4
+    assert got[(schema.NODE_STATE_SINCE, (("node", "gpu01"),))] == 1_767_000_000.0
+    assert got[("factoryctl_scheduler_view_last_success_timestamp_seconds", ())] == 42.0
+
+
+def test_once_with_an_unreachable_scheduler_is_one_line_and_its_status() -> None:
+    fake = FakeScheduler(NODES)
+    fake.result = SchedulerUnreachable("sinfo: cannot reach slurmctld")
+    env, out, err = _env(fake)
+    assert main(["scheduler-exporter", "--once"], env) == ExitStatus.SCHEDULER_UNREACHABLE
+    assert out.getvalue() == ""
+    assert err.getvalue().count("\n") == 1 and "slurmctld" in err.getvalue()
+
+
+def test_a_failed_refresh_keeps_the_last_view_and_counts() -> None:
+    fake = FakeScheduler(NODES)
+    env, _out, err = _env(fake)
+    cache = NodeCache(env)
+    registry = make_registry(cache)
+    assert cache.refresh()
+    fake.result = SchedulerUnreachable("slurmctld down")
+    assert not cache.refresh()
+    get = registry.get_sample_value
+    labels = {"node": "gpu01", "state": "drained", "reason": "fan dead"}
+    assert get(schema.NODE_STATE_INFO, labels) == 1  # still served
+    assert get("factoryctl_scheduler_view_failures_total") == 1
+    assert "slurmctld down" in err.getvalue()
+
+
+def test_demo_serves_over_http(tmp_path: Any) -> None:
+    """The real command as a process, with --demo: /metrics answers with the view."""
+    from factoryctl.lab.stack import start_scheduler_exporter
+
+    target, proc = start_scheduler_exporter(tmp_path, ("--demo",), interval=0.5)
+    try:
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    finally:
+        proc.stop()
+    names = {fam.name for fam in text_string_to_metric_families(text)}
+    assert {schema.NODE_STATE_INFO, schema.NODE_GPUS_EXPECTED, schema.NODE_PARTITION_INFO} <= names
+    assert not proc.alive()
