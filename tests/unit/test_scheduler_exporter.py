@@ -17,7 +17,7 @@ from factoryctl.model import Job, Node, NodeState
 from factoryctl.telemetry import schema
 
 
-def SchedulerUnreachable(message: str) -> FactoryctlError:  # noqa: N802 (reads as a class)
+def SchedulerUnreachable(message: str) -> FactoryctlError:
     return FactoryctlError(message, ExitStatus.SCHEDULER_UNREACHABLE)
 
 
