@@ -31,6 +31,38 @@ XID_APPLICATION = {
     43: "GPU stopped processing",
 }
 OWN_REASON_PREFIX = "factoryctl:"
+# What ``scheduler_view.nodes_from_gpus`` says of a node whose exporter went silent when no
+# scheduler is configured: telemetry cannot tell a dead node from a dead exporter.
+NO_TELEMETRY_REASON = "no telemetry"
+
+# Which snapshot finding each alert of dashboards/prometheus/alerts.rules.yml is the same
+# problem as. An alert and a finding of one family on the same node (and GPU) are one
+# problem; the alert wins, as it carries the runbook. Alerts not listed are their own family.
+ALERT_FAMILIES = {
+    "FactoryctlGPUXid79FallenOffBus": "xid",
+    "FactoryctlGPUXidECC": "xid",
+    "FactoryctlGPUXidApplication": "xid",
+    "FactoryctlGPUUncorrectableECC": "xid",
+    "FactoryctlGPURowRemapFailure": "xid",
+    "FactoryctlGPULost": "xid",
+    "FactoryctlGPUThermalThrottling": "thermal",
+    "FactoryctlGPUIdleAllocated": "idle",
+    "FactoryctlExporterDown": "exporter",
+    "FactoryctlExporterStale": "exporter",
+    "FactoryctlNodeNotReporting": "exporter",
+    "FactoryctlNodeDown": "node_down",
+    "FactoryctlNodeDrainedTooLong": "drained",
+}
+SNAPSHOT_FAMILIES = {
+    "gpu_lost": "xid",
+    "gpu_xid_hardware": "xid",
+    "gpu_xid_application": "xid",
+    "gpu_thermal_throttle": "thermal",
+    "idle_allocated": "idle",
+    "exporter_silent": "exporter",
+    "node_down": "node_down",
+    "node_drained": "drained",
+}
 
 
 class Severity(IntEnum):
@@ -75,6 +107,29 @@ class Problem:
             "action": self.action,
             "source": self.source,
         }
+
+
+def _check_exporter(node: str) -> str:
+    return f"check factoryctl-exporter on {node}: systemctl status factoryctl-exporter"
+
+
+def family(problem: Problem) -> str:
+    """The kind of fault, shared by an alert and the snapshot finding it duplicates."""
+    if problem.source == "alert":
+        name = problem.kind.removeprefix("alert:")
+        return ALERT_FAMILIES.get(name, problem.kind)
+    return SNAPSHOT_FAMILIES.get(problem.kind, problem.kind)
+
+
+def _covers(alert: Problem, finding: Problem) -> bool:
+    """True when ``alert`` reports the same problem as the snapshot ``finding``."""
+    if family(alert) != family(finding) or alert.node != finding.node:
+        return False
+    if alert.gpu is not None and finding.gpu is not None and alert.gpu != finding.gpu:
+        return False
+    if family(alert) == "idle":  # one job's idle GPUs, not another job's on the same node
+        return bool({j for j, _ in alert.jobs} & {j for j, _ in finding.jobs})
+    return True
 
 
 def _drain(node: str, reason: str) -> str:
@@ -158,7 +213,19 @@ def _node_problems(
     for node in snapshot.nodes:
         jobs = tuple((j.job_id, j.user) for j in snapshot.jobs_on_node(node.name))
         reason = f" ({node.reason})" if node.reason else ""
-        if node.state is NodeState.DOWN:
+        if node.state is NodeState.DOWN and node.reason.startswith(NO_TELEMETRY_REASON):
+            # Telemetry alone: only the exporter is known to be silent, not the node down.
+            yield Problem(
+                Severity.WARNING,
+                "exporter_silent",
+                f"no GPU telemetry from {node.name}{reason}",
+                node.name,
+                None,
+                jobs,
+                None,
+                _check_exporter(node.name),
+            )
+        elif node.state is NodeState.DOWN:
             yield Problem(
                 Severity.CRITICAL,
                 "node_down",
@@ -227,7 +294,7 @@ def _silent_exporters(snapshot: FactorySnapshot) -> Iterable[Problem]:
                 None,
                 tuple((j.job_id, j.user) for j in snapshot.jobs_on_node(node.name)),
                 None,
-                f"check factoryctl-exporter on {node.name}: systemctl status factoryctl-exporter",
+                _check_exporter(node.name),
             )
 
 
@@ -246,6 +313,9 @@ def _alert_problems(alerts: Sequence[Alert], snapshot: FactorySnapshot) -> Itera
         )
         summary = alert.annotations.get("summary") or alert.name
         action = alert.annotations.get("runbook", "")
+        if ALERT_FAMILIES.get(alert.name) == "exporter" and node:
+            # The runbook shows the node; what on-call must do first is look at the exporter.
+            action = _check_exporter(node) + (f"; then {action}" if action else "")
         yield Problem(
             severity,
             f"alert:{alert.name}",
@@ -267,19 +337,28 @@ def triage(
 ) -> list[Problem]:
     """All problems, most urgent first; an alert and a snapshot finding about the same
     node, GPU and kind of fault are one problem (the alert wins: it carries the runbook)."""
-    found = [
-        *_alert_problems(alerts, snapshot),
+    # Most severe alert first, so of two alerts of one family on one GPU (XID 79 and GPU
+    # lost) the more urgent one, with its drain reason, is the one kept.
+    from_alerts = sorted(_alert_problems(alerts, snapshot), key=lambda p: -p.severity)
+    findings = [
         *_gpu_problems(snapshot, since),
         *_node_problems(snapshot, snapshot.time, drained_hours),
         *_silent_exporters(snapshot),
         *_idle_problems(snapshot),
     ]
+    unique: list[Problem] = []
     seen: set[tuple[str | None, int | None, str, tuple[tuple[str, str], ...]]] = set()
-    unique = []
-    for problem in found:
-        family = "xid" if "xid" in problem.kind.lower() or "lost" in problem.kind else problem.kind
-        key = (problem.node, problem.gpu, family, () if family == "xid" else problem.jobs)
-        if key in seen:
+    for problem in from_alerts:
+        fam = family(problem)
+        key = (problem.node, problem.gpu, fam, () if fam == "xid" else problem.jobs)
+        if key not in seen:
+            seen.add(key)
+            unique.append(problem)
+    kept_alerts = list(unique)
+    for problem in findings:
+        fam = family(problem)
+        key = (problem.node, problem.gpu, fam, () if fam == "xid" else problem.jobs)
+        if key in seen or any(_covers(a, problem) for a in kept_alerts):
             continue
         seen.add(key)
         unique.append(problem)
