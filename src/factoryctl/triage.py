@@ -38,6 +38,7 @@ NO_TELEMETRY_REASON = "no telemetry"
 # Which snapshot finding each alert of dashboards/prometheus/alerts.rules.yml is the same
 # problem as. An alert and a finding of one family on the same node (and GPU) are one
 # problem; the alert wins, as it carries the runbook. Alerts not listed are their own family.
+# Within a family the first listed is the most specific: it is kept when several fire.
 ALERT_FAMILIES = {
     "FactoryctlGPUXid79FallenOffBus": "xid",
     "FactoryctlGPUXidECC": "xid",
@@ -337,9 +338,14 @@ def triage(
 ) -> list[Problem]:
     """All problems, most urgent first; an alert and a snapshot finding about the same
     node, GPU and kind of fault are one problem (the alert wins: it carries the runbook)."""
-    # Most severe alert first, so of two alerts of one family on one GPU (XID 79 and GPU
-    # lost) the more urgent one, with its drain reason, is the one kept.
-    from_alerts = sorted(_alert_problems(alerts, snapshot), key=lambda p: -p.severity)
+    # Most severe alert first, then the most specific (ALERT_FAMILIES' order): of two alerts
+    # of one family on one GPU or node (XID 79 and GPU lost; exporter down and node not
+    # reporting) the one kept says most precisely what happened.
+    rank = {f"alert:{name}": i for i, name in enumerate(ALERT_FAMILIES)}
+    from_alerts = sorted(
+        _alert_problems(alerts, snapshot),
+        key=lambda p: (-p.severity, rank.get(p.kind, len(rank))),
+    )
     findings = [
         *_gpu_problems(snapshot, since),
         *_node_problems(snapshot, snapshot.time, drained_hours),

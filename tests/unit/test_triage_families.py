@@ -122,7 +122,10 @@ def test_exporter_down_alert_and_silent_node_are_one_problem_that_says_check_the
         instance="10.0.0.3:9835",
         runbook="factoryctl node gpu003",
     )
-    (one,) = triage(snap, [alert])
+    not_reporting = _alert(
+        "FactoryctlNodeNotReporting", node="gpu003", runbook="factoryctl node gpu003"
+    )
+    (one,) = triage(snap, [not_reporting, alert])  # the more specific alert is kept
     assert one.kind == "alert:FactoryctlExporterDown"
     assert one.action == (
         "check factoryctl-exporter on gpu003: systemctl status factoryctl-exporter; "
