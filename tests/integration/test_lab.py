@@ -148,3 +148,51 @@ def test_lab_with_the_real_exporter(tmp_path: Path) -> None:
     finally:
         lab(state, "down")
     assert pids and not any(alive(p) for p in pids)
+
+
+def test_lab_runs_the_scheduler_exporter_and_our_rules(tmp_path: Path) -> None:
+    """``--scheduler-view demo --rules``: the scheduler view scraped under the job name the
+    rules expect, and Prometheus evaluating the shipped rules over it."""
+    import urllib.parse
+    import urllib.request
+
+    from factoryctl.lab.procs import wait_until
+
+    state = tmp_path / "lab"
+    up = lab(
+        state,
+        "up",
+        "--exporters",
+        "1",
+        "--gpus",
+        "2",
+        "--interval",
+        "1s",
+        "--engines",
+        "prometheus",
+        "--scheduler-view",
+        "demo",
+        "--rules",
+        str(REPO / "dashboards" / "prometheus"),
+    )
+    pids: list[int] = []
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        lines = (state / "pids").read_text().splitlines()
+        pids = [int(line.split()[1]) for line in lines]
+        assert any(line.startswith("scheduler-exporter ") for line in lines)
+        url = next(line.split()[1] for line in up.stdout.splitlines() if line.startswith("prom"))
+
+        def query(expr: str) -> list[dict[str, object]]:
+            qs = urllib.parse.urlencode({"query": expr})
+            with urllib.request.urlopen(f"{url}/api/v1/query?{qs}", timeout=5) as resp:
+                result: list[dict[str, object]] = json.load(resp)["data"]["result"]
+            return result
+
+        assert query('up{job="factoryctl-scheduler"} == 1')
+        assert query("factoryctl_node_gpus_expected")
+        # A recording rule over the exporter's series: the rules are loaded and evaluated.
+        wait_until(lambda: bool(query("factory:factoryctl_gpus:count")), 30, "a recorded series")
+    finally:
+        lab(state, "down")
+    assert pids and not any(alive(p) for p in pids)

@@ -110,12 +110,8 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
             "FACTORYCTL_DEMO_GPUS_PER_NODE": "4",
             "FACTORYCTL_DEMO_FAULTS_PER_NODE_DAY": "0",
         }
-        os.environ.update(demo)  # the scheduler-exporter's demo: gpu001..gpu003, 4 GPUs each
-        try:
-            scheduler, sched_proc = start_scheduler_exporter(tmp, ("--demo",), interval=1.0)
-        finally:
-            for key in demo:
-                os.environ.pop(key, None)
+        # The scheduler-exporter's demo scheduler: gpu001..gpu003 with 4 GPUs each.
+        scheduler, sched_proc = start_scheduler_exporter(tmp, ("--demo",), 1.0, env=demo)
         procs.append(sched_proc)
         for node, target in targets.items():
             port = int(target.rsplit(":", 1)[1])

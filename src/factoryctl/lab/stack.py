@@ -11,7 +11,7 @@ import functools
 import json
 import shutil
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,10 +179,15 @@ class Stack:
 
 
 def start_scheduler_exporter(
-    state_dir: Path, global_args: Sequence[str] = ("--demo",), interval: float = 5.0
+    state_dir: Path,
+    global_args: Sequence[str] = ("--demo",),
+    interval: float = 5.0,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[str, ManagedProcess]:
     """Run ``factoryctl GLOBAL_ARGS scheduler-exporter`` on a free port; wait until it
-    answers. Returns its scrape target and the process (stop it by PID)."""
+    answers. ``env`` is added to ours (e.g. FACTORYCTL_DEMO_NODES). Returns its scrape
+    target and the process (stop it by PID)."""
+    import os
     import sys
 
     from factoryctl.lab.procs import port_open
@@ -197,7 +202,12 @@ def start_scheduler_exporter(
         f"--listen=127.0.0.1:{port}",
         f"--interval={interval}",
     ]
-    proc = ManagedProcess("scheduler-exporter", argv, state_dir / "scheduler-exporter.log")
+    proc = ManagedProcess(
+        "scheduler-exporter",
+        argv,
+        state_dir / "scheduler-exporter.log",
+        env={**os.environ, **env} if env else None,
+    )
     proc.start()
     try:
         wait_until(
