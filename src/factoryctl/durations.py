@@ -1,16 +1,17 @@
-"""Durations and points in time as operators type them: ``90s``, ``15m``, ``1h30m``, ``2d``,
-or an ISO 8601 timestamp. Results are seconds / epoch seconds."""
+"""Durations and points in time as operators type them: ``90s``, ``15m``, ``1h30m``, ``2d``
+(and Prometheus's own ``500ms``, ``1m30s``), or an ISO 8601 timestamp. Results are seconds /
+epoch seconds. An ISO time without a zone is local time, as Slurm prints and reads it."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from factoryctl.errors import UsageError
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhdw]))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|[smhdwy]))+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|[smhdwy])")
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
@@ -37,6 +38,4 @@ def parse_time(text: str, now: float, what: str = "time") -> float:
         raise UsageError(
             f"invalid {what} {text!r}: use a duration ago (2h) or an ISO time (2026-01-01T12:00)"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    return parsed.timestamp()  # naive: local time

@@ -129,9 +129,8 @@ def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[R
     ]
 
 
-def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
-    occ = job_occupancy(job, snapshot.gpus_of_job(job))
-    running = not job.state.finished
+def job_identity(job: Job, now: float) -> Row:
+    """The fields of a job row that come from the scheduler, whatever the telemetry source."""
     return {
         "job_id": job.job_id,
         "user": job.user,
@@ -141,9 +140,17 @@ def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         "state": job.state.value,
         "start_time": job.start_time,
         "end_time": job.end_time,
-        "runtime_seconds": job.runtime_seconds(snapshot.time),
+        "runtime_seconds": job.runtime_seconds(now),
         "gpus": job.gpu_count,
         "nodes": collect(job.nodes) if job.nodes else "",
+    }
+
+
+def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
+    occ = job_occupancy(job, snapshot.gpus_of_job(job))
+    running = not job.state.finished
+    return {
+        **job_identity(job, snapshot.time),
         # Utilization and power describe the present: only for jobs still running.
         "mean_utilization": occ.mean_utilization if running else None,
         "low_utilization": occ.low_utilization if running else None,

@@ -37,9 +37,13 @@ def test_demo_jobs_energy_matches_simulator_truth(run_cli: Run) -> None:
     from factoryctl.cli.env import Environment
 
     out, err = io.StringIO(), io.StringIO()
-    env = Environment(
-        stdout=out, stderr=err, environ={"HOME": "/nonexistent", "FACTORYCTL_DEMO_NODES": "24"}
-    )
+    environ = {
+        "HOME": "/nonexistent",
+        "FACTORYCTL_DEMO_NODES": "24",
+        # Faults kill jobs and lose GPUs mid-job: the measured energy must stay exact.
+        "FACTORYCTL_DEMO_FAULTS_PER_NODE_DAY": "6",
+    }
+    env = Environment(stdout=out, stderr=err, environ=environ)
     env.source_factory = factory
     from factoryctl.cli.main import main
 
@@ -47,6 +51,7 @@ def test_demo_jobs_energy_matches_simulator_truth(run_cli: Run) -> None:
     items = json.loads(out.getvalue())["items"]
     sim = held["src"].sim
     assert len(sim.node_names) == 24
+    assert any(e.code == 79 for e in sim.xid_events), "the run should include a lost GPU"
     assert len(items) > 10
     checked = 0
     for item in items:

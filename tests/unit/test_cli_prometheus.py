@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from factoryctl.cli.energy import time_range
+from factoryctl.durations import parse_duration
 from factoryctl.errors import ExitStatus, UsageError
 from factoryctl.model import Allocation, FactorySnapshot, Job, JobState
 from factoryctl.telemetry.job_energy import JobEnergy
-from factoryctl.telemetry.prom_detect import parse_duration
 from factoryctl.telemetry.prom_reports import parse_rfc3339
 from tests.conftest import FROZEN_NOW, Result
 

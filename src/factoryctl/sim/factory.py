@@ -150,6 +150,12 @@ class SimFactory:
             self._handle_events()
             for listener in self.listeners:
                 listener(self)
+            # Random faults land just after an observation: a GPU lost to XID 79 can no
+            # longer be read, so an exporter loses at most the interval since its last
+            # collection; here that interval is empty and the measured energy stays exact.
+            if self._random_faults():
+                for listener in self.listeners:
+                    listener(self)
 
     def _step(self, dt: float) -> None:
         """Integrate the current power over dt, then sample the next step's readings."""
@@ -201,10 +207,12 @@ class SimFactory:
                 for g in range(i * self.gpn, (i + 1) * self.gpn):
                     self.up[g] = 1  # a reboot brings lost GPUs back
         if self.generator is not None:
+            pending = sum(1 for j in self.jobs.values() if j.state is JobState.PENDING)
             for job in self.generator.arrivals(self.now):
-                self.jobs[job.job_id] = job
+                if pending < self.generator.max_pending:
+                    self.jobs[job.job_id] = job
+                    pending += 1
             self._schedule_pending()
-            self._random_faults()
 
     # -- jobs ----------------------------------------------------------------------------
     def _fill_to_target(self) -> None:
@@ -333,15 +341,18 @@ class SimFactory:
             if job is not None and job.state is JobState.RUNNING:
                 self._finish(job, JobState.NODE_FAIL)
 
-    def _random_faults(self) -> None:
+    def _random_faults(self) -> bool:
+        """Inject faults due since the last call; True when any was injected."""
         rate = self.config.faults_per_node_day
-        if rate <= 0:
-            return
+        if rate <= 0 or self.generator is None:
+            return False
         # Poisson thinning per step is enough: faults are rare events.
         dt, self._last_fault_check = self.now - self._last_fault_check, self.now
         expected = rate * len(self.node_names) * dt / 86400.0
+        injected = False
         while expected > 0 and self.rng.random() < expected:
             expected -= 1.0
+            injected = True
             node = self.rng.choice(self.node_names)
             gpu = self.rng.randrange(self.gpn)
             kind = self.rng.random()
@@ -355,6 +366,7 @@ class SimFactory:
                 self.inject_xid(node, gpu, self.rng.choice([13, 31, 43]))
             else:
                 self.inject_throttle(node, gpu, self.rng.choice(list(THROTTLE_BITS)), 600.0)
+        return injected
 
     # -- administration (what the demo scheduler calls) -----------------------------------
     def set_admin(

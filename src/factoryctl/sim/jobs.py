@@ -57,7 +57,9 @@ class JobGenerator:
         self.config = config
         self.rng = rng
         self.total_gpus = total_gpus
-        self.max_gpus = max(config.gpus_per_node, total_gpus // 4)
+        # No single job above 1/8 of the factory: on a small demo factory one 128-GPU job
+        # ending would otherwise swing occupancy by a quarter.
+        self.max_gpus = max(config.gpus_per_node, total_gpus // 8)
         self.next_id = 1000 + rng.randrange(9000)
         self.users = max(4, min(400, total_gpus // 24))
         sizes = [(g, w) for g, w in _SIZES if g <= self.max_gpus]
@@ -65,7 +67,11 @@ class JobGenerator:
         # Lognormal durations: mean = median * exp(sigma^2 / 2).
         self.sigma = 0.9
         mean_duration = self.MEDIAN_HOURS * 3600 * math.exp(self.sigma**2 / 2)
-        self.rate = config.target_occupancy * total_gpus / (mean_gpus * mean_duration)
+        # Real factories run with a backlog: submit ~40% more than fits, and let users stop
+        # submitting while the queue is long (``SimFactory`` caps pending jobs), so freed
+        # GPUs refill at once and occupancy sits near the target instead of swinging.
+        self.rate = 1.4 * config.target_occupancy * total_gpus / (mean_gpus * mean_duration)
+        self.max_pending = max(8, total_gpus // 16)
         self._sizes = sizes
         self._last = config.start_time
 

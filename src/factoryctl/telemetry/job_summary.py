@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from factoryctl.energy import joules_to_kwh
-from factoryctl.hostlists import collect
 from factoryctl.model import Allocation, FactorySnapshot, Job, Node, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
 from factoryctl.telemetry.prom_detect import gpu_key
+from factoryctl.views import job_identity
 
 if TYPE_CHECKING:
     from factoryctl.telemetry.prometheus_source import PrometheusSource
@@ -126,17 +126,7 @@ def _row(job: Job, per_job: Mapping[str, Mapping[str, float]], now: float) -> Ro
 
     energy = get("energy_joules")
     return {
-        "job_id": job.job_id,
-        "user": job.user,
-        "account": job.account,
-        "partition": job.partition,
-        "name": job.name,
-        "state": job.state.value,
-        "start_time": job.start_time,
-        "end_time": job.end_time,
-        "runtime_seconds": job.runtime_seconds(now),
-        "gpus": job.gpu_count,
-        "nodes": collect(job.nodes) if job.nodes else "",
+        **job_identity(job, now),
         "mean_utilization": get("mean_utilization"),
         "low_utilization": get("low_utilization"),
         # Like occupancy.job_occupancy: idle among reporting GPUs, 0 when none report.

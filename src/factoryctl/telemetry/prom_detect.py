@@ -7,6 +7,7 @@ import itertools
 import statistics
 from collections.abc import Mapping
 
+from factoryctl.durations import parse_duration
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.metrics import (
     NATIVE,
@@ -38,7 +39,7 @@ def detect_schema(client: PromClient, at: float, forced: str = "auto") -> Metric
 def detect_interval(client: PromClient, schema: MetricSchema, at: float) -> float:
     """Prometheus reports it per target; VictoriaMetrics 1.79 does not, so measure it."""
     found = [
-        parse_duration(str(t["scrapeInterval"]))
+        parse_duration(str(t["scrapeInterval"]), "scrape interval")
         for t in client.targets()
         if t.get("scrapeInterval")
     ]
@@ -65,20 +66,3 @@ def gpu_key(schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:
         return (node, int(labels[schema.gpu_label]))
     except (KeyError, ValueError):
         return None
-
-
-def parse_duration(text: str) -> float:
-    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    total, num, i = 0.0, "", 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            num += ch
-            i += 1
-            continue
-        unit = "ms" if text.startswith("ms", i) else ch
-        total += float(num or 0) * units.get(unit, 1.0)
-        num = ""
-        i += len(unit)
-    return total + (float(num) if num else 0.0)

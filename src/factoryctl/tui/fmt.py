@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from factoryctl.energy import joules_to_kwh
+from factoryctl.formats import fmt_duration
 
 DASH = "-"
 
@@ -44,17 +45,7 @@ def celsius(c: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return DASH
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d{h:02d}h"
-    if h:
-        return f"{h}h{m:02d}m"
-    return f"{m}m{s:02d}s"
+    return DASH if seconds is None else fmt_duration(seconds)
 
 
 def age(seconds: float) -> str:
