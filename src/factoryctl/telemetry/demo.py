@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from factoryctl.energy import GpuKey, JobEnergyAccountant
 from factoryctl.model import FactorySnapshot
 from factoryctl.sim import SimConfig, SimFactory
-from factoryctl.sim.snapshot import build_snapshot
+from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
 
 DEFAULT_WARMUP = 4 * 3600.0
 
@@ -31,6 +31,8 @@ class DemoSource:
         default_factory=lambda: JobEnergyAccountant(grace_seconds=6 * 3600)
     )
     _total_energy: dict[str, float] = field(default_factory=dict)
+    # Nodes, allocations and finished jobs that did not change are reused between polls.
+    _cache: SnapshotCache = field(default_factory=SnapshotCache)
 
     def __post_init__(self) -> None:
         self.sim.listeners.append(self._observe)
@@ -84,4 +86,4 @@ class DemoSource:
         self.sim.advance_to(t, step_seconds)
 
     def snapshot(self) -> FactorySnapshot:
-        return build_snapshot(self.sim, energy=self._total_energy)
+        return build_snapshot(self.sim, energy=self._total_energy, cache=self._cache)
