@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from factoryctl.model import GPU, FactorySnapshot, Job
+from factoryctl.model import GPU, FactorySnapshot, Job, NodeState
 
 ACTIVE_THRESHOLD = 0.05
 
@@ -69,9 +69,14 @@ def factory_occupancy(
     gpus: Iterable[GPU] | None = None,
     threshold: float = ACTIVE_THRESHOLD,
 ) -> Occupancy:
-    out_nodes = {n.name for n in snapshot.nodes if n.state.out_of_service}
+    out_states = {s for s in NodeState if s.out_of_service}
+    out_nodes = {n.name for n in snapshot.nodes if n.state in out_states}
     allocated_keys = {
-        key for job in snapshot.jobs if not job.state.finished for key in job.gpu_keys()
+        (alloc.node, index)
+        for job in snapshot.jobs
+        if not job.state.finished
+        for alloc in job.allocations
+        for index in alloc.gpu_indices
     }
     total = allocated = active = idle_alloc = oos = unreported = 0
     # ``is_active`` inlined: this loop runs over 100,000 GPUs on every console poll.

@@ -166,64 +166,66 @@ def build_snapshot(
         sim.last_xid,
         sim.last_xid_time,
     )
-    g = 0
-    for i, name in enumerate(names):
-        admin = sim.admin[i]
-        if admin.down or admin.reboot_until is not None:
+    node_down = [a.down or a.reboot_until is not None for a in sim.admin]
+    # One zip over the per-GPU arrays (GPUs are stored node by node): indexing 15 arrays
+    # per GPU was a third of the cost at 100,000 GPUs.
+    per_gpu = zip(
+        uuids, up_arr, util, mem_util, mem_used, power, counters, temp, clock, throttle,
+        ecc, xids, last_xid, last_xid_t, owner, strict=True,
+    )  # fmt: skip
+    i, k, name, silent = -1, gpn, "", False
+    for uuid, up, u, mu, mused, p, e, t, c, th, ec, x, lx, lxt, job in per_gpu:
+        if k == gpn:
+            i, k = i + 1, 0
+            name, silent = names[i], node_down[i]
+        if silent:
             # A down node's exporter is silent: no sample at all, not zeros.
-            for k in range(gpn):
-                append(GPU(name, k, uuids[g + k], model, False))
-            g += gpn
-            continue
-        for k in range(gpn):
-            if not up_arr[g]:
-                append(
-                    GPU(
-                        name,
-                        k,
-                        uuids[g],
-                        model,
-                        False,
-                        last_xid=last_xid[g] or None,
-                        last_xid_time=last_xid_t[g] or None,
-                        xid_total=xids[g],
-                        ecc_uncorrected_total=ecc[g],
-                    )
+            append(GPU(name, k, uuid, model, False))
+        elif not up:
+            append(
+                GPU(
+                    name,
+                    k,
+                    uuid,
+                    model,
+                    False,
+                    last_xid=lx or None,
+                    last_xid_time=lxt or None,
+                    xid_total=x,
+                    ecc_uncorrected_total=ec,
                 )
-                g += 1
-                continue
-            job = owner[g]
-            bitmask = throttle[g]
+            )
+        else:
             reasons: tuple[str, ...] = ()
-            if bitmask:
-                reasons = throttle_cache.get(bitmask, ())
+            if th:
+                reasons = throttle_cache.get(th, ())
                 if not reasons:
-                    reasons = throttle_cache[bitmask] = tuple(n for b, n in bits if bitmask & b)
+                    reasons = throttle_cache[th] = tuple(n for b, n in bits if th & b)
             append(
                 make(
                     name,
                     k,
-                    uuids[g],
+                    uuid,
                     model,
                     True,
-                    util[g],
-                    mem_util[g],
-                    mem_used[g],
+                    u,
+                    mu,
+                    mused,
                     mem_total,
-                    power[g],
+                    p,
                     limit,
-                    counters[g],
-                    temp[g],
-                    clock[g],
+                    e,
+                    t,
+                    c,
                     reasons,
-                    ecc[g],
-                    xids[g],
-                    last_xid[g] or None,
-                    last_xid_t[g] or None,
+                    ec,
+                    x,
+                    lx or None,
+                    lxt or None,
                     (job.job_id,) if job is not None else (),
                 )
             )
-            g += 1
+        k += 1
     jobs = [_job(sim, j, energy, cache) for j in sim.jobs.values()]
     if include_finished:
         jobs.extend(_finished_job(sim, j, energy, cache) for j in sim.finished)

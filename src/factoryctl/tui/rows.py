@@ -97,11 +97,12 @@ def node_rows(snapshot: FactorySnapshot, scan: GpuScan | None = None) -> list[Ro
         power = a.power if a.power_n else None
         gpus = f"{node.gpus_allocated}/{node.gpu_count}"
         reason = node.reason
+        state = node.state.value  # once: an enum's .value is a descriptor call
         if a.down_gpus and node.state.in_service:
             reason = reason or f"{a.down_gpus} GPU(s) lost"
         cells = (
             node.name,
-            node.state.value,
+            state,
             gpus,
             fmt.pct(util),
             fmt.watts(power),
@@ -111,7 +112,7 @@ def node_rows(snapshot: FactorySnapshot, scan: GpuScan | None = None) -> list[Ro
         )
         values: tuple[SortValue, ...] = (
             node.name,
-            node.state.value,
+            state,
             float(node.gpus_allocated),
             util,
             power,
@@ -119,7 +120,7 @@ def node_rows(snapshot: FactorySnapshot, scan: GpuScan | None = None) -> list[Ro
             a.xids,
             reason,
         )
-        rows.append(Row(node.name, cells, values, STATE_STYLE.get(node.state.value, "")))
+        rows.append(Row(node.name, cells, values, STATE_STYLE.get(state, "")))
     return rows
 
 
@@ -148,13 +149,15 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     idle: int | None = None
     if job.state is JobState.RUNNING:
         mean, idle = job_utilization(snapshot, job)
-    flag = efficiency_flag(mean, idle or 0, job.gpu_count)
+    gpu_count = job.gpu_count
+    state = job.state.value
+    flag = efficiency_flag(mean, idle or 0, gpu_count)
     runtime = job.runtime_seconds(snapshot.time)
     cells = (
         job.job_id,
         job.user,
-        job.state.value,
-        str(job.gpu_count),
+        state,
+        str(gpu_count),
         fmt.duration(runtime),
         fmt.pct(mean),
         fmt.DASH if idle is None else str(idle),
@@ -166,8 +169,8 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     values: tuple[SortValue, ...] = (
         numeric_id,
         job.user,
-        job.state.value,
-        float(job.gpu_count),
+        state,
+        float(gpu_count),
         runtime,
         mean,
         None if idle is None else float(idle),
