@@ -177,25 +177,47 @@ class FactorySnapshot:
 
     def __post_init__(self) -> None:
         # Indexes are derived once; the snapshot is immutable so they never go stale.
-        for gpu in self.gpus:
-            self._gpu_index[gpu.key] = gpu
-            self._node_gpus.setdefault(gpu.node, []).append(gpu)
+        # The GPU index is built here (every poll of the console needs it, for the jobs);
+        # the per-node ones on first use (triage and node detail), each in one step so a
+        # second thread that races to build it builds the same thing.
+        self._gpu_index.update({(g.node, g.index): g for g in self.gpus})
         for node in self.nodes:
             self._node_index.setdefault(node.name, node)
         for job in self.jobs:
             self._job_index.setdefault(job.job_id, job)
-            if not job.state.finished:
-                for name in dict.fromkeys(job.nodes):
-                    self._node_jobs.setdefault(name, []).append(job)
+
+    def _gpus_by_node(self) -> dict[str, list[GPU]]:
+        if self.gpus and not self._node_gpus:
+            by_node: dict[str, list[GPU]] = {}
+            for gpu in self.gpus:
+                by_node.setdefault(gpu.node, []).append(gpu)
+            self._node_gpus.update(by_node)
+        return self._node_gpus
+
+    def _jobs_by_node(self) -> dict[str, list[Job]]:
+        if self.jobs and not self._node_jobs:
+            by_node: dict[str, list[Job]] = {}
+            for job in self.jobs:
+                if not job.state.finished:
+                    for name in dict.fromkeys(job.nodes):
+                        by_node.setdefault(name, []).append(job)
+            self._node_jobs.update(by_node)
+        return self._node_jobs
 
     def gpu(self, node: str, index: int) -> GPU | None:
         return self._gpu_index.get((node, index))
 
     def gpus_of_node(self, node: str) -> list[GPU]:
-        return list(self._node_gpus.get(node, ()))
+        return list(self._gpus_by_node().get(node, ()))
 
     def gpus_of_job(self, job: Job) -> list[GPU]:
-        return [g for key in job.gpu_keys() if (g := self._gpu_index.get(key)) is not None]
+        get = self._gpu_index.get
+        return [
+            g
+            for alloc in job.allocations
+            for index in alloc.gpu_indices
+            if (g := get((alloc.node, index))) is not None
+        ]
 
     def node(self, name: str) -> Node | None:
         return self._node_index.get(name)
@@ -205,4 +227,4 @@ class FactorySnapshot:
 
     def jobs_on_node(self, name: str) -> list[Job]:
         """Jobs still running on the node (indexed: triage asks once per node)."""
-        return list(self._node_jobs.get(name, ()))
+        return list(self._jobs_by_node().get(name, ()))

@@ -256,3 +256,32 @@ def test_problems_split_hardware_and_application_xids_and_list_lost_gpus() -> No
     assert by_text["b GPU 0 lost (no telemetry)"] == CRITICAL
     assert not any(t.startswith("c GPU") for t in by_text)
     assert [p.severity for p in found] == sorted(p.severity for p in found)
+
+
+def test_frame_one_gpu_pass_matches_the_per_gpu_definitions() -> None:
+    # The frame gathers heat-map values and history samples in one pass over the GPUs
+    # (gpuscan); they must be what the per-GPU definitions give, GPUs out of node order
+    # and a GPU that is down yet still carries a value included.
+    snap = _snap()
+    gpus = (
+        *snap.gpus,
+        GPU("n1", 2, up=False, utilization=0.7, power_watts=10.0, power_limit_watts=700.0),
+        GPU("n2", 2, utilization=0.2, power_watts=350.0, power_limit_watts=700.0),
+    )
+    snap = FactorySnapshot(time=NOW, nodes=snap.nodes, gpus=gpus, jobs=snap.jobs)
+    frame = build_frame(snap, History(), NOW)
+    assert frame.gpu_utilization == tuple(g.utilization if g.up else None for g in gpus)
+    assert frame.gpu_power == tuple(
+        g.power_watts / g.power_limit_watts
+        if g.up and g.power_watts is not None and g.power_limit_watts
+        else None
+        for g in gpus
+    )
+    fresh = History().append(snap)  # the history computing its own samples
+    (ours,), (theirs,) = frame.history.samples, fresh.samples
+    assert ours.utilization.tobytes() == theirs.utilization.tobytes()
+    assert ours.power.tobytes() == theirs.power.tobytes()
+    assert frame.history.series("n1", 2, "utilization") == [pytest.approx(0.7)]
+    rows = {r.key: r for r in frame.nodes}
+    assert rows["n1"].cells[3] == "54%"  # (0.9 + 0.01 + 0.7) / 3: node rows count it too
+    assert frame.summary.down_gpus == 2 and frame.summary.power_watts == 600 + 90 + 300 + 350

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from factoryctl.energy import GpuKey, JobEnergyAccountant
 from factoryctl.model import FactorySnapshot
 from factoryctl.sim import SimConfig, SimFactory
-from factoryctl.sim.snapshot import build_snapshot
+from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
 
 DEFAULT_WARMUP = 4 * 3600.0
 
@@ -31,6 +31,9 @@ class DemoSource:
         default_factory=lambda: JobEnergyAccountant(grace_seconds=6 * 3600)
     )
     _total_energy: dict[str, float] = field(default_factory=dict)
+    # Nodes, allocations and finished jobs that did not change are reused between polls.
+    _cache: SnapshotCache = field(default_factory=SnapshotCache)
+    _keys: list[GpuKey] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sim.listeners.append(self._observe)
@@ -62,17 +65,22 @@ class DemoSource:
         return source
 
     def _observe(self, sim: SimFactory) -> None:
-        gpn, names = sim.gpn, sim.node_names
+        # Runs after every simulator step: at 100,000 GPUs the (node, index) keys are
+        # built once, not 100,000 tuples per step.
+        keys = self._keys
+        if len(keys) != sim.gpu_count:
+            gpn, names = sim.gpn, sim.node_names
+            keys = self._keys = [(names[g // gpn], g % gpn) for g in range(sim.gpu_count)]
+        up, counters, utilization, owners = sim.up, sim.energy, sim.utilization, sim.owner
         energy: dict[GpuKey, float] = {}
         attribution: dict[GpuKey, tuple[str, ...]] = {}
         util: dict[GpuKey, float] = {}
-        for g in range(sim.gpu_count):
-            if not sim.up[g]:
+        for g, key in enumerate(keys):
+            if not up[g]:
                 continue
-            key = (names[g // gpn], g % gpn)
-            energy[key] = sim.energy[g]
-            util[key] = sim.utilization[g]
-            owner = sim.owner[g]
+            energy[key] = counters[g]
+            util[key] = utilization[g]
+            owner = owners[g]
             if owner is not None:
                 attribution[key] = (owner.job_id,)
         self.accountant.observe(sim.now, energy, attribution, util)
@@ -84,4 +92,4 @@ class DemoSource:
         self.sim.advance_to(t, step_seconds)
 
     def snapshot(self) -> FactorySnapshot:
-        return build_snapshot(self.sim, energy=self._total_energy)
+        return build_snapshot(self.sim, energy=self._total_energy, cache=self._cache)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from factoryctl.model import GPU, FactorySnapshot
+from factoryctl.model import FactorySnapshot
+from factoryctl.tui.gpuscan import scan_gpus
 from factoryctl.tui.history import History
 from factoryctl.tui.overview import Summary, summarize
 from factoryctl.tui.rows import JOB_COLUMNS, Row, job_rows, node_rows
@@ -29,24 +30,19 @@ class Frame:
 
 def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) -> Frame:
     gpn = max((n.gpu_count for n in snapshot.nodes), default=0)
+    scan = scan_gpus(snapshot)  # the one pass over every GPU
     jobs = tuple(job_rows(snapshot))
     idle_column = [c.name for c in JOB_COLUMNS].index("IDLE")
     # The job rows already hold each job's idle GPUs: the problem list reuses them.
     job_idle = {r.key: int(v) for r in jobs if isinstance(v := r.values[idle_column], float)}
     return Frame(
         snapshot=snapshot,
-        nodes=tuple(node_rows(snapshot)),
+        nodes=tuple(node_rows(snapshot, scan)),
         jobs=jobs,
-        summary=summarize(snapshot, job_idle=job_idle),
-        gpu_utilization=tuple(g.utilization if g.up else None for g in snapshot.gpus),
-        gpu_power=tuple(_power_ratio(g) for g in snapshot.gpus),
+        summary=summarize(snapshot, job_idle=job_idle, scan=scan),
+        gpu_utilization=tuple(scan.utilization),
+        gpu_power=tuple(scan.power_ratio),
         gpus_per_node=gpn,
-        history=history.append(snapshot),
+        history=history.append(snapshot, scan.history_utilization, scan.history_power),
         fetched_at=fetched_at,
     )
-
-
-def _power_ratio(gpu: GPU) -> float | None:
-    if not gpu.up or gpu.power_watts is None or not gpu.power_limit_watts:
-        return None
-    return gpu.power_watts / gpu.power_limit_watts

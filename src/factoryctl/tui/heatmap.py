@@ -30,14 +30,12 @@ def bin_values(values: Sequence[float | None], cells: int) -> list[Cell]:
     out = []
     for c in range(cells):
         lo, hi = c * n // cells, (c + 1) * n // cells
-        total, known, down = 0.0, 0, 0
-        for v in values[lo:hi]:
-            if v is None:
-                down += 1
-            else:
-                total += v
-                known += 1
-        out.append(Cell(total / known if known else None, down, lo, hi - lo))
+        # Built-ins over a slice, not a Python loop per value: this runs on the event loop
+        # for 100,000 GPUs whenever the Overview repaints.
+        reported = [v for v in values[lo:hi] if v is not None]
+        known = len(reported)
+        mean = sum(reported) / known if known else None
+        out.append(Cell(mean, hi - lo - known, lo, hi - lo))
     return out
 
 

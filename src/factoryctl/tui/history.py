@@ -32,8 +32,15 @@ class History:
     index: dict[GpuKey, int] | None = None
     samples: tuple[Sample, ...] = ()
 
-    def append(self, snapshot: FactorySnapshot) -> History:
-        keys = tuple(g.key for g in snapshot.gpus)
+    def append(
+        self,
+        snapshot: FactorySnapshot,
+        utilization: array | None = None,  # type: ignore[type-arg]
+        power: array | None = None,  # type: ignore[type-arg]
+    ) -> History:
+        """``utilization``/``power``: this poll's float32 samples when the caller has
+        them already (the frame's one pass over the GPUs), in snapshot order."""
+        keys = tuple([(g.node, g.index) for g in snapshot.gpus])
         if keys == self.keys and self.index is not None:
             index, kept = self.index, self.samples
         else:
@@ -41,8 +48,15 @@ class History:
             index, kept = {k: i for i, k in enumerate(keys)}, ()
         if kept and kept[-1].time == snapshot.time:
             kept = kept[:-1]  # the same instant polled twice: keep one sample
-        util = array("f", (NAN if g.utilization is None else g.utilization for g in snapshot.gpus))
-        power = array("f", (NAN if g.power_watts is None else g.power_watts for g in snapshot.gpus))
+        util = utilization
+        if util is None:
+            util = array(
+                "f", [NAN if g.utilization is None else g.utilization for g in snapshot.gpus]
+            )
+        if power is None:
+            power = array(
+                "f", [NAN if g.power_watts is None else g.power_watts for g in snapshot.gpus]
+            )
         samples = (*kept, Sample(snapshot.time, util, power))[-self.capacity :]
         return History(self.capacity, keys, index, samples)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from factoryctl.model import GPU, FactorySnapshot, Node, NodeState
+from factoryctl.model import FactorySnapshot, Node, NodeState
 from factoryctl.occupancy import Occupancy, factory_occupancy, job_occupancy
 from factoryctl.triage import XID_APPLICATION, XID_HARDWARE
 from factoryctl.tui import fmt
+from factoryctl.tui.gpuscan import HOT_CELSIUS, GpuScan, scan_gpus
 
-HOT_CELSIUS = 85.0
 CRITICAL, WARNING, INFO = 0, 1, 2
 
 
@@ -35,46 +35,18 @@ class Summary:
     problems: tuple[Problem, ...]
 
 
-@dataclass(slots=True)
-class _Scan:
-    """Everything the Overview needs from the GPUs, gathered in one pass over them."""
-
-    power: float = 0.0
-    power_known: int = 0
-    down: list[GPU] = field(default_factory=list)
-    xid: list[GPU] = field(default_factory=list)
-    hot: list[GPU] = field(default_factory=list)
-    throttled: list[GPU] = field(default_factory=list)
-
-
-def _scan(snapshot: FactorySnapshot) -> _Scan:
-    scan = _Scan()
-    for g in snapshot.gpus:
-        if not g.up:
-            scan.down.append(g)
-            continue
-        if g.power_watts is not None:
-            scan.power += g.power_watts
-            scan.power_known += 1
-        if g.last_xid:
-            scan.xid.append(g)
-        if g.temperature_celsius is not None and g.temperature_celsius >= HOT_CELSIUS:
-            scan.hot.append(g)
-        if g.throttle_reasons:
-            scan.throttled.append(g)
-    return scan
-
-
 def summarize(
     snapshot: FactorySnapshot,
     max_problems: int = 8,
     job_idle: Mapping[str, int] | None = None,
+    scan: GpuScan | None = None,
 ) -> Summary:
-    """``job_idle`` (job id -> idle GPUs), when the caller has it, saves a pass over jobs."""
+    """``job_idle`` (job id -> idle GPUs) and ``scan`` (the frame's one pass over the
+    GPUs), when the caller has them, save passes over jobs and GPUs."""
     states = Counter(n.state.value for n in snapshot.nodes)
     order = [s.value for s in NodeState]
     by_state = tuple((s, states[s]) for s in order if states.get(s))
-    scan = _scan(snapshot)
+    scan = scan or scan_gpus(snapshot)
     energies = [j.energy_joules for j in snapshot.jobs if j.energy_joules is not None]
     return Summary(
         nodes_by_state=by_state,
@@ -92,10 +64,10 @@ def summarize(
 def problems(
     snapshot: FactorySnapshot,
     job_idle: Mapping[str, int] | None = None,
-    scan: _Scan | None = None,
+    scan: GpuScan | None = None,
 ) -> list[Problem]:
     """What is wrong now, worst first. Grouped so a 500-node outage is one line."""
-    scan = scan or _scan(snapshot)
+    scan = scan or scan_gpus(snapshot)
     out: list[Problem] = []
     down = [n for n in snapshot.nodes if n.state in (NodeState.DOWN, NodeState.UNKNOWN)]
     out.extend(_group(down, CRITICAL, "down"))

@@ -15,6 +15,7 @@ from factoryctl.occupancy import ACTIVE_THRESHOLD
 from factoryctl.triage import Problem
 from factoryctl.tui import fmt
 from factoryctl.tui.commands import RowFilter
+from factoryctl.tui.gpuscan import GpuScan, NodeAgg, scan_gpus
 
 SortValue = float | str | None
 
@@ -85,50 +86,23 @@ STATE_STYLE = {
 }
 
 
-@dataclass(slots=True)
-class _NodeAgg:
-    util_sum: float = 0.0
-    util_n: int = 0
-    power: float = 0.0
-    power_n: int = 0
-    temp_max: float | None = None
-    xids: float = 0.0
-    down_gpus: int = 0
-
-
-def node_rows(snapshot: FactorySnapshot) -> list[Row]:
-    # One pass over every GPU (100,000 at a gigafactory), then one row per node.
-    agg: dict[str, _NodeAgg] = {}
-    for gpu in snapshot.gpus:
-        a = agg.get(gpu.node)
-        if a is None:
-            a = agg[gpu.node] = _NodeAgg()
-        if not gpu.up:
-            a.down_gpus += 1
-        if gpu.utilization is not None:
-            a.util_sum += gpu.utilization
-            a.util_n += 1
-        if gpu.power_watts is not None:
-            a.power += gpu.power_watts
-            a.power_n += 1
-        t = gpu.temperature_celsius
-        if t is not None and (a.temp_max is None or t > a.temp_max):
-            a.temp_max = t
-        if gpu.xid_total:
-            a.xids += gpu.xid_total
+def node_rows(snapshot: FactorySnapshot, scan: GpuScan | None = None) -> list[Row]:
+    """One row per node from per-node aggregates (``scan``: the frame's one GPU pass)."""
+    agg = (scan or scan_gpus(snapshot)).nodes
     rows = []
-    empty = _NodeAgg()
+    empty = NodeAgg()
     for node in snapshot.nodes:
         a = agg.get(node.name, empty)
         util = a.util_sum / a.util_n if a.util_n else None
         power = a.power if a.power_n else None
         gpus = f"{node.gpus_allocated}/{node.gpu_count}"
         reason = node.reason
+        state = node.state.value  # once: an enum's .value is a descriptor call
         if a.down_gpus and node.state.in_service:
             reason = reason or f"{a.down_gpus} GPU(s) lost"
         cells = (
             node.name,
-            node.state.value,
+            state,
             gpus,
             fmt.pct(util),
             fmt.watts(power),
@@ -138,7 +112,7 @@ def node_rows(snapshot: FactorySnapshot) -> list[Row]:
         )
         values: tuple[SortValue, ...] = (
             node.name,
-            node.state.value,
+            state,
             float(node.gpus_allocated),
             util,
             power,
@@ -146,7 +120,7 @@ def node_rows(snapshot: FactorySnapshot) -> list[Row]:
             a.xids,
             reason,
         )
-        rows.append(Row(node.name, cells, values, STATE_STYLE.get(node.state.value, "")))
+        rows.append(Row(node.name, cells, values, STATE_STYLE.get(state, "")))
     return rows
 
 
@@ -175,13 +149,15 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     idle: int | None = None
     if job.state is JobState.RUNNING:
         mean, idle = job_utilization(snapshot, job)
-    flag = efficiency_flag(mean, idle or 0, job.gpu_count)
+    gpu_count = job.gpu_count
+    state = job.state.value
+    flag = efficiency_flag(mean, idle or 0, gpu_count)
     runtime = job.runtime_seconds(snapshot.time)
     cells = (
         job.job_id,
         job.user,
-        job.state.value,
-        str(job.gpu_count),
+        state,
+        str(gpu_count),
         fmt.duration(runtime),
         fmt.pct(mean),
         fmt.DASH if idle is None else str(idle),
@@ -193,8 +169,8 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     values: tuple[SortValue, ...] = (
         numeric_id,
         job.user,
-        job.state.value,
-        float(job.gpu_count),
+        state,
+        float(gpu_count),
         runtime,
         mean,
         None if idle is None else float(idle),
