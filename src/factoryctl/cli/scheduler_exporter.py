@@ -13,12 +13,9 @@ seconds; a scrape must not). A failed read keeps the previous view and is logged
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 
 import click
 from prometheus_client import generate_latest
@@ -111,7 +108,7 @@ def scheduler_exporter(
     listen: str, interval: float, web_config_path: Path | None, once: bool
 ) -> int:
     """Serve the scheduler's node states, reasons, partitions and GPU counts to Prometheus."""
-    from factoryctl.exporter.server import MetricsServer
+    from factoryctl.exporter.server import MetricsServer, stop_on_signals
     from factoryctl.exporter.webconfig import WebConfig, load_web_config
 
     env = get_env()
@@ -123,13 +120,7 @@ def scheduler_exporter(
         return int(ExitStatus.OK)
     web = load_web_config(web_config_path) if web_config_path is not None else WebConfig()
     server = MetricsServer(registry, listen, web)  # bind first: a taken port fails fast
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     env.scheduler()  # a scheduler that is not configured fails now, not at every read
     cache.refresh()
     server.start()

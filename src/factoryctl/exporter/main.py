@@ -8,14 +8,11 @@ Each failure is one line on stderr and a distinct exit status (``ExitStatus``).
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 import click
 from prometheus_client.registry import CollectorRegistry
@@ -27,7 +24,7 @@ from factoryctl.exporter.backend import Backend
 from factoryctl.exporter.collection import CollectionLoop, Exporter
 from factoryctl.exporter.metrics import SnapshotCollector
 from factoryctl.exporter.null import WaitingForNvml
-from factoryctl.exporter.server import DEFAULT_PORT, MetricsServer
+from factoryctl.exporter.server import DEFAULT_PORT, MetricsServer, stop_on_signals
 from factoryctl.exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("factoryctl.exporter")
@@ -220,11 +217,6 @@ def serve(
     energy_interval: float,
     backend_factory: Callable[[], Backend],
 ) -> None:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
     # Bind before touching NVML: a taken port fails fast and leaves the GPU untouched.
     registry = CollectorRegistry(auto_describe=False)
     server = MetricsServer(registry, listen, web)
@@ -239,8 +231,7 @@ def serve(
     register_collectors(registry, exporter)
     exporter.collect_once()  # the first scrape already has GPUs in it
     loop = CollectionLoop(exporter, interval)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     loop.start()
     server.start()
     log.info(

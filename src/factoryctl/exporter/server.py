@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 import ssl
 import threading
 from http.server import ThreadingHTTPServer
+from types import FrameType
 from typing import Any
 
 from prometheus_client.exposition import MetricsHandler
@@ -121,3 +123,19 @@ class MetricsServer:
             self.httpd.shutdown()
             self._thread.join(5)
         self.httpd.server_close()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: how every serving loop learns to shut down.
+
+    Call it once the server is bound and ready, so an early signal still gets Python's
+    default handling (exit) rather than a stop request nobody waits for yet.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
