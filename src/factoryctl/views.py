@@ -2,8 +2,8 @@
 
 A row is a plain dict whose values stay in base units (or None for "cannot say"), so
 JSON output is exact and stable; ``formats`` turns them into text only at the edge.
-Filtering and sorting are here too, so that ``factoryctl nodes --state drained`` and the
-console's filter agree.
+Filtering by field value and sorting live here too (the console's regex filter is its own,
+in ``factoryctl.tui.rows``).
 """
 
 from __future__ import annotations
@@ -171,16 +171,6 @@ def filter_rows(rows: Iterable[Row], **equals: Iterable[str] | None) -> list[Row
     """Keep rows whose field is one of the given values (None: no constraint)."""
     wanted = {k: set(v) for k, v in equals.items() if v}
     return [r for r in rows if all(str(r.get(k)) in vals for k, vals in wanted.items())]
-
-
-def regex_filter(rows: Iterable[Row], pattern: str, invert: bool = False) -> list[Row]:
-    """Rows where any field matches (the console's ``/`` filter); raises re.error."""
-    rx = re.compile(pattern, re.IGNORECASE)
-
-    def hit(row: Row) -> bool:
-        return any(rx.search(str(v)) for v in row.values() if v is not None)
-
-    return [r for r in rows if hit(r) != invert]
 
 
 def sort_rows(rows: list[Row], key: str, columns: Sequence[Column]) -> list[Row]:
