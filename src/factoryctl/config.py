@@ -49,7 +49,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "blast_radius_nodes": 64,
         "audit_log": "",
     },
-    "demo": {"nodes": 64, "gpus_per_node": 8, "seed": 0, "faults_per_node_day": 1.0},
+    "demo": {"nodes": 64, "gpus_per_node": 8, "seed": 0, "faults_per_node_day": 2.0},
     "tui": {"refresh": 2.0, "bindings": {}},
 }
 

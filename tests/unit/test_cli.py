@@ -170,6 +170,14 @@ def test_demo_once_prints_a_summary(run_cli: Run) -> None:
     assert "factory  4 nodes, 32 GPUs" in res.stdout
 
 
+def test_demo_takes_its_factory_from_the_demo_settings(run_cli: Run) -> None:
+    # `factoryctl demo` and the global --demo read the same [demo] settings; flags win.
+    res = run_cli("demo", "--once", environ={"FACTORYCTL_DEMO_NODES": "3"})
+    assert res.status == 0 and "factory  3 nodes, 24 GPUs" in res.stdout
+    res = run_cli("demo", "--once", "--nodes", "2", environ={"FACTORYCTL_DEMO_NODES": "3"})
+    assert "factory  2 nodes, 16 GPUs" in res.stdout
+
+
 def test_completion_scripts(run_cli: Run) -> None:
     assert "_FACTORYCTL_COMPLETE" in run_cli("completion", "bash").stdout
     assert "compdef" in run_cli("completion", "zsh").stdout

@@ -37,27 +37,36 @@ def summary(snap: FactorySnapshot) -> str:
 
 
 @click.command()
-@click.option("--nodes", default=64, show_default=True, type=click.IntRange(1, 20000))
-@click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(1, 16))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--nodes", type=click.IntRange(1, 20000), help="Nodes (default: [demo] nodes, 64).")
+@click.option(
+    "--gpus-per-node", type=click.IntRange(1, 16), help="GPUs per node (default: [demo], 8)."
+)
+@click.option("--seed", type=int, help="Simulator seed (default: [demo] seed, 0).")
 @click.option(
     "--refresh", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds."
 )
 @click.option("--once", is_flag=True, help="Print one summary and exit.")
 @click.option("--readonly", is_flag=True, help="Open the console with every action hidden.")
 def demo(
-    nodes: int, gpus_per_node: int, seed: int, refresh: float, once: bool, readonly: bool
+    nodes: int | None,
+    gpus_per_node: int | None,
+    seed: int | None,
+    refresh: float,
+    once: bool,
+    readonly: bool,
 ) -> None:
     """Open the console on a simulated factory (no Prometheus or Slurm needed)."""
     from factoryctl.telemetry.demo import DemoSource
 
     env = get_env()
+    # The same [demo] settings as the global --demo, so both show the same factory.
+    d = env.settings["demo"]
     source = DemoSource.create(
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        seed=seed,
+        nodes=d["nodes"] if nodes is None else nodes,
+        gpus_per_node=d["gpus_per_node"] if gpus_per_node is None else gpus_per_node,
+        seed=d["seed"] if seed is None else seed,
         now=env.clock(),
-        faults_per_node_day=2.0,
+        faults_per_node_day=d["faults_per_node_day"],
     )
     if once or not env.stdout_isatty:
         env.write(summary(source.snapshot()))
