@@ -71,6 +71,9 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "joules": fmt_joules,
     "bytes": fmt_bytes,
     "duration": fmt_duration,
+    # An idle spell of 0 means "not idle": a dash reads better than 0m00s in a column
+    # that is mostly zeros (JSON keeps the 0).
+    "spell": lambda v: fmt_duration(v) if v > 0 else "-",
     "hertz": fmt_hertz,
     "int": fmt_int,
     "celsius": lambda v: f"{v:.0f}C",
@@ -86,7 +89,9 @@ def format_value(value: Any, kind: str, unavailable: bool = False) -> str:
     return fmt(value) if fmt is not None else str(value)
 
 
-NUMERIC = {"int", "ratio", "watts", "kwh", "joules", "bytes", "duration", "hertz", "celsius"}
+NUMERIC = {
+    "int", "ratio", "watts", "kwh", "joules", "bytes", "duration", "spell", "hertz", "celsius",
+}  # fmt: skip
 
 
 def render_table(

@@ -85,6 +85,10 @@ class GPU:
     last_xid: int | None = None
     last_xid_time: float | None = None
     job_ids: tuple[str, ...] = ()  # jobs the GPU is attributed to (usually 0 or 1)
+    # How long the GPU has been below the active threshold without a break, as of its
+    # sample: 0 while active; the streak restarts when its jobs change (so it never
+    # charges one job with another's idle time). None: the source cannot say.
+    idle_seconds: float | None = None
 
     @property
     def key(self) -> tuple[str, int]:

@@ -40,6 +40,9 @@ class JobOccupancy:
     mean_utilization: float | None
     low_utilization: float | None  # 10th percentile: one idle rank hides in a mean
     idle_gpus: int
+    # The longest unbroken idle spell among its GPUs, capped at the job's runtime: 0 when
+    # none is idle, None when no GPU can say (dcgm-exporter sites).
+    idle_seconds: float | None
     memory_used_bytes: float | None
     power_watts: float | None
 
@@ -101,9 +104,15 @@ def factory_occupancy(
 
 
 def job_occupancy(
-    job: Job, gpus: Sequence[GPU], threshold: float = ACTIVE_THRESHOLD
+    job: Job, gpus: Sequence[GPU], threshold: float = ACTIVE_THRESHOLD, now: float | None = None
 ) -> JobOccupancy:
     utils = [g.utilization for g in gpus if g.up and g.utilization is not None]
+    # Active GPUs report 0, so the longest spell is 0 when none is idle.
+    spells = [
+        g.idle_seconds
+        for g in gpus
+        if g.up and g.utilization is not None and g.idle_seconds is not None
+    ]
     return JobOccupancy(
         job_id=job.job_id,
         gpus=job.gpu_count,
@@ -111,9 +120,70 @@ def job_occupancy(
         mean_utilization=sum(utils) / len(utils) if utils else None,
         low_utilization=percentile(utils, 0.10),
         idle_gpus=sum(1 for u in utils if u < threshold),
+        idle_seconds=cap_idle(max(spells), job, now) if spells else None,
         memory_used_bytes=_sum_known(g.memory_used_bytes for g in gpus if g.up),
         power_watts=_sum_known(g.power_watts for g in gpus if g.up),
     )
+
+
+def cap_idle(seconds: float, job: Job, now: float | None) -> float:
+    """A job cannot have idled longer than it ran (a GPU's streak may predate the job
+    where attribution lags the scheduler by a collection)."""
+    runtime = None if now is None else job.runtime_seconds(now)
+    return seconds if runtime is None else min(seconds, runtime)
+
+
+class IdleStreaks:
+    """When each GPU's current idle spell began, from successive readings.
+
+    A spell starts at the first reading below the threshold after an active one, after
+    the GPU's holders changed, or after a gap with no reading (GPU lost, node down). So a
+    GPU idle for days before the observer started shows as idle since then: an
+    understatement, never an overstatement. The exporter keeps one per node (indices are
+    GPU indices); the demo keeps one for the whole simulated factory.
+    """
+
+    __slots__ = ("_holders", "_since", "threshold")
+
+    def __init__(self, threshold: float = ACTIVE_THRESHOLD) -> None:
+        self.threshold = threshold
+        self._since: list[float | None] = []
+        self._holders: list[object] = []
+
+    def observe(
+        self,
+        now: float,
+        utilization: Sequence[float | None],
+        holders: Sequence[object],
+        up: Sequence[object] | None = None,
+    ) -> None:
+        """One reading per GPU index; ``holders`` compare with ``!=`` (job ids, or
+        objects compared by identity); ``up`` false or a None utilization: no reading."""
+        since, held, threshold = self._since, self._holders, self.threshold
+        if len(since) < len(utilization):
+            grow = len(utilization) - len(since)
+            since.extend([None] * grow)
+            held.extend([None] * grow)
+        for i, u in enumerate(utilization):
+            holder = holders[i]
+            if u is None or (up is not None and not up[i]) or u >= threshold:
+                since[i] = None
+            elif since[i] is None or held[i] != holder:
+                since[i] = now
+            held[i] = holder
+
+    def idle_seconds(self, index: int, now: float, utilization: float | None) -> float | None:
+        """0 while active, the spell's length while idle, None without a reading."""
+        if utilization is None:
+            return None
+        if utilization >= self.threshold:
+            return 0.0
+        start = self._since[index] if index < len(self._since) else None
+        return None if start is None else max(0.0, now - start)
+
+    def spell_starts(self) -> Sequence[float | None]:
+        """Start of each index's idle spell (None: not idle, or no reading)."""
+        return self._since
 
 
 def node_power(gpus: Iterable[GPU]) -> float | None:

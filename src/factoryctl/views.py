@@ -25,9 +25,7 @@ Row = dict[str, Any]
 class Column:
     key: str
     header: str
-    kind: str = (
-        "text"  # text | int | ratio | watts | joules | kwh | bytes | celsius | time | duration
-    )
+    kind: str = "text"  # text | int | ratio | watts | joules | kwh | bytes | celsius | time | duration | spell
     wide_only: bool = False
 
 
@@ -71,6 +69,7 @@ JOB_COLUMNS = (
     Column("mean_utilization", "UTIL", "ratio"),
     Column("low_utilization", "P10 UTIL", "ratio", wide_only=True),
     Column("idle_gpus", "IDLE", "int"),
+    Column("idle_seconds", "IDLE FOR", "spell"),
     Column("power_watts", "POWER", "watts", wide_only=True),
     Column("energy_kwh", "ENERGY", "kwh"),
     Column("nodes", "NODES"),
@@ -147,7 +146,7 @@ def job_identity(job: Job, now: float) -> Row:
 
 
 def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
-    occ = job_occupancy(job, snapshot.gpus_of_job(job))
+    occ = job_occupancy(job, snapshot.gpus_of_job(job), now=snapshot.time)
     running = not job.state.finished
     return {
         **job_identity(job, snapshot.time),
@@ -155,6 +154,7 @@ def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         "mean_utilization": occ.mean_utilization if running else None,
         "low_utilization": occ.low_utilization if running else None,
         "idle_gpus": occ.idle_gpus if running else None,
+        "idle_seconds": occ.idle_seconds if running else None,
         "memory_used_bytes": occ.memory_used_bytes if running else None,
         "power_watts": occ.power_watts if running else None,
         "energy_joules": job.energy_joules,

@@ -251,3 +251,28 @@ def test_a_gpu_without_energy_counter_still_accrues_gpu_seconds(tmp_path):
     gpu.energy_mj += 5000
     exporter.collect_once(112.0)
     assert job_energy(registry, "77") == pytest.approx(5.0)  # no jump to the lifetime total
+
+
+def test_idle_spell_is_exported_per_gpu_and_restarts_for_a_new_job(tmp_path):
+    sim, exporter, reg = driven(tmp_path, gpus=2)
+
+    def idle(gpu):
+        labels = {"node": "n1", "gpu": str(gpu), "uuid": sim.uuids[gpu]}
+        return reg.get_sample_value("factoryctl_gpu_idle_seconds", labels)
+
+    sim.assign("201", "ada", "n1", [0], Workload.TRAINING)
+    sim.assign("202", "ben", "n1", [1], Workload.IDLE)
+    start = sim.now
+    for _ in range(12):
+        sim.advance(5.0)
+        exporter.collect_once(sim.now)
+    assert idle(0) == 0.0  # training: active
+    assert idle(1) == pytest.approx(sim.now - start - 5.0)  # idle since its first reading
+    sim.release("202")
+    sim.assign("203", "cy", "n1", [1], Workload.IDLE)
+    sim.advance(5.0)
+    exporter.collect_once(sim.now)
+    assert idle(1) == 0.0  # a new holder starts a new spell: 203 is not charged with 202's
+    sim.advance(5.0)
+    exporter.collect_once(sim.now)
+    assert idle(1) == pytest.approx(5.0)

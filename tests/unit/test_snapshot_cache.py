@@ -13,7 +13,7 @@ from factoryctl.sim.workload import THROTTLE_BITS
 
 def test_make_gpu_builds_the_same_frozen_gpu_as_the_constructor() -> None:
     values = ("gpu01", 3, "GPU-1", "H100", True, 0.5, 0.25, 1e9, 8e10, 300.0, 700.0)
-    values += (1e6, 61.0, 1.9e9, ("hw_slowdown",), 0.0, 2.0, 79, 12.5, ("42",))
+    values += (1e6, 61.0, 1.9e9, ("hw_slowdown",), 0.0, 2.0, 79, 12.5, ("42",), 30.0)
     made, built = make_gpu(*values), GPU(*values)
     assert made == built and hash(made) == hash(built)
     assert [getattr(made, f.name) for f in fields(GPU)] == list(values)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from factoryctl.energy import JobEnergyAccountant, MonotonicCounter
 from factoryctl.exporter.attribution import Attributor
 from factoryctl.exporter.backend import Backend, GpuReading, JobRef, XidCount
+from factoryctl.occupancy import IdleStreaks
 
 log = logging.getLogger("factoryctl.exporter")
 
@@ -37,6 +38,7 @@ class Snapshot:
     readings: tuple[GpuReading, ...] = ()
     gpu_energy: Mapping[int, float] = field(default_factory=dict)  # never goes backwards
     attribution: Mapping[int, tuple[JobRef, ...]] = field(default_factory=dict)
+    idle_seconds: Mapping[int, float] = field(default_factory=dict)  # GPU index -> spell
     jobs: Mapping[str, JobCounters] = field(default_factory=dict)
     xids: Mapping[int, XidCount] = field(default_factory=dict)
     nvml_errors: Mapping[str, int] = field(default_factory=dict)
@@ -71,6 +73,7 @@ class Exporter:
         self._energy_at: dict[int, float] = {}  # when it was taken
         self._holders: dict[int, tuple[str, ...]] = {}  # job ids at the last collection
         self._no_energy: set[int] = set()  # GPUs fed a stand-in 0 J (no counter yet)
+        self._idle = IdleStreaks()
         self._lock = threading.Lock()
         self._snapshot = Snapshot(node=node, backend=backend.name)
         self.skipped = 0
@@ -91,6 +94,7 @@ class Exporter:
             readings = tuple(self.backend.read(now))
             attribution = self.attributor.attribute(readings)
             self._account(now, readings, attribution)
+            idle = self._idle_spells(now, readings, attribution)
         except Exception as exc:
             # Once with the traceback; again only when the failure changes, not every second.
             if repr(exc) != self._last_failure:
@@ -118,6 +122,7 @@ class Exporter:
             readings=readings,
             gpu_energy={i: c.value for i, c in self._gpu_energy.items()},
             attribution=attribution,
+            idle_seconds=idle,
             jobs={
                 job_id: JobCounters(t.energy_joules, t.gpu_seconds, t.active_gpu_seconds)
                 for job_id, t in self.accountant.jobs.items()
@@ -133,6 +138,27 @@ class Exporter:
         )
         self._snapshot = snap
         return snap
+
+    def _idle_spells(
+        self,
+        now: float,
+        readings: tuple[GpuReading, ...],
+        attribution: Mapping[int, tuple[JobRef, ...]],
+    ) -> dict[int, float]:
+        size = max((r.index for r in readings), default=-1) + 1
+        util: list[float | None] = [None] * size
+        holders: list[object] = [()] * size
+        for r in readings:
+            if r.up:
+                util[r.index] = r.utilization
+                holders[r.index] = tuple(ref.job_id for ref in attribution.get(r.index, ()))
+        self._idle.observe(now, util, holders)
+        out = {}
+        for r in readings:
+            seconds = self._idle.idle_seconds(r.index, now, util[r.index])
+            if seconds is not None:
+                out[r.index] = seconds
+        return out
 
     def _account(
         self,

@@ -90,6 +90,18 @@ class SnapshotCollector(Collector):
                     fam.add_metric(ids(r), float(value))
             yield fam
 
+        idle = GaugeMetricFamily(
+            s.GPU_IDLE_SECONDS,
+            "Seconds below the active utilization threshold without a break (0 while"
+            " active); restarts when the GPU's jobs change.",
+            labels=_GPU,
+        )
+        for r in ups:
+            seconds = snap.idle_seconds.get(r.index)
+            if seconds is not None:
+                idle.add_metric(ids(r), seconds)
+        yield idle
+
         energy = CounterMetricFamily(
             _counter_name(s.GPU_ENERGY),
             "Energy since the driver loaded; carried across driver reloads.",

@@ -9,11 +9,12 @@ them, and an equal object is rebuilt whenever any of its inputs changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node, NodeState
+from factoryctl.occupancy import ACTIVE_THRESHOLD
 from factoryctl.sim.factory import SimFactory
 from factoryctl.sim.jobs import SimJob
 from factoryctl.sim.workload import THROTTLE_BITS
@@ -36,7 +37,7 @@ def node_state(sim: SimFactory, i: int) -> NodeState:
 
 
 def _gpu_maker() -> Callable[..., GPU]:
-    """``GPU(*all 20 fields)`` without the frozen dataclass ``__init__``.
+    """``GPU(*all 21 fields)`` without the frozen dataclass ``__init__``.
 
     That ``__init__`` goes through ``object.__setattr__`` once per field (frozen), which
     is most of the cost of 100,000 GPUs per poll. Writing the slots through their member
@@ -142,8 +143,11 @@ def build_snapshot(
     energy: Mapping[str, float] | None = None,
     include_finished: bool = True,
     cache: SnapshotCache | None = None,
+    idle_since: Sequence[float | None] | None = None,
 ) -> FactorySnapshot:
-    """The factory now. ``energy`` is measured per-job energy (None: leave unknown).
+    """The factory now. ``energy`` is measured per-job energy (None: leave unknown);
+    ``idle_since``, when each GPU's idle spell began as an observer saw it
+    (``occupancy.IdleStreaks``; None: leave idle time unknown).
 
     ``cache``: pass the same one on every call for the same simulator to reuse what did
     not change; without one, everything is built afresh (same result).
@@ -167,14 +171,17 @@ def build_snapshot(
         sim.last_xid_time,
     )
     node_down = [a.down or a.reboot_until is not None for a in sim.admin]
+    now, threshold = sim.now, ACTIVE_THRESHOLD
+    starts: Sequence[float | None] = [None] * sim.gpu_count if idle_since is None else idle_since
     # One zip over the per-GPU arrays (GPUs are stored node by node): indexing 15 arrays
     # per GPU was a third of the cost at 100,000 GPUs.
     per_gpu = zip(
         uuids, up_arr, util, mem_util, mem_used, power, counters, temp, clock, throttle,
-        ecc, xids, last_xid, last_xid_t, owner, strict=True,
+        ecc, xids, last_xid, last_xid_t, owner, starts, strict=True,
     )  # fmt: skip
     i, k, name, silent = -1, gpn, "", False
-    for uuid, up, u, mu, mused, p, e, t, c, th, ec, x, lx, lxt, job in per_gpu:
+    known_idle = idle_since is not None
+    for uuid, up, u, mu, mused, p, e, t, c, th, ec, x, lx, lxt, job, since in per_gpu:
         if k == gpn:
             i, k = i + 1, 0
             name, silent = names[i], node_down[i]
@@ -223,6 +230,9 @@ def build_snapshot(
                     lx or None,
                     lxt or None,
                     (job.job_id,) if job is not None else (),
+                    (0.0 if u >= threshold else None if since is None else now - since)
+                    if known_idle
+                    else None,
                 )
             )
         k += 1

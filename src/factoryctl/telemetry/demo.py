@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from factoryctl.energy import GpuKey, JobEnergyAccountant
 from factoryctl.model import FactorySnapshot
+from factoryctl.occupancy import IdleStreaks
 from factoryctl.sim import SimConfig, SimFactory
 from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
 
@@ -34,6 +35,8 @@ class DemoSource:
     # Nodes, allocations and finished jobs that did not change are reused between polls.
     _cache: SnapshotCache = field(default_factory=SnapshotCache)
     _keys: list[GpuKey] = field(default_factory=list)
+    # Idle spells, observed after every step like the exporter observes its readings.
+    _idle: IdleStreaks = field(default_factory=IdleStreaks)
 
     def __post_init__(self) -> None:
         self.sim.listeners.append(self._observe)
@@ -84,6 +87,10 @@ class DemoSource:
             if owner is not None:
                 attribution[key] = (owner.job_id,)
         self.accountant.observe(sim.now, energy, attribution, util)
+        gpn = sim.gpn
+        silent = [a.down or a.reboot_until is not None for a in sim.admin]
+        reading = up if not any(silent) else [u and not silent[g // gpn] for g, u in enumerate(up)]
+        self._idle.observe(sim.now, utilization, owners, reading)
         # Keep totals past the accountant's grace period for finished jobs still listed.
         for job_id, totals in self.accountant.jobs.items():
             self._total_energy[job_id] = totals.energy_joules
@@ -92,4 +99,9 @@ class DemoSource:
         self.sim.advance_to(t, step_seconds)
 
     def snapshot(self) -> FactorySnapshot:
-        return build_snapshot(self.sim, energy=self._total_energy, cache=self._cache)
+        return build_snapshot(
+            self.sim,
+            energy=self._total_energy,
+            cache=self._cache,
+            idle_since=self._idle.spell_starts(),
+        )

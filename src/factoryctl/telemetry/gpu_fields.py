@@ -14,7 +14,7 @@ GpuKey = tuple[str, int]
 # Per-GPU fields each view shows (None: all of them).
 VIEW_FIELDS: dict[str, frozenset[str]] = {
     "nodes": frozenset({"utilization", "power_watts", "temperature_celsius", "xid_total"}),
-    "jobs": frozenset({"utilization", "memory_used_bytes", "power_watts"}),
+    "jobs": frozenset({"utilization", "memory_used_bytes", "power_watts", "idle_seconds"}),
 }
 MULTI_SERIES = frozenset({"xid_total", "ecc_uncorrected_total", "throttle_reasons"})
 

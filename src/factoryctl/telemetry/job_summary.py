@@ -54,6 +54,10 @@ def _plan(schema: MetricSchema, interval: float, inventory: float) -> dict[str, 
         expr = joined(field)
         if expr is not None:
             plan[key] = f"sum by (job_id) ({expr})"
+    idle = joined("idle_seconds")
+    if idle is not None:
+        # Active GPUs report 0: the longest spell is 0 for a job with no idle GPU.
+        plan["idle_seconds"] = f"max by (job_id) ({idle})"
     if schema.job_energy is not None:
         plan["energy_joules"] = f"sum by (job_id) (last_over_time({schema.job_energy}[{w}]))"
     return plan
@@ -131,6 +135,7 @@ def _row(job: Job, per_job: Mapping[str, Mapping[str, float]], now: float) -> Ro
         "low_utilization": get("low_utilization"),
         # Like occupancy.job_occupancy: idle among reporting GPUs, 0 when none report.
         "idle_gpus": int(get("idle_gpus") or 0),
+        "idle_seconds": get("idle_seconds"),
         "memory_used_bytes": get("memory_used_bytes"),
         "power_watts": get("power_watts"),
         "energy_joules": energy,

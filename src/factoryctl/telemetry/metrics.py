@@ -91,6 +91,7 @@ GPU_FIELDS: Final = frozenset(
         "ecc_uncorrected_total",
         "last_xid",
         "throttle_reasons",
+        "idle_seconds",
     }
 )
 
@@ -111,6 +112,7 @@ NATIVE: Final = MetricSchema(
         "energy_joules": Field(native.GPU_ENERGY),
         "temperature_celsius": Field(native.GPU_TEMPERATURE),
         "sm_clock_hz": Field(native.GPU_SM_CLOCK),
+        "idle_seconds": Field(native.GPU_IDLE_SECONDS),
         # Multi-series fields, aggregated on the server (see source queries):
         "xid_total": Field(native.GPU_XID_ERRORS),
         "ecc_uncorrected_total": Field(native.GPU_ECC_ERRORS),

@@ -22,6 +22,9 @@ GPU_UTILIZATION: Final = "factoryctl_gpu_utilization_ratio"
 GPU_MEMORY_UTILIZATION: Final = "factoryctl_gpu_memory_bandwidth_utilization_ratio"
 GPU_MEMORY_USED: Final = "factoryctl_gpu_memory_used_bytes"
 GPU_MEMORY_TOTAL: Final = "factoryctl_gpu_memory_total_bytes"
+# Seconds the GPU has been below the active threshold without a break (0 while active);
+# the spell restarts when the GPU's jobs change. "GPU idle 2 h inside a job" is one query.
+GPU_IDLE_SECONDS: Final = "factoryctl_gpu_idle_seconds"
 # Power and energy
 GPU_POWER: Final = "factoryctl_gpu_power_watts"
 GPU_POWER_LIMIT: Final = "factoryctl_gpu_power_limit_watts"
