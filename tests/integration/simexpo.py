@@ -14,6 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from factoryctl.energy import JobEnergyAccountant
+from factoryctl.occupancy import IdleStreaks
 from factoryctl.lab.procs import free_port
 from factoryctl.sim import SimFactory
 from factoryctl.telemetry import schema as m
@@ -30,6 +31,7 @@ class SimTargets:
         self.fmt = fmt
         self.lock = lock or threading.Lock()
         self.accountants = {n: JobEnergyAccountant(grace_seconds=3600) for n in sim.node_names}
+        self.idle = IdleStreaks()  # the exporter's idle spells, one tracker for all nodes
         sim.listeners.append(self.observe)
         self.observe(sim)
         self.servers: list[ThreadingHTTPServer] = []
@@ -46,6 +48,7 @@ class SimTargets:
                     if sim.owner[g] is not None:
                         owners[(node, k)] = (sim.owner[g].job_id,)
             self.accountants[node].observe(sim.now, energy, owners, util)
+        self.idle.observe(sim.now, sim.utilization, sim.owner, sim.up)
 
     def sync(self) -> None:
         """Advance the simulator to now; call with ``lock`` held."""
@@ -106,6 +109,9 @@ class SimTargets:
             if not sim.up[g]:
                 continue
             out.append(f"{m.GPU_UTILIZATION}{{{base}}} {sim.utilization[g]}")
+            idle = self.idle.idle_seconds(g, sim.now, sim.utilization[g])
+            if idle is not None:
+                out.append(f"{m.GPU_IDLE_SECONDS}{{{base}}} {idle}")
             out.append(f"{m.GPU_MEMORY_USED}{{{base}}} {sim.memory_used[g]}")
             out.append(f"{m.GPU_MEMORY_TOTAL}{{{base}}} {sim.config.spec.memory_total_bytes}")
             out.append(f"{m.GPU_POWER}{{{base}}} {sim.power[g]}")

@@ -137,6 +137,8 @@ def test_job_aggregates_equal_rows_from_every_gpu(
     snap, rows = done
     expected = rows_from_gpus(src.snapshot(at=t))
     assert [r["job_id"] for r in rows] == [r["job_id"] for r in expected] == [scenario.running]
+    # 504 has held 2 GPUs idle since it started, 60+ s before the scenario ended.
+    assert rows[0]["idle_gpus"] == 2 and rows[0]["idle_seconds"] >= 60
     for got, want in zip(rows, expected, strict=True):
         assert got.keys() == want.keys()
         for key, value in want.items():
