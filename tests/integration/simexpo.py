@@ -14,8 +14,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from factoryctl.energy import JobEnergyAccountant
-from factoryctl.occupancy import IdleStreaks
 from factoryctl.lab.procs import free_port
+from factoryctl.occupancy import IdleStreaks
 from factoryctl.sim import SimFactory
 from factoryctl.telemetry import schema as m
 
