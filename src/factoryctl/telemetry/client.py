@@ -272,3 +272,26 @@ def _snippet(body: bytes) -> str:
 def label_matcher(values: Iterable[str]) -> str:
     """A regex alternation of literal values, for ``label=~"..."``."""
     return "|".join(re.escape(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+
+
+# VictoriaMetrics refuses queries over 16 KiB (``-search.maxQueryLen``, 422): a 1,500-node
+# job's node alternation alone is ~15 KB. Alternations stay under this many characters.
+MATCHER_BUDGET = 6000
+
+
+def label_matchers(values: Iterable[str], budget: int = MATCHER_BUDGET) -> list[str]:
+    """``label_matcher`` split into alternations of at most ``budget`` characters each
+    (one value longer than that gets its own), for one query per part."""
+    parts: list[str] = []
+    current: list[str] = []
+    size = 0
+    for value in values:
+        one = label_matcher([value])
+        if current and size + 1 + len(one) > budget:
+            parts.append("|".join(current))
+            current, size = [], 0
+        current.append(one)
+        size += len(one) + (1 if size else 0)
+    if current:
+        parts.append("|".join(current))
+    return parts

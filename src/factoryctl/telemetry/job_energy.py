@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 from factoryctl.energy import counter_increase
 from factoryctl.model import Job
-from factoryctl.telemetry.client import PromClient, label_matcher
+from factoryctl.telemetry.client import MATCHER_BUDGET, PromClient, label_matcher, label_matchers
 from factoryctl.telemetry.edges import Point, gpu_energy_between
 from factoryctl.telemetry.metrics import MetricSchema, node_name
+from factoryctl.telemetry.results import Sample
 
 PARALLEL_QUERIES = 8
 
@@ -62,7 +63,14 @@ class EnergyReader:
         ids = sorted(set(job_ids)) if job_ids is not None else None
         if ids is not None and not ids:
             return {}
-        sel = f'{metric}{{job_id=~"{label_matcher(ids)}"}}' if ids else metric
+        matcher = label_matcher(ids) if ids else ""
+        # Thousands of ids (a whole factory's hour) would not fit a query: ask for every
+        # job's counter and keep the wanted ones here; that set is what the window holds.
+        sel = (
+            metric
+            if not ids or len(matcher) > MATCHER_BUDGET
+            else f'{metric}{{job_id=~"{matcher}"}}'
+        )
         window = dur(until - since)
         lookback = dur(2 * self.interval)
         q = self.client.query
@@ -75,6 +83,10 @@ class EnergyReader:
             for s in top.vector
         }
         reset_jobs = [s.labels.get("job_id", "") for s in resets.vector if s.value > 0]
+        if ids is not None:
+            wanted = set(ids)
+            out = {j: v for j, v in out.items() if j in wanted}
+            reset_jobs = [j for j in reset_jobs if j in wanted]
         for job_id in reset_jobs:
             out[job_id] = self._job_counter_raw(metric, job_id, since, until)
         return out
@@ -127,13 +139,16 @@ class EnergyReader:
         keys = set(job.gpu_keys())
         nodes = sorted({n for n, _ in keys})
         gpus = sorted({str(i) for _, i in keys})
-        node_re = label_matcher(nodes)
-        if self.schema.node_label == "instance":
-            node_re = f"({node_re})(:[0-9]+)?"  # the node is the host part of host:port
-        sel = (
-            f'{self.schema.node_label}=~"{node_re}",'
-            f'{self.schema.gpu_label}=~"{label_matcher(gpus)}"'
-        )
+        # A job on 1,500 nodes: its node alternation alone would pass VictoriaMetrics'
+        # query length limit, so the nodes go out in parts, one query each.
+        sels = []
+        for node_re in label_matchers(nodes):
+            if self.schema.node_label == "instance":
+                node_re = f"({node_re})(:[0-9]+)?"  # the node is the host part of host:port
+            sels.append(
+                f'{self.schema.node_label}=~"{node_re}",'
+                f'{self.schema.gpu_label}=~"{label_matcher(gpus)}"'
+            )
         names = energy_metric.metric + (f"|{power_metric.metric}" if power_metric else "")
         half = 2 * self.interval
         energy: dict[tuple[str, int], list[Point]] = {k: [] for k in keys}
@@ -150,13 +165,16 @@ class EnergyReader:
                 else:
                     power[key].extend(series.points)
 
-        for edge in (start, end):
-            lo, hi = edge - half, min(edge + half, now)
-            collect(f'{{__name__=~"{names}",{sel}}}[{dur(hi - lo)}]', hi)
-        resets = self.client.query(
-            f"resets({energy_metric.metric}{{{sel}}}[{dur(end - start)}])", end
-        )
-        for sample in resets.vector:
+        reset_samples: list[Sample] = []
+        for sel in sels:
+            for edge in (start, end):
+                lo, hi = edge - half, min(edge + half, now)
+                collect(f'{{__name__=~"{names}",{sel}}}[{dur(hi - lo)}]', hi)
+            resets = self.client.query(
+                f"resets({energy_metric.metric}{{{sel}}}[{dur(end - start)}])", end
+            )
+            reset_samples.extend(resets.vector)
+        for sample in reset_samples:
             key = self._key(sample.labels)
             if key in energy and sample.value > 0:
                 node, index = key
