@@ -51,7 +51,7 @@ class Layout:
 class Chunk:
     stamps: list[int]  # milliseconds
     gauges: dict[str, array[float]]  # metric -> values, step-major (len(stamps) * GPUs)
-    up: array[float] = field(default_factory=lambda: array("d"))
+    up: bytearray = field(default_factory=bytearray)  # 0/1 per GPU, step-major
     info: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # (gpu, job, user)
     job_energy: dict[tuple[int, str], tuple[list[int], list[float]]] = field(default_factory=dict)
 
@@ -86,8 +86,9 @@ def _series(layout: Layout, chunk: Chunk) -> list[tuple[dict[str, str], list[flo
     return out
 
 
-def _per_gpu(layout: Layout, chunk: Chunk) -> dict[str, array[float]]:
-    ones = array("d", [1.0]) * len(chunk.up)
+def _per_gpu(chunk: Chunk) -> dict[str, array[float] | bytearray]:
+    """Every per-GPU series: the gauges, ``up`` and the inventory (always 1)."""
+    ones = bytearray(b"\x01") * len(chunk.up)
     return {**chunk.gauges, m.GPU_UP: chunk.up, m.GPU_INFO: ones}
 
 
@@ -120,7 +121,7 @@ class VictoriaImport:
         n, dumps = layout.gpu_count, json.dumps
         tail = ',"timestamps":' + dumps(chunk.stamps) + "}"
         lines: list[str] = []
-        for name, values in _per_gpu(layout, chunk).items():
+        for name, values in _per_gpu(chunk).items():
             heads = self._heads.get(name)
             if heads is None:
                 heads = [
@@ -128,7 +129,9 @@ class VictoriaImport:
                     for g in range(n)
                 ]
                 self._heads[name] = heads
-            lines.extend(heads[g] + dumps(values[g::n].tolist()) + tail for g in range(n))
+            # str() of a list of floats or ints is its JSON (finite values), without
+            # json.dumps' per-call encoder set-up; 0/1 series go as ints, cheaper to print.
+            lines.extend(heads[g] + str(list(values[g::n])) + tail for g in range(n))
         for lab, vals, ts in _series(layout, chunk):
             lines.append(dumps({"metric": lab, "values": vals, "timestamps": ts}))
         return "\n".join(lines).encode()
@@ -161,7 +164,7 @@ class OpenMetricsFile:
     def write(self, layout: Layout, chunk: Chunk) -> None:
         n, out = layout.gpu_count, self._out
         stamps = [f"{ts / 1000:.3f}\n" for ts in chunk.stamps]
-        for name, values in _per_gpu(layout, chunk).items():
+        for name, values in _per_gpu(chunk).items():
             heads = self._heads.get(name)
             if heads is None:
                 heads = [_om_head(_gpu_label_set(layout, name, g)) for g in range(n)]
