@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -29,13 +30,14 @@ import pytest
 from factoryctl.durations import parse_duration
 from factoryctl.lab.backfill import Backfill, backfill
 from factoryctl.lab.backfill_sinks import (
+    PROMTOOL_BIN,
     OpenMetricsFile,
     VictoriaImport,
     create_blocks,
     wait_served,
 )
 from factoryctl.lab.promql_timing import command_seconds, curl_seconds, recorded_queries
-from factoryctl.lab.stack import Stack
+from factoryctl.lab.stack import PROMETHEUS_BIN, VICTORIA_BIN, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,14 +66,17 @@ class Factory:
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
+    missing = [b for b in (VICTORIA_BIN, PROMETHEUS_BIN, PROMTOOL_BIN) if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
     tmp = tmp_path_factory.mktemp("factory10k")
+    om = tmp / "backfill.om"  # ~0.5 GB of text: removed as soon as promtool has read it
     stacks: list[Stack] = []
     try:
         vm = Stack(tmp / "vm", [], ("victoriametrics",)).start()
         stacks.append(vm)
         vm_url = vm.running["victoriametrics"].url
         now = time.time()
-        om = tmp / "backfill.om"
         t0 = time.perf_counter()
         truth = backfill(
             [VictoriaImport(vm_url), OpenMetricsFile(om)],
@@ -94,6 +99,7 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
         home.mkdir()
         yield Factory(truth, urls, home, t1 - t0, t2 - t1)
     finally:
+        om.unlink(missing_ok=True)
         for stack in stacks:
             stack.stop()
 
