@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from factoryctl.errors import ExitStatus
+from factoryctl.model import Allocation, Job
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.metrics import DCGM, NATIVE, SchemaUndetected, choose
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
@@ -173,3 +174,31 @@ def test_usage_errors_from_the_scheduler_still_raise() -> None:
     )
     with pytest.raises(Exception, match="slurmctld"):
         src.snapshot()
+
+
+def test_job_counter_energy_over_a_window_starts_at_since() -> None:
+    """A window cutting through a job counts its counter's increase over exactly
+    (since, until]: read 2 scrape intervals early, 10 minutes of a job gained 5 %."""
+    started = T - 3600.0  # the job's counter grows 10 J/s from here
+    seen: list[tuple[str, float]] = []
+
+    def prom(req: httpx.Request) -> httpx.Response:
+        form = parse_qs(req.content.decode())
+        q, at = form["query"][0], float(form["time"][0])
+        seen.append((q, at))
+        if "(resets(" in q:  # no counter reset
+            return httpx.Response(200, json=vector([]))
+        return httpx.Response(200, json=vector([({"job_id": "7"}, 10.0 * (at - started))]))
+
+    src = PrometheusSource(
+        PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(prom)),
+        None,
+        SourceOptions(schema="native", scrape_interval=15.0),
+        clock=lambda: T,
+    )
+    job = Job("7", "ada", start_time=started, allocations=(Allocation("n1", (0, 1)),))
+    energy = src.job_energy([job], now=T, since=T - 600.0, until=T)["7"]
+    assert energy.method == "job-counter"
+    assert energy.joules == pytest.approx(6000.0)
+    base = [at for q, at in seen if q.startswith("sum by (job_id) (last_over_time(")]
+    assert base == [pytest.approx(T - 600.0)]

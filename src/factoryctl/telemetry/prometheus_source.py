@@ -320,9 +320,16 @@ class PrometheusSource:
         reader = EnergyReader(self.client, schema, self.interval(t))
         out: dict[str, JobEnergy] = {}
         if schema.job_energy is not None and jobs:
-            lo = since if since is not None else _earliest_start(jobs, t - 86400.0)
+            # The counters' increase over exactly (since, until]: the base is read at
+            # ``since``, never earlier, or a window cutting through a job would also count
+            # up to two scrape intervals before it (+5 % per job over 10 minutes).
+            # Whole jobs start from before the earliest start: the counters begin at 0.
+            if since is not None:
+                lo = since
+            else:
+                lo = _earliest_start(jobs, t - 86400.0) - 2 * self.interval(t)
             hi = min(until, t) if until is not None else t
-            counters = reader.job_counters(lo - 2 * self.interval(t), hi, [j.job_id for j in jobs])
+            counters = reader.job_counters(lo, hi, [j.job_id for j in jobs])
             for job in jobs:
                 if job.job_id in counters:
                     out[job.job_id] = JobEnergy(job.job_id, counters[job.job_id], "job-counter")
