@@ -76,14 +76,14 @@ def energy(
     currency = str(settings.get("currency", ""))
     co2_rate = float(settings.get("co2_g_per_kwh", 0.0))
     rows: list[Row] = []
-    warnings: list[str] = []
+    notes: dict[str, list[str]] = {}  # note -> job ids: one line per note, not per job
     for job in jobs:
         if (users and job.user not in users) or (accounts and job.account not in accounts):
             continue
         e = measured.get(job.job_id)
         joules = e.joules if e is not None else None
         if e is not None and e.note:
-            warnings.append(f"job {job.job_id}: {e.note}")
+            notes.setdefault(e.note, []).append(job.job_id)
         rows.append(
             {
                 "job_id": job.job_id,
@@ -97,6 +97,7 @@ def energy(
                 "method": e.method if e is not None else "none",
             }
         )
+    warnings = [_note_line(ids, note) for note, ids in notes.items()]
     if by != "job":
         rows = _group(rows, by)
     for row in rows:
@@ -128,6 +129,13 @@ def energy(
     else:
         text_rows = [{**r, "cost": _money(r["cost"], currency)} for r in rows]
         env.write(render_table(text_rows, cols, wide=env.output == "wide"))
+
+
+def _note_line(job_ids: list[str], note: str) -> str:
+    if len(job_ids) == 1:
+        return f"job {job_ids[0]}: {note}"
+    shown = ", ".join(job_ids[:5]) + (", ..." if len(job_ids) > 5 else "")
+    return f"{len(job_ids)} jobs ({shown}): {note}"
 
 
 def _group(rows: list[Row], by: str) -> list[Row]:

@@ -344,13 +344,24 @@ class PrometheusSource:
     def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
         """Jobs that ran in [since, until] and the energy each used inside that window."""
         schema = self.schema(until)
+        forgotten: set[str] = set()
         if self.scheduler is not None:
+            listed = list(self.scheduler.jobs())
             jobs = [
                 j
-                for j in self.scheduler.jobs()
+                for j in listed
                 if (j.start_time is None or j.start_time < until)
                 and (j.end_time is None or j.end_time > since)
             ]
+            if schema.job_info is not None:
+                # Slurm forgets a finished job after MinJobAge (5 min) unless an accounting
+                # database answers sacct; the exporters' attribution still knows who held
+                # which GPUs, so those jobs are reported too (no start or end known).
+                known = {j.job_id for j in listed}
+                seen = jobs_seen(self.client, schema, since, until)
+                extra = [j for j in seen if j.job_id not in known]
+                forgotten = {j.job_id for j in extra}
+                jobs.extend(extra)
         elif schema.job_info is not None:
             jobs = jobs_seen(self.client, schema, since, until)
         else:
@@ -358,11 +369,22 @@ class PrometheusSource:
                 "per-job energy on a dcgm-exporter site needs the scheduler's allocations:"
                 " configure [scheduler] (the exporter's job attribution is not available)"
             )
-        return jobs, self.job_energy(jobs, now=until, since=since, until=until)
+        measured = self.job_energy(jobs, now=until, since=since, until=until)
+        for job_id in forgotten:
+            e = measured.get(job_id)
+            if e is not None and not e.note:
+                measured[job_id] = replace(e, note=FORGOTTEN)
+        return jobs, measured
 
     def alerts(self) -> list[Alert]:
         """Firing alerts, for triage."""
         return firing_alerts(self.client)
+
+
+FORGOTTEN = (
+    "no longer listed by the scheduler (no accounting database): user and GPUs from the"
+    " exporters' attribution, start and end unknown"
+)
 
 
 def _earliest_start(jobs: Sequence[Job], default: float) -> float:

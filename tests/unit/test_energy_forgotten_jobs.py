@@ -1,0 +1,85 @@
+"""``factoryctl energy`` with a scheduler that forgot finished jobs (Slurm without sacct).
+
+Slurm lists a finished job for MinJobAge (5 minutes) unless slurmdbd answers ``sacct``;
+the exporters' attribution still says who held which GPUs in the window.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from factoryctl.model import Allocation, Job, JobState, Node
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.job_energy import JobEnergy
+from factoryctl.telemetry.prometheus_source import FORGOTTEN, PrometheusSource, SourceOptions
+from tests.conftest import Result
+
+T = 1_767_225_600.0
+
+
+class OneJobScheduler:
+    def nodes(self) -> Sequence[Node]:
+        return ()
+
+    def jobs(self) -> Sequence[Job]:
+        alloc = (Allocation("n1", (0, 1)),)
+        return (Job("10", "ada", start_time=T - 1800, allocations=alloc),)
+
+
+def engine(req: httpx.Request) -> httpx.Response:
+    form = parse_qs(req.content.decode())
+    q, t = form["query"][0], float(form["time"][0])
+
+    def vec(rows: list[tuple[dict[str, str], float]]) -> httpx.Response:
+        result = [{"metric": m, "value": [t, str(v)]} for m, v in rows]
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
+        )
+
+    if q.startswith("max by (job_id, user, account, node, gpu)"):
+        held = [("10", "ada", "n1", "0"), ("10", "ada", "n1", "1"), ("9", "ben", "n2", "3")]
+        return vec([({"job_id": j, "user": u, "node": n, "gpu": g}, 1) for j, u, n, g in held])
+    if q.startswith("sum by (job_id) (max_over_time"):
+        return vec([({"job_id": "10"}, 5000.0), ({"job_id": "9"}, 900.0)])
+    if q.startswith("sum by (job_id) (last_over_time"):
+        return vec([({"job_id": "9"}, 100.0)])
+    if q.startswith("sum by (job_id) (resets"):
+        return vec([])
+    raise AssertionError(f"unexpected query {q}")
+
+
+def test_jobs_the_scheduler_forgot_come_from_the_exporters_attribution() -> None:
+    client = PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(engine))
+    opts = SourceOptions(schema="native", scrape_interval=15.0)
+    src = PrometheusSource(client, OneJobScheduler(), opts)
+    jobs, energy = src.energy_report(T - 3600, T)
+    by_id = {j.job_id: j for j in jobs}
+    assert set(by_id) == {"9", "10"}
+    forgotten = by_id["9"]
+    assert forgotten.user == "ben" and forgotten.state is JobState.UNKNOWN
+    assert forgotten.allocations == (Allocation("n2", (3,)),) and forgotten.start_time is None
+    assert energy["9"].joules == pytest.approx(800.0) and energy["9"].note == FORGOTTEN
+    assert energy["10"].joules == pytest.approx(5000.0) and energy["10"].note == ""
+
+
+class ManyNotes:
+    def snapshot(self) -> object:
+        raise AssertionError("not used")
+
+    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
+        jobs = [Job(str(i), "ada") for i in range(40)]
+        return jobs, {j.job_id: JobEnergy(j.job_id, 1.0, "job-counter", FORGOTTEN) for j in jobs}
+
+
+def test_one_warning_line_per_note_not_per_job(run_cli: Callable[..., Result]) -> None:
+    res = run_cli("energy", "--since", "1h", "-o", "json", source=ManyNotes())
+    assert res.status == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert len(doc["items"]) == 40
+    assert doc["warnings"] == [f"40 jobs (0, 1, 2, 3, 4, ...): {FORGOTTEN}"]
+    assert res.stderr.count("\n") == 1
