@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +13,11 @@ import pytest
 from factoryctl.cli.env import Environment
 from factoryctl.cli.main import main
 from factoryctl.telemetry.demo import DemoSource
+
+# Local time is UTC in every test (and in what they start): "today" and naive ISO times are
+# local, and the SVG snapshots show local clock times.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 FROZEN_NOW = 1_767_240_000.0  # 2026-01-01T04:00:00Z: a fixed clock for reproducible tests
 

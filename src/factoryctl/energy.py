@@ -10,12 +10,50 @@ cannot do this; it charges a window to whichever job holds the GPU at its end.
 from __future__ import annotations
 
 import itertools
+import operator
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 JOULES_PER_KWH = 3_600_000.0
 
 GpuKey = tuple[str, int]
+
+
+def local_midnight(t: float) -> float:
+    """The start of ``t``'s day in local time (the day an operator means by "today")."""
+    day = time.localtime(t)
+    return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+class DayEnergy:
+    """Energy a set of counters gained since local midnight, step by step.
+
+    ``observe`` takes every GPU's counter at once (a reset counts its new value as the
+    gain, as ``counter_increase`` does); at midnight the sum starts again from 0.
+    """
+
+    __slots__ = ("_day", "_prev", "joules", "since")
+
+    def __init__(self) -> None:
+        self._day: float | None = None
+        self._prev: list[float] = []
+        self.joules = 0.0
+        self.since: float | None = None
+
+    def observe(self, now: float, counters: Sequence[float]) -> None:
+        day = local_midnight(now)
+        if self._day != day:
+            # A new day (or the first reading): count from here.
+            self._day, self.joules = day, 0.0
+            self.since = day if self._prev else now
+        prev = self._prev
+        if len(prev) == len(counters):
+            gains = list(map(operator.sub, counters, prev))
+            if min(gains, default=0.0) < 0:  # a reset: that counter's gain is its value
+                gains = [g if g >= 0 else c for g, c in zip(gains, counters, strict=True)]
+            self.joules += sum(gains)
+        self._prev = list(counters)
 
 
 def joules_to_kwh(joules: float) -> float:

@@ -165,6 +165,10 @@ class FactorySnapshot:
     # views print "n/a" for these instead of 0.
     unavailable: frozenset[str] = frozenset()
     warnings: tuple[str, ...] = ()
+    # Energy the reporting GPUs used since ``energy_today_since`` (local midnight, or
+    # when the source's data begins if that is later). None: the source cannot say.
+    energy_today_joules: float | None = None
+    energy_today_since: float | None = None
     _gpu_index: dict[tuple[str, int], GPU] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -150,3 +150,39 @@ def test_job_aggregates_equal_rows_from_every_gpu(
     # With a scheduler the allocation is not in Prometheus: the per-GPU path is used.
     if with_jobs:
         assert job_rows(source(engine_url, scheduler=SimScheduler(lab.native)), at=t) is None
+
+
+@pytest.mark.parametrize("schema", ["native", "dcgm"])
+def test_energy_today_equals_each_counters_raw_samples(
+    lab, scenario: Scenario, engine_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day total (counter now minus counter at local midnight, one aggregated query)
+    equals the same arithmetic on every GPU's raw samples, on both engines. Local midnight
+    is put 45 s ago with a made-up time zone, so the lab's data spans it."""
+    import math
+    import time
+
+    from factoryctl.telemetry.metrics import SCHEMAS
+
+    t = math.floor(time.time()) - 1.0
+    midnight = t - 45
+    west = int(midnight) % 86400  # POSIX: a positive offset is west of Greenwich
+    monkeypatch.setenv("TZ", f"LAB+{west // 3600}:{west // 60 % 60:02d}:{west % 60:02d}")
+    time.tzset()
+    try:
+        snap = source(engine_url, schema).snapshot(at=t)
+    finally:
+        monkeypatch.setenv("TZ", "UTC")
+        time.tzset()
+    assert snap.energy_today_since == midnight
+    counter = SCHEMAS[schema].gpu_energy
+    assert counter is not None and snap.energy_today_joules is not None
+    raw = PromClient(PromConfig(engine_url)).query(f"{counter.metric}[120s]", t)
+    expected = 0.0
+    for series in raw.matrix:
+        now_pts = [v for ts, v in series.points if t - 2 < ts <= t]
+        then_pts = [v for ts, v in series.points if midnight - 2 < ts <= midnight]
+        if now_pts and then_pts:
+            expected += max(0.0, now_pts[-1] - then_pts[-1]) * counter.scale
+    assert expected > 0
+    assert snap.energy_today_joules == pytest.approx(expected, rel=1e-9)

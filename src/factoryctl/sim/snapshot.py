@@ -144,10 +144,12 @@ def build_snapshot(
     include_finished: bool = True,
     cache: SnapshotCache | None = None,
     idle_since: Sequence[float | None] | None = None,
+    energy_today: tuple[float, float] | None = None,
 ) -> FactorySnapshot:
     """The factory now. ``energy`` is measured per-job energy (None: leave unknown);
     ``idle_since``, when each GPU's idle spell began as an observer saw it
-    (``occupancy.IdleStreaks``; None: leave idle time unknown).
+    (``occupancy.IdleStreaks``; None: leave idle time unknown); ``energy_today``, the
+    factory's (joules, since) as an observer counted them (``energy.DayEnergy``).
 
     ``cache``: pass the same one on every call for the same simulator to reuse what did
     not change; without one, everything is built afresh (same result).
@@ -245,5 +247,11 @@ def build_snapshot(
     for stale in [k for k in cache.finished if k not in live]:
         del cache.finished[stale]
     return FactorySnapshot(
-        time=sim.now, nodes=_nodes(sim, cache), gpus=tuple(gpus), jobs=tuple(jobs), source="demo"
+        time=sim.now,
+        nodes=_nodes(sim, cache),
+        gpus=tuple(gpus),
+        jobs=tuple(jobs),
+        source="demo",
+        energy_today_joules=None if energy_today is None else energy_today[0],
+        energy_today_since=None if energy_today is None else energy_today[1],
     )

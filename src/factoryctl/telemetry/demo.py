@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from factoryctl.energy import GpuKey, JobEnergyAccountant
+from factoryctl.energy import DayEnergy, GpuKey, JobEnergyAccountant
 from factoryctl.model import FactorySnapshot
 from factoryctl.occupancy import IdleStreaks
 from factoryctl.sim import SimConfig, SimFactory
@@ -37,6 +37,7 @@ class DemoSource:
     _keys: list[GpuKey] = field(default_factory=list)
     # Idle spells, observed after every step like the exporter observes its readings.
     _idle: IdleStreaks = field(default_factory=IdleStreaks)
+    _today: DayEnergy = field(default_factory=DayEnergy)
 
     def __post_init__(self) -> None:
         self.sim.listeners.append(self._observe)
@@ -91,6 +92,7 @@ class DemoSource:
         silent = [a.down or a.reboot_until is not None for a in sim.admin]
         reading = up if not any(silent) else [u and not silent[g // gpn] for g, u in enumerate(up)]
         self._idle.observe(sim.now, utilization, owners, reading)
+        self._today.observe(sim.now, counters)
         # Keep totals past the accountant's grace period for finished jobs still listed.
         for job_id, totals in self.accountant.jobs.items():
             self._total_energy[job_id] = totals.energy_joules
@@ -104,4 +106,7 @@ class DemoSource:
             energy=self._total_energy,
             cache=self._cache,
             idle_since=self._idle.spell_starts(),
+            energy_today=None
+            if self._today.since is None
+            else (self._today.joules, self._today.since),
         )

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from factoryctl.energy import local_midnight
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
 from factoryctl.telemetry import schema as native
@@ -86,7 +87,7 @@ class PrometheusSource:
         fields = VIEW_FIELDS.get(view or "")
         warnings: list[str] = []
         view_of_scheduler = self.scheduler_view(t, warnings)
-        plan, wanted, xid_gauge = self._plan(schema, i, fields, view, view_of_scheduler is None)
+        plan, wanted, xid_gauge = self._plan(schema, t, i, fields, view, view_of_scheduler is None)
         results = self._run(plan, t)
         unavailable = set(schema.unavailable())
         users: dict[str, str] = {}
@@ -128,6 +129,10 @@ class PrometheusSource:
         self.client.warnings.clear()
         if not jobs and schema.job_info is None and view_of_scheduler is None:
             unavailable.add("jobs")
+        today = results.get("energy_today")
+        today_joules = None
+        if today is not None and today.vector and schema.gpu_energy is not None:
+            today_joules = today.vector[0].value * schema.gpu_energy.scale
         return FactorySnapshot(
             time=t,
             nodes=tuple(nodes),
@@ -136,6 +141,8 @@ class PrometheusSource:
             source=f"prometheus:{schema.name}",
             unavailable=frozenset(unavailable),
             warnings=tuple(dict.fromkeys(warnings)),
+            energy_today_joules=today_joules,
+            energy_today_since=None if today_joules is None else local_midnight(t),
         )
 
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
@@ -157,6 +164,7 @@ class PrometheusSource:
     def _plan(
         self,
         schema: MetricSchema,
+        t: float,
         i: float,
         fields: frozenset[str] | None,
         view: str | None,
@@ -188,6 +196,8 @@ class PrometheusSource:
                 "throttle_reasons": f"{native.GPU_CLOCK_EVENT} == 1",
             }
             plan.update({k: v for k, v in multi.items() if k in wanted})
+        if fields is None and schema.gpu_energy is not None:
+            plan["energy_today"] = _energy_today_query(schema, t, window)
         if telemetry_jobs and schema.job_info is not None:
             plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
             if schema.job_energy is not None and view != "nodes":
@@ -379,6 +389,20 @@ class PrometheusSource:
     def alerts(self) -> list[Alert]:
         """Firing alerts, for triage."""
         return firing_alerts(self.client)
+
+
+def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
+    """Energy since local midnight: each GPU's counter now minus at midnight, two instant
+    lookups (a 24 h ``increase`` would read every sample of 100,000 counters). GPUs that
+    are not reporting now, or had no sample at midnight, are left out (an understatement);
+    a counter that reset (dcgm: driver reload) counts from 0, never negative."""
+    assert schema.gpu_energy is not None
+    metric = schema.gpu_energy.metric
+    ago = dur(max(0.001, t - local_midnight(t)))
+    return (
+        f"sum(clamp_min(last_over_time({metric}[{window}])"
+        f" - last_over_time({metric}[{window}] offset {ago}), 0))"
+    )
 
 
 FORGOTTEN = (

@@ -33,6 +33,8 @@ class Summary:
     jobs_pending: int
     job_energy_joules: float | None  # measured energy of the jobs listed
     problems: tuple[Problem, ...]
+    energy_today_joules: float | None = None  # every reporting GPU, since local midnight
+    energy_today_since: float | None = None  # later than midnight when data begins later
 
 
 def summarize(
@@ -58,6 +60,8 @@ def summarize(
         jobs_pending=sum(1 for j in snapshot.jobs if j.state.value == "pending"),
         job_energy_joules=sum(energies) if energies else None,
         problems=tuple(problems(snapshot, job_idle, scan)[:max_problems]),
+        energy_today_joules=snapshot.energy_today_joules,
+        energy_today_since=snapshot.energy_today_since,
     )
 
 

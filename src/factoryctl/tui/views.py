@@ -3,6 +3,7 @@ computes more than what fits on screen."""
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.console import Group, RenderableType
@@ -13,11 +14,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
+from factoryctl.energy import local_midnight
 from factoryctl.model import FactorySnapshot
 from factoryctl.tui import fmt
 from factoryctl.tui.frame import Frame
 from factoryctl.tui.heatmap import BLOCKS, bin_values, grid_cells, level, sparkline
-from factoryctl.tui.overview import CRITICAL, WARNING
+from factoryctl.tui.overview import CRITICAL, WARNING, Summary
 
 # Cold to hot: idle GPUs read blue, busy ones green, saturated ones red-ish.
 HEAT = ["#1d3b6e", "#2a5d8f", "#2f8f83", "#3fa34d", "#8fbf3f", "#d9c03a", "#e08a2c", "#d9482b"]
@@ -146,9 +148,21 @@ def _totals(frame: Frame | None) -> RenderableType:
         idle.stylize("yellow")
     grid.add_row("", idle)
     grid.add_row("Power", fmt.watts(s.power_watts))
-    grid.add_row("Energy", f"{fmt.energy(s.job_energy_joules)} (jobs listed)")
+    grid.add_row("Energy", _energy_today(s))
     grid.add_row("Jobs", f"{s.jobs_running} running, {s.jobs_pending} pending")
     return grid
+
+
+def _energy_today(s: Summary) -> str:
+    if s.energy_today_joules is None or s.energy_today_since is None:
+        # The source cannot say for the factory: what its jobs were measured at.
+        return f"{fmt.energy(s.job_energy_joules)} (jobs listed)"
+    since = s.energy_today_since
+    if since <= local_midnight(since):
+        return f"{fmt.energy(s.energy_today_joules)} today"
+    return (
+        f"{fmt.energy(s.energy_today_joules)} since {time.strftime('%H:%M', time.localtime(since))}"
+    )
 
 
 def _problems(frame: Frame | None) -> RenderableType:
