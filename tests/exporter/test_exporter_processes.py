@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 from exporter_fakes import FakeGpu, FakeNvml, make_proc
@@ -149,7 +148,8 @@ def test_the_flag_is_on_the_command_line(capsys):
 def test_simulated_processes_carry_the_jobs_user_and_workload(tmp_path):
     sim = SimFactory(SimConfig(nodes=1, node_names=("n1",), gpus_per_node=2, jobs=False))
     backend = SimBackend(sim, "n1", follow_clock=False, processes_per_gpu=2)
-    # An empty /proc: the simulator's PIDs exist nowhere, and nothing is read there.
+    # A real process that happens to have a simulated PID is never consulted.
+    make_proc(tmp_path / "proc", sim_pid("501", "n1", 1, 0), CG_JOB, comm="bash")
     exporter = Exporter(backend, "n1", Attributor(None, ProcResolver(tmp_path / "proc")))
     reg = CollectorRegistry(auto_describe=False)
     reg.register(SnapshotCollector(lambda: exporter.snapshot))
@@ -163,4 +163,3 @@ def test_simulated_processes_carry_the_jobs_user_and_workload(tmp_path):
         ("vllm", "carol", "501")
     }
     assert sum(s.value for s in found) == sim.memory_used[1] > 0
-    assert not os.path.exists(tmp_path / "proc")

@@ -3,8 +3,9 @@
 One process per job per GPU by default (a rank of a distributed job, a server, a notebook
 kernel), with a PID derived from the job, node and GPU so it stays the same between
 polls and between the demo and the simulated exporter, the job's user, a command name
-from its workload and the GPU's memory in use. The PIDs sit above Linux's largest
-``pid_max`` (2**22), so a simulated PID can never name a real process in ``/proc``.
+from its workload and the GPU's memory in use. The PIDs look like a busy node's (6-7
+digits, below the 64-bit default ``pid_max`` of 4,194,304); nothing ever looks them up in
+``/proc``: the simulated backend hands the exporter their name, user and job itself.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
     from factoryctl.sim.factory import SimFactory
     from factoryctl.sim.jobs import SimJob
 
-PID_BASE = 4_200_000  # > 4,194,304, the kernel's PID_MAX_LIMIT on 64-bit
+PID_BASE = 100_000
 PIDS_PER_GPU = 64
+PID_SLOTS = 60_000  # PID_BASE + PID_SLOTS * PIDS_PER_GPU < 4,194,304
 
 # /proc/PID/comm as such workloads show it (the kernel truncates comm to 15 characters).
 COMMANDS = {
@@ -32,7 +34,7 @@ COMMANDS = {
 
 def sim_pid(job_id: str, node: str, gpu: int, rank: int = 0) -> int:
     """The same PID for the same job on the same GPU, every time it is asked."""
-    slot = zlib.crc32(f"{job_id}/{node}/{gpu}".encode()) % 1_000_000
+    slot = zlib.crc32(f"{job_id}/{node}/{gpu}".encode()) % PID_SLOTS
     return PID_BASE + slot * PIDS_PER_GPU + rank % PIDS_PER_GPU
 
 
