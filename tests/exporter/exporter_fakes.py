@@ -174,12 +174,19 @@ class FakeNvml:
 
 
 def make_proc(
-    root: Path, pid: int, cgroup: str, environ: dict[str, str] | None = None, uid: int = 0
+    root: Path,
+    pid: int,
+    cgroup: str,
+    environ: dict[str, str] | None = None,
+    uid: int = 0,
+    comm: str | None = None,
 ) -> Path:
-    """One fake /proc/PID with a cgroup file and optionally an environ."""
+    """One fake /proc/PID with a cgroup file and optionally an environ and a comm."""
     d = root / str(pid)
     d.mkdir(parents=True)
     (d / "cgroup").write_text(cgroup)
+    if comm is not None:
+        (d / "comm").write_text(comm + "\n")  # the kernel ends comm with a newline
     if environ is not None:
         raw = b"".join(f"{k}={v}".encode() + b"\0" for k, v in environ.items())
         (d / "environ").write_bytes(b"PATH=/usr/bin\0" + raw)

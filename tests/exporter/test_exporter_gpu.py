@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -114,6 +116,21 @@ def test_a_cuda_process_is_attributed_through_proc(nvml_exporter, tmp_path):
             "user": "gputest",
         }
         assert registry.get_sample_value("factoryctl_gpu_job_info", labels) == 1
+        # The process's own series: named from /proc, owned by us, in job 4242.
+        mine = next(p for p in snap.processes[gpu] if p.pid == child.pid)
+        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        assert (mine.name, mine.user, mine.job_id) == (comm, getpass.getuser(), "4242")
+        proc_labels = {
+            **{k: v for k, v in labels.items() if k != "user"},
+            "pid": str(child.pid),
+            "name": comm,
+            "user": getpass.getuser(),
+        }
+        value = registry.get_sample_value("factoryctl_gpu_process_used_memory_bytes", proc_labels)
+        if mine.memory_bytes is None:  # NVML cannot say (some containers): no series
+            assert value is None
+        else:
+            assert value == mine.memory_bytes >= 4 * 2**20  # at least the 4 MiB tensor
     finally:
         child.kill()
         child.wait(10)

@@ -17,6 +17,7 @@ from factoryctl.energy import JobEnergyAccountant
 from factoryctl.lab.procs import free_port
 from factoryctl.occupancy import IdleStreaks
 from factoryctl.sim import SimFactory
+from factoryctl.sim.processes import gpu_processes
 from factoryctl.telemetry import schema as m
 
 # Power changes one step after a job starts or ends: keep that lag far below a scrape.
@@ -123,6 +124,12 @@ class SimTargets:
                 out.append(
                     f'{m.GPU_JOB_INFO}{{{base},job_id="{owner.job_id}",user="{owner.user}"}} 1'
                 )
+            # The simulated exporter's processes (sim.processes), one series each.
+            procs = gpu_processes(sim, node, k)
+            out.append(f"{m.GPU_PROCESSES}{{{base}}} {len(procs)}")
+            for p in procs:
+                who = f'pid="{p.pid}",name="{p.name}",user="{p.user}",job_id="{p.job_id}"'
+                out.append(f"{m.GPU_PROCESS_USED_MEMORY}{{{base},{who}}} {p.memory_bytes}")
         for job_id, totals in self.accountants[node].jobs.items():
             out.append(f'{m.JOB_ENERGY}{{node="{node}",job_id="{job_id}"}} {totals.energy_joules}')
         return "\n".join(out) + "\n"

@@ -219,3 +219,19 @@ def test_real_process_prints_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == ExitStatus.TELEMETRY_UNREACHABLE
     assert proc.stderr.count("\n") == 1 and "cannot reach Prometheus" in proc.stderr
+
+
+def test_node_prints_its_processes(lab, scenario: Scenario, engine_url: str, tmp_path: Path):
+    node = lab.sim.node_names[1]  # job 504 holds GPUs 2-3 here
+    doc = cli("--prometheus", engine_url, "node", node, "-o", "json", home=tmp_path).json()
+    assert [(p["gpu"], p["job_id"], p["user"]) for p in doc["processes"]] == [
+        (2, scenario.running, "dana"),
+        (3, scenario.running, "dana"),
+    ]
+    assert doc["processes_note"] == ""
+    text = cli("--prometheus", engine_url, "node", node, home=tmp_path)
+    assert text.status == 0, text.stderr
+    lines = text.stdout.splitlines()
+    head = lines.index(next(ln for ln in lines if ln.split()[:2] == ["GPU", "PID"]))
+    assert [ln.split()[0] for ln in lines[head + 1 : head + 3]] == ["2", "3"]
+    assert all("python3" in ln and "dana" in ln for ln in lines[head + 1 : head + 3])

@@ -186,3 +186,21 @@ def test_energy_today_equals_each_counters_raw_samples(
             expected += max(0.0, now_pts[-1] - then_pts[-1]) * counter.scale
     assert expected > 0
     assert snap.energy_today_joules == pytest.approx(expected, rel=1e-9)
+
+
+def test_processes_of_one_node_from_the_lab(lab, scenario: Scenario, engine_url: str) -> None:
+    """Job 504 (dana, idle) still holds GPUs 2-3 of the second node: one process each, with
+    the simulator's PIDs; the other node's GPUs are free again; dcgm cannot say."""
+    from factoryctl.sim.processes import sim_pid
+
+    n0, n1 = lab.sim.node_names
+    table = source(engine_url, "native").processes(n1)
+    assert table.available
+    assert [(r.gpu, r.pid, r.name, r.user, r.job_id) for r in table.rows] == [
+        (g, sim_pid(scenario.running, n1, g), "python3", "dana", scenario.running) for g in (2, 3)
+    ]
+    assert all(r.memory_bytes is not None and r.memory_bytes > 0 for r in table.rows)
+    free = source(engine_url, "native").processes(n0)
+    assert free.available and free.rows == ()
+    dcgm = source(engine_url, "dcgm").processes(n1)
+    assert not dcgm.available and "dcgm-exporter" in dcgm.note

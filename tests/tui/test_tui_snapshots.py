@@ -45,6 +45,7 @@ def opener(source: DemoSource, view: str) -> Callable[[Pilot[Any]], Awaitable[No
             await settle(pilot)
         if view == "node-detail":
             app.open_node("gpu003")
+            await settle(pilot)  # its processes arrive from a worker
         elif view == "job-detail":
             app.open_job(first_running_job(app))
         else:

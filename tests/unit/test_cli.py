@@ -186,3 +186,38 @@ def test_completion_scripts(run_cli: Run) -> None:
 
 def test_frozen_clock_is_used(demo_source: DemoSource) -> None:
     assert demo_source.snapshot().time == FROZEN_NOW
+
+
+def test_node_lists_the_processes_on_its_gpus(run_cli: Run, demo_source: DemoSource) -> None:
+    snap = demo_source.snapshot()
+    node = next(n.name for n in snap.nodes if n.gpus_allocated)
+    busy = {g.index: g.job_ids[0] for g in snap.gpus_of_node(node) if g.job_ids}
+    data = _json(run_cli("-o", "json", "node", node, source=demo_source))
+    procs = data["processes"]
+    assert data["processes_note"] == ""
+    assert {p["gpu"]: p["job_id"] for p in procs} == busy
+    assert all(p["pid"] > 0 and p["name"] and p["user"] and p["memory_bytes"] for p in procs)
+    text = run_cli("node", node, source=demo_source).stdout.splitlines()
+    head = next(i for i, line in enumerate(text) if line.split()[:3] == ["GPU", "PID", "USER"])
+    assert text[head].split() == ["GPU", "PID", "USER", "JOB", "NAME", "MEM"]
+    first = text[head + 1].split()
+    assert [int(first[0]), int(first[1]), first[3]] == [
+        procs[0]["gpu"],
+        procs[0]["pid"],
+        busy[procs[0]["gpu"]],
+    ]
+
+
+def test_node_without_process_telemetry_says_so(run_cli: Run, demo_source: DemoSource) -> None:
+    from factoryctl.model import FactorySnapshot
+
+    class SnapshotOnly:  # e.g. a scheduler-only source: no processes method
+        def snapshot(self) -> FactorySnapshot:
+            return demo_source.snapshot()
+
+    node = demo_source.snapshot().nodes[0].name
+    res = run_cli("node", node, source=SnapshotOnly())
+    assert res.status == 0 and "PROCESSES  n/a" in res.stdout
+    assert "note: processes: this source has no per-process telemetry" in res.stderr
+    data = _json(run_cli("-o", "json", "node", node, source=SnapshotOnly()))
+    assert data["processes"] is None and data["processes_note"]

@@ -10,6 +10,7 @@ from factoryctl.cli.common import document, emit_rows, get_env, sort_option
 from factoryctl.cli.watch import watch_option
 from factoryctl.errors import NotFoundError
 from factoryctl.formats import format_value, render_json, render_table
+from factoryctl.processes import ProcessTable, processes_of
 from factoryctl.views import (
     GPU_COLUMNS,
     JOB_COLUMNS,
@@ -23,6 +24,21 @@ from factoryctl.views import (
     node_rows,
     sort_rows,
 )
+
+# nvidia-smi's process table, plus the job.
+PROCESS_COLUMNS = (
+    Column("gpu", "GPU", "int"),
+    Column("pid", "PID", "int"),
+    Column("user", "USER"),
+    Column("job_id", "JOB"),
+    Column("name", "NAME"),
+    Column("memory_bytes", "MEM", "bytes"),
+    Column("uuid", "UUID", wide_only=True),
+)
+
+
+def _process_rows(table: ProcessTable) -> list[Row]:
+    return [{**r.as_dict(), "job_id": r.job_id or None} for r in table.rows]
 
 
 def _keys(columns: tuple[Column, ...]) -> str:
@@ -138,21 +154,36 @@ def job(job_id: str) -> None:
 @click.command()
 @click.argument("name")
 def node(name: str) -> None:
-    """Show one node: state and reason, each GPU, and the jobs running on it."""
+    """Show one node: state and reason, each GPU, the processes on its GPUs (PID, user,
+    job, command, device memory) and the jobs running on it."""
     env = get_env()
     snap = env.source().snapshot()
     hostlists.resolve(name, (n.name for n in snap.nodes))
     row = next(r for r in node_rows(snap) if r["name"] == name)
     gpus = gpu_rows(snap, {name})
     running = [job_row(snap, j) for j in snap.jobs_on_node(name)]
+    # Only this node's processes, and only now that someone asked for this node.
+    procs = processes_of(env.source(), name)
     if env.output == "json":
-        env.write(render_json(document("node", snap, node=row, gpus=gpus, jobs=running)))
+        doc = document("node", snap, node=row, gpus=gpus, jobs=running)
+        doc["processes"] = [r.as_dict() for r in procs.rows] if procs.available else None
+        doc["processes_note"] = procs.note
+        env.write(render_json(doc))
         return
     env.write(_row_details(row, NODE_COLUMNS, snap.unavailable))
     env.write("")
     env.write(
         render_table(gpus, GPU_COLUMNS, wide=env.output == "wide", unavailable=snap.unavailable)
     )
+    env.write("")
+    if not procs.available:
+        env.write("PROCESSES  n/a")
+        env.warn(f"note: processes: {procs.note}")
+    elif procs.rows:
+        rows = _process_rows(procs)
+        env.write(render_table(rows, PROCESS_COLUMNS, wide=env.output == "wide"))
+    else:
+        env.write("PROCESSES  none on its GPUs")
     if running:
         env.write("")
         env.write(

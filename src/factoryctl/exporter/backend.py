@@ -19,6 +19,10 @@ from typing import Protocol
 class GpuProcess:
     pid: int
     memory_bytes: float | None = None  # None: NVML could not say (e.g. inside a container)
+    # What a backend knows without /proc (the simulator: its PIDs exist nowhere). None:
+    # read /proc/PID/comm and the owner's uid (``exporter.processes``).
+    name: str | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from factoryctl.energy import JobEnergyAccountant, MonotonicCounter
 from factoryctl.exporter.attribution import Attributor
 from factoryctl.exporter.backend import Backend, GpuReading, JobRef, XidCount
+from factoryctl.exporter.processes import ProcessDescriber, ProcessInfo
 from factoryctl.occupancy import IdleStreaks
 
 log = logging.getLogger("factoryctl.exporter")
@@ -39,6 +40,8 @@ class Snapshot:
     gpu_energy: Mapping[int, float] = field(default_factory=dict)  # never goes backwards
     attribution: Mapping[int, tuple[JobRef, ...]] = field(default_factory=dict)
     idle_seconds: Mapping[int, float] = field(default_factory=dict)  # GPU index -> spell
+    # GPU index -> its processes, named; empty with --no-process-metrics
+    processes: Mapping[int, tuple[ProcessInfo, ...]] = field(default_factory=dict)
     jobs: Mapping[str, JobCounters] = field(default_factory=dict)
     xids: Mapping[int, XidCount] = field(default_factory=dict)
     nvml_errors: Mapping[str, int] = field(default_factory=dict)
@@ -61,10 +64,12 @@ class Exporter:
         grace_seconds: float = 600.0,
         clock: Callable[[], float] = time.time,
         energy_interval: float = 0.0,
+        process_metrics: bool = True,
     ) -> None:
         self.backend = backend
         self.node = node
         self.attributor = attributor or Attributor()
+        self.describer = ProcessDescriber(self.attributor.procs) if process_metrics else None
         self.clock = clock
         self.accountant = JobEnergyAccountant(grace_seconds=grace_seconds)
         self.energy_interval = energy_interval
@@ -95,6 +100,7 @@ class Exporter:
             attribution = self.attributor.attribute(readings)
             self._account(now, readings, attribution)
             idle = self._idle_spells(now, readings, attribution)
+            described = self.describer.describe(readings, attribution) if self.describer else {}
         except Exception as exc:
             # Once with the traceback; again only when the failure changes, not every second.
             if repr(exc) != self._last_failure:
@@ -123,6 +129,7 @@ class Exporter:
             gpu_energy={i: c.value for i, c in self._gpu_energy.items()},
             attribution=attribution,
             idle_seconds=idle,
+            processes=described,
             jobs={
                 job_id: JobCounters(t.energy_joules, t.gpu_seconds, t.active_gpu_seconds)
                 for job_id, t in self.accountant.jobs.items()

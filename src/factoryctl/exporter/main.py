@@ -154,6 +154,12 @@ def open_backend(
 )
 @click.option("--no-xid-events", is_flag=True, help="Do not watch NVML XID events.")
 @click.option(
+    "--no-process-metrics",
+    is_flag=True,
+    help="Do not export one series per GPU process (pid, command name, user and job as "
+    "labels), for sites whose policy forbids them; the per-GPU process totals stay.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -175,6 +181,7 @@ def cli(
     job_grace: float,
     web_config_path: Path | None,
     no_xid_events: bool,
+    no_process_metrics: bool,
     log_level: str,
 ) -> None:
     """Per-node GPU telemetry, GPU->job attribution and per-job energy for Prometheus."""
@@ -204,6 +211,7 @@ def cli(
             energy_interval,
             sim_control,
         ),
+        process_metrics=not no_process_metrics,
     )
 
 
@@ -216,6 +224,7 @@ def serve(
     grace: float,
     energy_interval: float,
     backend_factory: Callable[[], Backend],
+    process_metrics: bool = True,
 ) -> None:
     # Bind before touching NVML: a taken port fails fast and leaves the GPU untouched.
     registry = CollectorRegistry(auto_describe=False)
@@ -226,7 +235,12 @@ def serve(
         server.stop()
         raise
     exporter = Exporter(
-        backend, node, attributor, grace_seconds=grace, energy_interval=energy_interval
+        backend,
+        node,
+        attributor,
+        grace_seconds=grace,
+        energy_interval=energy_interval,
+        process_metrics=process_metrics,
     )
     register_collectors(registry, exporter)
     exporter.collect_once()  # the first scrape already has GPUs in it

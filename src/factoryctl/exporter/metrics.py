@@ -150,6 +150,7 @@ class SnapshotCollector(Collector):
                 if known or not r.processes:
                     proc_mem.add_metric(i, float(sum(known)))
         yield from (events, ecc, remapped, remap_fail, procs, proc_mem)
+        yield self._process_family(snap)
 
         xid = CounterMetricFamily(
             _counter_name(s.GPU_XID_ERRORS), "XID events since start.", labels=[*_GPU, "xid"]
@@ -167,6 +168,27 @@ class SnapshotCollector(Collector):
                 last_xid.add_metric(ids(r), tally.last_time)
         yield xid
         yield last_xid
+
+    def _process_family(self, snap: Snapshot) -> Metric:
+        """One series per GPU process (``nvidia-smi``'s table); absent where NVML cannot
+        say how much memory the process holds, never a made-up 0."""
+        fam = GaugeMetricFamily(
+            s.GPU_PROCESS_USED_MEMORY,
+            "Device memory held by one process on the GPU.",
+            labels=[*_GPU, *s.GPU_PROCESS_LABELS],
+        )
+        by_index = {r.index: r for r in snap.readings}
+        for index, infos in sorted(snap.processes.items()):
+            r = by_index.get(index)
+            if r is None:
+                continue
+            for p in infos:
+                if p.memory_bytes is not None:
+                    fam.add_metric(
+                        [snap.node, str(index), r.uuid, str(p.pid), p.name, p.user, p.job_id],
+                        p.memory_bytes,
+                    )
+        return fam
 
     def _job_families(self, snap: Snapshot) -> Iterator[Metric]:
         node = snap.node

@@ -21,10 +21,8 @@ from factoryctl.exporter.backend import GpuProcess, GpuReading, JobRef, XidCount
 from factoryctl.exporter.sim_control import SimControl
 from factoryctl.exporter.xid import XidTally
 from factoryctl.sim import SimConfig, SimFactory, XidEvent
+from factoryctl.sim.processes import gpu_processes
 from factoryctl.sim.workload import THROTTLE_BITS
-
-# Synthetic PIDs: far above pid_max's default so they never collide with a real /proc.
-_PID_BASE = 4_000_000
 
 
 class SimBackend:
@@ -99,9 +97,11 @@ class SimBackend:
                 procs: tuple[GpuProcess, ...] = ()
                 jobs: tuple[JobRef, ...] = ()
                 if job is not None:
-                    k = self.processes_per_gpu
-                    share = sim.memory_used[g] / k
-                    procs = tuple(GpuProcess(_PID_BASE + g * 64 + j, share) for j in range(k))
+                    # The demo's processes, so a console on either sees the same PIDs.
+                    procs = tuple(
+                        GpuProcess(p.pid, p.memory_bytes, p.name, p.user)
+                        for p in gpu_processes(sim, self.node, index, self.processes_per_gpu)
+                    )
                     jobs = (JobRef(job.job_id, job.user),)
                 if held is not None:
                     jobs = held.get(index, ())

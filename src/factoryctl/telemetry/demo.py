@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from factoryctl.energy import DayEnergy, GpuKey, JobEnergyAccountant
 from factoryctl.model import FactorySnapshot
 from factoryctl.occupancy import IdleStreaks
+from factoryctl.processes import ProcessTable
 from factoryctl.sim import SimConfig, SimFactory
 from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
 
@@ -99,6 +100,14 @@ class DemoSource:
 
     def advance_to(self, t: float, step_seconds: float = 1.0) -> None:
         self.sim.advance_to(t, step_seconds)
+
+    def processes(self, node: str) -> ProcessTable:
+        """The processes on one node's GPUs, as the simulated exporter serves them."""
+        from factoryctl.sim.processes import node_processes
+
+        if node not in self.sim.node_index:
+            return ProcessTable(node=node, available=False, note=f"unknown node {node}")
+        return node_processes(self.sim, node)
 
     def snapshot(self) -> FactorySnapshot:
         return build_snapshot(

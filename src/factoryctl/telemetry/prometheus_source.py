@@ -24,6 +24,7 @@ from typing import Any
 from factoryctl.energy import local_midnight
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
+from factoryctl.processes import ProcessTable
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
@@ -385,6 +386,12 @@ class PrometheusSource:
             if e is not None and not e.note:
                 measured[job_id] = replace(e, note=FORGOTTEN)
         return jobs, measured
+
+    def processes(self, node: str, at: float | None = None) -> ProcessTable:
+        """The processes on one node's GPUs (only that node's series are fetched)."""
+        from factoryctl.telemetry.node_processes import node_processes
+
+        return node_processes(self, node, self.clock() if at is None else at)
 
     def alerts(self) -> list[Alert]:
         """Firing alerts, for triage."""

@@ -45,6 +45,13 @@ GPU_LAST_XID_TIME: Final = "factoryctl_gpu_last_xid_timestamp_seconds"
 # Processes
 GPU_PROCESSES: Final = "factoryctl_gpu_processes"
 GPU_PROCESS_MEMORY: Final = "factoryctl_gpu_process_memory_bytes"
+# One series per process on a GPU (nvidia-smi's process table): value = the device memory
+# NVML says the process holds, series absent when NVML cannot say. ``name`` is
+# /proc/PID/comm, ``user`` the process owner, ``job_id`` the attributed job ("" if none).
+# Cardinality: about one series per GPU process (usually one per GPU under Slurm), churning
+# with jobs like GPU_JOB_INFO; ``factoryctl-exporter --no-process-metrics`` turns it off.
+GPU_PROCESS_USED_MEMORY: Final = "factoryctl_gpu_process_used_memory_bytes"
+GPU_PROCESS_LABELS: Final = ("pid", "name", "user", "job_id")
 # Jobs
 GPU_JOB_INFO: Final = "factoryctl_gpu_job_info"  # node, gpu, uuid, job_id, user; value 1
 JOB_ENERGY: Final = "factoryctl_job_energy_joules_total"  # node, job_id

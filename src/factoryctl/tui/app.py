@@ -74,6 +74,7 @@ class FactoryApp(ConsoleBase):
         self._render_detail()
         if view == "triage":
             self._start_triage()
+        self._start_processes()
         widget = self.query_one(f"#{view}")
         if widget.can_focus:
             widget.focus()

@@ -22,12 +22,13 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 from textual.worker import Worker
 
 from factoryctl.errors import FactoryctlError
+from factoryctl.processes import ProcessTable, processes_of, unavailable
 from factoryctl.triage import Problem, triage
 from factoryctl.tui import fmt
 from factoryctl.tui.backend import ActionBackend, SnapshotSource
 from factoryctl.tui.frame import Frame, build_frame
 from factoryctl.tui.history import History
-from factoryctl.tui.messages import FetchFailed, SnapshotFetched, TriageReady
+from factoryctl.tui.messages import FetchFailed, ProcessesFetched, SnapshotFetched, TriageReady
 from factoryctl.tui.rows import JOB_COLUMNS, NODE_COLUMNS, TRIAGE_COLUMNS, triage_rows
 from factoryctl.tui.table import VirtualTable
 from factoryctl.tui.views import (
@@ -103,6 +104,9 @@ class ConsoleBase(App[None]):
         self.triage_problems: list[Problem] = []
         self.triage_time: float | None = None  # snapshot time the triage list is for
         self._triage_worker: Worker[None] | None = None
+        # The shown node's GPU processes: fetched for that one node only, off the loop.
+        self.node_processes: ProcessTable | None = None
+        self._processes_worker: Worker[None] | None = None
         self._timer: Timer | None = None
         if keymap:
             self.set_keymap(dict(keymap))
@@ -205,6 +209,38 @@ class ConsoleBase(App[None]):
         w = event.worker
         if w is self._triage_worker and w.is_finished and self.current_view == "triage":
             self._start_triage()
+        # A process fetch finished while the user moved to another node: fetch that one.
+        if w is self._processes_worker and w.is_finished:
+            shown = self._shown_node()
+            if shown is not None and (
+                self.node_processes is None or self.node_processes.node != shown
+            ):
+                self._start_processes()
+
+    def _shown_node(self) -> str | None:
+        view, arg = self.view_stack[-1]
+        return arg if view == "node-detail" else None
+
+    def _start_processes(self) -> None:
+        """Fetch the shown node's processes, one fetch at a time (as triage does)."""
+        node = self._shown_node()
+        w = self._processes_worker
+        if node is None or (w is not None and not w.is_finished):
+            return
+        self._processes_worker = self._fetch_processes(node)
+
+    @work(thread=True, exclusive=True, group="processes", exit_on_error=False)
+    def _fetch_processes(self, node: str) -> None:
+        try:
+            table = processes_of(self.source, node)
+        except Exception as err:  # a failed fetch says why in the detail, never crashes
+            table = unavailable(node, f"fetch failed: {describe(err)}")
+        self.post_message(ProcessesFetched(table))
+
+    def on_processes_fetched(self, message: ProcessesFetched) -> None:
+        if message.table.node == self._shown_node():
+            self.node_processes = message.table
+            self._render_detail()
 
     def on_fetch_failed(self, message: FetchFailed) -> None:
         self.polls += 1
@@ -221,6 +257,7 @@ class ConsoleBase(App[None]):
         self._render_detail()
         if self.current_view == "triage":
             self._start_triage()
+        self._start_processes()
         self._update_chrome()
 
     def watch_error(self) -> None:
@@ -293,7 +330,9 @@ class ConsoleBase(App[None]):
         view, arg = self.view_stack[-1]
         if view == "node-detail":
             w = self.query_one("#node-detail", DetailView)
-            w.set_body(node_detail(self.frame, arg, self.size.width))
+            procs = self.node_processes
+            procs = procs if procs is not None and procs.node == arg else None
+            w.set_body(node_detail(self.frame, arg, self.size.width, procs))
         elif view == "job-detail":
             w = self.query_one("#job-detail", DetailView)
             w.set_body(job_detail(self.frame, arg, self.size.width))

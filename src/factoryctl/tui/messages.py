@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from factoryctl.processes import ProcessTable
 from factoryctl.triage import Problem
 from factoryctl.tui.backend import ActionPlan, ActionResult
 from factoryctl.tui.frame import Frame
@@ -43,3 +44,11 @@ class TriageReady(Message):
         self.problems = problems
         self.rows = rows
         self.snapshot_time = snapshot_time
+
+
+class ProcessesFetched(Message):
+    """One node's GPU processes, fetched for the Node detail being shown."""
+
+    def __init__(self, table: ProcessTable) -> None:
+        super().__init__()
+        self.table = table

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from factoryctl.model import FactorySnapshot, JobState
+from factoryctl.processes import ProcessTable
 from factoryctl.scheduler.base import Scheduler
 from factoryctl.telemetry.demo import DemoSource
 
@@ -33,6 +34,11 @@ class LiveDemoSource:
                 self.demo.advance_to(now - self.max_catch_up, step_seconds=60.0)
             self.demo.advance_to(now, step_seconds=5.0)
             return self.demo.snapshot()
+
+    def processes(self, node: str) -> ProcessTable:
+        # The simulator as it stands: the poll moves it, this only reads it.
+        with self.lock:
+            return self.demo.processes(node)
 
 
 @dataclass

@@ -15,7 +15,9 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from factoryctl.energy import local_midnight
+from factoryctl.formats import format_value
 from factoryctl.model import FactorySnapshot
+from factoryctl.processes import ProcessTable
 from factoryctl.tui import fmt
 from factoryctl.tui.frame import Frame
 from factoryctl.tui.heatmap import BLOCKS, bin_values, grid_cells, level, sparkline
@@ -242,7 +244,41 @@ def _gpu_table(
     return table
 
 
-def node_detail(frame: Frame | None, name: str, width: int) -> RenderableType:
+def _processes(table: ProcessTable | None) -> list[RenderableType]:
+    """nvidia-smi's process table plus the job, one block of rows per GPU."""
+    if table is None:
+        return [Text("Processes: loading…", style="dim")]
+    if not table.available:
+        return [Text(f"Processes: n/a ({table.note})", style="dim")]
+    if not table.rows:
+        return [Text("Processes: none on its GPUs", style="dim")]
+    procs = Table(box=None, padding=(0, 1), header_style="bold")
+    for col, just in (
+        ("GPU", "right"),
+        ("PID", "right"),
+        ("USER", "left"),
+        ("JOB", "left"),
+        ("NAME", "left"),
+        ("MEM", "right"),
+    ):
+        procs.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    last_gpu = None
+    for r in table.rows:
+        procs.add_row(
+            str(r.gpu) if r.gpu != last_gpu else "",
+            str(r.pid),
+            r.user or fmt.DASH,
+            r.job_id or fmt.DASH,
+            r.name or fmt.DASH,
+            format_value(r.memory_bytes, "bytes"),
+        )
+        last_gpu = r.gpu
+    return [Text("Processes on its GPUs", style="bold"), procs]
+
+
+def node_detail(
+    frame: Frame | None, name: str, width: int, processes: ProcessTable | None = None
+) -> RenderableType:
     if frame is None:
         return Text("waiting for the first snapshot…", style="dim")
     snap = frame.snapshot
@@ -274,6 +310,7 @@ def node_detail(frame: Frame | None, name: str, width: int) -> RenderableType:
             job.name,
         )
     parts: list[RenderableType] = [head, Text(""), _gpu_table(frame, keys, width), Text("")]
+    parts.extend([*_processes(processes), Text("")])
     parts.append(Text("Jobs on this node", style="bold") if jobs.row_count else Text("no jobs"))
     if jobs.row_count:
         parts.append(jobs)
