@@ -117,6 +117,13 @@ class Allocation:
 
     node: str
     gpu_indices: tuple[int, ...]
+    # How many GPUs, where a summary counted them without naming them (the engine's
+    # ``count by (job_id, node)`` of a window's attribution); None: ``gpu_indices`` says.
+    gpus: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.gpu_indices) if self.gpus is None else self.gpus
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +141,7 @@ class Job:
 
     @property
     def gpu_count(self) -> int:
-        return sum(len(a.gpu_indices) for a in self.allocations)
+        return sum(a.count for a in self.allocations)
 
     @property
     def nodes(self) -> tuple[str, ...]:

@@ -41,9 +41,9 @@ def engine(req: httpx.Request) -> httpx.Response:
             200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
         )
 
-    if q.startswith("max by (job_id, user, account, node, gpu)"):
-        held = [("10", "ada", "n1", "0"), ("10", "ada", "n1", "1"), ("9", "ben", "n2", "3")]
-        return vec([({"job_id": j, "user": u, "node": n, "gpu": g}, 1) for j, u, n, g in held])
+    if q.startswith("count by (job_id, user, account, node)"):
+        held = [("10", "ada", "n1", 2), ("9", "ben", "n2", 1)]
+        return vec([({"job_id": j, "user": u, "node": n}, c) for j, u, n, c in held])
     if q.startswith("sum by (job_id) (max_over_time"):
         return vec([({"job_id": "10"}, 5000.0), ({"job_id": "9"}, 900.0)])
     if q.startswith("sum by (job_id) (last_over_time"):
@@ -62,7 +62,8 @@ def test_jobs_the_scheduler_forgot_come_from_the_exporters_attribution() -> None
     assert set(by_id) == {"9", "10"}
     forgotten = by_id["9"]
     assert forgotten.user == "ben" and forgotten.state is JobState.UNKNOWN
-    assert forgotten.allocations == (Allocation("n2", (3,)),) and forgotten.start_time is None
+    assert forgotten.allocations == (Allocation("n2", (), gpus=1),) and forgotten.gpu_count == 1
+    assert forgotten.start_time is None
     assert energy["9"].joules == pytest.approx(800.0) and energy["9"].note == FORGOTTEN
     assert energy["10"].joules == pytest.approx(5000.0) and energy["10"].note == ""
 
