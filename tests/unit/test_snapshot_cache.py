@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from factoryctl.gpu_columns import make_gpu
 from factoryctl.model import GPU, FactorySnapshot
 from factoryctl.sim import SimConfig, SimFactory
-from factoryctl.sim.snapshot import SnapshotCache, build_snapshot, make_gpu
+from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
 from factoryctl.sim.workload import THROTTLE_BITS
 
 
