@@ -90,10 +90,12 @@ class GpuLayout:
         runs = self._runs
         if runs is None:
             nodes, n = self.nodes, len(self.nodes)
-            changes = compress(range(1, n), map(ne, nodes[1:], nodes[:-1])) if n else ()
-            starts = [0, *changes] if n else []
+            # Where the node name changes, found by built-ins rather than a loop per GPU.
+            starts = [0, *compress(range(1, n), map(ne, nodes[1:], nodes[:-1]))] if n else []
             names = map(nodes.__getitem__, starts)
-            runs = self._runs = tuple(zip(names, starts, [*starts[1:], n], strict=True))
+            runs = self._runs = tuple(
+                zip(names, starts, [*starts[1:], n][: len(starts)], strict=True)
+            )
         return runs
 
     def node_positions(self, node: str) -> Sequence[int]:

@@ -152,3 +152,10 @@ def test_layout_sameness_ignores_the_sequence_type() -> None:
     assert a.same(GpuLayout(["n1", "n1"], [0, 1]))
     assert not a.same(GpuLayout(["n1", "n2"], [0, 0]))
     assert not a.same(GpuLayout(["n1"], [0]))
+
+
+def test_no_gpus() -> None:
+    table = GpuColumns.of(())
+    snap = FactorySnapshot(time=0.0, gpus=table)
+    assert len(table) == 0 and list(table) == [] and table.layout.runs() == ()
+    assert snap.gpu("a", 0) is None and snap.gpus_of_node("a") == []
