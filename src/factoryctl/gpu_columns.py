@@ -19,7 +19,7 @@ from itertools import compress
 from operator import attrgetter, eq, ne
 from typing import Any, overload
 
-from factoryctl.model import GPU, Job
+from factoryctl.model import GPU, Allocation, Job
 
 GPU_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GPU))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GPU) if f.default is not MISSING}
@@ -56,7 +56,7 @@ class GpuLayout:
     built from them on first use. Immutable; a source whose GPUs keep their places
     shares one layout between its snapshots, so the lookups are built once."""
 
-    __slots__ = ("_nodes", "_positions", "_runs", "indexes", "nodes")
+    __slots__ = ("_memo", "_memo_old", "_nodes", "_positions", "_runs", "indexes", "nodes")
 
     def __init__(self, nodes: Sequence[str], indexes: Sequence[int]) -> None:
         if len(nodes) != len(indexes):
@@ -66,6 +66,8 @@ class GpuLayout:
         self._positions: dict[tuple[str, int], int] | None = None
         self._runs: tuple[tuple[str, int, int], ...] | None = None
         self._nodes: tuple[dict[str, Sequence[int]], dict[str, tuple[int, int]]] | None = None
+        self._memo: dict[int, tuple[object, tuple[int, ...]]] = {}
+        self._memo_old: dict[int, tuple[object, tuple[int, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -121,10 +123,29 @@ class GpuLayout:
             by_node = self._nodes = (spans, regular)
         return by_node
 
-    def job_positions(self, job: Job) -> list[int]:
-        """Positions of the job's allocated GPUs that are present, in allocation order."""
+    def job_positions(self, job: Job) -> Sequence[int]:
+        """Positions of the job's allocated GPUs that are present, in allocation order.
+
+        Remembered per allocation tuple (a source that reuses a job's unchanged
+        allocations, as the simulator's snapshot cache does, gets them for free on the
+        next poll) until a snapshot passes without asking (``next_generation``)."""
+        allocations = job.allocations
+        key = id(allocations)
+        hit = self._memo.get(key) or self._memo_old.get(key)
+        if hit is not None and hit[0] is allocations:  # held by the memo: id not reused
+            self._memo[key] = hit
+            return hit[1]
+        positions = self._positions_of(allocations)
+        self._memo[key] = (allocations, positions)
+        return positions
+
+    def next_generation(self) -> None:
+        """A new snapshot shares this layout: forget positions the last one never used."""
+        self._memo_old, self._memo = self._memo, {}
+
+    def _positions_of(self, allocations: tuple[Allocation, ...]) -> tuple[int, ...]:
         regular, out = self._by_node()[1], list[int]()
-        for alloc in job.allocations:
+        for alloc in allocations:
             span, idx = regular.get(alloc.node), alloc.gpu_indices
             if span is not None and idx and min(idx) >= 0 and max(idx) < span[1] - span[0]:
                 out.extend(map(span[0].__add__, idx))
@@ -132,7 +153,7 @@ class GpuLayout:
                 for i in idx:
                     if (p := self.position(alloc.node, i)) is not None:
                         out.append(p)
-        return out
+        return tuple(out)
 
 
 class GpuColumns(Sequence[GPU]):
@@ -144,7 +165,7 @@ class GpuColumns(Sequence[GPU]):
     are equal whoever builds them, so a race costs time, never correctness.
     """
 
-    __slots__ = ("_columns", "_gpus", "_jobs", "layout")
+    __slots__ = ("_columns", "_gpus", "layout")
 
     def __init__(
         self, columns: Mapping[str, Sequence[Any]], layout: GpuLayout | None = None
@@ -162,7 +183,6 @@ class GpuColumns(Sequence[GPU]):
         self.layout = layout
         self._columns: dict[str, Sequence[Any]] = cols
         self._gpus: tuple[GPU, ...] | None = None
-        self._jobs: dict[int, tuple[object, list[int]]] = {}
 
     @classmethod
     def of(cls, gpus: Sequence[GPU]) -> GpuColumns:
@@ -172,7 +192,6 @@ class GpuColumns(Sequence[GPU]):
         made = cls.__new__(cls)
         made._gpus = tuple(gpus)
         made._columns = {}
-        made._jobs = {}
         made.layout = GpuLayout(made.column("node"), made.column("index"))
         return made
 
@@ -190,15 +209,7 @@ class GpuColumns(Sequence[GPU]):
         return col
 
     def job_positions(self, job: Job) -> Sequence[int]:
-        """Positions of the job's GPUs (``GpuLayout.job_positions``), kept per
-        allocation for this snapshot: the job rows and the occupancy both ask."""
-        allocations = job.allocations
-        hit = self._jobs.get(id(allocations))
-        if hit is not None and hit[0] is allocations:  # held by the memo: id not reused
-            return hit[1]
-        positions = self.layout.job_positions(job)
-        self._jobs[id(allocations)] = (allocations, positions)
-        return positions
+        return self.layout.job_positions(job)
 
     def gpus(self) -> tuple[GPU, ...]:
         """Every GPU as an object (built once, on first use)."""

@@ -6,10 +6,11 @@ below it is *idle while allocated*, the waste an AI factory most wants to see.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import and_, ge, is_not, not_
+from operator import ge, is_, not_
 
 from factoryctl.model import GPU, FactorySnapshot, Job, NodeState
 
@@ -113,12 +114,14 @@ def _columnar_occupancy(
     table = snapshot.columns()
     up, util = table.column("up"), table.column("utilization")
     n = len(up)
-    # reporting: up with a utilization sample; busy: reporting at or over the threshold
-    reporting = list(map(and_, up, map(is_not, util, repeat(None))))
-    util_or_0 = list(util)
+    # reporting: up with a utilization sample; busy: reporting at or over the threshold.
+    # Non-reporting GPUs are few: patch them rather than test every GPU twice.
+    reporting, level = list(up), list(util)
+    for p in compress(range(n), map(is_, util, repeat(None))):
+        reporting[p] = False
     for p in compress(range(n), map(not_, reporting)):
-        util_or_0[p] = 0.0  # (busy needs reporting as well)
-    busy = list(map(and_, reporting, map(ge, util_or_0, repeat(threshold))))
+        level[p] = -math.inf
+    busy = list(map(ge, level, repeat(threshold)))
     allocated = list(map(bool, table.column("job_ids")))
     for job in snapshot.jobs:
         if not job.state.finished:
@@ -130,7 +133,7 @@ def _columnar_occupancy(
         total=n,
         allocated=sum(allocated),
         active=sum(busy),
-        idle_allocated=sum(map(and_, allocated, reporting)) - sum(map(and_, allocated, busy)),
+        idle_allocated=sum(compress(reporting, allocated)) - sum(compress(busy, allocated)),
         out_of_service=len(down | out_positions),
         unreported=n - sum(reporting),
     )

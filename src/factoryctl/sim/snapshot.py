@@ -124,6 +124,7 @@ def _layout(sim: SimFactory, cache: SnapshotCache) -> GpuLayout:
     if layout is None or len(layout) != n or layout.nodes[:: sim.gpn] != tuple(sim.node_names):
         nodes = tuple(name for name in sim.node_names for _ in range(sim.gpn))
         layout = cache.layout = GpuLayout(nodes, tuple(range(sim.gpn)) * len(sim.node_names))
+    layout.next_generation()
     return layout
 
 
