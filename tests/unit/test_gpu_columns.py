@@ -159,3 +159,20 @@ def test_no_gpus() -> None:
     snap = FactorySnapshot(time=0.0, gpus=table)
     assert len(table) == 0 and list(table) == [] and table.layout.runs() == ()
     assert snap.gpu("a", 0) is None and snap.gpus_of_node("a") == []
+
+
+def test_job_positions_are_remembered_per_allocation_until_unused() -> None:
+    layout = GpuLayout(("a", "a", "b", "b"), (0, 1, 0, 1))
+    job = Job("1", "u", allocations=(Allocation("b", (1, 0)), Allocation("a", (0, 5))))
+    first = layout.job_positions(job)
+    assert first == (3, 2, 0)  # allocation order; a's GPU 5 does not exist
+    assert layout.job_positions(job) is first  # remembered
+    layout.next_generation()
+    assert layout.job_positions(job) is first  # used by the last snapshot: kept
+    layout.next_generation()
+    layout.next_generation()
+    again = layout.job_positions(job)
+    assert again == first and again is not first  # a snapshot passed without it
+    moved = Job("1", "u", allocations=(Allocation("a", (1,)),))
+    assert layout.job_positions(moved) == (1,)  # new allocations, new positions
+    assert layout.job_positions(Job("2", "u", allocations=(Allocation("c", (0,)),))) == ()
