@@ -101,6 +101,13 @@ async def bench_console(source: DemoSource, polls: int, keys: int) -> dict[str, 
                 applied.append(app.last_apply_seconds)
             out[f"poll_to_screen_{view}"] = samples
             out[f"apply_{view}"] = applied
+        # The console's one full GC pass (every ``full_every`` polls, between polls, on
+        # the event loop): timed here once, with what the polls above left frozen. (An
+        # older console, run as a baseline, has no such policy.)
+        policy = getattr(app, "gc_policy", None)
+        if policy is not None:
+            out["full_gc"] = [policy.collect()]
+            out["full_gc_every"] = policy.full_every
         app.show_view("nodes")
         await after_refresh(app)
         table = app.query_one("#nodes")
@@ -199,6 +206,11 @@ def main() -> None:
             f"  of which on the event loop (apply frame, {view}): {stats(console[f'apply_{view}'])}"
         )
     print(f"(not in the figures above) simulator advance 5 s: {stats(console['advance'])}")
+    if "full_gc" in console:
+        print(
+            f"(not in the figures above) full GC pass, every {console['full_gc_every']} "
+            f"polls after the screen is painted: {ms(console['full_gc'][0])} on the event loop"
+        )
     print(f"key -> screen, nodes view, down:     {stats(console['key_down'])}")
     print(f"key -> screen, nodes view, pagedown: {stats(console['key_pagedown'])}")
 

@@ -10,9 +10,13 @@ site has no memory-bandwidth ratio, and showing 0 there would be a lie.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from factoryctl.gpu_columns import GpuColumns
 
 
 class NodeState(StrEnum):
@@ -161,11 +165,15 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class FactorySnapshot:
-    """Everything known about the factory at one instant, from one or more sources."""
+    """Everything known about the factory at one instant, from one or more sources.
+
+    ``gpus`` is any sequence of GPUs: a tuple, or a ``GpuColumns`` (gpu_columns.py) that
+    builds GPU objects only when they are read, which a source of 100,000 GPUs gives.
+    """
 
     time: float
     nodes: tuple[Node, ...] = ()
-    gpus: tuple[GPU, ...] = ()
+    gpus: Sequence[GPU] = ()
     jobs: tuple[Job, ...] = ()
     source: str = ""
     # Capabilities the source lacks (e.g. "memory_utilization" on dcgm-exporter sites):
@@ -176,12 +184,7 @@ class FactorySnapshot:
     # when the source's data begins if that is later). None: the source cannot say.
     energy_today_joules: float | None = None
     energy_today_since: float | None = None
-    _gpu_index: dict[tuple[str, int], GPU] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    _node_gpus: dict[str, list[GPU]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _table: list[GpuColumns] = field(default_factory=list, init=False, repr=False, compare=False)
     _node_index: dict[str, Node] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -192,22 +195,22 @@ class FactorySnapshot:
 
     def __post_init__(self) -> None:
         # Indexes are derived once; the snapshot is immutable so they never go stale.
-        # The GPU index is built here (every poll of the console needs it, for the jobs);
-        # the per-node ones on first use (triage and node detail), each in one step so a
-        # second thread that races to build it builds the same thing.
-        self._gpu_index.update({(g.node, g.index): g for g in self.gpus})
+        # The GPU lookups (``columns()``) and jobs per node are built on first use
+        # (triage and node detail), each in one step so a second thread that races to
+        # build one builds the same thing.
         for node in self.nodes:
             self._node_index.setdefault(node.name, node)
         for job in self.jobs:
             self._job_index.setdefault(job.job_id, job)
 
-    def _gpus_by_node(self) -> dict[str, list[GPU]]:
-        if self.gpus and not self._node_gpus:
-            by_node: dict[str, list[GPU]] = {}
-            for gpu in self.gpus:
-                by_node.setdefault(gpu.node, []).append(gpu)
-            self._node_gpus.update(by_node)
-        return self._node_gpus
+    def columns(self) -> GpuColumns:
+        """The GPUs as columns (``gpus`` itself when it is columnar): lookups by node,
+        job or key go through it, so they build only the GPU objects they return."""
+        if not self._table:
+            from factoryctl.gpu_columns import GpuColumns  # it imports GPU from here
+
+            self._table.append(GpuColumns.of(self.gpus))
+        return self._table[0]
 
     def _jobs_by_node(self) -> dict[str, list[Job]]:
         if self.jobs and not self._node_jobs:
@@ -220,19 +223,17 @@ class FactorySnapshot:
         return self._node_jobs
 
     def gpu(self, node: str, index: int) -> GPU | None:
-        return self._gpu_index.get((node, index))
+        table = self.columns()
+        position = table.layout.position(node, index)
+        return None if position is None else table[position]
 
     def gpus_of_node(self, node: str) -> list[GPU]:
-        return list(self._gpus_by_node().get(node, ()))
+        table = self.columns()
+        return [table[p] for p in table.layout.node_positions(node)]
 
     def gpus_of_job(self, job: Job) -> list[GPU]:
-        get = self._gpu_index.get
-        return [
-            g
-            for alloc in job.allocations
-            for index in alloc.gpu_indices
-            if (g := get((alloc.node, index))) is not None
-        ]
+        table = self.columns()
+        return [table[p] for p in table.job_positions(job)]
 
     def node(self, name: str) -> Node | None:
         return self._node_index.get(name)

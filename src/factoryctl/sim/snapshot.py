@@ -1,19 +1,23 @@
 """Turn the simulator's arrays into the domain snapshot (what any source produces).
 
 At 100,000 GPUs this runs on every poll of the console, so it is written for speed:
-GPU objects are filled through their slots (``_gpu_maker``), and what does not change
-between polls (a node's Node, a job's allocations, a finished Job) is reused from a
-``SnapshotCache`` the caller keeps. Reusing frozen objects is safe: nobody can mutate
-them, and an equal object is rebuilt whenever any of its inputs changed.
+the GPUs are handed over as columns (``GpuColumns``: copies of the simulator's arrays,
+GPU objects built only when someone reads them), and what does not change between
+polls (the GPU layout, a node's Node, a job's allocations, a finished Job) is reused
+from a ``SnapshotCache`` the caller keeps. Reusing immutable objects is safe: nobody
+can mutate them, and an equal object is rebuilt whenever any of its inputs changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import compress
+from operator import not_
 from typing import Any
 
-from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node, NodeState
+from factoryctl.gpu_columns import GpuColumns, GpuLayout
+from factoryctl.model import Allocation, FactorySnapshot, Job, Node, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD
 from factoryctl.sim.factory import SimFactory
 from factoryctl.sim.jobs import SimJob
@@ -36,31 +40,6 @@ def node_state(sim: SimFactory, i: int) -> NodeState:
     return NodeState.ALLOCATED if busy == sim.gpn else NodeState.MIXED
 
 
-def _gpu_maker() -> Callable[..., GPU]:
-    """``GPU(*all 21 fields)`` without the frozen dataclass ``__init__``.
-
-    That ``__init__`` goes through ``object.__setattr__`` once per field (frozen), which
-    is most of the cost of 100,000 GPUs per poll. Writing the slots through their member
-    descriptors builds an identical object (``test_snapshot_cache`` compares them) in
-    about half the time. GPU has no ``__post_init__`` to skip; if it ever gains one, the
-    assertion below fails at import instead of silently bypassing it.
-    """
-    assert not hasattr(GPU, "__post_init__")
-    names = [f.name for f in fields(GPU)]
-    setters = [GPU.__dict__[n].__set__ for n in names]
-    params = ", ".join(names)
-    body = "\n".join(f"    _s{k}(o, {n})" for k, n in enumerate(names))
-    src = f"def make({params}):\n    o = _new(_GPU)\n{body}\n    return o\n"
-    scope: dict[str, Any] = {"_new": object.__new__, "_GPU": GPU}
-    scope.update({f"_s{k}": s for k, s in enumerate(setters)})
-    exec(src, scope)
-    maker: Callable[..., GPU] = scope["make"]
-    return maker
-
-
-make_gpu = _gpu_maker()
-
-
 @dataclass
 class SnapshotCache:
     """What one source reuses between its snapshots (keep one per simulator)."""
@@ -71,6 +50,7 @@ class SnapshotCache:
     )
     finished: dict[str, tuple[tuple[Any, ...], Job]] = field(default_factory=dict)
     throttle: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    layout: GpuLayout | None = None
 
 
 def _allocations(sim: SimFactory, job: SimJob, cache: SnapshotCache) -> tuple[Allocation, ...]:
@@ -138,6 +118,98 @@ def _nodes(sim: SimFactory, cache: SnapshotCache) -> tuple[Node, ...]:
     return tuple(out)
 
 
+def _layout(sim: SimFactory, cache: SnapshotCache) -> GpuLayout:
+    # The simulator's GPUs never move: one layout (and its lookups) serves every poll.
+    layout = cache.layout
+    n = sim.gpu_count
+    if layout is None or len(layout) != n or layout.nodes[:: sim.gpn] != tuple(sim.node_names):
+        nodes = tuple(name for name in sim.node_names for _ in range(sim.gpn))
+        layout = cache.layout = GpuLayout(nodes, tuple(range(sim.gpn)) * len(sim.node_names))
+    layout.next_generation()
+    return layout
+
+
+def _gpu_columns(
+    sim: SimFactory, cache: SnapshotCache, idle_since: Sequence[float | None] | None = None
+) -> GpuColumns:
+    """The GPU columns: what ``GPU(...)`` per GPU would hold, field by field.
+
+    A GPU of a down or rebooting node is silent (its exporter sends nothing: identity
+    only, every reading None); a lost GPU (XID 79) keeps its XID and ECC counters but
+    reports nothing else. Both are rare, so each column is a copy of the simulator's
+    array with those few positions patched, not a Python expression per GPU.
+    """
+    n, gpn, spec = sim.gpu_count, sim.gpn, sim.config.spec
+    silent_nodes = [i for i, a in enumerate(sim.admin) if a.down or a.reboot_until is not None]
+    silent = [g for i in silent_nodes for g in range(i * gpn, (i + 1) * gpn)]
+    lost = list(compress(range(n), map(not_, sim.up)))
+    quiet = sorted({*silent, *lost})  # no readings
+
+    def readings(values: Sequence[Any], blank: Sequence[int] = quiet) -> list[Any]:
+        col = list(values)
+        for g in blank:
+            col[g] = None
+        return col
+
+    up = [True] * n
+    for g in quiet:
+        up[g] = False
+    throttle: list[tuple[str, ...]] = [()] * n
+    for g in compress(range(n), sim.throttle):
+        if up[g]:
+            throttle[g] = _throttle_reasons(sim.throttle[g], cache)
+    last_xid: list[int | None] = [None] * n
+    for g in compress(range(n), sim.last_xid):
+        last_xid[g] = sim.last_xid[g]
+    last_xid_time: list[float | None] = [None] * n
+    for g in compress(range(n), sim.last_xid_time):
+        last_xid_time[g] = sim.last_xid_time[g]
+    ids: dict[SimJob | None, tuple[str, ...]] = {
+        j: (j.job_id,) for j in dict.fromkeys(sim.owner) if j is not None
+    }
+    ids[None] = ()
+    job_ids = list(map(ids.__getitem__, sim.owner))
+    for g in quiet:
+        job_ids[g] = ()
+    columns: dict[str, Sequence[Any]] = {
+        "uuid": tuple(sim.uuids),
+        "model": [spec.model] * n,
+        "up": up,
+        "utilization": readings(sim.utilization.tolist()),
+        "memory_utilization": readings(sim.memory_utilization.tolist()),
+        "memory_used_bytes": readings(sim.memory_used.tolist()),
+        "memory_total_bytes": readings([spec.memory_total_bytes] * n),
+        "power_watts": readings(sim.power.tolist()),
+        "power_limit_watts": readings([spec.power_limit_watts] * n),
+        "energy_joules": readings(sim.energy.tolist()),
+        "temperature_celsius": readings(sim.temperature.tolist()),
+        "sm_clock_hz": readings(sim.sm_clock.tolist()),
+        "throttle_reasons": throttle,
+        "ecc_uncorrected_total": readings(sim.ecc_uncorrected.tolist(), silent),
+        "xid_total": readings(sim.xid_total.tolist(), silent),
+        "last_xid": readings(last_xid, silent),
+        "last_xid_time": readings(last_xid_time, silent),
+        "job_ids": job_ids,
+    }
+    if idle_since is not None:
+        # 0 while active, the spell so far while idle (None: not observed idle yet).
+        now, threshold = sim.now, ACTIVE_THRESHOLD
+        columns["idle_seconds"] = readings(
+            [
+                0.0 if u >= threshold else None if since is None else now - since
+                for u, since in zip(sim.utilization, idle_since, strict=True)
+            ]
+        )
+    return GpuColumns(columns, _layout(sim, cache))
+
+
+def _throttle_reasons(bits: int, cache: SnapshotCache) -> tuple[str, ...]:
+    reasons = cache.throttle.get(bits)
+    if reasons is None:
+        reasons = cache.throttle[bits] = tuple(n for n, b in THROTTLE_BITS.items() if bits & b)
+    return reasons
+
+
 def build_snapshot(
     sim: SimFactory,
     energy: Mapping[str, float] | None = None,
@@ -155,89 +227,7 @@ def build_snapshot(
     not change; without one, everything is built afresh (same result).
     """
     cache = SnapshotCache() if cache is None else cache
-    spec, gpn = sim.config.spec, sim.gpn
-    bits = [(bit, name) for name, bit in THROTTLE_BITS.items()]
-    throttle_cache = cache.throttle
-    gpus: list[GPU] = []
-    append = gpus.append
-    make = make_gpu
-    model, mem_total, limit = spec.model, spec.memory_total_bytes, spec.power_limit_watts
-    names, uuids, owner, up_arr = sim.node_names, sim.uuids, sim.owner, sim.up
-    util, mem_util, mem_used = sim.utilization, sim.memory_utilization, sim.memory_used
-    power, counters, temp, clock = sim.power, sim.energy, sim.temperature, sim.sm_clock
-    throttle, ecc, xids, last_xid, last_xid_t = (
-        sim.throttle,
-        sim.ecc_uncorrected,
-        sim.xid_total,
-        sim.last_xid,
-        sim.last_xid_time,
-    )
-    node_down = [a.down or a.reboot_until is not None for a in sim.admin]
-    now, threshold = sim.now, ACTIVE_THRESHOLD
-    starts: Sequence[float | None] = [None] * sim.gpu_count if idle_since is None else idle_since
-    # One zip over the per-GPU arrays (GPUs are stored node by node): indexing 15 arrays
-    # per GPU was a third of the cost at 100,000 GPUs.
-    per_gpu = zip(
-        uuids, up_arr, util, mem_util, mem_used, power, counters, temp, clock, throttle,
-        ecc, xids, last_xid, last_xid_t, owner, starts, strict=True,
-    )  # fmt: skip
-    i, k, name, silent = -1, gpn, "", False
-    known_idle = idle_since is not None
-    for uuid, up, u, mu, mused, p, e, t, c, th, ec, x, lx, lxt, job, since in per_gpu:
-        if k == gpn:
-            i, k = i + 1, 0
-            name, silent = names[i], node_down[i]
-        if silent:
-            # A down node's exporter is silent: no sample at all, not zeros.
-            append(GPU(name, k, uuid, model, False))
-        elif not up:
-            append(
-                GPU(
-                    name,
-                    k,
-                    uuid,
-                    model,
-                    False,
-                    last_xid=lx or None,
-                    last_xid_time=lxt or None,
-                    xid_total=x,
-                    ecc_uncorrected_total=ec,
-                )
-            )
-        else:
-            reasons: tuple[str, ...] = ()
-            if th:
-                reasons = throttle_cache.get(th, ())
-                if not reasons:
-                    reasons = throttle_cache[th] = tuple(n for b, n in bits if th & b)
-            append(
-                make(
-                    name,
-                    k,
-                    uuid,
-                    model,
-                    True,
-                    u,
-                    mu,
-                    mused,
-                    mem_total,
-                    p,
-                    limit,
-                    e,
-                    t,
-                    c,
-                    reasons,
-                    ec,
-                    x,
-                    lx or None,
-                    lxt or None,
-                    (job.job_id,) if job is not None else (),
-                    (0.0 if u >= threshold else None if since is None else now - since)
-                    if known_idle
-                    else None,
-                )
-            )
-        k += 1
+    gpus = _gpu_columns(sim, cache, idle_since)
     jobs = [_job(sim, j, energy, cache) for j in sim.jobs.values()]
     if include_finished:
         jobs.extend(_finished_job(sim, j, energy, cache) for j in sim.finished)
@@ -249,7 +239,7 @@ def build_snapshot(
     return FactorySnapshot(
         time=sim.now,
         nodes=_nodes(sim, cache),
-        gpus=tuple(gpus),
+        gpus=gpus,
         jobs=tuple(jobs),
         source="demo",
         energy_today_joules=None if energy_today is None else energy_today[0],

@@ -12,10 +12,10 @@ import math
 from array import array
 from dataclasses import dataclass
 
+from factoryctl.gpu_columns import GpuLayout
 from factoryctl.model import FactorySnapshot
 
 NAN = float("nan")
-GpuKey = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +28,7 @@ class Sample:
 @dataclass(frozen=True, slots=True)
 class History:
     capacity: int = 60
-    keys: tuple[GpuKey, ...] = ()
-    index: dict[GpuKey, int] | None = None
+    layout: GpuLayout | None = None  # which GPU each sample position is
     samples: tuple[Sample, ...] = ()
 
     def append(
@@ -40,31 +39,27 @@ class History:
     ) -> History:
         """``utilization``/``power``: this poll's float32 samples when the caller has
         them already (the frame's one pass over the GPUs), in snapshot order."""
-        keys = tuple([(g.node, g.index) for g in snapshot.gpus])
-        if keys == self.keys and self.index is not None:
-            index, kept = self.index, self.samples
+        table = snapshot.columns()
+        layout, kept = table.layout, self.samples
+        if self.layout is not None and layout.same(self.layout):
+            layout = self.layout  # the one whose lookups are built already
         else:
-            # The set of GPUs changed (nodes added or gone): start a fresh window.
-            index, kept = {k: i for i, k in enumerate(keys)}, ()
+            kept = ()  # the set of GPUs changed (nodes added or gone): a fresh window
         if kept and kept[-1].time == snapshot.time:
             kept = kept[:-1]  # the same instant polled twice: keep one sample
         util = utilization
         if util is None:
-            util = array(
-                "f", [NAN if g.utilization is None else g.utilization for g in snapshot.gpus]
-            )
+            util = array("f", [NAN if u is None else u for u in table.column("utilization")])
         if power is None:
-            power = array(
-                "f", [NAN if g.power_watts is None else g.power_watts for g in snapshot.gpus]
-            )
+            power = array("f", [NAN if p is None else p for p in table.column("power_watts")])
         samples = (*kept, Sample(snapshot.time, util, power))[-self.capacity :]
-        return History(self.capacity, keys, index, samples)
+        return History(self.capacity, layout, samples)
 
     def series(self, node: str, gpu: int, metric: str) -> list[float | None]:
         """Oldest first; ``metric`` is "utilization" or "power"."""
-        if self.index is None or (node, gpu) not in self.index:
+        i = None if self.layout is None else self.layout.position(node, gpu)
+        if i is None:
             return []
-        i = self.index[(node, gpu)]
         out: list[float | None] = []
         for s in self.samples:
             v = float(getattr(s, metric)[i])

@@ -186,17 +186,15 @@ def job_utilization(snapshot: FactorySnapshot, job: Job) -> tuple[float | None, 
     """(mean utilization, idle GPUs) over the job's reporting GPUs.
 
     The same definition as ``occupancy.job_occupancy`` without the percentile, memory
-    and power it also computes: this runs for every job on every poll.
+    and power it also computes: this runs for every job on every poll, so it reads the
+    utilization column at the job's positions instead of building its GPU objects.
     """
-    total, known, idle = 0.0, 0, 0
-    for gpu in snapshot.gpus_of_job(job):
-        u = gpu.utilization
-        if gpu.up and u is not None:
-            total += u
-            known += 1
-            if u < ACTIVE_THRESHOLD:
-                idle += 1
-    return (total / known if known else None), idle
+    table = snapshot.columns()
+    util, up = table.column("utilization"), table.column("up")
+    known = [u for p in table.job_positions(job) if up[p] and (u := util[p]) is not None]
+    if not known:
+        return None, 0
+    return sum(known) / len(known), sum(1 for u in known if u < ACTIVE_THRESHOLD)
 
 
 def triage_rows(problems: Sequence[Problem]) -> list[Row]:

@@ -4,7 +4,6 @@ computes more than what fits on screen."""
 from __future__ import annotations
 
 import time
-from typing import ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -20,94 +19,13 @@ from factoryctl.model import FactorySnapshot
 from factoryctl.processes import ProcessTable
 from factoryctl.tui import fmt
 from factoryctl.tui.frame import Frame
-from factoryctl.tui.heatmap import BLOCKS, bin_values, grid_cells, level, sparkline
+from factoryctl.tui.heatmap import sparkline
+from factoryctl.tui.heatmap_widget import HeatMap
 from factoryctl.tui.overview import CRITICAL, WARNING, Summary
 
-# Cold to hot: idle GPUs read blue, busy ones green, saturated ones red-ish.
-HEAT = ["#1d3b6e", "#2a5d8f", "#2f8f83", "#3fa34d", "#8fbf3f", "#d9c03a", "#e08a2c", "#d9482b"]
+__all__ = ["DetailView", "HeatMap", "OverviewView", "header_text", "job_detail", "node_detail"]
+
 SEVERITY = {CRITICAL: ("CRIT", "bold red"), WARNING: ("WARN", "yellow")}
-
-
-class HeatMap(Widget):
-    """One cell per GPU grouped by node when it fits, else mean utilization per run of GPUs."""
-
-    DEFAULT_CSS = "HeatMap { height: 1fr; min-height: 3; }"
-
-    METRICS: ClassVar[dict[str, str]] = {
-        "utilization": "GPU utilization",
-        "power": "GPU power / power limit",
-    }
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.frame: Frame | None = None
-        self.metric = "utilization"
-
-    def show(self, frame: Frame | None) -> None:
-        self.frame = frame
-        self.refresh()
-
-    def toggle_metric(self) -> str:
-        self.metric = "power" if self.metric == "utilization" else "utilization"
-        self.refresh()
-        return self.metric
-
-    def render(self) -> RenderableType:
-        frame = self.frame
-        width, height = self.size.width, max(0, self.size.height - 1)
-        if frame is None or not frame.gpu_utilization:
-            return Text("no GPUs reported", style="dim")
-        values = frame.gpu_power if self.metric == "power" else frame.gpu_utilization
-        label = self.METRICS[self.metric]
-        gpn = frame.gpus_per_node
-        cols, rows = grid_cells(len(values), width, height, gpn)
-        cells: list[tuple[str, str]] = []  # (character, style), then merged into runs
-        if cols * rows >= len(values) and gpn > 0:
-            title = f"{label}, one cell per GPU, {gpn} per node (h: switch metric)"
-            nodes_per_row = cols // gpn
-            for r in range(rows):
-                for k in range(nodes_per_row):
-                    start = (r * nodes_per_row + k) * gpn
-                    cells.extend(
-                        _cell(v, 1 if v is None else 0) for v in values[start : start + gpn]
-                    )
-                    if k < nodes_per_row - 1:
-                        cells.append((" ", ""))
-                cells.append(("\n", ""))
-        else:
-            bins = bin_values(values, cols * rows)
-            per = bins[0].count if bins else 0
-            title = f"{label}, mean per cell of ~{per} GPUs (red x: a GPU down; h: switch)"
-            for r in range(rows):
-                cells.extend(_cell(b.mean, b.down) for b in bins[r * cols : (r + 1) * cols])
-                cells.append(("\n", ""))
-        text = Text(end="")
-        text.append(title + "\n", style="dim")
-        # Runs of equal style become one span: thousands of one-character spans are what
-        # makes a naive heat map slow to render.
-        run: list[str] = []
-        run_style: str | None = None
-        for ch, style in cells:
-            if style != run_style and run:
-                text.append("".join(run), style=run_style or None)
-                run = []
-            run.append(ch)
-            run_style = style
-        if run:
-            text.append("".join(run), style=run_style or None)
-        text.rstrip()
-        return text
-
-
-def _cell(value: float | None, down: int) -> tuple[str, str]:
-    if down and value is None:
-        return ("x", "bold red")
-    if down:
-        return ("x", f"bold red on {HEAT[max(0, level(value))]}")
-    if value is None:
-        return ("·", "dim")
-    k = level(value)
-    return (BLOCKS[k], HEAT[k])
 
 
 class OverviewView(Widget):
