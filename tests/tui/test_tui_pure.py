@@ -31,7 +31,15 @@ from factoryctl.tui.sim_backend import SimActionBackend
 def _snap() -> FactorySnapshot:
     gpus = (
         GPU("n1", 0, utilization=0.9, power_watts=600.0, temperature_celsius=70.0, job_ids=("1",)),
-        GPU("n1", 1, utilization=0.01, power_watts=90.0, temperature_celsius=88.0, job_ids=("1",)),
+        GPU(
+            "n1",
+            1,
+            utilization=0.01,
+            power_watts=90.0,
+            temperature_celsius=88.0,
+            job_ids=("1",),
+            idle_seconds=5400.0,  # idle longer than job 1 has run: capped at its runtime
+        ),
         GPU("n2", 0, up=False),
         GPU("n2", 1, utilization=0.5, power_watts=300.0, xid_total=2.0, last_xid=79),
         GPU("n3", 0, utilization=None, power_watts=None),
@@ -68,7 +76,8 @@ def test_node_rows_aggregate_per_node_and_keep_unknown_as_dash() -> None:
 def test_job_rows_flag_idle_gpus_and_energy_in_kwh() -> None:
     rows = {r.key: r for r in job_rows(_snap())}
     one = rows["1"]
-    assert one.cells[3:9] == ("2", "1h00m", "46%", "1", "1.0", "IDLE-GPUS")
+    assert one.cells[3:10] == ("2", "1h00m", "46%", "1", "1h00m", "1.0", "IDLE-GPUS")
+    assert one.values[7] == 3600.0
     assert rows["2"].cells[7] == "-"  # no energy known is not 0 kWh
     assert len(one.cells) == len(JOB_COLUMNS)
 

@@ -32,14 +32,17 @@ def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) 
     gpn = max((n.gpu_count for n in snapshot.nodes), default=0)
     scan = scan_gpus(snapshot)  # the one pass over every GPU
     jobs = tuple(job_rows(snapshot))
-    idle_column = [c.name for c in JOB_COLUMNS].index("IDLE")
-    # The job rows already hold each job's idle GPUs: the problem list reuses them.
+    names = [c.name for c in JOB_COLUMNS]
+    idle_column, for_column = names.index("IDLE"), names.index("FOR")
+    # The job rows already hold each job's idle GPUs and longest idle spell: the problem
+    # list reuses them.
     job_idle = {r.key: int(v) for r in jobs if isinstance(v := r.values[idle_column], float)}
+    job_idle_for = {r.key: v for r in jobs if isinstance(v := r.values[for_column], float)}
     return Frame(
         snapshot=snapshot,
         nodes=tuple(node_rows(snapshot, scan)),
         jobs=jobs,
-        summary=summarize(snapshot, job_idle=job_idle, scan=scan),
+        summary=summarize(snapshot, job_idle=job_idle, scan=scan, job_idle_for=job_idle_for),
         gpu_utilization=tuple(scan.utilization),
         gpu_power=tuple(scan.power_ratio),
         gpus_per_node=gpn,

@@ -28,7 +28,9 @@ def help_text(app: FactoryApp) -> Text:
     text.append("  enter          open the row   space  mark the row\n")
     text.append("  Shift+letter   sort by the column with that key (again: reverse)\n")
     text.append("    nodes: N name S state G GPUs U util P power T temp X XIDs R reason\n")
-    text.append("    jobs:  J id U user S state G GPUs R runtime M util I idle E kWh F flag\n")
+    text.append(
+        "    jobs:  J id U user S state G GPUs R runtime M util I idle D idle for E kWh F flag\n"
+    )
     text.append("    triage: V severity K kind N node G GPU U users S summary\n")
     text.append("\nCommands (:)\n", style="bold")
     text.append("  :overview :nodes :jobs :triage :node NAME :job ID\n")

@@ -42,6 +42,7 @@ def summarize(
     max_problems: int = 8,
     job_idle: Mapping[str, int] | None = None,
     scan: GpuScan | None = None,
+    job_idle_for: Mapping[str, float] | None = None,
 ) -> Summary:
     """``job_idle`` (job id -> idle GPUs) and ``scan`` (the frame's one pass over the
     GPUs), when the caller has them, save passes over jobs and GPUs."""
@@ -59,7 +60,7 @@ def summarize(
         jobs_running=sum(1 for j in snapshot.jobs if j.state.value == "running"),
         jobs_pending=sum(1 for j in snapshot.jobs if j.state.value == "pending"),
         job_energy_joules=sum(energies) if energies else None,
-        problems=tuple(problems(snapshot, job_idle, scan)[:max_problems]),
+        problems=tuple(problems(snapshot, job_idle, scan, job_idle_for)[:max_problems]),
         energy_today_joules=snapshot.energy_today_joules,
         energy_today_since=snapshot.energy_today_since,
     )
@@ -69,6 +70,7 @@ def problems(
     snapshot: FactorySnapshot,
     job_idle: Mapping[str, int] | None = None,
     scan: GpuScan | None = None,
+    job_idle_for: Mapping[str, float] | None = None,
 ) -> list[Problem]:
     """What is wrong now, worst first. Grouped so a 500-node outage is one line."""
     scan = scan or scan_gpus(snapshot)
@@ -130,23 +132,24 @@ def problems(
     for job in snapshot.jobs:
         if job.state.value != "running" or not job.gpu_count:
             continue
+        spell: float | None
         if job_idle is not None:
             idle = job_idle.get(job.job_id, 0)
+            spell = (job_idle_for or {}).get(job.job_id)
         else:
-            idle = job_occupancy(job, snapshot.gpus_of_job(job)).idle_gpus
+            occ = job_occupancy(job, snapshot.gpus_of_job(job), now=snapshot.time)
+            idle, spell = occ.idle_gpus, occ.idle_seconds
         if idle:
-            idle_jobs.append((idle, job))
-    idle_jobs.sort(key=lambda t: (-t[0], t[1].job_id))
-    for idle, job in idle_jobs[:3]:
-        out.append(
-            Problem(
-                WARNING,
-                f"job {job.job_id} ({job.user}) holds {idle} idle GPU(s) of {job.gpu_count}",
-                f"job:{job.job_id}",
-            )
-        )
+            idle_jobs.append((idle, spell or 0.0, job))
+    # Most idle GPUs first; among equals, the longest idle.
+    idle_jobs.sort(key=lambda t: (-t[0], -t[1], t[2].job_id))
+    for idle, spell, job in idle_jobs[:3]:
+        held = f"job {job.job_id} ({job.user}) holds {idle} idle GPU(s) of {job.gpu_count}"
+        if spell >= 60:  # a blip of a few seconds is not worth saying "for 0m05s"
+            held += f" for {fmt.duration(spell)}"
+        out.append(Problem(WARNING, held, f"job:{job.job_id}"))
     if len(idle_jobs) > 3:
-        total = sum(i for i, _ in idle_jobs)
+        total = sum(i for i, _, _ in idle_jobs)
         out.append(Problem(INFO, f"{len(idle_jobs)} jobs hold {total} idle GPUs in all"))
     out.sort(key=lambda p: p.severity)  # stable: keeps the order within a severity
     return out

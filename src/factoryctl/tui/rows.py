@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from factoryctl.model import FactorySnapshot, Job, JobState
-from factoryctl.occupancy import ACTIVE_THRESHOLD
+from factoryctl.occupancy import ACTIVE_THRESHOLD, cap_idle
 from factoryctl.triage import Problem
 from factoryctl.tui import fmt
 from factoryctl.tui.commands import RowFilter
@@ -61,6 +61,7 @@ JOB_COLUMNS = (
     Column("RUNTIME", 8, "R", right=True, descending_first=True),
     Column("UTIL", 5, "M", right=True, descending_first=True),
     Column("IDLE", 4, "I", right=True, descending_first=True),
+    Column("FOR", 7, "D", right=True, descending_first=True),  # the longest idle spell
     Column("KWH", 7, "E", right=True, descending_first=True),
     Column("FLAG", 9, "F"),
     Column("NAME", 0, "N"),
@@ -147,8 +148,11 @@ def job_rows(snapshot: FactorySnapshot) -> list[Row]:
 def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     mean: float | None = None
     idle: int | None = None
+    spell: float | None = None
     if job.state is JobState.RUNNING:
-        mean, idle = job_utilization(snapshot, job)
+        mean, idle, spell = job_utilization(snapshot, job)
+        if spell is not None:
+            spell = cap_idle(spell, job, snapshot.time)
     gpu_count = job.gpu_count
     state = job.state.value
     flag = efficiency_flag(mean, idle or 0, gpu_count)
@@ -161,6 +165,7 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         fmt.duration(runtime),
         fmt.pct(mean),
         fmt.DASH if idle is None else str(idle),
+        fmt.DASH if not spell else fmt.duration(spell),
         fmt.kwh(job.energy_joules),
         flag,
         job.name,
@@ -174,6 +179,7 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         runtime,
         mean,
         None if idle is None else float(idle),
+        spell,
         job.energy_joules,
         flag,
         job.name,
@@ -182,19 +188,25 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     return Row(job.job_id, cells, values, style, " ".join((*cells, job.account)))
 
 
-def job_utilization(snapshot: FactorySnapshot, job: Job) -> tuple[float | None, int]:
-    """(mean utilization, idle GPUs) over the job's reporting GPUs.
+def job_utilization(snapshot: FactorySnapshot, job: Job) -> tuple[float | None, int, float | None]:
+    """(mean utilization, idle GPUs, longest idle spell) over the job's reporting GPUs.
 
     The same definition as ``occupancy.job_occupancy`` without the percentile, memory
     and power it also computes: this runs for every job on every poll, so it reads the
     utilization column at the job's positions instead of building its GPU objects.
     """
     table = snapshot.columns()
-    util, up = table.column("utilization"), table.column("up")
-    known = [u for p in table.job_positions(job) if up[p] and (u := util[p]) is not None]
-    if not known:
-        return None, 0
-    return sum(known) / len(known), sum(1 for u in known if u < ACTIVE_THRESHOLD)
+    util, up, spells = table.column("utilization"), table.column("up"), table.column("idle_seconds")
+    positions = [p for p in table.job_positions(job) if up[p] and util[p] is not None]
+    if not positions:
+        return None, 0, None
+    known = [util[p] for p in positions]
+    spell = [s for p in positions if (s := spells[p]) is not None]
+    return (
+        sum(known) / len(known),
+        sum(1 for u in known if u < ACTIVE_THRESHOLD),
+        max(spell) if spell else None,
+    )
 
 
 def triage_rows(problems: Sequence[Problem]) -> list[Row]:

@@ -22,6 +22,7 @@ from factoryctl.tui.frame import Frame
 from factoryctl.tui.heatmap import sparkline
 from factoryctl.tui.heatmap_widget import HeatMap
 from factoryctl.tui.overview import CRITICAL, WARNING, Summary
+from factoryctl.tui.rows import JOB_COLUMNS
 
 __all__ = ["DetailView", "HeatMap", "OverviewView", "header_text", "job_detail", "node_detail"]
 
@@ -251,9 +252,12 @@ def job_detail(frame: Frame | None, job_id: str, width: int) -> RenderableType:
     head.append(f"runtime {fmt.duration(job.runtime_seconds(snap.time))}  ")
     head.append(f"energy {fmt.energy(job.energy_joules)}")
     if row is not None:
-        head.append(f"  mean util {row.cells[5]}  idle GPUs {row.cells[6]}")
-        if row.cells[8]:
-            head.append(f"  {row.cells[8]}", style="bold yellow")
+        cell = dict(zip((c.name for c in JOB_COLUMNS), row.cells, strict=True))
+        head.append(f"  mean util {cell['UTIL']}  idle GPUs {cell['IDLE']}")
+        if cell["FOR"] != fmt.DASH:
+            head.append(f" for {cell['FOR']}")
+        if cell["FLAG"]:
+            head.append(f"  {cell['FLAG']}", style="bold yellow")
     head.append(f"\nnodes {','.join(job.nodes) or fmt.DASH}")
     parts: list[RenderableType] = [head, Text("")]
     if job.state.finished:
