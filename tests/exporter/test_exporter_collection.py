@@ -276,3 +276,21 @@ def test_idle_spell_is_exported_per_gpu_and_restarts_for_a_new_job(tmp_path):
     sim.advance(5.0)
     exporter.collect_once(sim.now)
     assert idle(1) == pytest.approx(5.0)
+
+
+def test_gpus_per_job_on_the_node_follow_the_attribution(tmp_path):
+    sim, exporter, reg = driven(tmp_path, gpus=4)
+
+    def held(job, user):
+        labels = {"node": "n1", "job_id": job, "user": user}
+        return reg.get_sample_value("factoryctl_job_gpus", labels)
+
+    sim.assign("301", "ada", "n1", [0, 1, 2], Workload.TRAINING)
+    sim.assign("302", "ben", "n1", [3], Workload.IDLE)
+    exporter.collect_once(sim.now)
+    assert (held("301", "ada"), held("302", "ben")) == (3.0, 1.0)
+    sim.release("301")
+    sim.advance(1.0)
+    exporter.collect_once(sim.now)
+    assert held("301", "ada") is None  # gone with its GPUs, not a 0 that lingers
+    assert held("302", "ben") == 1.0

@@ -130,6 +130,13 @@ class SimTargets:
             for p in procs:
                 who = f'pid="{p.pid}",name="{p.name}",user="{p.user}",job_id="{p.job_id}"'
                 out.append(f"{m.GPU_PROCESS_USED_MEMORY}{{{base},{who}}} {p.memory_bytes}")
+        held: dict[tuple[str, str], int] = {}
+        for _, g in self._gpus(node):
+            owner = sim.owner[g]
+            if owner is not None and sim.up[g]:
+                held[(owner.job_id, owner.user)] = held.get((owner.job_id, owner.user), 0) + 1
+        for (job_id, user), n in held.items():
+            out.append(f'{m.JOB_GPUS}{{node="{node}",job_id="{job_id}",user="{user}"}} {n}')
         for job_id, totals in self.accountants[node].jobs.items():
             out.append(f'{m.JOB_ENERGY}{{node="{node}",job_id="{job_id}"}} {totals.energy_joules}')
         return "\n".join(out) + "\n"

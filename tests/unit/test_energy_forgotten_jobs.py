@@ -41,7 +41,7 @@ def engine(req: httpx.Request) -> httpx.Response:
             200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
         )
 
-    if q.startswith("count by (job_id, user, account, node)"):
+    if q.startswith("max by (job_id, user, account, node) (max_over_time(factoryctl_job_gpus"):
         held = [("10", "ada", "n1", 2), ("9", "ben", "n2", 1)]
         return vec([({"job_id": j, "user": u, "node": n}, c) for j, u, n, c in held])
     if q.startswith("sum by (job_id) (max_over_time"):
@@ -84,3 +84,26 @@ def test_one_warning_line_per_note_not_per_job(run_cli: Callable[..., Result]) -
     assert len(doc["items"]) == 40
     assert doc["warnings"] == [f"40 jobs (0, 1, 2, 3, 4, ...): {FORGOTTEN}"]
     assert res.stderr.count("\n") == 1
+
+
+def test_exporters_without_the_per_job_gpu_gauge_fall_back_to_the_attribution() -> None:
+    asked: list[str] = []
+
+    def older(req: httpx.Request) -> httpx.Response:
+        q = parse_qs(req.content.decode())["query"][0]
+        asked.append(q)
+        if "factoryctl_job_gpus" in q:  # an older exporter: no such series
+            t = float(parse_qs(req.content.decode())["time"][0])
+            data = {"resultType": "vector", "result": []}
+            return httpx.Response(200, json={"status": "success", "data": data, "t": t})
+        if q.startswith("count by (job_id, user, account, node)"):
+            q = "max by (job_id, user, account, node) (max_over_time(factoryctl_job_gpus"
+            fake = httpx.Request("POST", req.url, data={"query": q, "time": "0"})
+            return engine(fake)
+        return engine(req)
+
+    client = PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(older))
+    opts = SourceOptions(schema="native", scrape_interval=15.0)
+    jobs, _ = PrometheusSource(client, None, opts).energy_report(T - 3600, T)
+    assert {j.job_id: j.gpu_count for j in jobs} == {"10": 2, "9": 1}
+    assert any(q.startswith("count by (job_id, user, account, node)") for q in asked)

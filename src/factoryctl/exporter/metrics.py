@@ -196,13 +196,21 @@ class SnapshotCollector(Collector):
         job_info = GaugeMetricFamily(
             s.GPU_JOB_INFO, "A job holds the GPU; value 1.", labels=[*_GPU, "job_id", "user"]
         )
+        gpus: dict[tuple[str, str], int] = {}
         for index, refs in sorted(snap.attribution.items()):
             r = by_index.get(index)
             if r is None:
                 continue
             for ref in refs:
                 job_info.add_metric([node, str(index), r.uuid, ref.job_id, ref.user], 1.0)
+                gpus[(ref.job_id, ref.user)] = gpus.get((ref.job_id, ref.user), 0) + 1
         yield job_info
+        held_now = GaugeMetricFamily(
+            s.JOB_GPUS, "GPUs the job holds on this node.", labels=["node", "job_id", "user"]
+        )
+        for (job_id, user), count in sorted(gpus.items()):
+            held_now.add_metric([node, job_id, user], float(count))
+        yield held_now
         labels = ["node", "job_id"]
         energy = CounterMetricFamily(
             _counter_name(s.JOB_ENERGY), "Energy of the job's GPUs on this node.", labels=labels

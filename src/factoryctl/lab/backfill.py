@@ -261,4 +261,4 @@ class _Exporters:
 def _flush(sinks: Sequence[Sink], layout: Layout, chunk: Chunk) -> int:
     for sink in sinks:
         sink.write(layout, chunk)
-    return chunk.samples(layout.gpu_count)
+    return chunk.samples(layout.gpu_count, layout.gpn)

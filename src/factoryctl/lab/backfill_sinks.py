@@ -59,11 +59,16 @@ class Chunk:
     def empty(cls, metrics: dict[str, array[float]]) -> Chunk:
         return cls([], {name: array("d") for name in metrics})
 
-    def samples(self, gpus: int) -> int:
+    def samples(self, gpus: int, gpn: int = 8) -> int:
         per_gpu = len(self.gauges) + 2  # + up and the constant inventory series
+        # factoryctl_job_gpus: one sample per (node, job, user) and step it held a GPU.
+        per_node = {
+            (g // gpn, job, user, t) for (g, job, user), ts in self.info.items() for t in ts
+        }
         return (
             len(self.stamps) * gpus * per_gpu
             + sum(len(ts) for ts in self.info.values())
+            + len(per_node)
             + sum(len(ts) for ts, _ in self.job_energy.values())
         )
 
@@ -77,9 +82,18 @@ class Sink(Protocol):
 def _series(layout: Layout, chunk: Chunk) -> list[tuple[dict[str, str], list[float], list[int]]]:
     """Every series of the chunk that is not per-GPU-per-step: attribution and job energy."""
     out: list[tuple[dict[str, str], list[float], list[int]]] = []
+    gpus: dict[tuple[int, str, str], dict[int, int]] = {}  # (node, job, user) -> t -> GPUs
+    gpn = layout.gpn
     for (g, job, user), ts in chunk.info.items():
         lab = {"__name__": m.GPU_JOB_INFO, **layout.gpu_labels[g], "job_id": job, "user": user}
         out.append((lab, [1.0] * len(ts), ts))
+        counts = gpus.setdefault((g // gpn, job, user), {})
+        for t in ts:
+            counts[t] = counts.get(t, 0) + 1
+    for (i, job, user), counts in gpus.items():
+        stamps = sorted(counts)
+        lab = {"__name__": m.JOB_GPUS, "node": layout.node_names[i], "job_id": job, "user": user}
+        out.append((lab, [float(counts[t]) for t in stamps], stamps))
     for (i, job), (ts, vals) in chunk.job_energy.items():
         lab = {"__name__": m.JOB_ENERGY, "node": layout.node_names[i], "job_id": job}
         out.append((lab, vals, ts))

@@ -47,6 +47,7 @@ class MetricSchema:
     gpu_power: Field | None
     job_info: str | None = None  # GPU -> job attribution series (native only)
     job_energy: str | None = None  # exact per-(node, job) energy counter (native only)
+    job_gpus: str | None = None  # GPUs per (node, job, user) (native only)
     last_xid_gauge: str | None = None  # dcgm: the last XID code as a gauge
     gpu_label: str = "gpu"
     extra_unavailable: frozenset[str] = field(default_factory=frozenset)
@@ -69,6 +70,7 @@ class MetricSchema:
             gpu_power=self.gpu_power,
             job_info=self.job_info,
             job_energy=self.job_energy,
+            job_gpus=self.job_gpus,
             last_xid_gauge=self.last_xid_gauge,
             gpu_label=self.gpu_label,
             extra_unavailable=self.extra_unavailable,
@@ -122,6 +124,7 @@ NATIVE: Final = MetricSchema(
     gpu_power=Field(native.GPU_POWER),
     job_info=native.GPU_JOB_INFO,
     job_energy=native.JOB_ENERGY,
+    job_gpus=native.JOB_GPUS,
     # The native exporter counts XIDs per code; which came last is not a counter's business.
     extra_unavailable=frozenset({"last_xid"}),
 )

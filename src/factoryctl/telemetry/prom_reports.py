@@ -17,15 +17,26 @@ class SchedulerRequired(FactoryctlError):
 
 
 def jobs_seen(client: PromClient, schema: MetricSchema, since: float, until: float) -> list[Job]:
-    """Every job the exporters attributed GPUs to in [since, until] (no scheduler), with
-    its user and GPUs per node. Counted per node on the engine: at 100,000 GPUs one series
-    per GPU is ~13 MB of JSON that only becomes a GPU count anyway."""
+    """Every job the exporters attributed GPUs to in [since, until], with its user and
+    GPUs per node (the most it held in the window). Per node on the engine: at 100,000
+    GPUs one series per GPU is ~13 MB of JSON that only becomes a GPU count anyway."""
     assert schema.job_info is not None
-    res = client.query(
-        f"count by (job_id, user, account, {schema.node_label}) "
-        f"(max_over_time({schema.job_info}[{dur(until - since)}]))",
-        until,
-    )
+    window = dur(until - since)
+    res = None
+    if schema.job_gpus is not None:
+        # One series per (node, job): at 100,000 GPUs ~8x fewer than the attribution.
+        res = client.query(
+            f"max by (job_id, user, account, {schema.node_label}) "
+            f"(max_over_time({schema.job_gpus}[{window}]))",
+            until,
+        )
+    if res is None or not res.vector:
+        # Exporters older than factoryctl_job_gpus: count the per-GPU attribution.
+        res = client.query(
+            f"count by (job_id, user, account, {schema.node_label}) "
+            f"(max_over_time({schema.job_info}[{window}]))",
+            until,
+        )
     users: dict[str, str] = {}
     accounts: dict[str, str] = {}
     alloc: dict[str, dict[str, int]] = {}

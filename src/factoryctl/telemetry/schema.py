@@ -54,6 +54,9 @@ GPU_PROCESS_USED_MEMORY: Final = "factoryctl_gpu_process_used_memory_bytes"
 GPU_PROCESS_LABELS: Final = ("pid", "name", "user", "job_id")
 # Jobs
 GPU_JOB_INFO: Final = "factoryctl_gpu_job_info"  # node, gpu, uuid, job_id, user; value 1
+# GPUs the job holds on the node, one series per (node, job): "which jobs ran in this hour,
+# whose, on how many GPUs" reads ~8x fewer series than the per-GPU attribution.
+JOB_GPUS: Final = "factoryctl_job_gpus"  # node, job_id, user
 JOB_ENERGY: Final = "factoryctl_job_energy_joules_total"  # node, job_id
 JOB_GPU_SECONDS: Final = "factoryctl_job_gpu_seconds_total"  # node, job_id
 JOB_ACTIVE_GPU_SECONDS: Final = "factoryctl_job_active_gpu_seconds_total"  # node, job_id
