@@ -87,8 +87,11 @@ def main() -> int:
                     recorded_queries(url, "energy", STEP, energy_window=3000.0),
                 ),
             ):
-                ours = statistics.median(timed(argv, env) for _ in range(args.runs))
-                base = statistics.median(curl_seconds(url, queries) for _ in range(args.runs))
+                # Interleaved, one of each per round: a load change on the shared machine
+                # then hits both sides alike instead of one block of runs.
+                pairs = [(timed(argv, env), curl_seconds(url, queries)) for _ in range(args.runs)]
+                ours = statistics.median(p[0] for p in pairs)
+                base = statistics.median(p[1] for p in pairs)
                 rows.append((label, ours, base, len(queries)))
             startup = statistics.median(timed([*exe, "--version"], env) for _ in range(args.runs))
             print(f"\n{args.gpus:,} GPUs, {args.hours:g} h at {STEP:g} s, VictoriaMetrics 1.79")
