@@ -74,9 +74,12 @@ class EnergyReader:
         window = dur(until - since)
         lookback = dur(2 * self.interval)
         q = self.client.query
-        top = q(f"sum by (job_id) (max_over_time({sel}[{window}]))", until)
-        base = q(f"sum by (job_id) (last_over_time({sel}[{lookback}]))", since)
-        resets = q(f"sum by (job_id) (resets({sel}[{window}]))", until)
+        # Independent: sent at once (the engine works on all three while we wait once).
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            top_f = pool.submit(q, f"sum by (job_id) (max_over_time({sel}[{window}]))", until)
+            base_f = pool.submit(q, f"sum by (job_id) (last_over_time({sel}[{lookback}]))", since)
+            resets_f = pool.submit(q, f"sum by (job_id) (resets({sel}[{window}]))", until)
+            top, base, resets = top_f.result(), base_f.result(), resets_f.result()
         start_values = {s.labels.get("job_id", ""): s.value for s in base.vector}
         out = {
             s.labels.get("job_id", ""): s.value - start_values.get(s.labels.get("job_id", ""), 0.0)
