@@ -54,3 +54,14 @@ def test_import_linter_contracts_hold() -> None:
         pytest.skip("import-linter not installed")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "KEPT" in out.stdout and "BROKEN" not in out.stdout
+
+
+def test_prometheus_client_imports_httpx_without_its_cli() -> None:
+    code = (
+        "import sys; import factoryctl.telemetry.client as c; "
+        "assert c.httpx.Client is not None; "
+        "print(sorted(m for m in ('rich', 'pygments', 'httpx._main') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # httpx._main is the stand-in (rich and pygments come only with httpx's own CLI).
+    assert out.stdout.strip() == "['httpx._main']"

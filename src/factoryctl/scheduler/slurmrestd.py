@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import hostlist
+
+from factoryctl.telemetry import httpx_import  # noqa: F401  (must come before httpx)
+
+# isort: split
 import httpx
 
 from factoryctl.errors import ConfigError, ExitStatus, FactoryctlError

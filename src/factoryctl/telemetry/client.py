@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from factoryctl.telemetry import httpx_import  # noqa: F401  (must come before httpx)
+
+# isort: split
 import httpx
 
 from factoryctl.errors import ExitStatus, FactoryctlError
