@@ -211,18 +211,15 @@ class IdleStreaks:
                 since[i] = now
             held[i] = holder
 
-    def idle_seconds(self, index: int, now: float, utilization: float | None) -> float | None:
-        """0 while active, the spell's length while idle, None without a reading."""
-        if utilization is None:
-            return None
-        if utilization >= self.threshold:
-            return 0.0
-        start = self._since[index] if index < len(self._since) else None
-        return None if start is None else max(0.0, now - start)
-
-    def spell_starts(self) -> Sequence[float | None]:
-        """Start of each index's idle spell (None: not idle, or no reading)."""
-        return self._since
+    def seconds(self, now: float, utilization: Sequence[float | None]) -> list[float | None]:
+        """Each index's spell as of ``now``, given the readings last observed: 0 while
+        active, the spell's length while idle, None without a reading. One list over
+        every index (100,000 in the demo), no call per GPU."""
+        threshold = self.threshold
+        return [
+            None if u is None else 0.0 if u >= threshold else None if s is None else now - s
+            for u, s in zip(utilization, self._since, strict=False)
+        ]
 
 
 def node_power(gpus: Iterable[GPU]) -> float | None:

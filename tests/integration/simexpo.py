@@ -103,6 +103,7 @@ class SimTargets:
 
     def _native(self, node: str) -> str:
         sim, out = self.sim, []
+        spells = self.idle.seconds(sim.now, sim.utilization)
         for k, g in self._gpus(node):
             base = f'node="{node}",gpu="{k}",uuid="{sim.uuids[g]}"'
             out.append(f'{m.GPU_INFO}{{{base},model="{sim.config.spec.model}"}} 1')
@@ -110,7 +111,7 @@ class SimTargets:
             if not sim.up[g]:
                 continue
             out.append(f"{m.GPU_UTILIZATION}{{{base}}} {sim.utilization[g]}")
-            idle = self.idle.idle_seconds(g, sim.now, sim.utilization[g])
+            idle = spells[g]
             if idle is not None:
                 out.append(f"{m.GPU_IDLE_SECONDS}{{{base}}} {idle}")
             out.append(f"{m.GPU_MEMORY_USED}{{{base}}} {sim.memory_used[g]}")

@@ -13,28 +13,27 @@ from factoryctl.views import job_rows
 def test_spell_starts_at_first_idle_reading_and_ends_when_active() -> None:
     idle = IdleStreaks(threshold=0.05)
     idle.observe(100.0, [0.9, 0.0], ["a", "a"])
-    assert idle.idle_seconds(0, 100.0, 0.9) == 0.0
-    assert idle.idle_seconds(1, 100.0, 0.0) == 0.0  # idle, but only from this reading
+    # GPU 1 is idle, but only from this reading.
+    assert idle.seconds(100.0, [0.9, 0.0]) == [0.0, 0.0]
     idle.observe(160.0, [0.01, 0.0], ["a", "a"])
-    assert idle.idle_seconds(0, 160.0, 0.01) == 0.0
-    assert idle.idle_seconds(1, 160.0, 0.0) == 60.0
+    assert idle.seconds(160.0, [0.01, 0.0]) == [0.0, 60.0]
     idle.observe(200.0, [0.0, 0.5], ["a", "a"])
-    assert idle.idle_seconds(0, 200.0, 0.0) == 40.0
-    assert idle.idle_seconds(1, 200.0, 0.5) == 0.0  # active again: the spell is over
+    # GPU 1 is active again: its spell is over.
+    assert idle.seconds(200.0, [0.0, 0.5]) == [40.0, 0.0]
     idle.observe(230.0, [0.0, 0.0], ["a", "a"])
-    assert idle.idle_seconds(1, 230.0, 0.0) == 0.0  # a new spell from 230
+    assert idle.seconds(230.0, [0.0, 0.0])[1] == 0.0  # a new spell from 230
 
 
 def test_spell_restarts_when_jobs_change_or_a_reading_is_missing() -> None:
     idle = IdleStreaks()
     idle.observe(0.0, [0.0, 0.0, 0.0], ["a", "a", "a"])
     idle.observe(50.0, [0.0, 0.0, None], ["a", "b", "a"])  # GPU 1 handed to job b
-    assert idle.idle_seconds(0, 50.0, 0.0) == 50.0
-    assert idle.idle_seconds(1, 50.0, 0.0) == 0.0  # b is not charged with a's idle time
-    assert idle.idle_seconds(2, 50.0, None) is None  # no reading: cannot say
+    # b is not charged with a's idle time; GPU 2 has no reading: cannot say.
+    assert idle.seconds(50.0, [0.0, 0.0, None]) == [50.0, 0.0, None]
     idle.observe(60.0, [0.0, 0.0, 0.0], ["a", "b", "a"], up=[True, False, True])
-    assert idle.idle_seconds(2, 60.0, 0.0) == 0.0  # back: counted from now, not from 0
-    assert idle.spell_starts()[1] is None  # GPU 1 was down at 60
+    spells = idle.seconds(60.0, [0.0, 0.0, 0.0])
+    assert spells[2] == 0.0  # back: counted from now, not from 0
+    assert spells[1] is None  # GPU 1 was down at 60: no spell known
 
 
 def gpu(index: int, util: float | None, idle: float | None, up: bool = True) -> GPU:

@@ -160,12 +160,8 @@ class Exporter:
                 util[r.index] = r.utilization
                 holders[r.index] = tuple(ref.job_id for ref in attribution.get(r.index, ()))
         self._idle.observe(now, util, holders)
-        out = {}
-        for r in readings:
-            seconds = self._idle.idle_seconds(r.index, now, util[r.index])
-            if seconds is not None:
-                out[r.index] = seconds
-        return out
+        spells = self._idle.seconds(now, util)
+        return {r.index: s for r in readings if (s := spells[r.index]) is not None}
 
     def _account(
         self,

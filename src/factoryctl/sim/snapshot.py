@@ -18,7 +18,6 @@ from typing import Any
 
 from factoryctl.gpu_columns import GpuColumns, GpuLayout
 from factoryctl.model import Allocation, FactorySnapshot, Job, Node, NodeState
-from factoryctl.occupancy import ACTIVE_THRESHOLD
 from factoryctl.sim.factory import SimFactory
 from factoryctl.sim.jobs import SimJob
 from factoryctl.sim.workload import THROTTLE_BITS
@@ -130,7 +129,7 @@ def _layout(sim: SimFactory, cache: SnapshotCache) -> GpuLayout:
 
 
 def _gpu_columns(
-    sim: SimFactory, cache: SnapshotCache, idle_since: Sequence[float | None] | None = None
+    sim: SimFactory, cache: SnapshotCache, idle_seconds: Sequence[float | None] | None = None
 ) -> GpuColumns:
     """The GPU columns: what ``GPU(...)`` per GPU would hold, field by field.
 
@@ -191,15 +190,8 @@ def _gpu_columns(
         "last_xid_time": readings(last_xid_time, silent),
         "job_ids": job_ids,
     }
-    if idle_since is not None:
-        # 0 while active, the spell so far while idle (None: not observed idle yet).
-        now, threshold = sim.now, ACTIVE_THRESHOLD
-        columns["idle_seconds"] = readings(
-            [
-                0.0 if u >= threshold else None if since is None else now - since
-                for u, since in zip(sim.utilization, idle_since, strict=True)
-            ]
-        )
+    if idle_seconds is not None:
+        columns["idle_seconds"] = readings(idle_seconds)
     return GpuColumns(columns, _layout(sim, cache))
 
 
@@ -215,19 +207,19 @@ def build_snapshot(
     energy: Mapping[str, float] | None = None,
     include_finished: bool = True,
     cache: SnapshotCache | None = None,
-    idle_since: Sequence[float | None] | None = None,
+    idle_seconds: Sequence[float | None] | None = None,
     energy_today: tuple[float, float] | None = None,
 ) -> FactorySnapshot:
     """The factory now. ``energy`` is measured per-job energy (None: leave unknown);
-    ``idle_since``, when each GPU's idle spell began as an observer saw it
-    (``occupancy.IdleStreaks``; None: leave idle time unknown); ``energy_today``, the
+    ``idle_seconds``, each GPU's idle spell as an observer saw it
+    (``occupancy.IdleStreaks.seconds``; None: leave idle time unknown); ``energy_today``, the
     factory's (joules, since) as an observer counted them (``energy.DayEnergy``).
 
     ``cache``: pass the same one on every call for the same simulator to reuse what did
     not change; without one, everything is built afresh (same result).
     """
     cache = SnapshotCache() if cache is None else cache
-    gpus = _gpu_columns(sim, cache, idle_since)
+    gpus = _gpu_columns(sim, cache, idle_seconds)
     jobs = [_job(sim, j, energy, cache) for j in sim.jobs.values()]
     if include_finished:
         jobs.extend(_finished_job(sim, j, energy, cache) for j in sim.finished)

@@ -114,7 +114,7 @@ class DemoSource:
             self.sim,
             energy=self._total_energy,
             cache=self._cache,
-            idle_since=self._idle.spell_starts(),
+            idle_seconds=self._idle.seconds(self.sim.now, self.sim.utilization),
             energy_today=None
             if self._today.since is None
             else (self._today.joules, self._today.since),
