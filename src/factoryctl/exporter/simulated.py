@@ -82,8 +82,7 @@ class SimBackend:
                 held = self.control.holders()
             self._drain_xids()
             spec = sim.config.spec
-            node_down = sim.admin[sim.node_index[self.node]]
-            down = node_down.down or node_down.reboot_until is not None
+            down = sim.admin[sim.node_index[self.node]].silent
             out = []
             for index in range(sim.gpn):
                 g = self.base + index

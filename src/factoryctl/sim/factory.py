@@ -64,6 +64,11 @@ class NodeAdmin:
     reason: str = ""
     reason_time: float | None = None
 
+    @property
+    def silent(self) -> bool:
+        """Down or rebooting: the node's GPUs do no work and its exporter sends nothing."""
+        return self.down or self.reboot_until is not None
+
 
 @dataclass
 class SimFactory:
@@ -178,7 +183,7 @@ class SimFactory:
 
     def _sample(self, t: float) -> None:
         spec, rnd, gpn = self.config.spec, self.rng.random, self.gpn
-        down = [a.down or a.reboot_until is not None for a in self.admin]
+        down = [a.silent for a in self.admin]
         up, owner, phase, throttle = self.up, self.owner, self.phase, self.throttle
         util, mem_util, mem_used = self.utilization, self.memory_utilization, self.memory_used
         power, temp, clock = self.power, self.temperature, self.sm_clock

@@ -49,7 +49,7 @@ def gpu_processes(
     g = sim.gpu_slot(node, index)
     job = sim.owner[g]
     admin = sim.admin[sim.node_index[node]]
-    if job is None or not sim.up[g] or admin.down or admin.reboot_until is not None:
+    if job is None or not sim.up[g] or admin.silent:
         return ()
     share = sim.memory_used[g] / per_gpu
     uuid = sim.uuids[g]

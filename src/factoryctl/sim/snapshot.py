@@ -139,7 +139,7 @@ def _gpu_columns(
     array with those few positions patched, not a Python expression per GPU.
     """
     n, gpn, spec = sim.gpu_count, sim.gpn, sim.config.spec
-    silent_nodes = [i for i, a in enumerate(sim.admin) if a.down or a.reboot_until is not None]
+    silent_nodes = [i for i, a in enumerate(sim.admin) if a.silent]
     silent = [g for i in silent_nodes for g in range(i * gpn, (i + 1) * gpn)]
     lost = list(compress(range(n), map(not_, sim.up)))
     quiet = sorted({*silent, *lost})  # no readings

@@ -90,7 +90,7 @@ class DemoSource:
                 attribution[key] = (owner.job_id,)
         self.accountant.observe(sim.now, energy, attribution, util)
         gpn = sim.gpn
-        silent = [a.down or a.reboot_until is not None for a in sim.admin]
+        silent = [a.silent for a in sim.admin]
         reading = up if not any(silent) else [u and not silent[g // gpn] for g, u in enumerate(up)]
         self._idle.observe(sim.now, utilization, owners, reading)
         self._today.observe(sim.now, counters)
