@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,9 +23,14 @@ from pathlib import Path
 
 import httpx
 
-from factoryctl.lab.backfill import backfill
+from factoryctl.lab.backfill import STEP, backfill
 from factoryctl.lab.backfill_sinks import Chunk, Layout, VictoriaImport, wait_served
-from factoryctl.lab.promql_timing import command_seconds, curl_seconds, recorded_queries
+from factoryctl.lab.promql_timing import (
+    command_seconds,
+    curl_seconds,
+    recorded_queries,
+    telemetry_only_env,
+)
 from factoryctl.lab.stack import Stack
 
 
@@ -53,16 +57,9 @@ def main() -> int:
             httpx.get(url + "/internal/force_flush")
             print(f"backfill: {truth.samples:,} samples in {time.perf_counter() - t0:.0f} s")
             wait_served(url, args.gpus, victoria=True, timeout=300)
-            env = {
-                **os.environ,
-                "FACTORYCTL_PROMETHEUS_URL": url,
-                "FACTORYCTL_SCHEDULER_TYPE": "none",
-                "FACTORYCTL_PROMETHEUS_SCHEMA": "native",
-                "FACTORYCTL_PROMETHEUS_SCRAPE_INTERVAL": "15",
-                "FACTORYCTL_PROMETHEUS_TIMEOUT": "120",
-            }
+            env = telemetry_only_env(url, STEP)
             argv = [sys.executable, "-m", "factoryctl", "energy", "--since", "50m", "-o", "json"]
-            queries = recorded_queries(url, "energy", 15.0)
+            queries = recorded_queries(url, "energy", STEP)
             ours: list[float] = []
             base: list[float] = []
             out = b"{}"

@@ -18,7 +18,6 @@ simulator: tests/integration/test_prometheus_10k.py.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,12 @@ from pathlib import Path
 
 from factoryctl.lab.backfill import STEP, backfill
 from factoryctl.lab.backfill_sinks import VictoriaImport, wait_served
-from factoryctl.lab.promql_timing import command_seconds, curl_seconds, recorded_queries
+from factoryctl.lab.promql_timing import (
+    command_seconds,
+    curl_seconds,
+    recorded_queries,
+    telemetry_only_env,
+)
 from factoryctl.lab.stack import Stack
 
 
@@ -64,14 +68,7 @@ def main() -> int:
             )
             print(f"backfill: {truth.samples:,} samples in {time.perf_counter() - t0:.0f} s")
             wait_served(url, args.gpus, timeout=120, victoria=True)
-            env = {
-                **os.environ,
-                "FACTORYCTL_PROMETHEUS_URL": url,
-                "FACTORYCTL_SCHEDULER_TYPE": "none",
-                "FACTORYCTL_PROMETHEUS_SCHEMA": "native",
-                "FACTORYCTL_PROMETHEUS_SCRAPE_INTERVAL": str(STEP),
-                "FACTORYCTL_PROMETHEUS_TIMEOUT": "120",
-            }
+            env = telemetry_only_env(url, STEP)
             exe = [sys.executable, "-m", "factoryctl"]
             rows = []
             for label, argv, queries in (

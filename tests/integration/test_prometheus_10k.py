@@ -36,7 +36,12 @@ from factoryctl.lab.backfill_sinks import (
     create_blocks,
     wait_served,
 )
-from factoryctl.lab.promql_timing import command_seconds, curl_seconds, recorded_queries
+from factoryctl.lab.promql_timing import (
+    command_seconds,
+    curl_seconds,
+    recorded_queries,
+    telemetry_only_env,
+)
 from factoryctl.lab.stack import PROMETHEUS_BIN, VICTORIA_BIN, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -112,15 +117,8 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def cli_env(factory: Factory, url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HOME": str(factory.home),  # no operator's config file
-        "FACTORYCTL_PROMETHEUS_URL": url,
-        "FACTORYCTL_SCHEDULER_TYPE": "none",  # telemetry only
-        "FACTORYCTL_PROMETHEUS_SCHEMA": "native",
-        "FACTORYCTL_PROMETHEUS_SCRAPE_INTERVAL": str(STEP),
-        "FACTORYCTL_PROMETHEUS_TIMEOUT": "120",
-    }
+    # HOME: no operator's config file.
+    return {**telemetry_only_env(url, STEP), "HOME": str(factory.home)}
 
 
 COMMANDS = {

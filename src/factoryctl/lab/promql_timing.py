@@ -8,6 +8,7 @@ as a user or a script runs them.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,20 @@ def recorded_queries(
     else:
         raise ValueError(f"no recording for {command!r}; choose nodes, jobs or energy")
     return sent
+
+
+def telemetry_only_env(url: str, interval: float) -> dict[str, str]:
+    """The environment for ``python -m factoryctl`` to read ``url`` as the recording
+    above does: no scheduler, the native schema and the scrape interval given (so no
+    detection queries), and a timeout long enough for 100,000 GPUs."""
+    return {
+        **os.environ,
+        "FACTORYCTL_PROMETHEUS_URL": url,
+        "FACTORYCTL_SCHEDULER_TYPE": "none",
+        "FACTORYCTL_PROMETHEUS_SCHEMA": "native",
+        "FACTORYCTL_PROMETHEUS_SCRAPE_INTERVAL": str(interval),
+        "FACTORYCTL_PROMETHEUS_TIMEOUT": "120",
+    }
 
 
 def curl_seconds(url: str, queries: Sequence[Query]) -> float:
