@@ -59,16 +59,22 @@ class Chunk:
     def empty(cls, metrics: dict[str, array[float]]) -> Chunk:
         return cls([], {name: array("d") for name in metrics})
 
+    def job_gpus(self, gpn: int) -> dict[tuple[int, str, str], dict[int, int]]:
+        """``factoryctl_job_gpus`` from the attribution: (node, job, user) -> step -> GPUs
+        the job held on the node at that step."""
+        out: dict[tuple[int, str, str], dict[int, int]] = {}
+        for (g, job, user), ts in self.info.items():
+            counts = out.setdefault((g // gpn, job, user), {})
+            for t in ts:
+                counts[t] = counts.get(t, 0) + 1
+        return out
+
     def samples(self, gpus: int, gpn: int = 8) -> int:
         per_gpu = len(self.gauges) + 2  # + up and the constant inventory series
-        # factoryctl_job_gpus: one sample per (node, job, user) and step it held a GPU.
-        per_node = {
-            (g // gpn, job, user, t) for (g, job, user), ts in self.info.items() for t in ts
-        }
         return (
             len(self.stamps) * gpus * per_gpu
             + sum(len(ts) for ts in self.info.values())
-            + len(per_node)
+            + sum(len(steps) for steps in self.job_gpus(gpn).values())
             + sum(len(ts) for ts, _ in self.job_energy.values())
         )
 
@@ -82,15 +88,10 @@ class Sink(Protocol):
 def _series(layout: Layout, chunk: Chunk) -> list[tuple[dict[str, str], list[float], list[int]]]:
     """Every series of the chunk that is not per-GPU-per-step: attribution and job energy."""
     out: list[tuple[dict[str, str], list[float], list[int]]] = []
-    gpus: dict[tuple[int, str, str], dict[int, int]] = {}  # (node, job, user) -> t -> GPUs
-    gpn = layout.gpn
     for (g, job, user), ts in chunk.info.items():
         lab = {"__name__": m.GPU_JOB_INFO, **layout.gpu_labels[g], "job_id": job, "user": user}
         out.append((lab, [1.0] * len(ts), ts))
-        counts = gpus.setdefault((g // gpn, job, user), {})
-        for t in ts:
-            counts[t] = counts.get(t, 0) + 1
-    for (i, job, user), counts in gpus.items():
+    for (i, job, user), counts in chunk.job_gpus(layout.gpn).items():
         stamps = sorted(counts)
         lab = {"__name__": m.JOB_GPUS, "node": layout.node_names[i], "job_id": job, "user": user}
         out.append((lab, [float(counts[t]) for t in stamps], stamps))
