@@ -27,8 +27,8 @@ class FakeRunner:
     ) -> subprocess.CompletedProcess[str]:
         self.argvs.append(list(argv))
         out = self.stdout
-        if argv[0] == "sinfo":
-            out = (FIXTURES / "sinfo_drain.json").read_text()
+        if argv[0] == "sinfo" or argv[:2] == ["scontrol", "--json"]:
+            out = (FIXTURES / "sinfo_drain_scene2_22.05.json").read_text()
         return subprocess.CompletedProcess(list(argv), self.returncode, out, self.stderr)
 
 
@@ -159,7 +159,11 @@ def test_falls_back_to_scontrol_without_json() -> None:
             return subprocess.CompletedProcess(
                 list(argv), 1, "", f"{argv[0]}: unrecognized option '--json'"
             )
-        name = "show_node_reboot.txt" if argv[-1] == "node" else "show_job.txt"
+        name = (
+            "show_node_reboot_scene2_22.05.txt"
+            if argv[-1] == "node"
+            else "show_job_scene2_22.05.txt"
+        )
         return subprocess.CompletedProcess(list(argv), 0, (FIXTURES / name).read_text(), "")
 
     slurm = SlurmCLI(runner=runner)
@@ -167,4 +171,12 @@ def test_falls_back_to_scontrol_without_json() -> None:
     assert nodes == {"gpu01": "drained", "gpu02": "rebooting", "gpu03": "idle", "gpu04": "drained"}
     assert [j.job_id for j in slurm.jobs()] == ["1", "2", "3"]
     slurm.nodes()
-    assert [c[0] for c in slurm.calls] == ["sinfo", "scontrol", "scontrol", "scontrol"]
+    # scontrol --json, then sinfo --json are each tried once, then never again (a Slurm
+    # whose sinfo has no --json has no squeue --json either).
+    assert [c[:2] for c in slurm.calls] == [
+        ["scontrol", "--json"],
+        ["sinfo", "--json"],
+        ["scontrol", "-o"],
+        ["scontrol", "-o"],
+        ["scontrol", "-o"],
+    ]

@@ -1,4 +1,6 @@
-"""Slurm's outputs (recorded from a real 22.05.8 cluster) into the domain model."""
+"""Slurm's states, GRES strings and ``scontrol -o`` text into the domain (22.05.8 scene 2).
+
+Every generation's JSON is tested in test_slurm_json.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import JobState, NodeState
+from factoryctl.scheduler.slurm_json import parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
     gpu_count,
     gpu_indices,
@@ -16,8 +19,6 @@ from factoryctl.scheduler.slurm_parse import (
     parse_scontrol_jobs,
     parse_scontrol_line,
     parse_scontrol_nodes,
-    parse_sinfo_json,
-    parse_squeue_json,
     split_state,
 )
 
@@ -66,7 +67,7 @@ def test_gres_strings() -> None:
 
 
 def test_sinfo_json_while_draining() -> None:
-    nodes = {n.name: n for n in parse_sinfo_json(_read("sinfo_drain.json"))}
+    nodes = {n.name: n for n in parse_nodes(_read("sinfo_drain_scene2_22.05.json"), "sinfo --json")}
     assert nodes["gpu01"].state is NodeState.DRAINING  # MIXED+DRAIN with a 2-GPU job
     assert nodes["gpu01"].reason == "factoryctl: disk swap (alice)"
     assert nodes["gpu01"].gpus_allocated == 2 and nodes["gpu01"].gpu_count == 8
@@ -78,7 +79,9 @@ def test_sinfo_json_while_draining() -> None:
 
 
 def test_sinfo_json_rebooting() -> None:
-    nodes = {n.name: n for n in parse_sinfo_json(_read("sinfo_reboot.json"))}
+    nodes = {
+        n.name: n for n in parse_nodes(_read("sinfo_reboot_scene2_22.05.json"), "sinfo --json")
+    }
     assert nodes["gpu02"].state is NodeState.REBOOTING
     assert nodes["gpu02"].reason.startswith("factoryctl: firmware (bob)")
     assert nodes["gpu01"].state is NodeState.DRAINED  # drained inside a MAINT reservation
@@ -86,7 +89,7 @@ def test_sinfo_json_rebooting() -> None:
 
 
 def test_squeue_json_allocations_with_gpu_indices() -> None:
-    jobs = {j.job_id: j for j in parse_squeue_json(_read("squeue.json"))}
+    jobs = {j.job_id: j for j in parse_jobs(_read("squeue_scene2_22.05.json"), "squeue --json")}
     assert jobs["1"].state is JobState.RUNNING
     assert jobs["1"].user == "root" and jobs["1"].name == "train-a"
     assert [(a.node, a.gpu_indices) for a in jobs["1"].allocations] == [("gpu01", (0, 1))]
@@ -96,13 +99,18 @@ def test_squeue_json_allocations_with_gpu_indices() -> None:
 
 
 def test_scontrol_jobs_agree_with_squeue() -> None:
-    from_squeue = {j.job_id: j.allocations for j in parse_squeue_json(_read("squeue.json"))}
-    from_scontrol = {j.job_id: j.allocations for j in parse_scontrol_jobs(_read("show_job.txt"))}
+    from_squeue = {
+        j.job_id: j.allocations
+        for j in parse_jobs(_read("squeue_scene2_22.05.json"), "squeue --json")
+    }
+    from_scontrol = {
+        j.job_id: j.allocations for j in parse_scontrol_jobs(_read("show_job_scene2_22.05.txt"))
+    }
     assert from_scontrol == from_squeue
 
 
 def test_scontrol_nodes_reason_runs_to_end_of_line() -> None:
-    nodes = {n.name: n for n in parse_scontrol_nodes(_read("show_node_reboot.txt"))}
+    nodes = {n.name: n for n in parse_scontrol_nodes(_read("show_node_reboot_scene2_22.05.txt"))}
     assert nodes["gpu02"].reason == "factoryctl: firmware (bob) : reboot issued"
     assert nodes["gpu02"].state is NodeState.REBOOTING
     assert nodes["gpu04"].reason == "NHC: check_gpu failed"
@@ -115,7 +123,7 @@ def test_scontrol_nodes_reason_runs_to_end_of_line() -> None:
 
 
 def test_reservations() -> None:
-    (res,) = parse_reservations(_read("show_reservation.txt"))
+    (res,) = parse_reservations(_read("show_reservation_scene2_22.05.txt"))
     assert res.name == "maint_test" and res.nodes == ("gpu01",)
     assert res.maintenance and res.state == "ACTIVE"
     assert res.end_time - res.start_time == 3600
@@ -124,14 +132,14 @@ def test_reservations() -> None:
 
 def test_garbage_json_is_a_scheduler_error() -> None:
     with pytest.raises(FactoryctlError) as info:
-        parse_sinfo_json("sinfo: error: something\n")
+        parse_nodes("sinfo: error: something\n", "sinfo --json")
     assert info.value.status is ExitStatus.SCHEDULER_ERROR
 
 
 def test_json_errors_with_no_data_mean_unreachable() -> None:
     text = '{"errors": [{"error": "Unspecified error", "errno": -1}], "nodes": []}'
     with pytest.raises(FactoryctlError) as info:
-        parse_sinfo_json(text)
+        parse_nodes(text, "sinfo --json")
     assert info.value.status is ExitStatus.SCHEDULER_UNREACHABLE
 
 

@@ -36,9 +36,11 @@ def test_reads_use_the_detected_version() -> None:
         if request.url.path == "/openapi/v3":
             return httpx.Response(200, json=OPENAPI)
         if request.url.path.endswith("/nodes"):
-            return httpx.Response(200, text=(FIXTURES / "sinfo_drain.json").read_text())
+            return httpx.Response(
+                200, text=(FIXTURES / "sinfo_drain_scene2_22.05.json").read_text()
+            )
         if request.url.path.endswith("/jobs"):
-            return httpx.Response(200, text=(FIXTURES / "squeue.json").read_text())
+            return httpx.Response(200, text=(FIXTURES / "squeue_scene2_22.05.json").read_text())
         return httpx.Response(404, json={"errors": []})
 
     rest = SlurmRestd(_client(handler), SlurmCLI())

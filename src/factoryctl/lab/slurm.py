@@ -1,4 +1,8 @@
-"""A real multi-node Slurm 22.05 cluster on one host, for the lab and integration tests.
+"""A real multi-node Slurm cluster on one host, for the lab and integration tests.
+
+Any generation the lab knows (``factoryctl.lab.debian``): the host's release runs
+natively, another one from its chroot, daemons and clients alike (a 22.05 ``scontrol``
+cannot talk to a 24.11 slurmctld). ``env`` puts that release's clients first on PATH.
 
 Everything lives in one private directory: munge key and socket, slurm.conf, gres.conf,
 spool and state directories, pid files, logs and the fake GPU character devices. Ports
@@ -25,25 +29,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factoryctl.lab.debian import DebianRelease, host_codename
 from factoryctl.lab.leftovers import is_ours, kill_all, our_processes
 from factoryctl.lab.procs import ManagedProcess, wait_until
 from factoryctl.lab.slurm_conf import write_lab_files
 
-
-def _which(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if found is None:
-        raise FileNotFoundError(f"{name} not found: install slurm-wlm and munge")
-    return found
+# The client programs a release's ``env`` puts first on PATH.
+CLIENTS = ("sinfo", "squeue", "scontrol", "sbatch", "srun", "salloc", "scancel", "sacct",
+           "sacctmgr", "sreport", "sprio", "sshare", "sstat", "sdiag")  # fmt: skip
+SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "scontrol", "sinfo", "squeue", "sbatch")
 
 
-def slurm_available() -> bool:
-    try:
-        for name in ("munged", "slurmctld", "slurmd", "scontrol", "mknod"):
-            _which(name)
-    except FileNotFoundError:
-        return False
-    return os.geteuid() == 0  # mknod of char devices and SlurmUser=root need root
+def slurm_available(release: DebianRelease | None = None) -> bool:
+    rel = release or DebianRelease(host_codename())
+    # mknod of char devices, SlurmUser=root and chroot all need root.
+    return rel.has(*SLURM_PROGRAMS) and os.geteuid() == 0
 
 
 @dataclass
@@ -61,6 +61,7 @@ class SlurmCluster:
     epilog: str | None = None
     extra_conf: Sequence[str] = ()
     base_dir: Path | None = None
+    release: DebianRelease = field(default_factory=lambda: DebianRelease(host_codename()))
     dir: Path = field(init=False)
     node_names: list[str] = field(init=False, default_factory=list)
     ctld_port: int = field(init=False, default=0)
@@ -91,12 +92,21 @@ class SlurmCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SQUEUE_"))}
         env.pop("SINFO_FORMAT", None)
         env["SLURM_CONF"] = str(self.conf_path)
+        if not self.release.native:
+            env["PATH"] = f"{self.dir / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
         # Marks every process started for this cluster (jobs inherit it through sbatch),
         # so stop() can find leftovers by their environment, never by name.
         env["FACTORYCTL_LAB_DIR"] = str(self.dir)
         return env
 
     def _write_config(self) -> None:
+        if not self.release.native:
+            bin_dir = self.dir / "bin"
+            bin_dir.mkdir(parents=True, exist_ok=True)
+            for name in CLIENTS:
+                if self.release.which(name):
+                    (bin_dir / name).write_text(self.release.wrapper(name))
+                    (bin_dir / name).chmod(0o755)
         self.ctld_port = write_lab_files(
             self.dir,
             munge_socket=self.munge_socket,
@@ -107,6 +117,7 @@ class SlurmCluster:
             prolog=self.prolog,
             epilog=self.epilog,
             extra_conf=self.extra_conf,
+            slurm_version=self.release.slurm_version(),
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -129,8 +140,8 @@ class SlurmCluster:
         d = self.dir
         munged = ManagedProcess(
             "munged",
-            [
-                _which("munged"),
+            self.release.argv(
+                "munged",
                 "-F",
                 "--force",
                 f"--socket={self.munge_socket}",
@@ -138,7 +149,7 @@ class SlurmCluster:
                 f"--pid-file={d / 'run' / 'munged.pid'}",
                 f"--log-file={d / 'log' / 'munged.log'}",
                 f"--seed-file={d / 'munge' / 'munge.seed'}",
-            ],
+            ),
             d / "log" / "munged.out",
         )
         self.procs.append(munged.start())
@@ -146,7 +157,7 @@ class SlurmCluster:
         env = self.env
         ctld = ManagedProcess(
             "slurmctld",
-            [_which("slurmctld"), "-D", "-i"],
+            self.release.argv("slurmctld", "-D", "-i"),
             d / "log" / "slurmctld.out",
             env=env,
         )
@@ -156,7 +167,7 @@ class SlurmCluster:
             node_env = dict(env, FACTORYCTL_LAB_NODE=name)
             slurmd = ManagedProcess(
                 f"slurmd-{name}",
-                [_which("slurmd"), "-D", "-N", name],
+                self.release.argv("slurmd", "-D", "-N", name),
                 d / "log" / f"slurmd-{name}.out",
                 env=node_env,
             )
@@ -173,16 +184,14 @@ class SlurmCluster:
             return sock  # already running (a session-wide cluster shared by tests)
         env = dict(self.env, SLURMRESTD_SECURITY="disable_user_check")
         env.pop("SLURM_JWT", None)
+        # 22.05 names its plugins by API version; 23.02 and later load openapi/slurmctld,
+        # which serves every data_parser version the release has (v0.0.38 there is fatal).
+        plugin = (
+            "openapi/v0.0.38" if self.release.slurm_version() < (23, 2) else "openapi/slurmctld"
+        )
         proc = ManagedProcess(
             "slurmrestd",
-            [
-                _which("slurmrestd"),
-                "-s",
-                "openapi/v0.0.38",
-                "-a",
-                "rest_auth/local",
-                f"unix:{sock}",
-            ],
+            self.release.argv("slurmrestd", "-s", plugin, "-a", "rest_auth/local", f"unix:{sock}"),
             self.dir / "log" / "slurmrestd.out",
             env=env,
         )
@@ -234,9 +243,9 @@ class SlurmCluster:
     def run(
         self, argv: Sequence[str], check: bool = False, timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            list(argv), env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        # Clients through this release (a 22.05 scontrol cannot talk to a 24.11 slurmctld).
+        real = self.release.argv(argv[0], *argv[1:]) if "/" not in argv[0] else list(argv)
+        result = subprocess.run(real, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
         return result

@@ -46,6 +46,7 @@ def write_lab_files(
     prolog: str | None = None,
     epilog: str | None = None,
     extra_conf: Sequence[str] = (),
+    slurm_version: tuple[int, int] = (22, 5),
 ) -> int:
     """Write everything; returns the SlurmctldPort chosen. Nodes not in ``live_nodes``
     get no slurmd (and a dummy port): they exist for slurmctld only and read DOWN."""
@@ -67,6 +68,10 @@ def write_lab_files(
     reboot.write_text(REBOOT_SCRIPT)
     os.chmod(reboot, 0o755)
     (d / "etc" / "plugstack.conf").write_text("")
+    # Read from beside slurm.conf. 23.02 and later refuse to start slurmd without one and
+    # would try cgroup v2 under the lab's shared /sys; the lab tracks jobs by /proc instead.
+    if slurm_version >= (23, 2):
+        (d / "etc" / "cgroup.conf").write_text("CgroupPlugin=disabled\n")
     ctld_port = free_port()
     conf = [
         f"ClusterName=fctl{secrets.token_hex(3)}",

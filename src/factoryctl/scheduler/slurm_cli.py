@@ -1,4 +1,9 @@
-"""Slurm over its command-line tools: reads with sinfo/squeue --json, writes with scontrol.
+"""Slurm over its command-line tools: reads as JSON, writes with scontrol.
+
+Nodes come from ``scontrol --json show node`` (23.02 and later), else ``sinfo --json``
+(21.08-22.05; from 23.02 on it prints node groups, not nodes), else ``scontrol -o -d``
+text; each step down is taken once, when Slurm says the option is unknown. Jobs come from
+``squeue --json``. Whatever the JSON's generation, ``slurm_json`` maps it from its meta.
 
 Every command is an argv list (never a shell string), so a reason such as
 ``bad DIMM; see `dmesg` $(id)`` reaches slurmctld byte for byte. Node names and reasons
@@ -18,12 +23,11 @@ from factoryctl import hostlists
 from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError, UsageError
 from factoryctl.model import Job, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
+from factoryctl.scheduler.slurm_json import SlurmShapeError, parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
     parse_reservations,
     parse_scontrol_jobs,
     parse_scontrol_nodes,
-    parse_sinfo_json,
-    parse_squeue_json,
 )
 
 Runner = Callable[
@@ -99,8 +103,9 @@ class SlurmCLI:
     name: str = "slurm"
     calls: list[list[str]] = field(default_factory=list)  # every argv run, for tests/bench
     # Slurm before 21.08 (or built without the JSON plugins) has no --json: fall back to
-    # ``scontrol -o`` once and remember it.
+    # ``scontrol -o`` once and remember it. Before 23.02 scontrol has no --json.
     json_unsupported: bool = False
+    scontrol_json_unsupported: bool = False
 
     def _run(self, argv: list[str]) -> str:
         self.calls.append(argv)
@@ -122,19 +127,32 @@ class SlurmCLI:
 
     # -- reads ----------------------------------------------------------------------------
     def nodes(self) -> list[Node]:
+        if not self.scontrol_json_unsupported and not self.json_unsupported:
+            argv = ["scontrol", "--json", "show", "node"]
+            try:
+                return parse_nodes(self._run(argv), "scontrol --json show node")
+            except FactoryctlError as err:
+                if not _no_json(err):
+                    raise
+                self.scontrol_json_unsupported = True
         if not self.json_unsupported:
             try:
-                return parse_sinfo_json(self._run(["sinfo", "--json"]))
+                return parse_nodes(self._run(["sinfo", "--json"]), "sinfo --json")
             except FactoryctlError as err:
                 if not _no_json(err):
                     raise
                 self.json_unsupported = True
-        return parse_scontrol_nodes(self._run(["scontrol", "-o", "show", "node"]))
+        nodes = parse_scontrol_nodes(self._run(["scontrol", "-o", "-d", "show", "node"]))
+        if not nodes:
+            raise FactoryctlError(
+                "scontrol -o show node listed no nodes", ExitStatus.SCHEDULER_ERROR
+            )
+        return nodes
 
     def jobs(self) -> list[Job]:
         if not self.json_unsupported:
             try:
-                return parse_squeue_json(self._run(["squeue", "--json"]))
+                return parse_jobs(self._run(["squeue", "--json"]), "squeue --json")
             except FactoryctlError as err:
                 if not _no_json(err):
                     raise
@@ -193,6 +211,9 @@ class SlurmCLI:
 
 
 def _no_json(err: FactoryctlError) -> bool:
+    """Slurm said it has no such JSON option (not: it printed JSON we do not understand)."""
+    if isinstance(err, SlurmShapeError):
+        return False
     text = err.message.lower()
     return err.status is ExitStatus.SCHEDULER_ERROR and (
         "unrecognized option" in text or ("json" in text and "plugin" in text)

@@ -1,21 +1,20 @@
-"""Slurm's outputs into the domain: ``sinfo --json``, ``squeue --json``, ``scontrol -o``.
+"""Slurm's words into the domain: node and job states, GRES strings and ``scontrol -o``.
 
-Pure functions over text, so unit tests run them on outputs recorded from a real 22.05
-cluster (tests/fixtures/slurm). Slurm's compound node states collapse onto the operator
-states of ``factoryctl.model.NodeState``.
+Pure functions over text, so unit tests run them on outputs recorded from real clusters
+of every generation the lab runs (tests/fixtures/slurm). Slurm's compound node states
+collapse onto the operator states of ``factoryctl.model.NodeState``. The JSON outputs
+are mapped in ``slurm_json``; the ``scontrol -o`` text here is the fallback for a Slurm
+without JSON support.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 import hostlist
 
-from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Allocation, Job, JobState, Node, NodeState
 from factoryctl.scheduler.base import Reservation
 
@@ -83,47 +82,7 @@ def gpu_indices(gres: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _load(text: str, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise FactoryctlError(
-            f"{what} returned invalid JSON: {err}", ExitStatus.SCHEDULER_ERROR
-        ) from None
-    if not isinstance(data, dict):
-        raise FactoryctlError(f"{what} returned unexpected JSON", ExitStatus.SCHEDULER_ERROR)
-    errors = data.get("errors") or []
-    if errors:
-        # 22.05 exits 0 with {"errors": [{"error": "Unspecified error"}], "nodes": []} when
-        # slurmctld cannot be reached: no data plus an error means we could not read it.
-        first = errors[0] if isinstance(errors[0], dict) else {"error": str(errors[0])}
-        detail = first.get("description") or first.get("error") or "error"
-        empty = not any(data.get(k) for k in ("nodes", "jobs", "reservations"))
-        status = ExitStatus.SCHEDULER_UNREACHABLE if empty else ExitStatus.SCHEDULER_ERROR
-        hint = " (is slurmctld reachable?)" if empty else ""
-        raise FactoryctlError(f"{what} reported: {detail}{hint}", status)
-    return data
-
-
-def parse_sinfo_json(text: str) -> list[Node]:
-    nodes: list[Node] = []
-    for n in _load(text, "sinfo --json").get("nodes", []):
-        nodes.append(
-            Node(
-                name=str(n["name"]),
-                state=map_node_state(str(n.get("state", "")), n.get("state_flags") or ()),
-                reason=str(n.get("reason") or ""),
-                reason_time=float(n["reason_changed_at"]) if n.get("reason_changed_at") else None,
-                partitions=tuple(n.get("partitions") or ()),
-                gpu_count=gpu_count(str(n.get("gres") or "")),
-                gpus_allocated=gpu_count(str(n.get("gres_used") or "")),
-                features=tuple(f for f in str(n.get("features") or "").split(",") if f),
-            )
-        )
-    return nodes
-
-
-_JOB_STATES = {
+JOB_STATES = {
     "PENDING": JobState.PENDING,
     "RUNNING": JobState.RUNNING,
     "SUSPENDED": JobState.RUNNING,
@@ -139,36 +98,6 @@ _JOB_STATES = {
     "PREEMPTED": JobState.CANCELLED,
     "DEADLINE": JobState.TIMEOUT,
 }
-
-
-def _job_from_json(j: Mapping[str, Any]) -> Job:
-    state = _JOB_STATES.get(str(j.get("job_state", "")).upper(), JobState.UNKNOWN)
-    resources = j.get("job_resources") or {}
-    hosts = [str(a.get("nodename", "")) for a in resources.get("allocated_nodes") or ()]
-    if not hosts and j.get("nodes"):
-        hosts = list(hostlist.expand_hostlist(str(j["nodes"])))
-    details = list(j.get("gres_detail") or ())
-    allocations = tuple(
-        Allocation(node, gpu_indices(details[i]) if i < len(details) else ())
-        for i, node in enumerate(hosts)
-    )
-    start = j.get("start_time") or None
-    end = j.get("end_time") or None
-    return Job(
-        job_id=str(j["job_id"]),
-        user=str(j.get("user_name") or j.get("user_id", "")),
-        account=str(j.get("account") or ""),
-        partition=str(j.get("partition") or ""),
-        name=str(j.get("name") or ""),
-        state=state,
-        start_time=float(start) if start and state is not JobState.PENDING else None,
-        end_time=float(end) if end and state.finished else None,
-        allocations=allocations if state is not JobState.PENDING else (),
-    )
-
-
-def parse_squeue_json(text: str) -> list[Job]:
-    return [_job_from_json(j) for j in _load(text, "squeue --json").get("jobs", [])]
 
 
 # scontrol -o: "Key=value Key=value ...". Values may hold spaces (OS=, Reason=), so a key
@@ -206,7 +135,7 @@ def parse_scontrol_jobs(text: str) -> list[Job]:
         if not line.startswith("JobId="):
             continue
         f = parse_scontrol_line(line, reason_last=False)
-        state = _JOB_STATES.get(f.get("JobState", ""), JobState.UNKNOWN)
+        state = JOB_STATES.get(f.get("JobState", ""), JobState.UNKNOWN)
         allocations = tuple(
             Allocation(node, gpu_indices(gres))
             for m in _JOB_DETAIL.finditer(line)
@@ -241,6 +170,8 @@ def parse_scontrol_nodes(text: str) -> list[Node]:
                 reason=f.get("Reason", ""),
                 partitions=tuple(p for p in f.get("Partitions", "").split(",") if p),
                 gpu_count=gpu_count(f.get("Gres", "")),
+                # GresUsed is printed with -d only: "gpu:4(IDX:0-3)".
+                gpus_allocated=gpu_count(f.get("GresUsed", "")),
                 features=tuple(
                     x for x in f.get("AvailableFeatures", "").split(",") if x and x != "(null)"
                 ),

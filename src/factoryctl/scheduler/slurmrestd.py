@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hostlist
-
 from factoryctl.telemetry import httpx_import  # noqa: F401  (must come before httpx)
 
 # isort: split
@@ -28,7 +26,7 @@ from factoryctl.errors import ConfigError, ExitStatus, FactoryctlError
 from factoryctl.model import Job, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
 from factoryctl.scheduler.slurm_cli import SlurmCLI
-from factoryctl.scheduler.slurm_parse import parse_sinfo_json, parse_squeue_json
+from factoryctl.scheduler.slurm_json import parse_jobs, parse_nodes, parse_reservations
 
 # Versions whose node/job JSON matches the parser (the 22.05 shapes); v0.0.39+ changed
 # the node and job schemas and would need their own mapping.
@@ -95,29 +93,15 @@ class SlurmRestd:
         return json.dumps(self._get(f"/slurm/{self.detect()}/{what}"))
 
     def nodes(self) -> list[Node]:
-        return parse_sinfo_json(self._read("nodes"))
+        return parse_nodes(self._read("nodes"), f"slurmrestd {self.version} nodes")
 
     def jobs(self) -> list[Job]:
-        return parse_squeue_json(self._read("jobs"))
+        return parse_jobs(self._read("jobs"), f"slurmrestd {self.version} jobs")
 
     def reservations(self) -> list[Reservation]:
-        data = json.loads(self._read("reservations"))
-        out = []
-        for r in data.get("reservations", []):
-            flags = r.get("flags") or []
-            nodes = str(r.get("node_list") or "")
-            out.append(
-                Reservation(
-                    name=str(r["name"]),
-                    nodes=tuple(hostlist.expand_hostlist(nodes)) if nodes else (),
-                    start_time=float(r.get("start_time") or 0),
-                    end_time=float(r.get("end_time") or 0),
-                    flags=tuple(flags if isinstance(flags, list) else str(flags).split(",")),
-                    users=tuple(u for u in str(r.get("users") or "").split(",") if u),
-                    state="",
-                )
-            )
-        return out
+        return parse_reservations(
+            self._read("reservations"), f"slurmrestd {self.version} reservations"
+        )
 
     # Writes: scontrol (see the module docstring).
     def drain(self, nodes: Sequence[str], reason: str) -> None:
