@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import threading
@@ -148,7 +149,7 @@ def main() -> None:
         prom = ManagedProcess(
             "prometheus",
             [
-                "/usr/bin/prometheus",
+                shutil.which("prometheus") or "prometheus",
                 f"--config.file={tmp / 'prometheus.yml'}",
                 f"--storage.tsdb.path={tmp / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "password_file": "",
         "password_env": "",
         "scrape_interval": 0.0,  # seconds; 0: detect from the targets API or the data
+        # seconds from scrape to searchable; -1: ask the engine (VictoriaMetrics >= 1.112: 5)
+        "search_delay": -1.0,
         "ca_file": "",
         "cert_file": "",
         "key_file": "",

@@ -11,8 +11,8 @@ from typing import Any
 
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-VICTORIA = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+PROMETHEUS = shutil.which("prometheus") or "prometheus"  # on PATH, never a fixed path
+VICTORIA = shutil.which("victoria-metrics") or "victoria-metrics"
 
 
 class Prometheus:

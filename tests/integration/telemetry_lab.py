@@ -1,24 +1,29 @@
 """The real telemetry stack for integration tests: Prometheus + VictoriaMetrics scraping sim nodes.
 
+Every engine of every Debian generation the lab runs (Prometheus 2.42/2.53/3.5 and
+VictoriaMetrics 1.79/1.112/1.145) scrapes the same simulated nodes at once, so the
+scenario's jobs run once for all six.
+
 Fixtures (import them into a test module): ``lab`` (session), ``engine_url`` (one per
-engine) and ``scenario`` (jobs run once while both engines scrape)."""
+engine and release) and ``scenario`` (jobs run once while every engine scrapes)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from factoryctl.lab.debian import RELEASES
 from factoryctl.lab.procs import wait_until
-from factoryctl.lab.stack import PROMETHEUS_BIN, VICTORIA_BIN, Stack
+from factoryctl.lab.stack import Stack, engine_available
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.telemetry.client import PromClient, PromConfig
 from tests.integration.simexpo import SimTargets
 
-ENGINES = ("prometheus", "victoriametrics")
+# "prometheus@bookworm", "victoriametrics@bookworm", "prometheus@trixie", ...
+ENGINES = tuple(f"{e}@{r}" for r in RELEASES for e in ("prometheus", "victoriametrics"))
 
 
 @dataclass
@@ -30,21 +35,18 @@ class Lab:
     started: float
 
 
-def _have(path: str) -> bool:
-    return shutil.which(path) is not None
-
-
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not (_have(PROMETHEUS_BIN) and _have(VICTORIA_BIN)):
-        pytest.skip("needs /usr/bin/prometheus and /usr/bin/victoria-metrics")
+    engines = [e for e in ENGINES if engine_available(e)]
+    if not engines:
+        pytest.skip("needs prometheus and victoria-metrics (on PATH or in a lab release)")
     started = time.time()
     sim = SimFactory(SimConfig(nodes=2, gpus_per_node=4, jobs=False, start_time=started))
     native = SimTargets(sim, "native").start()
     # The dcgm view of the same GPUs: its own servers, sharing the simulator and its lock.
     dcgm = SimTargets(sim, "dcgm", lock=native.lock).start()
     targets = [*native.addresses.values(), *dcgm.addresses.values()]
-    stack = Stack(tmp_path_factory.mktemp("lab"), targets, ENGINES, scrape_interval="1s")
+    stack = Stack(tmp_path_factory.mktemp("lab"), targets, engines, scrape_interval="1s")
     try:
         stack.start()
         stack.wait_scraped(timeout=60)
@@ -57,6 +59,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(params=ENGINES)
 def engine_url(request: pytest.FixtureRequest, lab: Lab) -> str:
+    if request.param not in lab.stack.running:
+        pytest.skip(f"{request.param} is not available here (build it: ./dev test does)")
     return lab.stack.running[request.param].url
 
 

@@ -169,8 +169,9 @@ def test_energy_today_equals_each_counters_raw_samples(
     west = int(midnight) % 86400  # POSIX: a positive offset is west of Greenwich
     monkeypatch.setenv("TZ", f"LAB+{west // 3600}:{west // 60 % 60:02d}:{west % 60:02d}")
     time.tzset()
+    src = source(engine_url, schema)
     try:
-        snap = source(engine_url, schema).snapshot(at=t)
+        snap = src.snapshot(at=t)
     finally:
         monkeypatch.setenv("TZ", "UTC")
         time.tzset()
@@ -178,10 +179,12 @@ def test_energy_today_equals_each_counters_raw_samples(
     counter = SCHEMAS[schema].gpu_energy
     assert counter is not None and snap.energy_today_joules is not None
     raw = PromClient(PromConfig(engine_url)).query(f"{counter.metric}[120s]", t)
+    # The source's freshness window: 2 scrape intervals, plus the engine's search delay.
+    w = src.window(t)
     expected = 0.0
     for series in raw.matrix:
-        now_pts = [v for ts, v in series.points if t - 2 < ts <= t]
-        then_pts = [v for ts, v in series.points if midnight - 2 < ts <= midnight]
+        now_pts = [v for ts, v in series.points if t - w < ts <= t]
+        then_pts = [v for ts, v in series.points if midnight - w < ts <= midnight]
         if now_pts and then_pts:
             expected += max(0.0, now_pts[-1] - then_pts[-1]) * counter.scale
     assert expected > 0

@@ -11,6 +11,7 @@ itself; VictoriaMetrics gets them through vmalert. The lab repeats this with the
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import urllib.error
@@ -34,9 +35,10 @@ from factoryctl.telemetry.scheduler_collector import SchedulerCollector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PROMETHEUS = Path("/usr/bin/prometheus")
-VICTORIA = Path("/usr/bin/victoria-metrics")
-VMALERT = Path("/usr/bin/vmalert")
+# On PATH, never at a fixed path (sites install upstream tarballs as often as packages).
+PROMETHEUS = shutil.which("prometheus")
+VICTORIA = shutil.which("victoria-metrics")
+VMALERT = shutil.which("vmalert")
 REASONS = ("sw_power_cap", "hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown")
 
 
@@ -221,7 +223,7 @@ def _rule_files(tmp: Path) -> list[str]:
 def _start_prometheus(
     tmp: Path, scrape_configs: list[dict[str, Any]]
 ) -> tuple[str, ManagedProcess]:
-    if not PROMETHEUS.exists():
+    if PROMETHEUS is None:
         pytest.skip("prometheus is not installed")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -278,7 +280,7 @@ def victoriametrics(
     targets: str, factory: FactorySnapshot, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """VictoriaMetrics scraping the same targets, with vmalert evaluating the same rules."""
-    if not (VICTORIA.exists() and VMALERT.exists()):
+    if not (VICTORIA is not None and VMALERT is not None):
         pytest.skip("victoria-metrics or vmalert is not installed")
     tmp = tmp_path_factory.mktemp("victoriametrics")
     scrape = _scrape_config(targets, [n.name for n in factory.nodes])

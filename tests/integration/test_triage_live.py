@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -39,9 +40,10 @@ from factoryctl.lab.stack import SCHEDULER_JOB, scrape_config, start_scheduler_e
 pytestmark = pytest.mark.integration
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus"
-PROMETHEUS = Path("/usr/bin/prometheus")
-VICTORIA = Path("/usr/bin/victoria-metrics")
-VMALERT = Path("/usr/bin/vmalert")
+# On PATH, never at a fixed path (sites install upstream tarballs as often as packages).
+PROMETHEUS = shutil.which("prometheus")
+VICTORIA = shutil.which("victoria-metrics")
+VMALERT = shutil.which("vmalert")
 NODES = ("gpu001", "gpu002", "gpu003")
 JOBS = {
     "gpu001": "601 ada training 2\n",
@@ -81,7 +83,7 @@ class Factory:
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
-    if not PROMETHEUS.exists():
+    if PROMETHEUS is None:
         pytest.skip("prometheus is not installed")
     tmp = tmp_path_factory.mktemp("triage")
     procs: list[ManagedProcess] = []
@@ -173,7 +175,7 @@ def engines(factory: Factory) -> Iterator[dict[str, str]]:
             ).start()
         )
         urls["prometheus"] = f"http://127.0.0.1:{port}"
-        if VICTORIA.exists() and VMALERT.exists():
+        if VICTORIA is not None and VMALERT is not None:
             port, alert_port = free_port(), free_port()
             vm_url = f"http://127.0.0.1:{port}"
             procs.append(

@@ -49,6 +49,8 @@ def test_prometheus_energy_today_reads_counters_now_and_at_midnight() -> None:
     seen: list[str] = []
 
     def engine(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics":  # the engine's own metrics: not served here
+            return httpx.Response(404)
         q = parse_qs(req.content.decode())["query"][0]
         seen.append(q)
         if q.startswith("count by (__name__)"):

@@ -77,7 +77,7 @@ def test_demo_jobs_report_idle_spells_observed_step_by_step() -> None:
 
 
 def test_jobs_view_asks_the_engine_for_the_longest_spell_on_native_only() -> None:
-    plan = _plan(NATIVE, 15.0, 3600.0)
+    plan = _plan(NATIVE, 30.0, 3600.0)
     assert plan["idle_seconds"].startswith("max by (job_id) (")
     assert "factoryctl_gpu_idle_seconds" in plan["idle_seconds"]
     assert "idle_seconds" in DCGM.unavailable()  # shown as n/a there, never 0

@@ -74,6 +74,8 @@ class FakeProm:
         self.queries: list[str] = []
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics":  # the engine's own metrics: not served here
+            return httpx.Response(404)
         if req.url.path == "/api/v1/targets":
             data = {"activeTargets": [{"scrapeInterval": "15s"}]}
             return httpx.Response(200, json={"status": "success", "data": data})

@@ -47,6 +47,8 @@ class FakeDcgmProm:
         self.queries: list[str] = []
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics":  # the engine's own metrics: not served here
+            return httpx.Response(404)
         if req.url.path == "/api/v1/targets":
             return httpx.Response(
                 200,
@@ -125,6 +127,8 @@ def test_forced_schema_skips_detection() -> None:
 
 def test_no_gpu_metrics_is_schema_undetected() -> None:
     def empty(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics":  # the engine's own metrics: not served here
+            return httpx.Response(404)
         return httpx.Response(200, json=vector([]))
 
     with pytest.raises(SchemaUndetected) as err:
@@ -183,6 +187,8 @@ def test_job_counter_energy_over_a_window_starts_at_since() -> None:
     seen: list[tuple[str, float]] = []
 
     def prom(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics":  # the engine's own metrics: not served here
+            return httpx.Response(404)
         form = parse_qs(req.content.decode())
         q, at = form["query"][0], float(form["time"][0])
         seen.append((q, at))
@@ -202,3 +208,31 @@ def test_job_counter_energy_over_a_window_starts_at_since() -> None:
     assert energy.joules == pytest.approx(6000.0)
     base = [at for q, at in seen if q.startswith("sum by (job_id) (last_over_time(")]
     assert base == [pytest.approx(T - 600.0)]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "window"),
+    [
+        # VictoriaMetrics 1.112+ (recorded from Debian 13's 1.112.0): 5 s to searchable.
+        ('flag{name="inmemoryDataFlushInterval", value="5s", is_set="false"} 1\n', 35.0),
+        # VictoriaMetrics 1.79 and Prometheus: no such flag, the window stays 2 scrapes.
+        ('flag{name="search.latencyOffset", value="30s", is_set="false"} 1\n', 30.0),
+        (None, 30.0),  # /metrics not served (a proxy): as before
+    ],
+)
+def test_freshness_window_adds_the_engines_own_search_delay(
+    metrics: str | None, window: float
+) -> None:
+    def engine(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/metrics":
+            return httpx.Response(200, text=metrics) if metrics else httpx.Response(404)
+        raise AssertionError(f"unexpected request {req.url.path}")
+
+    client = PromClient(PromConfig("http://vm:8428"), transport=httpx.MockTransport(engine))
+    src = PrometheusSource(client, None, SourceOptions(schema="native", scrape_interval=15.0))
+    assert src.window(0.0) == window
+    assert src.window(1.0) == window  # asked once
+    told = PrometheusSource(
+        client, None, SourceOptions(schema="native", scrape_interval=15.0, search_delay=1.0)
+    )
+    assert told.window(0.0) == 31.0  # [prometheus] search_delay wins, nothing asked

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -49,8 +48,8 @@ def test_each_scrape_reads_the_current_nodes() -> None:
 
 @pytest.mark.integration
 def test_promtool_check_metrics_accepts_the_exposition() -> None:
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(promtool).exists():
+    promtool = shutil.which("promtool")
+    if promtool is None:
         pytest.skip("promtool is not installed")
     proc = subprocess.run(
         [promtool, "check", "metrics"],

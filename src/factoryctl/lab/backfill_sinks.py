@@ -21,7 +21,7 @@ from factoryctl.telemetry import schema as m
 if TYPE_CHECKING:
     from factoryctl.sim import SimFactory
 
-PROMTOOL_BIN = "/usr/bin/promtool"
+PROMTOOL_BIN = "promtool"  # on PATH, like every lab binary
 
 
 @dataclass(frozen=True, slots=True)

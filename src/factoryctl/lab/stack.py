@@ -15,11 +15,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factoryctl.lab.debian import DebianRelease, host_codename, release
 from factoryctl.lab.procs import ManagedProcess, free_port, stop_pid, wait_until
 
-PROMETHEUS_BIN = "/usr/bin/prometheus"
-VICTORIA_BIN = "/usr/bin/victoria-metrics"
+# Found on PATH (or in a release's root), never at a fixed path: sites install upstream
+# tarballs as often as Debian's packages.
+PROMETHEUS_BIN = "prometheus"
+VICTORIA_BIN = "victoria-metrics"
 ENGINES = ("prometheus", "victoriametrics")
+_PROGRAMS = {"prometheus": PROMETHEUS_BIN, "victoriametrics": VICTORIA_BIN}
+
+
+def engine_spec(spec: str) -> tuple[str, DebianRelease]:
+    """``victoriametrics`` (the host's) or ``victoriametrics@trixie`` (that release's)."""
+    kind, _, codename = spec.partition("@")
+    if kind not in _PROGRAMS:
+        raise ValueError(f"unknown engine {kind!r}; choose from {', '.join(ENGINES)}")
+    if not codename or codename == host_codename():
+        return kind, DebianRelease(host_codename())
+    return kind, release(codename, build=False, log=False)
+
+
+def engine_available(spec: str) -> bool:
+    try:
+        kind, rel = engine_spec(spec)
+    except Exception:
+        return False
+    return rel.which(_PROGRAMS[kind]) is not None
 
 
 # The scrape job name of ``factoryctl scheduler-exporter``: the rules tell its ``up`` from the
@@ -56,9 +78,13 @@ def scrape_config(
 
 @dataclass
 class Engine:
-    name: str
+    name: str  # the spec it was started from: "prometheus", "victoriametrics@trixie"
     port: int
     process: ManagedProcess
+
+    @property
+    def kind(self) -> str:
+        return self.name.partition("@")[0]
 
     @property
     def url(self) -> str:
@@ -112,8 +138,9 @@ class Stack:
         )
         try:
             for name in self.engines:
+                kind = name.partition("@")[0]
                 self.running[name] = self._start(
-                    name, prom_config if name == "prometheus" else config
+                    name, prom_config if kind == "prometheus" else config
                 )
             for engine in self.running.values():
                 wait_until(
@@ -129,28 +156,27 @@ class Stack:
 
     def _start(self, name: str, config: Path) -> Engine:
         port = free_port()
-        data = self.state_dir / name
-        log = self.state_dir / f"{name}.log"
-        if name == "prometheus":
-            argv = [
+        data = self.state_dir / name.replace("@", "-")
+        log = self.state_dir / f"{name.replace('@', '-')}.log"
+        kind, rel = engine_spec(name)
+        if kind == "prometheus":
+            argv = rel.argv(
                 PROMETHEUS_BIN,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={data}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=2d",
                 "--log.level=warn",
-            ]
-        elif name == "victoriametrics":
-            argv = [
+            )
+        else:
+            argv = rel.argv(
                 VICTORIA_BIN,
                 f"-httpListenAddr=127.0.0.1:{port}",
                 f"-storageDataPath={data}",
                 f"-promscrape.config={config}",
                 "-retentionPeriod=2d",
                 "-loggerLevel=WARN",
-            ]
-        else:
-            raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+            )
         return Engine(name, port, ManagedProcess(name, argv, log).start())
 
     def wait_scraped(self, timeout: float = 30.0) -> None:

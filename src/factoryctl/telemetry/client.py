@@ -164,6 +164,15 @@ class PromClient:
             return []
         return list(data.get("activeTargets", [])) + list(data.get("droppedTargets", []) or [])
 
+    def self_metrics(self) -> str | None:
+        """The engine's own /metrics text, or None where it is not served to us (a proxy,
+        an auth realm of its own, Mimir): only hints are read from it, never data."""
+        try:
+            resp = self._http.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        return resp.text if resp.status_code == 200 else None
+
     # -- plumbing ----------------------------------------------------------------------
     def _result(self, data: Any, warnings: tuple[str, ...]) -> QueryResult:
         if not isinstance(data, dict):

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 
 
-def _plan(schema: MetricSchema, interval: float, inventory: float) -> dict[str, str]:
+def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, str]:
     assert schema.job_info is not None
-    w = dur(2 * interval)
+    w = dur(window)
     held = f"last_over_time({schema.job_info}[{w}])"
     on = f"on ({schema.node_label}, {schema.gpu_label}) group_right"
 
@@ -73,7 +73,7 @@ def job_rows(
     warnings: list[str] = []
     if schema.job_info is None or source.scheduler_view(t, warnings) is not None:
         return None
-    plan = _plan(schema, source.interval(t), source.options.inventory_window)
+    plan = _plan(schema, source.window(t), source.options.inventory_window)
     client = source.client
     with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
         futures = {k: pool.submit(client.query, q, t) for k, q in plan.items()}

@@ -35,7 +35,7 @@ def node_processes(source: PrometheusSource, node: str, t: float) -> ProcessTabl
     schema = source.schema(t)
     if schema is not NATIVE:
         return unavailable(node, DCGM_NOTE)
-    w = dur(2 * source.interval(t))
+    w = dur(source.window(t))
     sel = f'{{{schema.node_label}=~"{label_matcher([node])}"}}'
     res = source.client.query(f"last_over_time({native.GPU_PROCESS_USED_MEMORY}{sel}[{w}])", t)
     rows: list[GpuProcessRow] = []

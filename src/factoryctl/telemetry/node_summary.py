@@ -3,7 +3,7 @@
 The nodes view shows no GPU, so it never fetches per-GPU vectors: counts, sums, means and
 maxima ``by (node)`` come back as one small vector each (12,500 samples at 100k GPUs
 instead of 100,000 per metric). Rows have exactly the keys of ``views.node_rows``; every
-"latest value" is ``last_over_time(...[2 scrape intervals])``, so backfilled data without
+"latest value" is ``last_over_time(...[source.window()])`` (2 scrape intervals + search delay), so backfilled data without
 staleness markers reads the same as live data.
 """
 
@@ -25,10 +25,10 @@ Row = dict[str, Any]
 
 
 def _queries(
-    schema: MetricSchema, interval: float, inventory: float, telemetry_jobs: bool
+    schema: MetricSchema, window: float, inventory: float, telemetry_jobs: bool
 ) -> dict[str, str]:
     by = f"by ({schema.node_label})"
-    w = dur(2 * interval)
+    w = dur(window)
 
     def latest(field: str) -> str | None:
         f = schema.gauges.get(field)
@@ -63,10 +63,10 @@ def node_rows(
     """The nodes view: a snapshot holding nodes only, and one row per node."""
     t = source.clock() if at is None else at
     schema = source.schema(t)
-    interval = source.interval(t)
+    window = source.window(t)
     warnings: list[str] = []
     sched = source.scheduler_view(t, warnings)
-    plan = _queries(schema, interval, source.options.inventory_window, sched is None)
+    plan = _queries(schema, window, source.options.inventory_window, sched is None)
     client = source.client
     with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
         futures = {k: pool.submit(client.query, q, t) for k, q in plan.items()}

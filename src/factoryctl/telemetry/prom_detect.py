@@ -1,13 +1,16 @@
 """What a Prometheus holds, found out once per source: the GPU metric schema (and, for
-dcgm-exporter, which label names the node) and the scrape interval."""
+dcgm-exporter, which label names the node), the scrape interval and how long a scraped
+sample takes to become searchable."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 from collections.abc import Mapping
 
 from factoryctl.durations import parse_duration
+from factoryctl.errors import FactoryctlError
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.metrics import (
     NATIVE,
@@ -54,6 +57,27 @@ def detect_interval(client: PromClient, schema: MetricSchema, at: float) -> floa
             times = [t for t, _ in raw.matrix[0].points]
             return float(statistics.median(b - a for a, b in itertools.pairwise(times)))
     return DEFAULT_INTERVAL
+
+
+_FLUSH = re.compile(r'^flag\{name="inmemoryDataFlushInterval", value="([^"]+)"', re.M)
+
+
+def detect_search_delay(client: PromClient) -> float:
+    """Seconds between a scrape and its sample answering queries, as the engine says.
+
+    VictoriaMetrics 1.112 and later buffer new samples for ``-inmemoryDataFlushInterval``
+    (5 s by default) before a search sees them, and say so in their own /metrics as
+    ``flag{name="inmemoryDataFlushInterval", value="5s"}``. Prometheus and older
+    VictoriaMetrics answer with a sample as soon as it is scraped: 0. An engine that does
+    not show its /metrics is taken at 0, as before."""
+    text = client.self_metrics()
+    m = _FLUSH.search(text or "")
+    if not m:
+        return 0.0
+    try:
+        return parse_duration(m.group(1), "inmemoryDataFlushInterval")
+    except FactoryctlError:
+        return 0.0
 
 
 def gpu_key(schema: MetricSchema, labels: Mapping[str, str]) -> GpuKey | None:

@@ -42,6 +42,7 @@ def source_from_settings(
     options = SourceOptions(
         schema=str(p.get("schema", "auto")),
         scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
+        search_delay=None if float(p.get("search_delay", -1.0)) < 0 else float(p["search_delay"]),
     )
     if scheduler is None:
         scheduler = _scheduler_from_settings(settings)

@@ -30,7 +30,12 @@ from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning
-from factoryctl.telemetry.prom_detect import detect_interval, detect_schema, gpu_key
+from factoryctl.telemetry.prom_detect import (
+    detect_interval,
+    detect_schema,
+    detect_search_delay,
+    gpu_key,
+)
 from factoryctl.telemetry.prom_reports import SchedulerRequired, firing_alerts, jobs_seen
 from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
@@ -47,6 +52,7 @@ GpuKey = tuple[str, int]
 class SourceOptions:
     schema: str = "auto"  # auto | native | dcgm
     scrape_interval: float | None = None  # None: ask the targets API, then the data
+    search_delay: float | None = None  # None: ask the engine (VictoriaMetrics >= 1.112: 5 s)
     inventory_window: float = 600.0  # a GPU silent for longer than this is forgotten
     finished_lookback: float = 6 * 3600.0  # finished jobs shown by the scheduler join
 
@@ -59,6 +65,7 @@ class PrometheusSource:
     clock: Callable[[], float] = time.time
     _schema: MetricSchema | None = None
     _interval: float | None = None
+    _delay: float | None = None
 
     # -- detection -----------------------------------------------------------------------
     def schema(self, at: float) -> MetricSchema:
@@ -74,6 +81,16 @@ class PrometheusSource:
             )
         return self._interval
 
+    def window(self, at: float) -> float:
+        """How far back "the latest sample" may lie: two scrape intervals, plus the time
+        the engine takes to make a scraped sample searchable. Without that delay, every
+        GPU of a VictoriaMetrics >= 1.112 reads as silent for up to 5 s of each interval
+        at a 1 s scrape; Prometheus (delay 0) keeps the two-interval window exactly."""
+        if self._delay is None:
+            known = self.options.search_delay
+            self._delay = known if known is not None else detect_search_delay(self.client)
+        return 2 * self.interval(at) + self._delay
+
     # -- the snapshot --------------------------------------------------------------------
     def snapshot(self, at: float | None = None, view: str | None = None) -> FactorySnapshot:
         """The factory at ``at`` (now). ``view`` (nodes|gpus|jobs) fetches only what that
@@ -84,11 +101,10 @@ class PrometheusSource:
         """
         t = self.clock() if at is None else at
         schema = self.schema(t)
-        i = self.interval(t)
         fields = VIEW_FIELDS.get(view or "")
         warnings: list[str] = []
         view_of_scheduler = self.scheduler_view(t, warnings)
-        plan, wanted, xid_gauge = self._plan(schema, t, i, fields, view, view_of_scheduler is None)
+        plan, wanted, xid_gauge = self._plan(schema, t, fields, view, view_of_scheduler is None)
         results = self._run(plan, t)
         unavailable = set(schema.unavailable())
         users: dict[str, str] = {}
@@ -166,13 +182,12 @@ class PrometheusSource:
         self,
         schema: MetricSchema,
         t: float,
-        i: float,
         fields: frozenset[str] | None,
         view: str | None,
         telemetry_jobs: bool,
     ) -> tuple[dict[str, str], set[str], str | None]:
         """Every query a snapshot needs, by name; plus the GPU fields and XID gauge wanted."""
-        window = dur(2 * i)
+        window = dur(self.window(t))
         plan = {
             "inventory": f"last_over_time({schema.inventory}"
             f"[{dur(self.options.inventory_window)}])",
