@@ -12,6 +12,7 @@ import pytest
 
 from factoryctl.cli.env import Environment
 from factoryctl.cli.main import main
+from factoryctl.lab.debian import RELEASES, DebianRelease, available
 from factoryctl.telemetry.demo import DemoSource
 
 # Local time is UTC in every test (and in what they start): "today" and naive ISO times are
@@ -20,6 +21,18 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 FROZEN_NOW = 1_767_240_000.0  # 2026-01-01T04:00:00Z: a fixed clock for reproducible tests
+
+
+@pytest.fixture(scope="session", params=RELEASES)
+def slurm_release(request: pytest.FixtureRequest) -> DebianRelease:
+    """Each Slurm generation the lab runs (22.05, 24.11, 26.05): every test that touches
+    Slurm runs once per release, against that release's own daemons and clients."""
+    from factoryctl.lab.slurm import slurm_available
+
+    rel = available(request.param)
+    if rel is None or not slurm_available(rel):
+        pytest.skip(f"Slurm of Debian {request.param} is not here (./dev test builds it)")
+    return rel
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,7 @@ from factoryctl.sim import SimConfig, SimFactory
 
 lab = pytest.importorskip("factoryctl.lab.slurm", reason="needs the Slurm lab")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not lab.slurm_available(), reason="needs slurm-wlm + munge and root"),
-]
+pytestmark = [pytest.mark.integration]
 
 KIT = Path(__file__).resolve().parents[2] / "exporters" / "slurm"
 
@@ -38,11 +35,14 @@ def hook(tmp_path: Path, name: str, maps: Path) -> Path:
     return script
 
 
-def test_prolog_and_epilog_in_real_slurm(tmp_path):
+def test_prolog_and_epilog_in_real_slurm(tmp_path, slurm_release):
+    """On every Slurm generation (``slurm_release``): its slurmd runs the kit's scripts."""
     maps = tmp_path / "maps"
     cluster = lab.SlurmCluster(
         nodes=2,
         gpus_per_node=4,
+        release=slurm_release,
+        shared=(str(KIT),),
         prolog=str(hook(tmp_path, "prolog", maps)),
         epilog=str(hook(tmp_path, "epilog", maps)),
     ).start()

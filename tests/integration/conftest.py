@@ -1,9 +1,11 @@
-"""A real Slurm 22.05 cluster (munged, slurmctld, one slurmd per node) for integration tests.
+"""A real Slurm cluster (munged, slurmctld, one slurmd per node) for integration tests,
+of every generation the lab runs: each test that takes ``slurm`` or ``make_slurm_cluster``
+runs once per release (``slurm_release``: 22.05, 24.11, 26.05).
 
-One cluster per session (bring-up is about half a second, but tests reuse it): the
+One cluster per release (bring-up is about half a second, but tests reuse it): the
 ``slurm`` fixture resets it between tests (no jobs, no reservations, every node idle).
 ``make_slurm_cluster`` starts extra clusters with other settings (e.g. Prolog/Epilog for
-the exporter's job-attribution tests); they are stopped at the end of the session.
+the exporter's job-attribution tests); they are stopped when the release's tests end.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from factoryctl.lab.debian import DebianRelease
 from factoryctl.lab.slurm import SlurmCluster, slurm_available
 from tests.integration.telemetry_lab import engine_url, lab, scenario  # noqa: F401 (fixtures)
 
@@ -23,12 +26,13 @@ needs_slurm = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="session")
-def make_slurm_cluster() -> Iterator[Callable[..., SlurmCluster]]:
-    if not slurm_available():
-        pytest.skip("needs slurm-wlm + munge installed and root")
+def make_slurm_cluster(
+    slurm_release: DebianRelease,
+) -> Iterator[Callable[..., SlurmCluster]]:
     started: list[SlurmCluster] = []
 
     def make(**kwargs: Any) -> SlurmCluster:
+        kwargs.setdefault("release", slurm_release)
         cluster = SlurmCluster(**kwargs).start()
         started.append(cluster)
         return cluster

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from factoryctl.lab.debian import DebianRelease
 from factoryctl.lab.leftovers import our_processes
 from factoryctl.lab.procs import wait_until
-from factoryctl.lab.slurm import SlurmCluster, slurm_available
+from factoryctl.lab.slurm import SlurmCluster
 
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root")
-def test_gpus_prolog_epilog_and_clean_stop(tmp_path: Path) -> None:
+def test_gpus_prolog_epilog_and_clean_stop(tmp_path: Path, slurm_release: DebianRelease) -> None:
     out = tmp_path / "out"
     out.mkdir()
     hook = tmp_path / "hook.sh"
@@ -27,7 +27,9 @@ def test_gpus_prolog_epilog_and_clean_stop(tmp_path: Path) -> None:
     prolog, epilog = tmp_path / "prolog.sh", tmp_path / "epilog.sh"
     prolog.symlink_to(hook)
     epilog.symlink_to(hook)
-    cluster = SlurmCluster(nodes=2, gpus_per_node=4, prolog=str(prolog), epilog=str(epilog))
+    cluster = SlurmCluster(
+        nodes=2, gpus_per_node=4, prolog=str(prolog), epilog=str(epilog), release=slurm_release
+    )
     t0 = time.monotonic()
     cluster.start()
     try:

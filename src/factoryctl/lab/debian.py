@@ -41,7 +41,8 @@ PACKAGES = (
     "victoria-metrics",
 )
 # Host directories a chroot release sees at the same path. Lab directories are made under
-# the system temp dir, so paths in configs mean the same file inside and outside.
+# the system temp dir, so paths in configs mean the same file inside and outside; a
+# cluster adds the directories of its Prolog/Epilog and whatever it is told to share.
 SHARED = ("/tmp",)
 _STAMP = ".factoryctl-lab.json"
 
@@ -53,7 +54,7 @@ mount -t proc proc "$root/proc" || exit 125
 mount --rbind /dev "$root/dev" || exit 125
 mount --rbind /sys "$root/sys" 2>/dev/null || true
 while [ "$1" != "--" ]; do
-  mount --rbind "$1" "$root$1" || exit 125
+  mkdir -p "$root$1" && mount --rbind "$1" "$root$1" || exit 125
   shift
 done
 shift

@@ -18,8 +18,9 @@ files, so we make character devices with the NVIDIA major number (195).
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from factoryctl.lab.debian import DebianRelease, host_codename
 from factoryctl.lab.leftovers import is_ours, kill_all, our_processes
@@ -61,6 +63,8 @@ class SlurmCluster:
     epilog: str | None = None
     extra_conf: Sequence[str] = ()
     base_dir: Path | None = None
+    # Host directories a chroot release must see (what its Prolog/Epilog scripts run).
+    shared: Sequence[str] = ()
     release: DebianRelease = field(default_factory=lambda: DebianRelease(host_codename()))
     dir: Path = field(init=False)
     node_names: list[str] = field(init=False, default_factory=list)
@@ -101,6 +105,13 @@ class SlurmCluster:
 
     def _write_config(self) -> None:
         if not self.release.native:
+            hooks = [str(Path(h).resolve().parent) for h in (self.prolog, self.epilog) if h]
+            extra = [
+                d for d in (*self.shared, *hooks, str(self.dir)) if d not in self.release.shared
+            ]
+            self.release = dataclasses.replace(
+                self.release, shared=(*self.release.shared, *dict.fromkeys(extra))
+            )
             bin_dir = self.dir / "bin"
             bin_dir.mkdir(parents=True, exist_ok=True)
             for name in CLIENTS:
@@ -204,9 +215,30 @@ class SlurmCluster:
             raise RuntimeError(f"slurmctld exited:\n{ctld.log_tail()}")
         return self.scontrol("ping").returncode == 0
 
+    def node_table(self) -> dict[str, dict[str, Any]]:
+        """What Slurm itself says of each node, read from ``scontrol -o show node`` text in
+        every generation without factoryctl's parsers (tests check those against it):
+        ``{"gpu01": {"state": "idle", "state_flags": ["DRAIN"], "reason": "..."}}``."""
+        out = self.scontrol("-o", "show", "node", check=True).stdout
+        table: dict[str, dict[str, Any]] = {}
+        for line in out.splitlines():
+            head, _, reason = line.partition(" Reason=")
+            fields: dict[str, str] = {
+                m.group(1): m.group(2) for m in re.finditer(r"(?:^|\s)(NodeName|State)=(\S+)", head)
+            }
+            if "NodeName" not in fields:
+                continue
+            base, *flags = fields.get("State", "").split("+")
+            table[fields["NodeName"]] = {
+                "state": base.lower(),
+                "state_flags": flags,
+                # "bad DIMM [root@2026-12-06T01:00:00]": the suffix is who and when.
+                "reason": re.sub(r"\s*\[[^\[\]@]*@[0-9T:\-]+\]\s*$", "", reason.rstrip()),
+            }
+        return table
+
     def node_states(self) -> dict[str, str]:
-        out = self.run(["sinfo", "--json"], check=True).stdout
-        return {n["name"]: str(n.get("state", "")).lower() for n in json.loads(out)["nodes"]}
+        return {name: n["state"] for name, n in self.node_table().items()}
 
     def node_info(self, name: str) -> dict[str, str]:
         out = self.scontrol("-o", "show", "node", name, check=True).stdout
