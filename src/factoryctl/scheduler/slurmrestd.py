@@ -18,8 +18,8 @@ Writes go over REST where the chosen version's spec has the endpoint, else throu
 scontrol exactly as the ``slurm`` backend does. What the real servers' specs have:
 
 * drain/resume: ``POST nodes/`` with the whole hostlist in one call (24.11 and 26.05 in
-  every version they serve; a 23.11 server's v0.0.40 lacks it), else one
-  ``POST node/{name}`` per node (v0.0.39 on), else scontrol (22.05: no node updates).
+  every version they serve), else one ``POST node/{name}`` per node (a server whose spec
+  has only that; it exists from v0.0.39 on), else scontrol (22.05: no node updates).
 * maintenance create: ``POST reservation`` (v0.0.43 on, i.e. 26.05), else scontrol. That
   endpoint creates *or updates*, so an existing name is refused first, as scontrol does.
 * maintenance delete: ``DELETE reservation/{name}`` (26.05, even in its v0.0.42), else
