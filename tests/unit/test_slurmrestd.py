@@ -345,7 +345,7 @@ def test_the_message_names_what_slurm_said() -> None:
         "/slurm/v0.0.45/nodes/",
         422,
         _errors(
-            {"error": "Invalid node name specified", "description": "Failure to update node x"}
+            {"error": "Invalid node name specified", "description": "Failure to\nupdate node x"}
         ),
     )
     assert err.message == (

@@ -175,7 +175,7 @@ def rest_error(method: str, path: str, status: int, data: Any) -> FactoryctlErro
     for e in errors:
         parts = [str(e.get(k)) for k in ("error", "description") if e.get(k)]
         texts.append(": ".join(dict.fromkeys(parts)))
-    detail = "; ".join(t for t in texts if t) or f"HTTP {status}"
+    detail = " ".join("; ".join(t for t in texts if t).split()) or f"HTTP {status}"
     what = f"slurmrestd {method} {path}"
     lowered = detail.lower()
     if status in (401, 403, 511) or numbers & _AUTH_ERRNO:
