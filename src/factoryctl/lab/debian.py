@@ -111,6 +111,12 @@ class DebianRelease:
     def has(self, *programs: str) -> bool:
         return all(self.which(p) for p in programs)
 
+    def has_slurm_plugin(self, name: str) -> bool:
+        """Whether this release has Slurm's plugin ``name`` (``auth_jwt``: it comes in its
+        own package, slurm-wlm-jwt-plugin, which a host may lack)."""
+        base = Path(str(self.root or "") + "/usr/lib")
+        return any(base.glob(f"*/slurm-wlm/{name}.so")) or (base / "slurm" / f"{name}.so").exists()
+
     def argv(self, program: str, *args: str, cwd: str | None = None) -> list[str]:
         """The argv that runs ``program`` of this release; raises FileNotFoundError."""
         path = self.which(program)

@@ -13,12 +13,19 @@ recorded in our directory).
 
 Fake GPUs: 22.05 drops a GPU whose gres.conf entry has no ``File=`` and rejects plain
 files, so we make character devices with the NVIDIA major number (195).
+
+slurmrestd, two ways: ``start_slurmrestd`` on a unix socket with ``rest_auth/local`` (as
+root, which 22.05 and 24.11 allow only with ``SLURMRESTD_SECURITY=disable_user_check`` and
+26.05 refuses outright), and ``start_slurmrestd_jwt`` on 127.0.0.1 with ``rest_auth/jwt``
+as ``nobody``, as a site runs it, on every release; ``jwt_token`` gets its token from
+``scontrol token``. JWT needs the release's slurm-wlm-jwt-plugin (``jwt``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -26,14 +33,14 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from factoryctl.lab.debian import DebianRelease, host_codename
 from factoryctl.lab.leftovers import is_ours, kill_all, our_processes
-from factoryctl.lab.procs import ManagedProcess, wait_until
+from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
 from factoryctl.lab.slurm_conf import write_lab_files
 
 # The client programs a release's ``env`` puts first on PATH.
@@ -69,6 +76,7 @@ class SlurmCluster:
     dir: Path = field(init=False)
     node_names: list[str] = field(init=False, default_factory=list)
     ctld_port: int = field(init=False, default=0)
+    rest_url: str = field(init=False, default="")  # slurmrestd over TCP (JWT), once started
     procs: list[ManagedProcess] = field(init=False, default_factory=list)
     _owns_dir: bool = field(init=False, default=False)
 
@@ -129,6 +137,7 @@ class SlurmCluster:
             epilog=self.epilog,
             extra_conf=self.extra_conf,
             slurm_version=self.release.slurm_version(),
+            jwt=self.jwt,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -185,30 +194,108 @@ class SlurmCluster:
             self.procs.append(slurmd.start())
         self.wait_nodes_idle(timeout)
 
-    def start_slurmrestd(self, timeout: float = 15.0) -> Path:
-        """slurmrestd on a unix socket in our directory (local auth); returns the socket.
+    # -- slurmrestd -----------------------------------------------------------------------
+    @property
+    def jwt(self) -> bool:
+        """Whether the cluster offers JWT (auth/jwt in AuthAltTypes, ``scontrol token``,
+        slurmrestd's rest_auth/jwt): where the release has the plugin package
+        slurm-wlm-jwt-plugin."""
+        return self.release.has_slurm_plugin("auth_jwt") and self.release.has_slurm_plugin(
+            "rest_auth_jwt"
+        )
 
-        It refuses to run as root unless told the check is not wanted; with no slurmdbd
-        only the slurmctld plugin may load (no dbv* plugins)."""
-        sock = self.dir / "run" / "slurmrestd.socket"
-        if any(p.name == "slurmrestd" and p.alive() for p in self.procs):
-            return sock  # already running (a session-wide cluster shared by tests)
-        env = dict(self.env, SLURMRESTD_SECURITY="disable_user_check")
-        env.pop("SLURM_JWT", None)
+    @property
+    def local_rest_auth(self) -> bool:
+        """Whether this release's slurmrestd serves ``rest_auth/local`` on a unix socket when
+        run as root with ``SLURMRESTD_SECURITY=disable_user_check`` (the lab's only way to be
+        the same user as its client). 26.05 refuses that as fatal ("should only be used for
+        development"); the lab then offers JWT over TCP only."""
+        return self.release.slurm_version() < (26, 5)
+
+    def _openapi_plugin(self) -> str:
         # 22.05 names its plugins by API version; 23.02 and later load openapi/slurmctld,
         # which serves every data_parser version the release has (v0.0.38 there is fatal).
-        plugin = (
-            "openapi/v0.0.38" if self.release.slurm_version() < (23, 2) else "openapi/slurmctld"
-        )
+        return "openapi/v0.0.38" if self.release.slurm_version() < (23, 2) else "openapi/slurmctld"
+
+    def _running(self, name: str) -> bool:
+        return any(p.name == name and p.alive() for p in self.procs)
+
+    def _start_rest(self, name: str, args: Sequence[str], env: dict[str, str],
+                    ready: Callable[[], bool], timeout: float) -> None:  # fmt: skip
         proc = ManagedProcess(
-            "slurmrestd",
-            self.release.argv("slurmrestd", "-s", plugin, "-a", "rest_auth/local", f"unix:{sock}"),
-            self.dir / "log" / "slurmrestd.out",
+            name,
+            self.release.argv("slurmrestd", "-s", self._openapi_plugin(), *args),
+            self.dir / "log" / f"{name}.out",
             env=env,
         )
         self.procs.append(proc.start())
-        wait_until(sock.exists, timeout, "slurmrestd socket")
+
+        def up() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited:\n{proc.log_tail(5)}")
+            return ready()
+
+        wait_until(up, timeout, name)
+
+    def start_slurmrestd(self, timeout: float = 15.0) -> Path:
+        """slurmrestd on a unix socket in our directory (local auth); returns the socket.
+
+        It refuses to run as root unless told the check is not wanted, which 26.05 refuses
+        outright (see ``local_rest_auth``; use ``start_slurmrestd_jwt`` there); with no
+        slurmdbd only the slurmctld plugin may load (no dbv* plugins)."""
+        sock = self.dir / "run" / "slurmrestd.socket"
+        if self._running("slurmrestd"):
+            return sock  # already running (a session-wide cluster shared by tests)
+        if not self.local_rest_auth:
+            major, minor = self.release.slurm_version()
+            raise RuntimeError(
+                f"Slurm {major}.{minor:02d}'s slurmrestd will not serve rest_auth/local to root"
+                " (SLURMRESTD_SECURITY=disable_user_check is fatal); use start_slurmrestd_jwt()"
+            )
+        env = dict(self.env, SLURMRESTD_SECURITY="disable_user_check")
+        env.pop("SLURM_JWT", None)
+        self._start_rest(
+            "slurmrestd", ["-a", "rest_auth/local", f"unix:{sock}"], env, sock.exists, timeout
+        )
         return sock
+
+    def start_slurmrestd_jwt(self, timeout: float = 15.0) -> str:
+        """slurmrestd on 127.0.0.1 (a free port) with ``rest_auth/jwt``, as ``nobody``, as a
+        site runs it; returns its URL. Requests need ``jwt_token()``'s token. Works on every
+        release the lab knows. By number: 26.05 cannot resolve ``nobody`` by name ("Unable to
+        resolve user"); 22.05 has no ``-g`` (it takes the user's own group)."""
+        if self._running("slurmrestd-jwt") and self.rest_url:
+            return self.rest_url
+        if not self.jwt:
+            raise RuntimeError(
+                f"release {self.release.codename} has no auth/jwt plugin: install"
+                " slurm-wlm-jwt-plugin there (./dev test does on the host)"
+            )
+        port = free_port()
+        drop = ["-u", "65534"]
+        if self.release.slurm_version() >= (23, 2):
+            drop += ["-g", "65534"]
+        self._start_rest(
+            "slurmrestd-jwt",
+            ["-a", "rest_auth/jwt", *drop, f"127.0.0.1:{port}"],
+            # auth/jwt becomes slurmrestd's own auth type for talking to slurmctld; without
+            # it 26.05's munge plugin rejects every token ("Rejecting thread config token").
+            dict(self.env, SLURM_JWT="daemon"),
+            functools.partial(port_open, port),
+            timeout,
+        )
+        self.rest_url = f"http://127.0.0.1:{port}"
+        return self.rest_url
+
+    def jwt_token(self, username: str = "root", lifespan: int = 3600) -> str:
+        """A token from ``scontrol token`` of this release (slurmctld signs it)."""
+        out = self.scontrol(
+            "token", f"username={username}", f"lifespan={lifespan}", check=True
+        ).stdout
+        m = re.search(r"SLURM_JWT=(\S+)", out)
+        if not m:
+            raise RuntimeError(f"scontrol token printed no SLURM_JWT: {out.strip()[:200]}")
+        return m.group(1)
 
     def _ctld_up(self, ctld: ManagedProcess) -> bool:
         if not ctld.alive():

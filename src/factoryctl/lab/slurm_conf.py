@@ -1,5 +1,9 @@
-"""The files of a lab Slurm cluster: munge key, fake GPU devices, slurm.conf, gres.conf and
-the RebootProgram, all inside one directory, with ports from the kernel."""
+"""The files of a lab Slurm cluster: munge key, JWT key, fake GPU devices, slurm.conf,
+gres.conf and the RebootProgram, all inside one directory, with ports from the kernel.
+
+Daemons and clients authenticate with munge; JWT is the alternative type (``AuthAltTypes``)
+that slurmrestd's ``rest_auth/jwt`` needs and ``scontrol token`` issues, as at a site that
+offers slurmrestd over TCP."""
 
 from __future__ import annotations
 
@@ -47,9 +51,11 @@ def write_lab_files(
     epilog: str | None = None,
     extra_conf: Sequence[str] = (),
     slurm_version: tuple[int, int] = (22, 5),
+    jwt: bool = True,
 ) -> int:
     """Write everything; returns the SlurmctldPort chosen. Nodes not in ``live_nodes``
-    get no slurmd (and a dummy port): they exist for slurmctld only and read DOWN."""
+    get no slurmd (and a dummy port): they exist for slurmctld only and read DOWN. ``jwt``
+    adds auth/jwt as the alternative auth type (the release must have its plugin)."""
     live = set(live_nodes)
     for sub in ("etc", "munge", "state", "run", "log", "dev", "tmp", "spool"):
         (d / sub).mkdir(parents=True, exist_ok=True)
@@ -58,6 +64,10 @@ def write_lab_files(
     key = d / "etc" / "munge.key"
     key.write_bytes(secrets.token_bytes(1024))
     os.chmod(key, 0o600)
+    # HS256 key: read by slurmctld only (SlurmUser=root), never by slurmrestd.
+    jwt_key = d / "etc" / "jwt.key"
+    jwt_key.write_bytes(secrets.token_bytes(32))
+    os.chmod(jwt_key, 0o600)
     for i in range(gpus_per_node):
         dev = d / "dev" / f"nvidia{i}"
         os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, i))
@@ -112,6 +122,8 @@ def write_lab_files(
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
     ]
+    if jwt:
+        conf += ["AuthAltTypes=auth/jwt", f"AuthAltParameters=jwt_key={jwt_key}"]
     if prolog:
         conf.append(f"Prolog={prolog}")
     if epilog:

@@ -93,6 +93,14 @@ def validate_reservation_name(name: str) -> str:
     return name
 
 
+def reservation_users(users: Sequence[str]) -> tuple[str, ...]:
+    """The users a reservation admits, each a plain user name."""
+    bad = [u for u in users if not _USER.match(u)]
+    if bad or not users:
+        raise UsageError(f"invalid reservation user {bad[0] if bad else ''!r}")
+    return tuple(users)
+
+
 @dataclass
 class SlurmCLI:
     """The default backend. ``env`` is the environment for every Slurm command."""
@@ -187,10 +195,7 @@ class SlurmCLI:
         hl = validate_nodes(request.nodes)
         start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(request.start_time))
         minutes = max(1, round(request.duration_seconds / 60))
-        bad = [u for u in request.users if not _USER.match(u)]
-        if bad or not request.users:
-            raise UsageError(f"invalid reservation user {bad[0] if bad else ''!r}")
-        users = ",".join(request.users)
+        users = ",".join(reservation_users(request.users))
         self._run(
             [
                 "scontrol",

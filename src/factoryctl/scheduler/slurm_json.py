@@ -32,7 +32,7 @@ from factoryctl.scheduler.base import Reservation
 from factoryctl.scheduler.slurm_parse import JOB_STATES, gpu_count, gpu_indices, map_node_state
 
 # The data parsers whose shapes we have read from a real Slurm (tests/fixtures/slurm).
-KNOWN_PARSERS = ("v0.0.38", "v0.0.40", "v0.0.41", "v0.0.42", "v0.0.45")
+KNOWN_PARSERS = ("v0.0.38", "v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45")
 _PARSER = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
 
 
