@@ -163,6 +163,11 @@ class Job:
         return max(0.0, end - self.start_time)
 
 
+# In a snapshot's ``unavailable``: no GPU telemetry at all (``gpus`` is empty because
+# nothing was measured, not because the factory has no GPUs): the scheduler alone.
+GPU_TELEMETRY = "gpu_telemetry"
+
+
 @dataclass(frozen=True, slots=True)
 class FactorySnapshot:
     """Everything known about the factory at one instant, from one or more sources.

@@ -3,7 +3,9 @@
 Input is a snapshot plus, where the source has them, firing Prometheus alerts. Every
 problem is tied to its node, GPU, jobs and users, and carries one suggested action: a
 hardware fault suggests a drain with a ready reason; an application XID (13, 31, 43) is
-the user's bug, so it suggests telling the user and leaves the node in service.
+the user's bug, so it suggests telling the user and leaves the node in service. What the
+snapshot could not see is a finding too: missing GPU telemetry is a warning, so triage
+never reports "healthy" for want of looking.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from factoryctl.model import GPU, FactorySnapshot, Job, NodeState
+from factoryctl.model import GPU, GPU_TELEMETRY, FactorySnapshot, Job, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD
 
 XID_HARDWARE = {
@@ -281,7 +283,20 @@ def _idle_problems(snapshot: FactorySnapshot) -> Iterable[Problem]:
             )
 
 
+def _blind_spots(snapshot: FactorySnapshot) -> Iterable[Problem]:
+    """What the snapshot could not see: never "healthy" for want of looking."""
+    if GPU_TELEMETRY in snapshot.unavailable:
+        yield Problem(
+            Severity.WARNING,
+            "no_gpu_telemetry",
+            "no GPU telemetry: lost GPUs, XIDs, throttling and idle GPUs cannot be checked",
+            action="configure [prometheus] url (or pass --prometheus URL)",
+        )
+
+
 def _silent_exporters(snapshot: FactorySnapshot) -> Iterable[Problem]:
+    if GPU_TELEMETRY in snapshot.unavailable:
+        return  # no exporter is expected to report: one finding says so, not one per node
     for node in snapshot.nodes:
         if node.state in (NodeState.DOWN, NodeState.REBOOTING):
             continue
@@ -347,6 +362,7 @@ def triage(
         key=lambda p: (-p.severity, rank.get(p.kind, len(rank))),
     )
     findings = [
+        *_blind_spots(snapshot),
         *_gpu_problems(snapshot, since),
         *_node_problems(snapshot, snapshot.time, drained_hours),
         *_silent_exporters(snapshot),

@@ -153,7 +153,8 @@ def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         # Utilization and power describe the present: only for jobs still running.
         "mean_utilization": occ.mean_utilization if running else None,
         "low_utilization": occ.low_utilization if running else None,
-        "idle_gpus": occ.idle_gpus if running else None,
+        # No GPU of the job reporting (no telemetry, exporters down): how many idle is unknown.
+        "idle_gpus": occ.idle_gpus if running and occ.reporting else None,
         "idle_seconds": occ.idle_seconds if running else None,
         "memory_used_bytes": occ.memory_used_bytes if running else None,
         "power_watts": occ.power_watts if running else None,

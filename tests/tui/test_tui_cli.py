@@ -118,13 +118,13 @@ def test_top_without_prometheus_reads_nodes_and_jobs_from_the_scheduler(
 ) -> None:
     from factoryctl.cli.env import Environment
     from factoryctl.scheduler.demo import DemoScheduler
-    from factoryctl.tui.sources import SchedulerSource
+    from factoryctl.telemetry.scheduler_source import SchedulerSource
 
     scheduler = DemoScheduler(demo_source.sim)
     monkeypatch.setattr(Environment, "scheduler", lambda self: scheduler)
     res = run_cli("top", tty=True)
     assert res.status == 0, res.stderr
-    assert "no Prometheus configured" in res.stderr
+    assert "no GPU telemetry" in res.stderr
     (app,) = opened
     assert isinstance(app.source, SchedulerSource)
     snap = app.source.snapshot()

@@ -233,7 +233,7 @@ def test_pure_modules_import_without_textual() -> None:
 
 def test_scheduler_source_has_nodes_and_jobs_but_no_gpus() -> None:
     from factoryctl.scheduler.demo import DemoScheduler
-    from factoryctl.tui.sources import SchedulerSource
+    from factoryctl.telemetry.scheduler_source import SchedulerSource
 
     src = demo(nodes=8)
     snap = SchedulerSource(DemoScheduler(src.sim), clock=lambda: NOW).snapshot()

@@ -143,7 +143,7 @@ def test_config_errors(run_cli: Run, tmp_path: Path) -> None:
     assert res.status == ExitStatus.CONFIG and res.stderr.startswith(
         "factoryctl: error: invalid TOML"
     )
-    res = run_cli("nodes")
+    res = run_cli("--scheduler", "none", "nodes")
     assert res.status == ExitStatus.CONFIG and "no data source" in res.stderr
 
 

@@ -58,6 +58,12 @@ def document(kind: str, snapshot: FactorySnapshot, **body: Any) -> dict[str, Any
     }
 
 
+def warn_snapshot(env: Environment, snapshot: FactorySnapshot) -> None:
+    """The snapshot's warnings, one line each on stderr (data stays on stdout)."""
+    for warning in snapshot.warnings:
+        env.warn(f"warning: {warning}")
+
+
 def emit_rows(
     env: Environment,
     kind: str,
@@ -65,8 +71,7 @@ def emit_rows(
     rows: Sequence[Row],
     columns: Sequence[Column],
 ) -> None:
-    for warning in snapshot.warnings:
-        env.warn(f"warning: {warning}")
+    warn_snapshot(env, snapshot)
     if env.output == "json":
         env.write(render_json(document(kind, snapshot, items=list(rows))))
     elif env.output == "csv":

@@ -14,7 +14,7 @@ import click
 from factoryctl.cli.common import get_env
 from factoryctl.durations import parse_time
 from factoryctl.energy import joules_to_kwh
-from factoryctl.errors import UsageError
+from factoryctl.errors import ConfigError, UsageError
 from factoryctl.formats import render_csv, render_json, render_table
 from factoryctl.views import Column, Row, sort_rows
 
@@ -69,6 +69,13 @@ def energy(
     source = env.source()
     report = getattr(source, "energy_report", None)
     if report is None:
+        from factoryctl.telemetry.scheduler_source import SchedulerSource
+
+        if isinstance(source, SchedulerSource):
+            raise ConfigError(
+                "factoryctl energy reads Prometheus: no Prometheus URL configured"
+                " (--prometheus URL or [prometheus] url)"
+            )
         raise UsageError("factoryctl energy reads Prometheus: pass --prometheus URL (not --demo)")
     jobs, measured = report(lo, hi)
     settings = env.settings.get("energy", {})

@@ -50,21 +50,30 @@ class Environment:
     def source(self) -> FactorySource:
         if self._source is None:
             factory = self.source_factory
-            self._source = factory(self) if factory else open_source(self.settings, self.demo)
+            if factory is not None:
+                self._source = factory(self)
+            elif self.demo:
+                self._source = open_source(self.settings, demo=True)
+            else:
+                # One scheduler object for the views and the actions.
+                joined = None if self.settings["scheduler"]["type"] == "none" else self.scheduler()
+                self._source = open_source(self.settings, False, joined, clock=self.clock)
         return self._source
 
     def scheduler(self) -> Scheduler:
         if self._scheduler is None:
             factory = self.scheduler_factory
+            opened: Scheduler
             if factory is not None:
-                self._scheduler = factory(self)
+                opened = factory(self)
             elif self.demo:
                 # The demo scheduler acts on the very factory the views show.
                 from factoryctl.scheduler.demo import DemoScheduler
 
-                self._scheduler = DemoScheduler(self.source().sim)  # type: ignore[attr-defined]
+                opened = DemoScheduler(self.source().sim)  # type: ignore[attr-defined]
             else:
-                self._scheduler = open_scheduler(self.settings, self.demo, self.environ)
+                opened = open_scheduler(self.settings, self.demo, self.environ)
+            self._scheduler = opened
         return self._scheduler
 
     def write(self, text: str) -> None:

@@ -6,10 +6,12 @@ import click
 
 from factoryctl import hostlists
 from factoryctl.cli import fetch
-from factoryctl.cli.common import document, emit_rows, get_env, sort_option
+from factoryctl.cli.common import document, emit_rows, get_env, sort_option, warn_snapshot
+from factoryctl.cli.env import Environment
 from factoryctl.cli.watch import watch_option
-from factoryctl.errors import NotFoundError
+from factoryctl.errors import ConfigError, NotFoundError
 from factoryctl.formats import format_value, render_json, render_table
+from factoryctl.model import GPU_TELEMETRY
 from factoryctl.processes import ProcessTable, processes_of
 from factoryctl.views import (
     GPU_COLUMNS,
@@ -76,6 +78,13 @@ def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
     """List GPUs with their job, utilization, memory, power and temperature."""
     env = get_env()
     snap = fetch.snapshot(env, "gpus")
+    if GPU_TELEMETRY in snap.unavailable:
+        # The scheduler alone knows GPU counts and allocations (``nodes``, ``job ID``),
+        # not the GPUs themselves: no list of rows that are n/a in every column.
+        raise ConfigError(
+            "factoryctl gpus needs GPU telemetry: no Prometheus URL configured (--prometheus"
+            " URL or [prometheus] url); nodes, node, jobs and job work from the scheduler alone"
+        )
     wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes))) if node_list else None
     rows = gpu_rows(snap, wanted)
     if job_id is not None:
@@ -138,10 +147,19 @@ def job(job_id: str) -> None:
     found = snap.job(job_id)
     if found is None:
         raise NotFoundError(f"unknown job: {job_id}")
+    warn_snapshot(env, snap)
     row = job_row(snap, found)
     gpus = [r for r in gpu_rows(snap, set(found.nodes)) if job_id in r["job_ids"].split(",")]
     if env.output == "json":
-        env.write(render_json(document("job", snap, job=row, gpus=gpus)))
+        blind = GPU_TELEMETRY in snap.unavailable  # null, not an empty list: nothing measured
+        # The scheduler's allocation: which GPUs on which node, with or without telemetry.
+        allocations = [
+            {"node": a.node, "gpus": list(a.gpu_indices), "count": a.count}
+            for a in found.allocations
+        ]
+        doc = document("job", snap, job=row, allocations=allocations)
+        doc["gpus"] = None if blind else gpus
+        env.write(render_json(doc))
         return
     env.write(_row_details(row, JOB_COLUMNS, snap.unavailable))
     if gpus:
@@ -159,9 +177,22 @@ def node(name: str) -> None:
     env = get_env()
     snap = env.source().snapshot()
     hostlists.resolve(name, (n.name for n in snap.nodes))
+    warn_snapshot(env, snap)
     row = next(r for r in node_rows(snap) if r["name"] == name)
-    gpus = gpu_rows(snap, {name})
     running = [job_row(snap, j) for j in snap.jobs_on_node(name)]
+    if GPU_TELEMETRY in snap.unavailable:
+        # The scheduler alone: no GPU or process was measured (the warning says why).
+        if env.output == "json":
+            doc = document("node", snap, node=row, gpus=None, jobs=running)
+            doc["processes"], doc["processes_note"] = None, "no GPU telemetry"
+            env.write(render_json(doc))
+            return
+        env.write(_row_details(row, NODE_COLUMNS, snap.unavailable))
+        env.write("")
+        env.write("GPUS       n/a\nPROCESSES  n/a")
+        _write_jobs(env, running, snap.unavailable)
+        return
+    gpus = gpu_rows(snap, {name})
     # Only this node's processes, and only now that someone asked for this node.
     procs = processes_of(env.source(), name)
     if env.output == "json":
@@ -184,10 +215,12 @@ def node(name: str) -> None:
         env.write(render_table(rows, PROCESS_COLUMNS, wide=env.output == "wide"))
     else:
         env.write("PROCESSES  none on its GPUs")
+    _write_jobs(env, running, snap.unavailable)
+
+
+def _write_jobs(env: Environment, running: list[Row], unavailable: frozenset[str]) -> None:
     if running:
         env.write("")
         env.write(
-            render_table(
-                running, JOB_COLUMNS, wide=env.output == "wide", unavailable=snap.unavailable
-            )
+            render_table(running, JOB_COLUMNS, wide=env.output == "wide", unavailable=unavailable)
         )

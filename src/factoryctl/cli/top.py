@@ -108,15 +108,13 @@ def open_console(
 def top(readonly: bool, refresh: float | None) -> None:
     """Open the full-screen console on the configured Prometheus and scheduler."""
     from factoryctl.telemetry.demo import DemoSource
+    from factoryctl.telemetry.scheduler_source import NO_TELEMETRY, SchedulerSource
 
     env = get_env()
     seconds = refresh if refresh is not None else float(env.settings["tui"]["refresh"])
-    try:
-        source: SnapshotSource = env.source()
-    except ConfigError:
-        if env.settings["scheduler"]["type"] == "none":
-            raise
-        source = _scheduler_only(env)
+    source: SnapshotSource = env.source()
+    if isinstance(source, SchedulerSource):  # no Prometheus: say so before the screen opens
+        env.warn(f"warning: {NO_TELEMETRY}")
     if isinstance(source, DemoSource):
         live, demo_actions = demo_console(env, source)
         open_console(env, live, demo_actions, readonly=readonly, refresh=seconds)
@@ -128,11 +126,3 @@ def top(readonly: bool, refresh: float | None) -> None:
         except ConfigError as err:
             env.warn(f"{err.message}: the console opens read-only")
     open_console(env, source, actions, readonly=readonly, refresh=seconds)
-
-
-def _scheduler_only(env: Environment) -> SnapshotSource:
-    """No Prometheus configured: nodes and jobs from the scheduler, GPUs unknown."""
-    from factoryctl.tui.sources import SchedulerSource
-
-    env.warn("no Prometheus configured: nodes and jobs from the scheduler, no GPU telemetry")
-    return SchedulerSource(env.scheduler(), clock=env.clock)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from factoryctl.cli.common import document, get_env
+from factoryctl.cli.common import document, get_env, warn_snapshot
 from factoryctl.durations import parse_duration, parse_time
 from factoryctl.errors import ExitStatus
 from factoryctl.formats import render_csv, render_json, render_table
@@ -50,6 +50,7 @@ def triage_command(since: str | None, drained_hours: str, exit_code: bool) -> in
     env = get_env()
     source = env.source()
     snap = source.snapshot()
+    warn_snapshot(env, snap)
     alerts: list[Alert] = []
     fetch = getattr(source, "alerts", None)
     if callable(fetch):

@@ -15,7 +15,8 @@ from factoryctl.telemetry.scheduler_view import SchedulerView
 def source_from_settings(
     settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
 ) -> PrometheusSource:
-    """The source the CLI uses: client from ``[prometheus]`` settings."""
+    """The source the CLI uses: client from ``[prometheus]`` settings, joined with
+    ``scheduler`` (the caller opens it from ``[scheduler]``; None: telemetry alone)."""
     p = settings["prometheus"]
 
     def path(key: str) -> Path | None:
@@ -44,19 +45,4 @@ def source_from_settings(
         scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
         search_delay=None if float(p.get("search_delay", -1.0)) < 0 else float(p["search_delay"]),
     )
-    if scheduler is None:
-        scheduler = _scheduler_from_settings(settings)
     return PrometheusSource(client, scheduler, options)
-
-
-def _scheduler_from_settings(settings: Mapping[str, Mapping[str, Any]]) -> SchedulerView | None:
-    """The configured scheduler (Slurm CLI or slurmrestd); ``--scheduler none``: telemetry
-    alone. An unreachable scheduler degrades to telemetry alone with a warning."""
-    if str(settings.get("scheduler", {}).get("type", "none")) == "none":
-        return None
-    import os
-
-    from factoryctl.scheduler import open_scheduler
-
-    view: SchedulerView = open_scheduler(settings, demo=False, environ=os.environ)
-    return view

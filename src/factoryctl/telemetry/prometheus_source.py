@@ -473,7 +473,8 @@ def _held_by(jobs: Sequence[Job]) -> dict[GpuKey, tuple[str, ...]]:
 def open_prometheus_source(
     settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
 ) -> PrometheusSource:
-    """The source the CLI uses, from ``[prometheus]`` and ``[scheduler]`` settings."""
+    """The source the CLI uses, from ``[prometheus]`` settings and the scheduler the
+    environment opened (None: telemetry alone)."""
     from factoryctl.telemetry.prom_open import source_from_settings
 
     return source_from_settings(settings, scheduler)

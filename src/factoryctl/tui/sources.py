@@ -1,4 +1,8 @@
-"""Snapshot sources the console wraps: the live demo follows a clock."""
+"""Snapshot sources the console wraps: the live demo follows a clock.
+
+The scheduler-only source (no Prometheus) is ``factoryctl.telemetry.scheduler_source``:
+the CLI uses it too, and must not import the console for it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from factoryctl.model import FactorySnapshot, JobState
+from factoryctl.model import FactorySnapshot
 from factoryctl.processes import ProcessTable
-from factoryctl.scheduler.base import Scheduler
 from factoryctl.telemetry.demo import DemoSource
 
 
@@ -39,30 +42,3 @@ class LiveDemoSource:
         # The simulator as it stands: the poll moves it, this only reads it.
         with self.lock:
             return self.demo.processes(node)
-
-
-@dataclass
-class SchedulerSource:
-    """Nodes and jobs from the scheduler alone, for a site without Prometheus (yet).
-
-    GPU telemetry is unavailable, so utilization, power and energy show as unknown
-    rather than 0. The lock is shared with the action backend when both drive one
-    scheduler object that is not thread-safe (the demo scheduler).
-    """
-
-    scheduler: Scheduler
-    clock: Callable[[], float] = time.time
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def snapshot(self) -> FactorySnapshot:
-        with self.lock:
-            nodes = tuple(self.scheduler.nodes())
-            jobs = tuple(j for j in self.scheduler.jobs() if j.state is not JobState.UNKNOWN)
-        return FactorySnapshot(
-            time=self.clock(),
-            nodes=nodes,
-            jobs=jobs,
-            source=getattr(self.scheduler, "name", "scheduler"),
-            unavailable=frozenset({"gpu_telemetry"}),
-            warnings=("no GPU telemetry: configure [prometheus] url",),
-        )

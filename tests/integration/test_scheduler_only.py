@@ -1,0 +1,180 @@
+"""factoryctl on a real Slurm with no Prometheus: nodes, node, jobs and job from the
+scheduler alone (issue 11, part 6), on every Slurm generation the lab can run here.
+
+The real ``factoryctl`` runs as a subprocess with the cluster's environment (its release's
+clients first on PATH), HOME in a temporary directory and no Prometheus URL: states and
+allocations must be Slurm's own (read back with ``scontrol``), every telemetry field null,
+the exit status 0 and one notice on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factoryctl.hostlists import expand
+from factoryctl.lab import debian
+from factoryctl.lab.slurm import SlurmCluster, slurm_available
+
+HOST = debian.host_codename()
+# The host's release first (SlurmCluster's default), then every other one the lab knows.
+RELEASES = ["host", *(c for c in debian.RELEASES if c != HOST)]
+NODE_TELEMETRY = ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
+JOB_TELEMETRY = ("mean_utilization", "low_utilization", "idle_gpus", "idle_seconds",
+                 "power_watts", "energy_joules", "energy_kwh")  # fmt: skip
+
+
+def _release(name: str) -> debian.DebianRelease | None:
+    release = debian.DebianRelease(HOST) if name == "host" else debian.available(name)
+    return release if release is not None and slurm_available(release) else None
+
+
+@pytest.fixture(scope="module", params=RELEASES, ids=lambda n: f"{n}-{HOST}" if n == "host" else n)
+def cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
+    release = _release(request.param)
+    if release is None:
+        pytest.skip(f"Slurm of {request.param} cannot run here (not built, or not root)")
+    # start() stops what it started when it fails; the finally stops it after the tests,
+    # whatever they did.
+    started = SlurmCluster(nodes=4, gpus_per_node=8, release=release)
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def slurm(cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    cluster.reset()
+    yield cluster
+    cluster.cancel_all()
+
+
+def factoryctl(
+    cluster: SlurmCluster, home: Path, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {
+        k: v
+        for k, v in cluster.env.items()
+        if not k.startswith("FACTORYCTL_") or k == "FACTORYCTL_LAB_DIR"
+    }
+    environ.pop("XDG_CONFIG_HOME", None)  # no config but the defaults: no Prometheus URL
+    environ["HOME"] = str(home)
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "factoryctl", "--scheduler", "slurm", *argv],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def run_json(cluster: SlurmCluster, home: Path, *argv: str) -> dict[str, Any]:
+    res = factoryctl(cluster, home, *argv, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    notice = res.stderr.splitlines()
+    assert len(notice) == 1, res.stderr
+    assert notice[0].startswith("factoryctl: warning: no GPU telemetry: no Prometheus URL")
+    doc: dict[str, Any] = json.loads(res.stdout)
+    assert set(NODE_TELEMETRY + JOB_TELEMETRY) <= set(doc["unavailable"])
+    return doc
+
+
+def scontrol(cluster: SlurmCluster, what: str, name: str) -> dict[str, str]:
+    out = cluster.scontrol("-d", "-o", "show", what, name, check=True).stdout
+    return dict(t.partition("=")[::2] for t in out.split() if "=" in t)
+
+
+def gres_count(text: str) -> int:
+    """``gpu:2(IDX:0-1)``, ``gpu:h100:2(IDX:0-1)``, ``gpu:0``: the number of GPUs."""
+    m = re.match(r"gpu(?::[^:(,]+)?:(\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def gres_indices(text: str) -> list[int]:
+    """``gpu:2(IDX:0-1,4)`` -> [0, 1, 4]."""
+    m = re.search(r"IDX:([\d,-]+)", text)
+    indices: list[int] = []
+    for part in m.group(1).split(",") if m else ():
+        lo, _, hi = part.partition("-")
+        indices.extend(range(int(lo), int(hi or lo) + 1))
+    return indices
+
+
+def test_nodes_and_jobs_from_slurm_alone(slurm: SlurmCluster, tmp_path: Path) -> None:
+    one = slurm.sbatch("-w", "gpu01", "--gres=gpu:2", "-J", "train-a")
+    two = slurm.sbatch("-N", "2", "-w", "gpu02,gpu04", "--gres=gpu:3", "-J", "train-b")
+    slurm.wait_job_running(one)
+    slurm.wait_job_running(two)
+    slurm.scontrol("update", "NodeName=gpu03", "State=DRAIN", "Reason=fan swap", check=True)
+
+    nodes = {n["name"]: n for n in run_json(slurm, tmp_path, "nodes")["items"]}
+    assert sorted(nodes) == slurm.live_nodes
+    # factoryctl's state, and Slurm's own word for it.
+    expected = {
+        "gpu01": ("mixed", "MIXED"),
+        "gpu02": ("mixed", "MIXED"),
+        "gpu03": ("drained", "IDLE+DRAIN"),
+        "gpu04": ("mixed", "MIXED"),
+    }
+    for name, (state, slurm_state) in expected.items():
+        info = scontrol(slurm, "node", name)
+        assert info["State"] == slurm_state, info
+        assert nodes[name]["state"] == state, (name, info["State"])
+        assert nodes[name]["gpus_total"] == gres_count(info["Gres"]) == 8
+        assert nodes[name]["gpus_allocated"] == gres_count(info["GresUsed"]), info["GresUsed"]
+        assert all(nodes[name][k] is None for k in NODE_TELEMETRY), nodes[name]
+    assert nodes["gpu03"]["reason"] == "fan swap"
+    assert [nodes[n]["gpus_allocated"] for n in slurm.live_nodes] == [2, 3, 0, 3]
+
+    jobs = {j["job_id"]: j for j in run_json(slurm, tmp_path, "jobs")["items"]}
+    assert sorted(jobs) == sorted([one, two])
+    for job_id, name in ((one, "train-a"), (two, "train-b")):
+        info = scontrol(slurm, "job", job_id)
+        job = jobs[job_id]
+        assert (job["state"], job["user"], job["name"]) == ("running", "root", name)
+        assert job["nodes"] == info["NodeList"]
+        assert all(job[k] is None for k in JOB_TELEMETRY), job
+    assert (jobs[one]["gpus"], jobs[two]["gpus"]) == (2, 6)
+
+    # One job: its allocation, GPU by GPU, is the one scontrol shows.
+    doc = run_json(slurm, tmp_path, "job", two)
+    assert doc["gpus"] is None and all(doc["job"][k] is None for k in JOB_TELEMETRY)
+    out = slurm.scontrol("-d", "-o", "show", "job", two, check=True).stdout
+    truth = {
+        node: gres_indices(gres)
+        for node, gres in re.findall(r"\bNodes=(\S+) CPU_IDs=\S+ Mem=\S+ GRES=(\S+)", out)
+    }
+    assert truth, out
+    allocations = {a["node"]: a["gpus"] for a in doc["allocations"]}
+    for hostlist, indices in truth.items():
+        for node in expand(hostlist):
+            assert allocations[node] == indices == [0, 1, 2], (allocations, out)
+    assert sorted(allocations) == ["gpu02", "gpu04"]
+
+    # One node: its row, its jobs; no GPU rows made up from nothing.
+    doc = run_json(slurm, tmp_path, "node", "gpu01")
+    assert doc["node"]["state"] == "mixed" and doc["node"]["gpus_allocated"] == 2
+    assert doc["gpus"] is None and doc["processes"] is None
+    assert [j["job_id"] for j in doc["jobs"]] == [one]
+
+
+def test_without_prometheus_gpus_and_unknown_names_fail_in_one_line(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    res = factoryctl(slurm, tmp_path, "gpus")
+    assert res.returncode == 4 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "needs GPU telemetry" in res.stderr
+    res = factoryctl(slurm, tmp_path, "node", "gpu99")
+    assert res.returncode == 3 and res.stderr == "factoryctl: error: unknown node: gpu99\n"
+    res = factoryctl(slurm, tmp_path, "--scheduler", "none", "jobs")
+    assert res.returncode == 4 and "no data source" in res.stderr
