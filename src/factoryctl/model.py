@@ -185,6 +185,9 @@ class FactorySnapshot:
     # views print "n/a" for these instead of 0.
     unavailable: frozenset[str] = frozenset()
     warnings: tuple[str, ...] = ()
+    # Why a configured scheduler could not be read ("" when it was, or none is configured):
+    # nodes and jobs then come from telemetry alone, and triage says so as a critical problem.
+    scheduler_error: str = ""
     # Energy the reporting GPUs used since ``energy_today_since`` (local midnight, or
     # when the source's data begins if that is later). None: the source cannot say.
     energy_today_joules: float | None = None

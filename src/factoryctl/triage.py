@@ -4,8 +4,8 @@ Input is a snapshot plus, where the source has them, firing Prometheus alerts. E
 problem is tied to its node, GPU, jobs and users, and carries one suggested action: a
 hardware fault suggests a drain with a ready reason; an application XID (13, 31, 43) is
 the user's bug, so it suggests telling the user and leaves the node in service. What the
-snapshot could not see is a finding too: missing GPU telemetry is a warning, so triage
-never reports "healthy" for want of looking.
+snapshot could not see is a finding too: a scheduler that could not be read is critical,
+missing GPU telemetry a warning, so triage never reports "healthy" for want of looking.
 """
 
 from __future__ import annotations
@@ -285,6 +285,14 @@ def _idle_problems(snapshot: FactorySnapshot) -> Iterable[Problem]:
 
 def _blind_spots(snapshot: FactorySnapshot) -> Iterable[Problem]:
     """What the snapshot could not see: never "healthy" for want of looking."""
+    if snapshot.scheduler_error:
+        yield Problem(
+            Severity.CRITICAL,
+            "scheduler_unreadable",
+            f"could not read the scheduler: {snapshot.scheduler_error}"
+            " (node states, drains and job allocations unknown)",
+            action="check slurmctld and this host's Slurm clients: scontrol ping",
+        )
     if GPU_TELEMETRY in snapshot.unavailable:
         yield Problem(
             Severity.WARNING,

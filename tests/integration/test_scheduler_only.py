@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -178,3 +179,31 @@ def test_without_prometheus_gpus_and_unknown_names_fail_in_one_line(
     assert res.returncode == 3 and res.stderr == "factoryctl: error: unknown node: gpu99\n"
     res = factoryctl(slurm, tmp_path, "--scheduler", "none", "jobs")
     assert res.returncode == 4 and "no data source" in res.stderr
+
+
+def unreachable_conf(cluster: SlurmCluster) -> Path:
+    """The cluster's slurm.conf with slurmctld on a port nobody listens on (and a short
+    message timeout: clients retry a refused connection for MessageTimeout)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = re.sub(r"(?m)^(SlurmctldPort|MessageTimeout)=.*\n", "", cluster.conf_path.read_text())
+    path = cluster.dir / "etc" / "unreachable.conf"
+    path.write_text(f"{conf}SlurmctldPort={port}\nMessageTimeout=1\n")
+    return path
+
+
+def test_an_unreachable_slurm_is_one_line_and_triage_says_critical(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    gone = {"SLURM_CONF": str(unreachable_conf(slurm))}
+    for argv in (("nodes",), ("jobs", "-o", "json"), ("job", "1"), ("node", "gpu01")):
+        res = factoryctl(slurm, tmp_path, *argv, env=gone)
+        assert res.returncode == 8, res
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith("factoryctl: error: ")
+        assert "slurmctld" in res.stderr or "slurm controller" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and res.stdout == ""
+    res = factoryctl(slurm, tmp_path, "triage", "--exit-code", env=gone)
+    assert res.returncode == 21, res
+    assert "could not read the scheduler" in res.stdout and "healthy" not in res.stdout
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr

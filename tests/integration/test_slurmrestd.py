@@ -25,6 +25,7 @@ from factoryctl.lab.procs import wait_until
 from factoryctl.lab.slurm import SlurmCluster, slurm_available
 from factoryctl.model import NodeState
 from factoryctl.scheduler.base import ReservationRequest
+from factoryctl.scheduler.checked import CheckedScheduler
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.scheduler.slurmrestd import SlurmRestd, open_slurmrestd
 
@@ -276,7 +277,8 @@ def test_cli_drains_through_slurmrestd(cluster: SlurmCluster, tmp_path: Path) ->
     assert main(argv, env) == 0, err.getvalue()
     assert json.loads(out.getvalue())["nodes"][0]["result"] == "changed"
     scheduler = env.scheduler()
-    assert isinstance(scheduler, SlurmRestd)
+    assert isinstance(scheduler, CheckedScheduler)  # the gate every command goes through
+    assert isinstance(scheduler.inner, SlurmRestd)
     assert "GET /openapi/v3" in scheduler.calls
     assert _show_node(cluster, "gpu02")[0] == "IDLE+DRAIN"
     assert _show_node(cluster, "gpu02")[1] == "factoryctl: via rest (root)"

@@ -166,7 +166,12 @@ def test_failing_scheduler_read_degrades_to_telemetry_with_a_warning(status) -> 
     src = PrometheusSource(client, BrokenScheduler(status), SourceOptions(), clock=lambda: T)
     snap = src.snapshot()
     assert len(snap.gpus) == 4
-    assert any("scheduler unreachable" in w and "slurmctld" in w for w in snap.warnings)
+    what = {
+        ExitStatus.SCHEDULER_UNREACHABLE: "scheduler unreachable",
+        ExitStatus.SCHEDULER_ERROR: "scheduler could not be read",
+    }[status]
+    assert any(what in w and "slurmctld" in w for w in snap.warnings), snap.warnings
+    assert snap.scheduler_error.startswith(what) and "slurmctld" in snap.scheduler_error
 
 
 def test_usage_errors_from_the_scheduler_still_raise() -> None:

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from factoryctl.config import load_settings
 from factoryctl.scheduler import Scheduler, open_scheduler
+from factoryctl.scheduler.checked import checked
 from factoryctl.telemetry.source import FactorySource, open_source
 
 
@@ -55,12 +56,14 @@ class Environment:
             elif self.demo:
                 self._source = open_source(self.settings, demo=True)
             else:
-                # One scheduler object for the views and the actions.
+                # One scheduler object for the views and the actions: the checked one.
                 joined = None if self.settings["scheduler"]["type"] == "none" else self.scheduler()
                 self._source = open_source(self.settings, False, joined, clock=self.clock)
         return self._source
 
     def scheduler(self) -> Scheduler:
+        """The configured scheduler behind ``checked``: whatever its backend raises, a
+        command sees one ``FactoryctlError`` (see ``factoryctl.scheduler.checked``)."""
         if self._scheduler is None:
             factory = self.scheduler_factory
             opened: Scheduler
@@ -73,7 +76,7 @@ class Environment:
                 opened = DemoScheduler(self.source().sim)  # type: ignore[attr-defined]
             else:
                 opened = open_scheduler(self.settings, self.demo, self.environ)
-            self._scheduler = opened
+            self._scheduler = checked(opened)
         return self._scheduler
 
     def write(self, text: str) -> None:

@@ -7,9 +7,12 @@ from typing import Any
 import click
 
 from factoryctl.cli.common import document, get_env, warn_snapshot
+from factoryctl.cli.env import Environment
 from factoryctl.durations import parse_duration, parse_time
-from factoryctl.errors import ExitStatus
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.formats import render_csv, render_json, render_table
+from factoryctl.model import GPU_TELEMETRY, FactorySnapshot
+from factoryctl.telemetry.source import FactorySource
 from factoryctl.triage import Alert, Severity, triage, worst
 from factoryctl.views import Column
 
@@ -49,7 +52,7 @@ def triage_command(since: str | None, drained_hours: str, exit_code: bool) -> in
     """What is broken, which jobs and users it hurts, and what to do about it."""
     env = get_env()
     source = env.source()
-    snap = source.snapshot()
+    snap = _snapshot(env, source)
     warn_snapshot(env, snap)
     alerts: list[Alert] = []
     fetch = getattr(source, "alerts", None)
@@ -90,3 +93,21 @@ def triage_command(since: str | None, drained_hours: str, exit_code: bool) -> in
         rows = [{**i, "users": ",".join(i["users"])} for i in items]
         env.write(render_table(rows, COLUMNS, wide=True))
     return int(EXIT_CODES[worst(problems)]) if exit_code and problems else int(ExitStatus.OK)
+
+
+def _snapshot(env: Environment, source: FactorySource) -> FactorySnapshot:
+    """The source's snapshot; where the scheduler could not be read and nothing else was
+    (the scheduler is the only source), an empty one that says so: triage reports it as
+    a critical problem (exit 21 with --exit-code), never as "healthy"."""
+    try:
+        return source.snapshot()
+    except FactoryctlError as err:
+        if err.status not in (ExitStatus.SCHEDULER_UNREACHABLE, ExitStatus.SCHEDULER_ERROR):
+            raise
+        return FactorySnapshot(
+            time=env.clock(),
+            source=str(getattr(getattr(source, "scheduler", None), "name", "scheduler")),
+            unavailable=frozenset({GPU_TELEMETRY}),
+            warnings=(f"could not read the scheduler: {err.message}",),
+            scheduler_error=err.message,
+        )

@@ -71,7 +71,8 @@ def job_rows(
     t = source.clock() if at is None else at
     schema = source.schema(t)
     warnings: list[str] = []
-    if schema.job_info is None or source.scheduler_view(t, warnings) is not None:
+    failures: list[str] = []
+    if schema.job_info is None or source.scheduler_view(t, warnings, failures) is not None:
         return None
     plan = _plan(schema, source.window(t), source.options.inventory_window)
     client = source.client
@@ -98,6 +99,7 @@ def job_rows(
         jobs=tuple(jobs),
         source=f"prometheus:{schema.name}",
         warnings=tuple(dict.fromkeys(warnings)),
+        scheduler_error="; ".join(failures),
     )
     return snap, rows
 

@@ -65,7 +65,8 @@ def node_rows(
     schema = source.schema(t)
     window = source.window(t)
     warnings: list[str] = []
-    sched = source.scheduler_view(t, warnings)
+    failures: list[str] = []
+    sched = source.scheduler_view(t, warnings, failures)
     plan = _queries(schema, window, source.options.inventory_window, sched is None)
     client = source.client
     with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
@@ -104,6 +105,7 @@ def node_rows(
         source=f"prometheus:{schema.name}",
         unavailable=frozenset(unavailable),
         warnings=tuple(dict.fromkeys(warnings)),
+        scheduler_error="; ".join(failures),
     )
     return snap, rows
 

@@ -103,7 +103,8 @@ class PrometheusSource:
         schema = self.schema(t)
         fields = VIEW_FIELDS.get(view or "")
         warnings: list[str] = []
-        view_of_scheduler = self.scheduler_view(t, warnings)
+        failures: list[str] = []
+        view_of_scheduler = self.scheduler_view(t, warnings, failures)
         plan, wanted, xid_gauge = self._plan(schema, t, fields, view, view_of_scheduler is None)
         results = self._run(plan, t)
         unavailable = set(schema.unavailable())
@@ -158,6 +159,7 @@ class PrometheusSource:
             source=f"prometheus:{schema.name}",
             unavailable=frozenset(unavailable),
             warnings=tuple(dict.fromkeys(warnings)),
+            scheduler_error="; ".join(failures),
             energy_today_joules=today_joules,
             energy_today_since=None if today_joules is None else local_midnight(t),
         )
@@ -311,23 +313,32 @@ class PrometheusSource:
             users[job_id] = s.labels.get("user", "")
         return {k: tuple(sorted(v)) for k, v in held.items()}, users
 
-    def scheduler_view(self, t: float, warnings: list[str]) -> tuple[list[Node], list[Job]] | None:
-        """Nodes and jobs from the scheduler; None (telemetry only, with a warning) when
-        there is none or it cannot be reached: the console must still show the GPUs."""
+    def scheduler_view(
+        self, t: float, warnings: list[str], failures: list[str] | None = None
+    ) -> tuple[list[Node], list[Job]] | None:
+        """Nodes and jobs from the scheduler; None (telemetry only, with a warning, and the
+        error in ``failures``) when there is none, it cannot be reached or its output was
+        not understood: the console must still show the GPUs."""
         if self.scheduler is None:
             return None
         try:
             nodes = list(self.scheduler.nodes())
             jobs = list(self.scheduler.jobs())
         except FactoryctlError as err:
-            # A read that fails (no controller, no config, sinfo missing) must not hide
-            # the GPUs: degrade to telemetry only and say so. Usage errors still raise.
-            if err.status not in (ExitStatus.SCHEDULER_UNREACHABLE, ExitStatus.SCHEDULER_ERROR):
+            # A read that fails (no controller, no config, sinfo missing, an output we do
+            # not understand) must not hide the GPUs: degrade to telemetry only and say so.
+            # Usage errors still raise.
+            if err.status is ExitStatus.SCHEDULER_UNREACHABLE:
+                what = "scheduler unreachable"
+            elif err.status is ExitStatus.SCHEDULER_ERROR:
+                what = "scheduler could not be read"
+            else:
                 raise
             warnings.append(
-                f"scheduler unreachable, showing telemetry only ({err.message});"
-                " --scheduler none to say so"
+                f"{what}, showing telemetry only ({err.message}); --scheduler none to say so"
             )
+            if failures is not None:
+                failures.append(f"{what}: {err.message}")
             return None
         cutoff = t - self.options.finished_lookback
         return nodes, [j for j in jobs if j.end_time is None or j.end_time >= cutoff]
