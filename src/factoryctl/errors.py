@@ -22,7 +22,7 @@ class ExitStatus(IntEnum):
     TELEMETRY_UNREACHABLE = 9  # Prometheus could not be reached or timed out
     TELEMETRY_ERROR = 10  # Prometheus answered with an error or with garbage
     SCHEMA_UNDETECTED = 11  # no known GPU metric schema found in Prometheus
-    SCHEDULER_ERROR = 12  # the scheduler refused or failed a command
+    SCHEDULER_ERROR = 12  # the scheduler refused or failed a command, or output not understood
     NO_GPU = 13  # the exporter could not initialise NVML
     ADDRESS_IN_USE = 14  # the exporter's listen address is taken
     TRIAGE_WARNING = 20  # triage --exit-code: warnings, nothing critical
@@ -71,7 +71,7 @@ EXIT_STATUS_HELP: dict[ExitStatus, str] = {
     ExitStatus.TELEMETRY_UNREACHABLE: "Prometheus could not be reached or did not answer in time.",
     ExitStatus.TELEMETRY_ERROR: "Prometheus answered with an error or a reply that is not JSON.",
     ExitStatus.SCHEMA_UNDETECTED: "No known GPU metric schema (factoryctl or dcgm-exporter) was found.",
-    ExitStatus.SCHEDULER_ERROR: "The scheduler refused or failed a command.",
+    ExitStatus.SCHEDULER_ERROR: "The scheduler refused or failed a command, or printed output factoryctl does not understand.",
     ExitStatus.NO_GPU: "factoryctl-exporter could not initialise NVML.",
     ExitStatus.ADDRESS_IN_USE: "factoryctl-exporter's listen address is already in use.",
     ExitStatus.TRIAGE_WARNING: "triage --exit-code: warnings, nothing critical.",

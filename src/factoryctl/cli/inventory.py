@@ -75,7 +75,10 @@ def nodes(hostlist: str | None, states: tuple[str, ...], sort_key: str) -> None:
 @sort_option("node", _keys(GPU_COLUMNS))
 @watch_option
 def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
-    """List GPUs with their job, utilization, memory, power and temperature."""
+    """List GPUs with their job, utilization, memory, power and temperature.
+
+    Needs GPU telemetry: Prometheus (or --demo); the scheduler alone knows no GPU.
+    """
     env = get_env()
     snap = fetch.snapshot(env, "gpus")
     if GPU_TELEMETRY in snap.unavailable:

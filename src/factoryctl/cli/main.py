@@ -141,7 +141,11 @@ def cli(
     no_color: bool,
     demo: bool,
 ) -> None:
-    """Operator console for AI factories: GPUs, jobs and energy from Prometheus and Slurm."""
+    """Operator console for AI factories: GPUs, jobs and energy from Prometheus and Slurm.
+
+    Without a Prometheus URL, nodes, node, jobs, job, triage and top read the scheduler
+    alone: GPU telemetry (utilization, power, energy) shows as n/a.
+    """
     env = ctx.ensure_object(Environment)
     env.load(config_path)
     if prometheus:

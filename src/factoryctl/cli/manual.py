@@ -20,8 +20,18 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
             "Names of drained nodes, for a script:",
             "factoryctl nodes --state drained -o csv | cut -d, -f1",
         ),
+        (
+            "Without Prometheus, from Slurm alone (telemetry n/a, listed in unavailable):",
+            "factoryctl --scheduler slurm nodes -o json",
+        ),
     ],
-    "factoryctl node": [("One node with its GPUs and jobs:", "factoryctl node gpu007")],
+    "factoryctl node": [
+        ("One node with its GPUs and jobs:", "factoryctl node gpu007"),
+        (
+            "Without Prometheus, state, reason and jobs from Slurm alone:",
+            "factoryctl --scheduler slurm node gpu007",
+        ),
+    ],
     "factoryctl gpus": [
         ("GPUs of two nodes:", "factoryctl gpus --node 'gpu[007-008]'"),
         (
@@ -36,8 +46,15 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
             "One user's jobs, including finished ones, as CSV:",
             "factoryctl jobs --user ada --all -o csv",
         ),
+        ("Without Prometheus, jobs from Slurm alone:", "factoryctl --scheduler slurm jobs"),
     ],
-    "factoryctl job": [("Allocation, energy and GPUs of one job:", "factoryctl job 1234")],
+    "factoryctl job": [
+        ("Allocation, energy and GPUs of one job:", "factoryctl job 1234"),
+        (
+            "Its allocation GPU by GPU, from Slurm alone:",
+            "factoryctl --scheduler slurm job 1234 -o json",
+        ),
+    ],
     "factoryctl demo": [
         ("A larger simulated factory:", "factoryctl demo --nodes 512 --seed 3"),
         ("One text summary, for a terminal without a TUI:", "factoryctl demo --once"),

@@ -49,7 +49,11 @@ EXIT_CODES = {
     "on critical problems (0 when healthy).",
 )
 def triage_command(since: str | None, drained_hours: str, exit_code: bool) -> int:
-    """What is broken, which jobs and users it hurts, and what to do about it."""
+    """What is broken, which jobs and users it hurts, and what to do about it.
+
+    A scheduler that could not be read (unreachable, or output not understood) is a
+    critical problem; without GPU telemetry, a warning says GPU faults were not checked.
+    """
     env = get_env()
     source = env.source()
     snap = _snapshot(env, source)
