@@ -1,4 +1,5 @@
-"""Telemetry from Prometheus joined with a real Slurm 22.05 cluster's jobs and nodes.
+"""Telemetry from Prometheus joined with a real Slurm cluster's jobs and nodes, on every
+Slurm generation, each with the Prometheus and VictoriaMetrics of its own Debian release.
 
 Slurm runs the job and decides which GPUs it gets; the simulator plays those GPUs
 (same node names, same indices) and both engines scrape them. The snapshot must take the
@@ -22,7 +23,6 @@ from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
 from tests.integration.simexpo import SimTargets
-from tests.integration.telemetry_lab import ENGINES
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,9 @@ def telemetry_for(slurm: SlurmCluster, tmp_path: Path) -> Iterator[tuple[SimTarg
         SimConfig(node_names=nodes, gpus_per_node=8, jobs=False, start_time=time.time())
     )
     targets = SimTargets(sim).start()
-    stack = Stack(tmp_path / "stack", list(targets.addresses.values()), ENGINES, "1s")
+    release = slurm.release.codename
+    engines = (f"prometheus@{release}", f"victoriametrics@{release}")
+    stack = Stack(tmp_path / "stack", list(targets.addresses.values()), engines, "1s")
     try:
         stack.start()
         stack.wait_scraped(timeout=60)
@@ -98,7 +100,7 @@ def test_unreachable_scheduler_degrades_to_telemetry_only(
 ) -> None:
     _, stack = telemetry_for
     broken = SlurmCLI(env={**slurm.env, "SLURM_CONF": str(tmp_path / "missing.conf")})
-    url = stack.running["prometheus"].url
+    url = next(iter(stack.running.values())).url
     src = PrometheusSource(PromClient(PromConfig(url)), broken, SourceOptions())
     snap = src.snapshot()
     assert any("scheduler unreachable" in w for w in snap.warnings), snap.warnings

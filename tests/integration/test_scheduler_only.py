@@ -14,48 +14,17 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from factoryctl.hostlists import expand
-from factoryctl.lab import debian
-from factoryctl.lab.slurm import SlurmCluster, slurm_available
+from factoryctl.lab.slurm import SlurmCluster
 
-HOST = debian.host_codename()
-# The host's release first (SlurmCluster's default), then every other one the lab knows.
-RELEASES = ["host", *(c for c in debian.RELEASES if c != HOST)]
 NODE_TELEMETRY = ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
 JOB_TELEMETRY = ("mean_utilization", "low_utilization", "idle_gpus", "idle_seconds",
                  "power_watts", "energy_joules", "energy_kwh")  # fmt: skip
-
-
-def _release(name: str) -> debian.DebianRelease | None:
-    release = debian.DebianRelease(HOST) if name == "host" else debian.available(name)
-    return release if release is not None and slurm_available(release) else None
-
-
-@pytest.fixture(scope="module", params=RELEASES, ids=lambda n: f"{n}-{HOST}" if n == "host" else n)
-def cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
-    release = _release(request.param)
-    if release is None:
-        pytest.skip(f"Slurm of {request.param} cannot run here (not built, or not root)")
-    # start() stops what it started when it fails; the finally stops it after the tests,
-    # whatever they did.
-    started = SlurmCluster(nodes=4, gpus_per_node=8, release=release)
-    try:
-        yield started.start()
-    finally:
-        started.stop()
-
-
-@pytest.fixture
-def slurm(cluster: SlurmCluster) -> Iterator[SlurmCluster]:
-    cluster.reset()
-    yield cluster
-    cluster.cancel_all()
+# ``slurm`` (tests/integration/conftest.py): a 4-node cluster of each Slurm generation,
+# reset between tests.
 
 
 def factoryctl(
@@ -207,3 +176,22 @@ def test_an_unreachable_slurm_is_one_line_and_triage_says_critical(
     assert res.returncode == 21, res
     assert "could not read the scheduler" in res.stdout and "healthy" not in res.stdout
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_triage_of_a_drained_node_reports_it(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A node an operator drained, and one NHC drained under a running job: triage names
+    both (never "healthy"), from Slurm alone."""
+    job = slurm.sbatch("-w", "gpu02", "--gres=gpu:2")
+    slurm.wait_job_running(job)
+    slurm.scontrol("update", "NodeName=gpu01", "State=DRAIN", "Reason=NHC: check_gpu", check=True)
+    slurm.scontrol("update", "NodeName=gpu02", "State=DRAIN", "Reason=xid 79", check=True)
+    res = factoryctl(slurm, tmp_path, "triage", "-o", "json")
+    assert res.returncode == 0, res.stderr
+    problems = json.loads(res.stdout)["items"]
+    by_node = {p.get("node"): p for p in problems if p.get("node")}
+    assert {"gpu01", "gpu02"} <= set(by_node), problems
+    assert "NHC: check_gpu" in json.dumps(by_node["gpu01"])
+    assert "xid 79" in json.dumps(by_node["gpu02"])
+    text = factoryctl(slurm, tmp_path, "triage", "--exit-code")
+    assert text.returncode in (20, 21) and "healthy" not in text.stdout
+    assert "gpu01" in text.stdout and "gpu02" in text.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -417,9 +418,7 @@ def test_kill_9_mid_action_leaves_an_incomplete_record(
     # for a slurmctld that stops answering while we are killed.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    real = subprocess.run(
-        ["which", "scontrol"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    real = shutil.which("scontrol", path=slurm.env["PATH"])  # this release's scontrol
     wrapper = bin_dir / "scontrol"
     wrapper.write_text(f'#!/bin/sh\ncase "$1" in update) sleep 60;; esac\nexec {real} "$@"\n')
     wrapper.chmod(0o755)

@@ -136,8 +136,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("down", help="stop everything `up` started, by PID")
     sub.add_parser("status", help="what is running")
+    p_rel = sub.add_parser(
+        "releases",
+        help="build (once) and list the Debian releases the lab runs Slurm and the engines of",
+    )
+    p_rel.add_argument("codenames", nargs="*", help="default: every release the lab knows")
+    p_rel.add_argument("--check", action="store_true", help="list only, build nothing")
     args = parser.parse_args(argv)
-    return {"up": up, "down": down, "status": status}[args.command](args)
+    commands = {"up": up, "down": down, "status": status, "releases": releases}
+    return commands[args.command](args)
+
+
+def releases(args: argparse.Namespace) -> int:
+    """``releases [CODENAME...]``: each release's root built or completed, then its versions.
+
+    The host's own release is the host (``./dev test`` installs its packages); the others
+    are debootstrap roots under ``$FACTORYCTL_LAB_CACHE`` (``~/.cache/factoryctl/lab``)."""
+    from factoryctl.lab import debian
+
+    status = 0
+    for codename in args.codenames or debian.RELEASES:
+        try:
+            rel = debian.release(codename, build=not args.check)
+        except debian.LabError as err:
+            print(f"lab: {codename}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        where = "host" if rel.native else str(rel.root)
+        versions = ", ".join(
+            f"{p} {rel.package_version(p) or 'missing'}"
+            for p in ("slurm-wlm", "prometheus", "victoria-metrics")
+        )
+        print(f"{codename}: {where}: {versions}")
+    return status
 
 
 if __name__ == "__main__":

@@ -463,10 +463,14 @@ class SlurmCluster:
 
 
 def main() -> None:
-    """``python -m factoryctl.lab.slurm [NODES]``: a cluster to try factoryctl against."""
+    """``python -m factoryctl.lab.slurm [NODES [RELEASE]]``: a cluster to try factoryctl
+    against, of the host's Slurm or of a lab release (``trixie``: 24.11, ``forky``: 26.05)."""
     import sys
 
+    from factoryctl.lab.debian import release
+
     nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    rel = release(sys.argv[2]) if len(sys.argv) > 2 else DebianRelease(host_codename())
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -474,8 +478,10 @@ def main() -> None:
     # SIGTERM (and SIGINT, which a shell's "&" ignores) must still stop every daemon.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    with SlurmCluster(nodes=nodes) as cluster:
+    with SlurmCluster(nodes=nodes, release=rel) as cluster:
         print(f"export SLURM_CONF={cluster.conf_path}")
+        if not rel.native:  # that release's clients, run in its chroot
+            print(f"export PATH={cluster.dir / 'bin'}:$PATH")
         print(f"# {nodes} nodes up ({', '.join(cluster.live_nodes)}); Ctrl-C stops everything")
         sys.stdout.flush()
         try:

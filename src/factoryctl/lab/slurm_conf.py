@@ -17,14 +17,18 @@ from factoryctl.lab.procs import free_port
 
 NVIDIA_MAJOR = 195
 
-# RebootProgram: slurmd runs it (via system(), so it inherits slurmd's environment, which
-# names the node). It "reboots" the node by restarting that node's slurmd with -b, which
-# makes slurmd report the node as rebooted. The restart is detached because it kills the
-# slurmd that is running this script.
+# RebootProgram: slurmd runs it. Up to 24.11 it inherits slurmd's environment, which
+# names the node; 26.05 runs it as a "power action" with SLURM_NODE_NAME alone, so the
+# cluster's directory and config are written into the script. It "reboots" the node by
+# restarting that node's slurmd with -b, which makes slurmd report the node as rebooted.
+# The restart is detached because it kills the slurmd that is running this script, and
+# carries FACTORYCTL_LAB_DIR so the cluster's stop() finds it by its environment.
 REBOOT_SCRIPT = """#!/bin/sh
-node="$FACTORYCTL_LAB_NODE"
-dir="$FACTORYCTL_LAB_DIR"
-[ -n "$node" ] && [ -n "$dir" ] || exit 1
+node="${FACTORYCTL_LAB_NODE:-$SLURM_NODE_NAME}"
+dir="${FACTORYCTL_LAB_DIR:-@DIR@}"
+[ -n "$node" ] && [ -d "$dir" ] || exit 1
+export FACTORYCTL_LAB_DIR="$dir" FACTORYCTL_LAB_NODE="$node" SLURM_CONF="$dir/etc/slurm.conf"
+export PATH="${PATH:-/usr/sbin:/usr/bin:/sbin:/bin}:/usr/sbin:/usr/bin"
 echo "$(date +%s) reboot $node" >> "$dir/log/reboots.log"
 setsid sh -c '
   sleep 1
@@ -75,7 +79,7 @@ def write_lab_files(
     for name in live:
         (d / "spool" / name).mkdir(exist_ok=True)
     reboot = d / "etc" / "reboot.sh"
-    reboot.write_text(REBOOT_SCRIPT)
+    reboot.write_text(REBOOT_SCRIPT.replace("@DIR@", str(d)))
     os.chmod(reboot, 0o755)
     (d / "etc" / "plugstack.conf").write_text("")
     # Read from beside slurm.conf. 23.02 and later refuse to start slurmd without one and

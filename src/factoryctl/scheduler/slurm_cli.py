@@ -228,10 +228,12 @@ def _no_json(err: FactoryctlError) -> bool:
 def classify_error(argv: Sequence[str], message: str) -> FactoryctlError:
     first = message.splitlines()[0] if message else f"exit status {argv[0]} failed"
     lowered = message.lower()
-    what = " ".join(argv[:2])
+    # The command without its Key=value arguments (a reason can be 512 characters).
+    what = " ".join(a for a in argv[:4] if "=" not in a)
     if any(m in lowered for m in _UNREACHABLE):
+        hint = "" if "slurmctld" in lowered else " (is slurmctld running, and SLURM_CONF right?)"
         return FactoryctlError(
-            f"scheduler unreachable ({what}): {first}", ExitStatus.SCHEDULER_UNREACHABLE
+            f"scheduler unreachable ({what}): {first}{hint}", ExitStatus.SCHEDULER_UNREACHABLE
         )
     if any(m in lowered for m in _NOT_FOUND):
         return NotFoundError(f"{what}: {first}")
