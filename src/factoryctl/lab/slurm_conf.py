@@ -21,8 +21,9 @@ NVIDIA_MAJOR = 195
 # names the node; 26.05 runs it as a "power action" with SLURM_NODE_NAME alone, so the
 # cluster's directory and config are written into the script. It "reboots" the node by
 # restarting that node's slurmd with -b, which makes slurmd report the node as rebooted.
-# The restart is detached because it kills the slurmd that is running this script, and
-# carries FACTORYCTL_LAB_DIR so the cluster's stop() finds it by its environment.
+# The restart is detached (its own session) because it kills the slurmd that is running
+# this script, and carries FACTORYCTL_LAB_DIR so the cluster's stop() finds it by its
+# environment.
 REBOOT_SCRIPT = """#!/bin/sh
 node="${FACTORYCTL_LAB_NODE:-$SLURM_NODE_NAME}"
 dir="${FACTORYCTL_LAB_DIR:-@DIR@}"
@@ -30,7 +31,10 @@ dir="${FACTORYCTL_LAB_DIR:-@DIR@}"
 export FACTORYCTL_LAB_DIR="$dir" FACTORYCTL_LAB_NODE="$node" SLURM_CONF="$dir/etc/slurm.conf"
 export PATH="${PATH:-/usr/sbin:/usr/bin:/sbin:/bin}:/usr/sbin:/usr/bin"
 echo "$(date +%s) reboot $node" >> "$dir/log/reboots.log"
+ready="$dir/run/restart-$node.ready"
+rm -f "$ready"
 setsid sh -c '
+  : > "$0/run/restart-$1.ready"
   sleep 1
   old=$(cat "$0/run/slurmd-$1.pid" 2>/dev/null)
   [ -n "$old" ] && kill "$old" 2>/dev/null
@@ -39,6 +43,10 @@ setsid sh -c '
   exec slurmd -D -b -N "$1" >> "$0/log/slurmd-$1.out" 2>&1
 ' "$dir" "$node" < /dev/null > /dev/null 2>&1 &
 echo $! > "$dir/run/restart-$node.pid"
+# 26.05 kills the power action's process group as soon as this script exits: wait until
+# the restart has left it (its own session) before exiting.
+i=0
+while [ ! -e "$ready" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 exit 0
 """
 

@@ -3,7 +3,7 @@
 Nodes come from ``scontrol --json show node`` (23.02 and later), else ``sinfo --json``
 (21.08-22.05; from 23.02 on it prints node groups, not nodes), else ``scontrol -o -d``
 text; each step down is taken once, when Slurm says the option is unknown. Jobs come from
-``squeue --json``. Whatever the JSON's generation, ``slurm_json`` maps it from its meta.
+``squeue --json --states=all`` (finished jobs too, in every generation). Whatever the JSON's generation, ``slurm_json`` maps it from its meta.
 
 Every command is an argv list (never a shell string), so a reason such as
 ``bad DIMM; see `dmesg` $(id)`` reaches slurmctld byte for byte. Node names and reasons
@@ -160,7 +160,11 @@ class SlurmCLI:
     def jobs(self) -> list[Job]:
         if not self.json_unsupported:
             try:
-                return parse_jobs(self._run(["squeue", "--json"]), "squeue --json")
+                # --states=all: from 23.02 on squeue --json leaves out finished jobs
+                # (22.05 listed every job slurmctld still holds), and a job that just
+                # ended is the one whose energy is asked for.
+                argv = ["squeue", "--json", "--states=all"]
+                return parse_jobs(self._run(argv), "squeue --json")
             except FactoryctlError as err:
                 if not _no_json(err):
                     raise
