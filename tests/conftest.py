@@ -82,3 +82,31 @@ def run_cli(
         return Result(status, out.getvalue(), err.getvalue())
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The matrix, counted: tests per Debian generation (Slurm 22.05/24.11/26.05 and the
+    engines of each release), from the ids the release fixtures give (``[trixie]``,
+    ``[victoriametrics@forky]``). A generation whose tests were skipped shows it here."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if getattr(report, "when", "call") not in ("call", "setup") or "[" not in nodeid:
+                continue
+            if outcome == "passed" and report.when != "call":
+                continue
+            params = nodeid.rsplit("[", 1)[1]
+            for codename in RELEASES:
+                if any(
+                    p in (codename,) or p.endswith("@" + codename)
+                    for p in params.rstrip("]").split("-")
+                ):
+                    row = counts.setdefault(codename, {})
+                    row[outcome] = row.get(outcome, 0) + 1
+    if counts:
+        terminalreporter.section("tests per Debian generation")
+        for codename in RELEASES:
+            row = counts.get(codename, {})
+            text = ", ".join(f"{n} {k}" for k, n in row.items() if n) or "none ran"
+            terminalreporter.write_line(f"{codename}: {text}")

@@ -1,18 +1,20 @@
-"""A real Prometheus for the exporter's integration tests: temp dir, free port, stop by PID."""
+"""A real Prometheus or VictoriaMetrics for the exporter's integration tests, of any Debian
+generation the lab runs (``prometheus@trixie``): temp dir, free port, stop by PID."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from factoryctl.lab.debian import RELEASES, DebianRelease, host_codename
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
+from factoryctl.lab.stack import engine_available, engine_spec
 
-PROMETHEUS = shutil.which("prometheus") or "prometheus"  # on PATH, never a fixed path
-VICTORIA = shutil.which("victoria-metrics") or "victoria-metrics"
+PROMETHEUS = "prometheus"  # on PATH or in a release's root, never a fixed path
+VICTORIA = "victoria-metrics"
 
 
 class Prometheus:
@@ -21,15 +23,22 @@ class Prometheus:
     binary = PROMETHEUS
 
     def argv(self, config: Path, workdir: Path) -> list[str]:
-        return [
+        return self.release.argv(
             self.binary,
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
-        ]
+        )
 
-    def __init__(self, workdir: Path, targets: list[str], interval: str = "1s") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        interval: str = "1s",
+        release: DebianRelease | None = None,
+    ) -> None:
+        self.release = release or DebianRelease(host_codename())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +101,7 @@ class VictoriaMetrics(Prometheus):
     binary = VICTORIA
 
     def argv(self, config: Path, workdir: Path) -> list[str]:
-        return [
+        return self.release.argv(
             self.binary,
             f"-promscrape.config={config}",
             f"-storageDataPath={workdir / 'data'}",
@@ -100,11 +109,25 @@ class VictoriaMetrics(Prometheus):
             "-search.latencyOffset=0s",  # default 30 s hides the newest samples
             "-search.disableCache",
             "-loggerLevel=WARN",
-        ]
+        )
 
     def ready(self) -> bool:
         with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
             return bool(resp.status == 200)
 
 
-ENGINES = {"prometheus": Prometheus, "victoriametrics": VictoriaMetrics}
+_KINDS: dict[str, type[Prometheus]] = {"prometheus": Prometheus, "victoriametrics": VictoriaMetrics}
+# Every engine of every generation ("prometheus@bookworm", ..., "victoriametrics@forky"),
+# and the host's own two, for the tests that measure the exporter rather than the engine.
+ENGINES = tuple(f"{kind}@{codename}" for codename in RELEASES for kind in sorted(_KINDS))
+HOST_ENGINES = tuple(e for e in ENGINES if e.endswith("@" + host_codename()))
+
+
+def engine(spec: str, workdir: Path, targets: list[str], interval: str = "1s") -> Prometheus:
+    """The engine ``spec`` names, not started; call ``available(spec)`` first."""
+    kind, release = engine_spec(spec)
+    return _KINDS[kind](workdir, targets, interval, release)
+
+
+def available(spec: str) -> bool:
+    return engine_available(spec)

@@ -4,12 +4,11 @@ returns exactly the processes the exporter served, for that node only."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import urllib.request
 
 import pytest
-from exporter_prom import ENGINES
+from exporter_prom import ENGINES, available, engine
 from prometheus_client.parser import text_string_to_metric_families
 
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
@@ -53,11 +52,10 @@ def served(target: str) -> set[tuple[int, int, str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("engine_name", sorted(ENGINES))
+@pytest.mark.parametrize("engine_name", ENGINES)
 def test_processes_of_one_node_are_what_the_exporter_served(tmp_path, engine_name):
-    engine = ENGINES[engine_name]
-    if shutil.which(engine.binary) is None:
-        pytest.skip(f"needs {engine.binary}")
+    if not available(engine_name):
+        pytest.skip(f"{engine_name} is not here (./dev test builds every release)")
     procs: list[ManagedProcess] = []
     prom = None
     try:
@@ -70,7 +68,7 @@ def test_processes_of_one_node_are_what_the_exporter_served(tmp_path, engine_nam
             tmp_path, "node-b", "701 chen training 0\n", "--no-process-metrics"
         )
         procs.append(b)
-        prom = engine(tmp_path / "tsdb", [target_a, target_b]).start()
+        prom = engine(engine_name, tmp_path / "tsdb", [target_a, target_b]).start()
         prom.wait_all_up(2)
         wait_until(
             lambda: prom.scalar(f"count({SERIES})") == 6, 30, "6 processes scraped", interval=0.2

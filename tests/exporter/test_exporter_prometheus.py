@@ -4,12 +4,11 @@ and the same checks against VictoriaMetrics, the second engine behind the same A
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import urllib.request
 
 import pytest
-from exporter_prom import ENGINES, Prometheus
+from exporter_prom import ENGINES, HOST_ENGINES, Prometheus, available, engine
 from prometheus_client import CollectorRegistry
 
 from factoryctl.exporter.attribution import Attributor, JobMapDir, ProcResolver
@@ -23,21 +22,32 @@ from factoryctl.sim import SimConfig, SimFactory, Workload
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.fixture(params=sorted(ENGINES))
-def prometheus(request, tmp_path):
-    engine = ENGINES[request.param]
-    if shutil.which(engine.binary) is None:
-        pytest.skip(f"needs {engine.binary}")
+def _engines(request, tmp_path):
+    spec = request.param
+    if not available(spec):
+        pytest.skip(f"{spec} is not here (./dev test builds every release)")
     started: list[Prometheus] = []
 
     def start(targets: list[str]) -> Prometheus:
-        prom = engine(tmp_path / f"tsdb{len(started)}", targets).start()
+        prom = engine(spec, tmp_path / f"tsdb{len(started)}", targets).start()
         started.append(prom)
         return prom
 
     yield start
     for prom in started:
         prom.stop()
+
+
+@pytest.fixture(params=ENGINES)
+def prometheus(request, tmp_path):
+    """Every engine of every Debian generation."""
+    yield from _engines(request, tmp_path)
+
+
+@pytest.fixture(params=HOST_ENGINES)
+def host_prometheus(request, tmp_path):
+    """The host's two engines: for what measures the exporter, not the engine."""
+    yield from _engines(request, tmp_path)
 
 
 def test_every_simulated_gpu_appears(tmp_path, prometheus):
@@ -219,7 +229,8 @@ def test_job_energy_in_prometheus_matches_the_simulators_truth(tmp_path, prometh
 
 
 @pytest.mark.slow
-def test_series_stay_bounded_after_1000_jobs(tmp_path, prometheus):
+def test_series_stay_bounded_after_1000_jobs(tmp_path, host_prometheus):
+    prometheus = host_prometheus
     gpus, grace, duration = 8, 30.0, 12.0
     sim = SimFactory(SimConfig(nodes=1, node_names=("n1",), gpus_per_node=gpus, jobs=False))
     node = DrivenNode(sim, "n1", grace, tmp_path / "proc")

@@ -20,6 +20,7 @@ from factoryctl.lab.procs import wait_until
 from factoryctl.lab.stack import Stack, engine_available
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.prom_detect import detect_search_delay
 from tests.integration.simexpo import SimTargets
 
 # "prometheus@bookworm", "victoriametrics@bookworm", "prometheus@trixie", ...
@@ -113,6 +114,12 @@ def scenario(lab) -> Scenario:
                 f"{engine.name} to scrape past the jobs' end",
                 interval=0.25,
             )
+    # And until the jobs' end has left every engine's freshness window (2 scrapes plus its
+    # search delay: 5 s on VictoriaMetrics >= 1.112), so "now" no longer shows them held.
+    delay = max(
+        detect_search_delay(PromClient(PromConfig(e.url))) for e in lab.stack.running.values()
+    )
+    time.sleep(max(0.0, end + 2 * 1.0 + delay + 0.5 - time.time()))
     with lock:
         truth = {j: sim.true_energy(j) for j in ("501", "502", "503")}
     return Scenario(truth, "504", end)
