@@ -259,7 +259,17 @@ def start(
     yes: bool,
     output: str | None,
 ) -> int:
-    """Start a campaign over HOSTLIST: plan, confirm, then run it to the end."""
+    """Start a campaign over HOSTLIST: plan, confirm, then run it to the end.
+
+    Each node: drain (reason 'factoryctl rollout ID: REASON (USER)'), wait until DRAINED
+    (jobs outliving --drain-timeout: skipped, drain undone, never killed), --exec, --reboot
+    and wait for slurmd to register, --check, then resume. A node failing a step stays
+    drained with the step in its reason; the campaign goes on. At most --max-unavailable
+    nodes of the partition are out of service at once, counting those out already. The
+    journal ($XDG_STATE_HOME/factoryctl/rollouts/ID.jsonl) makes it crash-safe:
+    'factoryctl rollout resume' continues after a kill, checking cut-off steps against
+    Slurm. Details and worked examples: docs/rollout.md.
+    """
     import sys
 
     env = get_env()
