@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -235,8 +236,9 @@ def test_breaker_pauses_the_campaign(slurm8: SlurmCluster, fctl) -> None:  # typ
     assert table["gpu01"]["reason"].startswith(f"factoryctl rollout {cid}: exec failed")
 
 
+@pytest.mark.parametrize("cut_at", ["draining", "reboot-issued", "check"])
 def test_kill_9_then_resume_redoes_nothing_and_forgets_nothing(
-    slurm8: SlurmCluster, fctl, state_dir: Path
+    slurm8: SlurmCluster, fctl, state_dir: Path, cut_at: str
 ) -> None:  # type: ignore[no-untyped-def]
     log = slurm8.dir / "log" / "reboots.log"
     before = log.read_text().splitlines() if log.exists() else []
@@ -256,7 +258,7 @@ def test_kill_9_then_resume_redoes_nothing_and_forgets_nothing(
             "2",
             "--reboot",
             "--check",
-            "true {node}",
+            "sh -c 'sleep 0.5' {node}",
             "--yes",
             "-o",
             "json",
@@ -267,15 +269,20 @@ def test_kill_9_then_resume_redoes_nothing_and_forgets_nothing(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    cid = ""
     try:
         cid = json.loads(proc.stdout.readline())["id"]  # type: ignore[union-attr]
         deadline = time.monotonic() + 30
-        while not any(r.get("phase") == "reboot-issued" for r in _journal(state_dir, cid)):
-            assert time.monotonic() < deadline, "no reboot issued"
-            time.sleep(0.05)
+        while not any(r.get("phase") == cut_at for r in _journal(state_dir, cid)):
+            assert time.monotonic() < deadline, f"never reached {cut_at}"
+            time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the campaign and whatever it started, by PID
+        os.killpg(proc.pid, signal.SIGKILL)  # the campaign, by PID
         proc.wait(timeout=10)
+        for record in _journal(state_dir, cid):  # and the checks it started, by PID
+            if record["event"] == "work":
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(record["pid"], signal.SIGKILL)
     listed = json.loads(fctl("rollout", "list", "-o", "json").stdout)["items"]
     assert [(i["id"], i["status"]) for i in listed] == [(cid, "interrupted")]
     r = fctl("rollout", "resume", cid, "--yes", "-o", "json")

@@ -688,6 +688,10 @@ class Runner:
                 self._fail(name, step, f"cannot run {argv[0]}: {err.strerror}")
                 return
         self.work[name] = Work(step, proc, self.clock(), log)
+        # Its PID (and session): whoever cleans up after a kill -9 of this runner can find it.
+        self.journal.append(
+            {"event": "work", "node": name, "step": step, "pid": proc.pid, "time": self.clock()}
+        )
 
     def _poll_work(self, name: str) -> str | None:
         """'ok', 'failed: ...' or None while it runs."""
@@ -944,6 +948,7 @@ class Runner:
                         f"{len(pending)} not started; factoryctl rollout resume {self.campaign.id} "
                         "continues",
                     )
+                    self._audit("result", status=BREAKER, message=self.campaign.message)
                     return ExitStatus.ROLLOUT_BREAKER
                 if self.campaign.pause_requested and pending:
                     self.status(
@@ -951,6 +956,7 @@ class Runner:
                         f"paused: {len(pending)} node(s) not started; "
                         f"factoryctl rollout resume {self.campaign.id} continues",
                     )
+                    self._audit("result", status=PAUSED, message=self.campaign.message)
                     return ExitStatus.ROLLOUT_PAUSED
                 if not pending:
                     return self._finished()
@@ -962,6 +968,7 @@ class Runner:
                         f"{self._spec('max_unavailable')}; {len(pending)} node(s) not started; "
                         f"factoryctl rollout resume {self.campaign.id} continues",
                     )
+                    self._audit("result", status=PAUSED, message=self.campaign.message)
                     return ExitStatus.ROLLOUT_PAUSED
             self.sleep(self.interval)
 
@@ -976,7 +983,9 @@ class Runner:
         if skipped:
             parts.append(f"{len(skipped)} skipped ({hostlists.collect(skipped)})")
         self.status(FINISHED, "; ".join(parts))
-        self._audit("result", status="partial" if failed or skipped else "ok")
+        self._audit(
+            "result", status="partial" if failed or skipped else "ok", message=self.campaign.message
+        )
         return ExitStatus.PARTIAL if failed or skipped else ExitStatus.OK
 
     def _abort(self) -> ExitStatus:

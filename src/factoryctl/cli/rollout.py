@@ -171,12 +171,25 @@ def _runner(env: Environment, store: ro.Store, campaign: ro.Campaign) -> ro.Runn
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM as ^C: stop the commands we started, keep the journal
+
+
 def _run(env: Environment, store: ro.Store, campaign: ro.Campaign) -> int:
+    import signal
+    import threading
+
     with store.runner_lock(campaign.id) as got:
         if not got:
             raise RefusedError(f"campaign {campaign.id} is being run by another process")
         runner = _runner(env, store, campaign)
-        status = runner.run()
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+        try:
+            status = runner.run()
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
     return _finish(env, status, runner.campaign)
 
 
