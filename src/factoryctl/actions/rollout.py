@@ -860,10 +860,11 @@ class Runner:
             node = self._nodes.get(name)
             if node is None:
                 continue
-            if rec.phase == FAILED and not (
-                node.reason.startswith(self.campaign.stored_reason(f"{rec.step} failed"))
-            ):
-                self._set_failed_reason(name, self.campaign.stored_reason(f"{rec.step} failed"))
+            failure = self.campaign.stored_reason(f"{rec.step} failed")
+            if rec.phase == FAILED and self._ours(node) and not node.reason.startswith(failure):
+                # Cut off between the record and the reason. A failed node an operator
+                # has put back since (not ours any more) is theirs: left alone.
+                self._set_failed_reason(name, failure)
             elif rec.phase == SKIPPED and rec.step == "drain" and self._ours(node):
                 with contextlib.suppress(FactoryctlError):
                     self.scheduler.resume([name])

@@ -116,7 +116,9 @@ def _emitter(env: Environment) -> ro.Emit:
                 + f" [{event['done']}/{event['total']} done, {event['failed']} failed]"
             )
         elif kind == "campaign":
-            line = f"rollout {cid}: {event['status']}: {event['message']}"
+            status, message = str(event["status"]), str(event["message"])
+            shown = message if message.startswith(status) else f"{status}: {message}"
+            line = f"rollout {cid}: {shown}"
         else:
             line = f"rollout {cid}: warning: {event.get('node', '')} {event.get('message', '')}"
         prefix = time.strftime("%H:%M:%S ") if tty else "factoryctl: "
