@@ -173,3 +173,17 @@ def test_failed_nodes_use_up_the_capacity_and_the_campaign_pauses(cli: CLI) -> N
     status, _, err = cli("rollout", "resume", "--yes", "--reason", "n01 fixed")
     assert status == ExitStatus.ROLLOUT_PAUSED  # n02 fails the same way: consistent
     assert "n02 out of service" in err
+
+
+def test_list_shows_campaigns_of_other_state_directories_from_slurm(cli: CLI) -> None:
+    cli.slurm.drain(["n07", "n08"], "factoryctl rollout 0bad0bad: bios (bob) : reboot issued")
+    status, out, _ = cli("-o", "json", "rollout", "list")
+    (item,) = json.loads(out)["items"]
+    assert (item["id"], item["user"], item["status"], item["nodes"]) == (
+        "0bad0bad",
+        "bob",
+        "elsewhere",
+        "n[07-08]",
+    )
+    status, out, _ = cli("rollout", "list")
+    assert status == 0 and "elsewhere" in out and "bob" in out

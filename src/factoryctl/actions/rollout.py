@@ -26,6 +26,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -77,6 +78,21 @@ def campaign_reason(campaign_id: str, text: str, user: str) -> str:
 
 def owned_by_campaign(reason: str, campaign_id: str) -> bool:
     return reason.startswith(f"{ROLLOUT_PREFIX}{campaign_id}: ")
+
+
+_REASON = re.compile(r"^factoryctl rollout ([0-9A-Za-z]+): .*?\(([^()]*)\)")
+
+
+def campaigns_in_slurm(nodes: Sequence[Node]) -> dict[str, dict[str, Any]]:
+    """Campaigns seen in node reasons: those of other state directories (other operators'
+    hosts or homes) show up here even though their journals are elsewhere."""
+    seen: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        match = _REASON.match(node.reason)
+        if match:
+            entry = seen.setdefault(match.group(1), {"user": match.group(2), "nodes": []})
+            entry["nodes"].append(node.name)
+    return seen
 
 
 def new_campaign_id() -> str:

@@ -490,7 +490,8 @@ def status(campaign_id: str | None, output: str | None) -> int:
     "-o", "--output", "output", type=click.Choice(["table", "json"]), help="Output format."
 )
 def list_command(output: str | None) -> int:
-    """Every campaign in this state directory, every operator's."""
+    """Every campaign: this state directory's (every operator's who shares it), and those
+    of other state directories that Slurm's node reasons name (status 'elsewhere')."""
     env = get_env()
     if output:
         env.output = output
@@ -500,12 +501,37 @@ def list_command(output: str | None) -> int:
         s = c.summary()
         s["status"] = store.effective_status(c)
         items.append(s)
+    known = {i["id"] for i in items}
+    try:
+        seen = ro.campaigns_in_slurm(env.scheduler().nodes())
+    except FactoryctlError:
+        seen = {}  # the journals alone, when Slurm cannot be asked
+    for cid, entry in sorted(seen.items()):
+        if cid not in known:
+            # Another state directory's campaign: Slurm's reasons are all we know of it.
+            items.append(
+                {
+                    "id": cid,
+                    "user": entry["user"],
+                    "host": "?",
+                    "status": "elsewhere",
+                    "message": "journal not in this state directory; seen in node reasons",
+                    "nodes": hostlists.collect(entry["nodes"]),
+                    "total": None,
+                    "done": None,
+                    "failed": None,
+                    "reason": "",
+                }
+            )
     if env.output == "json":
         env.write(render_json({"kind": "rollouts", "items": items}))
         return int(ExitStatus.OK)
     if not items:
         env.write("No campaigns.")
         return int(ExitStatus.OK)
-    rows = [{**i, "progress": f"{i['done']}/{i['failed']}/{i['total']}"} for i in items]
+    rows = [
+        {**i, "progress": "-" if i["total"] is None else f"{i['done']}/{i['failed']}/{i['total']}"}
+        for i in items
+    ]
     env.write(render_table(rows, LIST_COLUMNS))
     return int(ExitStatus.OK)
