@@ -426,3 +426,16 @@ def test_runner_lock_is_exclusive(store: ro.Store) -> None:
         with store.runner_lock("abc") as again:
             assert not again
     assert not store.running("abc")
+
+
+def test_a_step_missing_from_the_audit_log_is_copied_on_resume(h: Harness) -> None:
+    # Killed between the journal record and its audit copy: the journal has one more.
+    campaign = _journal(h, {"n01": ro.DRAINING}, hostlist="n[01-02]")
+    assert h.runner(campaign).run() is ExitStatus.OK
+    journal = [
+        (r["node"], r["phase"])
+        for r in h.store.journal(campaign.id).records()
+        if r["event"] == "node"
+    ]
+    audit = [(r["node"], r["phase"]) for r in h.audit.records() if r["event"] == "step"]
+    assert audit == journal and ("n01", ro.DRAINING) in audit

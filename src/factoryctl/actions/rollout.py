@@ -89,7 +89,8 @@ def campaigns_in_slurm(nodes: Sequence[Node]) -> dict[str, dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for node in nodes:
         match = _REASON.match(node.reason)
-        if match:
+        # Only nodes out of service: some Slurm generations keep a reason after a resume.
+        if match and not node.state.in_service:
             entry = seen.setdefault(match.group(1), {"user": match.group(2), "nodes": []})
             entry["nodes"].append(node.name)
     return seen
@@ -929,7 +930,21 @@ class Runner:
             self.campaign.controls_seen = fresh.controls_seen
 
     # -- the loop -----------------------------------------------------------------------------
+    def _sync_audit(self) -> None:
+        """A runner killed between a journal record and its audit copy left the audit log
+        one step short: copy what it lacks, so the two agree."""
+        steps = [r for r in self.journal.records() if r.get("event") == "node"]
+        audited = sum(
+            1
+            for r in self.audit.records()
+            if r.get("id") == self.campaign.id and r.get("event") == "step"
+        )
+        for rec in steps[audited:]:
+            extra = {k: rec[k] for k in ("step", "note") if k in rec}
+            self._audit("step", node=rec["node"], phase=rec["phase"], replayed=True, **extra)
+
     def run(self) -> ExitStatus:
+        self._sync_audit()
         self._audit("resume" if self.campaign.spec.get("resumed") else "run", status=RUNNING)
         while not self._read():
             self.sleep(self.interval)
