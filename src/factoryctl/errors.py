@@ -25,6 +25,9 @@ class ExitStatus(IntEnum):
     SCHEDULER_ERROR = 12  # the scheduler refused or failed a command, or output not understood
     NO_GPU = 13  # the exporter could not initialise NVML
     ADDRESS_IN_USE = 14  # the exporter's listen address is taken
+    ROLLOUT_BREAKER = 15  # rollout: --max-failures reached; the campaign paused
+    ROLLOUT_ABORTED = 16  # rollout: the campaign was aborted
+    ROLLOUT_PAUSED = 17  # rollout: paused (rollout pause, or no capacity left)
     TRIAGE_WARNING = 20  # triage --exit-code: warnings, nothing critical
     TRIAGE_CRITICAL = 21  # triage --exit-code: at least one critical problem
     INTERRUPTED = 130
@@ -74,6 +77,9 @@ EXIT_STATUS_HELP: dict[ExitStatus, str] = {
     ExitStatus.SCHEDULER_ERROR: "The scheduler refused or failed a command, or printed output factoryctl does not understand.",
     ExitStatus.NO_GPU: "factoryctl-exporter could not initialise NVML.",
     ExitStatus.ADDRESS_IN_USE: "factoryctl-exporter's listen address is already in use.",
+    ExitStatus.ROLLOUT_BREAKER: "rollout: the circuit breaker tripped (--max-failures); the campaign paused.",
+    ExitStatus.ROLLOUT_ABORTED: "rollout: the campaign was aborted; failed nodes stay drained.",
+    ExitStatus.ROLLOUT_PAUSED: "rollout: the campaign paused (rollout pause, or no capacity left).",
     ExitStatus.TRIAGE_WARNING: "triage --exit-code: warnings, nothing critical.",
     ExitStatus.TRIAGE_CRITICAL: "triage --exit-code: at least one critical problem.",
     ExitStatus.INTERRUPTED: "Interrupted (Ctrl-C).",

@@ -25,6 +25,7 @@ class Verb(StrEnum):
     REBOOT = "reboot"
     MAINTENANCE = "maintenance"
     MAINTENANCE_DELETE = "maintenance-delete"
+    ROLLOUT = "rollout"
 
 
 class Step(StrEnum):
@@ -39,8 +40,9 @@ def stored_reason(reason: str, user: str) -> str:
 
 
 def owned_by_factoryctl(reason: str) -> bool:
-    # Slurm may append " : reboot issued" etc.; the prefix survives.
-    return reason.startswith(REASON_PREFIX)
+    # Slurm may append " : reboot issued" etc.; the prefix survives. A rollout campaign's
+    # reason ("factoryctl rollout <id>: ...") is factoryctl's too.
+    return reason.startswith((REASON_PREFIX, "factoryctl rollout "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class Plan:
 def _job_effect(verb: Verb, params: dict[str, Any]) -> str:
     if verb is Verb.DRAIN:
         return "keeps running to completion; no new jobs start on its nodes"
+    if verb is Verb.ROLLOUT:
+        return "keeps running; its node is worked on once it ends (skipped after --drain-timeout)"
     if verb is Verb.REBOOT:
         if params.get("asap"):
             return "keeps running; no new jobs start; the node reboots when it ends"
@@ -132,6 +136,10 @@ def _node_step(verb: Verb, node: Node, force: bool, params: dict[str, Any]) -> t
                 Step.SKIP,
                 f"already {state.value} {who} ({node.reason or 'no reason'}); reason kept",
             )
+        return Step.ACT, ""
+    if verb is Verb.ROLLOUT:
+        if not state.in_service:
+            return Step.SKIP, f"out of service already ({node.reason or state.value}); left alone"
         return Step.ACT, ""
     if verb is Verb.RESUME:
         if state.in_service or state is NodeState.MAINT:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "reboot": "factoryctl.cli.actions:reboot",
     "maintenance": "factoryctl.cli.maintenance:maintenance",
     "audit": "factoryctl.cli.maintenance:audit",
+    "rollout": "factoryctl.cli.rollout:rollout",
 }
 
 

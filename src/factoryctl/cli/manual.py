@@ -93,6 +93,31 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("Resume nodes factoryctl drained:", "factoryctl resume 'gpu[001-004]'"),
         ("Also resume a node a health check drained:", "factoryctl resume gpu007 --force"),
     ],
+    "factoryctl rollout start": [
+        (
+            "A driver update, gated by DCGM, 5% of the partition at a time, pausing after 3 failures:",
+            "factoryctl rollout start 'gpu[001-128]' --reason 'driver 550.90' --max-unavailable 5% "
+            "--max-failures 3 --exec 'ssh {node} sudo /opt/site/install-driver 550.90' --reboot "
+            "--check 'ssh {node} dcgmi diag -r 2'",
+        ),
+        (
+            "A kernel reboot, 4 nodes at a time, proving the new kernel booted:",
+            "factoryctl rollout start 'gpu[001-064]' --reason 'kernel 6.8.0-45' --max-unavailable 4 "
+            "--reboot --drain-timeout 6h "
+            "--check 'ssh {node} sh -c \"uname -r | grep -qx 6.8.0-45-generic\"' --yes -o json",
+        ),
+        (
+            "A health sweep with no work: unhealthy nodes stay drained:",
+            "factoryctl rollout start 'gpu[001-256]' --reason 'health sweep' --max-unavailable 8 "
+            "--max-failures 10 --check 'ssh {node} dcgmi diag -r 3'",
+        ),
+    ],
+    "factoryctl rollout resume": [
+        (
+            "Continue the latest campaign after a crash or a pause:",
+            "factoryctl rollout resume --yes",
+        ),
+    ],
     "factoryctl reboot": [
         (
             "Reboot as soon as jobs end, back into service after:",
