@@ -141,18 +141,19 @@ def test_unknown_campaign_and_no_campaign(cli: CLI) -> None:
 
 
 def test_pause_of_a_campaign_nobody_runs_then_abort(cli: CLI) -> None:
-    from factoryctl.actions import rollout as ro
+    from factoryctl.actions.rollout_journal import Store
+    from factoryctl.actions.rollout_plan import RolloutSpec, build_rollout_plan, create
 
-    store = ro.Store(cli.state / "factoryctl" / "rollouts")
-    plan = ro.build_rollout_plan(
-        ro.RolloutSpec("n[01-02]", "fw", "erin"),
+    store = Store(cli.state / "factoryctl" / "rollouts")
+    plan = build_rollout_plan(
+        RolloutSpec("n[01-02]", "fw", "erin"),
         cli.slurm,
         __import__("factoryctl.actions.guards", fromlist=["BlastRadius"]).BlastRadius(0.5),
         {"PATH": "/bin"},
         "abcd0001",
         {},
     )
-    ro.create(store, plan, [], 0.0)
+    create(store, plan, [], 0.0)
     assert cli("rollout", "list")[1].count("interrupted") == 1
     assert cli("rollout", "pause", "abcd0001")[0] == 0
     assert "paused" in cli("rollout", "status", "abcd0001")[1]

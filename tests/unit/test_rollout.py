@@ -10,9 +10,31 @@ from typing import Any
 
 import pytest
 
-from factoryctl.actions import rollout as ro
 from factoryctl.actions.audit import AuditLog
 from factoryctl.actions.guards import BlastRadius
+from factoryctl.actions.rollout_journal import Campaign, Store, replay
+from factoryctl.actions.rollout_phases import (
+    BREAKER,
+    DONE,
+    DRAINING,
+    EXEC,
+    FAILED,
+    FINISHED,
+    PAUSED,
+    PENDING,
+    REBOOT,
+    RESUMING,
+    SKIPPED,
+)
+from factoryctl.actions.rollout_plan import (
+    RolloutSpec,
+    build_rollout_plan,
+    command_template,
+    create,
+    refusal,
+    substitute,
+)
+from factoryctl.actions.rollout_runner import Runner, control
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Allocation, Job, JobState, Node, NodeState
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
@@ -107,35 +129,35 @@ def slurm() -> FakeSlurm:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ro.Store:
-    return ro.Store(tmp_path / "rollouts")
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "rollouts")
 
 
-def _spec(**kw: Any) -> ro.RolloutSpec:
+def _spec(**kw: Any) -> RolloutSpec:
     base: dict[str, Any] = {"hostlist": "n[01-08]", "reason": "driver 550", "user": "erin"}
-    return ro.RolloutSpec(**(base | kw))
+    return RolloutSpec(**(base | kw))
 
 
-def _plan(slurm: FakeSlurm, store: ro.Store | None = None, **kw: Any) -> dict[str, Any]:
+def _plan(slurm: FakeSlurm, store: Store | None = None, **kw: Any) -> dict[str, Any]:
     held = store.held_nodes() if store else {}
-    return ro.build_rollout_plan(_spec(**kw), slurm, RADIUS, ENV, "c0ffee01", held)
+    return build_rollout_plan(_spec(**kw), slurm, RADIUS, ENV, "c0ffee01", held)
 
 
 class Harness:
-    def __init__(self, slurm: FakeSlurm, store: ro.Store, tmp_path: Path) -> None:
+    def __init__(self, slurm: FakeSlurm, store: Store, tmp_path: Path) -> None:
         self.slurm, self.store = slurm, store
         self.audit = AuditLog(tmp_path / "audit.jsonl")
         self.events: list[dict[str, Any]] = []
         self.samples: list[int] = []
 
-    def runner(self, campaign: ro.Campaign) -> ro.Runner:
+    def runner(self, campaign: Campaign) -> Runner:
         def sleep(seconds: float) -> None:
             # Sample capacity as Slurm sees it between ticks, then let time pass.
             out = [n for n in self.slurm.nodes() if not n.state.in_service]
             self.samples.append(len(out))
             self.slurm.tick(seconds)
 
-        return ro.Runner(
+        return Runner(
             store=self.store,
             campaign=campaign,
             scheduler=self.slurm,
@@ -147,16 +169,16 @@ class Harness:
             interval=0.5,
         )
 
-    def start(self, **kw: Any) -> tuple[ExitStatus, ro.Runner]:
-        plan = ro.build_rollout_plan(_spec(**kw), self.slurm, RADIUS, ENV, "c0ffee01", {})
+    def start(self, **kw: Any) -> tuple[ExitStatus, Runner]:
+        plan = build_rollout_plan(_spec(**kw), self.slurm, RADIUS, ENV, "c0ffee01", {})
         assert not plan["refusals"], plan["refusals"]
-        campaign = ro.create(self.store, plan, ["test"], self.slurm.now)
+        campaign = create(self.store, plan, ["test"], self.slurm.now)
         runner = self.runner(campaign)
         return runner.run(), runner
 
 
 @pytest.fixture
-def h(slurm: FakeSlurm, store: ro.Store, tmp_path: Path) -> Harness:
+def h(slurm: FakeSlurm, store: Store, tmp_path: Path) -> Harness:
     return Harness(slurm, store, tmp_path)
 
 
@@ -188,7 +210,7 @@ def test_floor_that_cannot_hold_is_refused(slurm: FakeSlurm) -> None:
     for name in ("n07", "n08"):
         slurm.n[name].state = NodeState.DOWN
     plan = _plan(slurm, hostlist="n[01-06]", max_unavailable="2")
-    err = ro.refusal(plan)
+    err = refusal(plan)
     assert err is not None and err.status is ExitStatus.REFUSED
     assert "capacity floor cannot hold" in err.message and "n[07-08]" in err.message
     assert slurm.calls == []
@@ -227,8 +249,8 @@ def test_bad_input_is_one_error_before_anything(
 
 
 def test_exec_argv_is_split_not_a_shell() -> None:
-    argv = ro.command_template("--exec", "echo '{node}; id' $(x)", ENV)
-    assert ro.substitute(argv, "n01") == ["echo", "n01; id", "$(x)"]
+    argv = command_template("--exec", "echo '{node}; id' $(x)", ENV)
+    assert substitute(argv, "n01") == ["echo", "n01; id", "$(x)"]
 
 
 # -- running ------------------------------------------------------------------------------
@@ -240,24 +262,24 @@ def test_campaign_check_fails_on_two_nodes_capacity_never_below_floor(h: Harness
     )
     assert status is ExitStatus.PARTIAL
     c = runner.campaign
-    assert c.names(ro.DONE) == ["n01", "n02", "n04", "n05", "n06", "n07"]
-    assert c.names(ro.FAILED) == ["n03", "n08"]
+    assert c.names(DONE) == ["n01", "n02", "n04", "n05", "n06", "n07"]
+    assert c.names(FAILED) == ["n03", "n08"]
     assert c.nodes["n03"].step == "check" and "exit status 3" in c.nodes["n03"].note
     for name in ("n03", "n08"):
         node = h.slurm.n[name]
         assert node.state is NodeState.DOWN
         assert node.reason == "factoryctl rollout c0ffee01: check failed: driver 550 (erin)"
-    assert all(h.slurm.n[n].state is NodeState.IDLE for n in c.names(ro.DONE))
+    assert all(h.slurm.n[n].state is NodeState.IDLE for n in c.names(DONE))
     assert max(h.samples) <= 2 and h.samples.count(2) > 0
     # Every node drained and rebooted once, resumed only after its check passed.
     assert sorted(n for v, n in h.slurm.calls if v == "reboot") == [
         f"n{i:02d}" for i in range(1, 9)
     ]
-    assert {n for v, n in h.slurm.calls if v == "resume"} == set(c.names(ro.DONE))
+    assert {n for v, n in h.slurm.calls if v == "resume"} == set(c.names(DONE))
     # Journal replay agrees with the runner's own view.
-    again = ro.replay(h.store.journal(c.id).records())
+    again = replay(h.store.journal(c.id).records())
     assert {n: r.phase for n, r in again.nodes.items()} == {n: r.phase for n, r in c.nodes.items()}
-    assert again.status == ro.FINISHED
+    assert again.status == FINISHED
     audit = [r for r in h.audit.records() if r["event"] == "step"]
     journal = [r for r in h.store.journal(c.id).records() if r["event"] == "node"]
     assert [(r["node"], r["phase"]) for r in audit] == [(r["node"], r["phase"]) for r in journal]
@@ -269,9 +291,9 @@ def test_job_outliving_drain_timeout_is_skipped_and_undrained(h: Harness) -> Non
     status, runner = h.start(hostlist="n[01-03]", max_unavailable="1", drain_timeout=5.0)
     assert status is ExitStatus.PARTIAL
     rec = runner.campaign.nodes["n02"]
-    assert rec.phase == ro.SKIPPED and "902 (alice)" in rec.note
+    assert rec.phase == SKIPPED and "902 (alice)" in rec.note
     assert h.slurm.n["n02"].state is NodeState.MIXED and h.slurm.n["n02"].reason == ""
-    assert runner.campaign.names(ro.DONE) == ["n01", "n03"]
+    assert runner.campaign.names(DONE) == ["n01", "n03"]
 
 
 def test_breaker_stops_new_nodes_and_pauses(h: Harness) -> None:
@@ -282,39 +304,39 @@ def test_breaker_stops_new_nodes_and_pauses(h: Harness) -> None:
     )
     assert status is ExitStatus.ROLLOUT_BREAKER
     c = runner.campaign
-    assert c.names(ro.FAILED) == ["n01", "n02"] and c.names(ro.DONE) == ["n03"]
-    assert c.count(ro.PENDING) == 5
-    assert c.status == ro.BREAKER and "circuit breaker" in c.message
+    assert c.names(FAILED) == ["n01", "n02"] and c.names(DONE) == ["n03"]
+    assert c.count(PENDING) == 5
+    assert c.status == BREAKER and "circuit breaker" in c.message
     # An operator fixes the two nodes by hand, then resumes: the breaker counts afresh.
     for name in ("n01", "n02"):
         h.slurm.resume([name])
-    ro.control(h.store, c.id, "resume", "erin", "fixed", h.slurm.now)
+    control(h.store, c.id, "resume", "erin", "fixed", h.slurm.now)
     resumed = h.store.load(c.id)
     assert resumed.breaker_base == 2 and not resumed.pause_requested
     assert h.runner(resumed).run() is ExitStatus.PARTIAL
-    assert h.store.load(c.id).count(ro.DONE) == 6
+    assert h.store.load(c.id).count(DONE) == 6
 
 
 def test_pause_finishes_in_flight_then_stops(h: Harness) -> None:
-    plan = ro.build_rollout_plan(_spec(max_unavailable="2"), h.slurm, RADIUS, ENV, "c0ffee01", {})
-    campaign = ro.create(h.store, plan, [], h.slurm.now)
+    plan = build_rollout_plan(_spec(max_unavailable="2"), h.slurm, RADIUS, ENV, "c0ffee01", {})
+    campaign = create(h.store, plan, [], h.slurm.now)
     runner = h.runner(campaign)
     original = runner.emit
 
     def emit(event: dict[str, Any]) -> None:
         original(event)
-        if event.get("phase") == ro.DRAINING and event["node"] == "n02":
-            ro.control(h.store, campaign.id, "pause", "bob", "", h.slurm.now)
+        if event.get("phase") == DRAINING and event["node"] == "n02":
+            control(h.store, campaign.id, "pause", "bob", "", h.slurm.now)
 
     runner.emit = emit
     assert runner.run() is ExitStatus.ROLLOUT_PAUSED
     c = h.store.load(campaign.id)
-    assert c.names(ro.DONE) == ["n01", "n02"] and c.count(ro.PENDING) == 6
-    assert c.status == ro.PAUSED
+    assert c.names(DONE) == ["n01", "n02"] and c.count(PENDING) == 6
+    assert c.status == PAUSED
 
 
 def test_abort_leaves_worked_nodes_drained_and_says_why(h: Harness) -> None:
-    plan = ro.build_rollout_plan(
+    plan = build_rollout_plan(
         _spec(max_unavailable="2", exec_cmd="sleep 30 {node}"),
         h.slurm,
         RADIUS,
@@ -323,30 +345,30 @@ def test_abort_leaves_worked_nodes_drained_and_says_why(h: Harness) -> None:
         {},
     )
     plan["exec"] = ["sh", "-c", "sleep 30", "{node}"]
-    campaign = ro.create(h.store, plan, [], h.slurm.now)
+    campaign = create(h.store, plan, [], h.slurm.now)
     runner = h.runner(campaign)
     original = runner.emit
 
     def emit(event: dict[str, Any]) -> None:
         original(event)
-        if event.get("phase") == ro.EXEC and event["node"] == "n02":
-            ro.control(h.store, campaign.id, "abort", "bob", "", h.slurm.now)
+        if event.get("phase") == EXEC and event["node"] == "n02":
+            control(h.store, campaign.id, "abort", "bob", "", h.slurm.now)
 
     runner.emit = emit
     assert runner.run() is ExitStatus.ROLLOUT_ABORTED
     c = h.store.load(campaign.id)
-    assert c.names(ro.FAILED) == ["n01", "n02"]
+    assert c.names(FAILED) == ["n01", "n02"]
     assert "n01 (abort failed: aborted during exec)" in c.message
     assert h.slurm.n["n01"].reason.startswith("factoryctl rollout c0ffee01: abort failed")
-    assert c.count(ro.PENDING) == 6 and runner.work == {}
+    assert c.count(PENDING) == 6 and runner.work == {}
 
 
 # -- crash and replay -----------------------------------------------------------------------
 
 
-def _journal(h: Harness, phases: dict[str, str], **kw: Any) -> ro.Campaign:
-    plan = ro.build_rollout_plan(_spec(**kw), h.slurm, RADIUS, ENV, "c0ffee01", {})
-    campaign = ro.create(h.store, plan, [], h.slurm.now)
+def _journal(h: Harness, phases: dict[str, str], **kw: Any) -> Campaign:
+    plan = build_rollout_plan(_spec(**kw), h.slurm, RADIUS, ENV, "c0ffee01", {})
+    campaign = create(h.store, plan, [], h.slurm.now)
     for name, phase in phases.items():
         h.store.journal(campaign.id).append(
             {"event": "node", "node": name, "phase": phase, "time": h.slurm.now}
@@ -369,58 +391,58 @@ def test_replay_rechecks_each_cut_off_step_against_slurm(h: Harness) -> None:
     campaign = _journal(
         h,
         {
-            "n01": ro.DRAINING,
-            "n02": ro.REBOOT,
-            "n03": ro.DONE,
-            "n04": ro.FAILED,
-            "n05": ro.RESUMING,
+            "n01": DRAINING,
+            "n02": REBOOT,
+            "n03": DONE,
+            "n04": FAILED,
+            "n05": RESUMING,
         },
         hostlist="n[01-06]",
         max_unavailable="4",
         reboot=True,
     )
     h.store.journal(campaign.id).append(
-        {"event": "node", "node": "n04", "phase": ro.FAILED, "step": "check", "time": s.now}
+        {"event": "node", "node": "n04", "phase": FAILED, "step": "check", "time": s.now}
     )
     campaign = h.store.load(campaign.id)
     assert h.runner(campaign).run() is ExitStatus.PARTIAL
     c = h.store.load(campaign.id)
-    assert sorted(c.names(ro.DONE)) == ["n01", "n02", "n03", "n05", "n06"]
+    assert sorted(c.names(DONE)) == ["n01", "n02", "n03", "n05", "n06"]
     reboots = [n for v, n in s.calls if v == "reboot"]
     assert "n02" not in reboots and "n01" in reboots and "n06" in reboots
     assert ("drain", "n01") in s.calls
     assert s.n["n03"].state is NodeState.IDLE and s.n["n05"].state is NodeState.IDLE
     assert s.n["n04"].reason == "factoryctl rollout c0ffee01: check failed: driver 550 (erin)"
     # No node done twice: one "done" record per node.
-    done = [r["node"] for r in h.store.journal(c.id).records() if r.get("phase") == ro.DONE]
+    done = [r["node"] for r in h.store.journal(c.id).records() if r.get("phase") == DONE]
     assert sorted(done) == sorted(set(done))
 
 
 def test_replay_of_a_cut_off_reboot_that_never_ran_issues_it(h: Harness) -> None:
     ours = "factoryctl rollout c0ffee01: driver 550 (erin)"
     h.slurm.n["n01"].state, h.slurm.n["n01"].reason = NodeState.DRAINED, ours
-    campaign = _journal(h, {"n01": ro.REBOOT}, hostlist="n01", reboot=True)
+    campaign = _journal(h, {"n01": REBOOT}, hostlist="n01", reboot=True)
     assert h.runner(campaign).run() is ExitStatus.OK
     assert [n for v, n in h.slurm.calls if v == "reboot"] == ["n01"]
 
 
 def test_torn_last_line_is_ignored(h: Harness) -> None:
-    campaign = _journal(h, {"n01": ro.DRAINING}, hostlist="n[01-02]")
+    campaign = _journal(h, {"n01": DRAINING}, hostlist="n[01-02]")
     with open(h.store.journal(campaign.id).path, "a") as f:
         f.write('{"event":"node","node":"n01","pha')
-    assert h.store.load(campaign.id).nodes["n01"].phase == ro.DRAINING
+    assert h.store.load(campaign.id).nodes["n01"].phase == DRAINING
 
 
 def test_a_node_held_by_an_unfinished_campaign_cannot_be_taken(
-    h: Harness, slurm: FakeSlurm, store: ro.Store
+    h: Harness, slurm: FakeSlurm, store: Store
 ) -> None:
-    _journal(h, {"n01": ro.DRAINING}, hostlist="n[01-02]")
+    _journal(h, {"n01": DRAINING}, hostlist="n[01-02]")
     plan = _plan(slurm, store, hostlist="n[02-03]")
     assert "held by campaign c0ffee01" in plan["refusals"][0] and "n02" in plan["refusals"][0]
     assert _plan(slurm, store, hostlist="n[03-04]")["refusals"] == []
 
 
-def test_runner_lock_is_exclusive(store: ro.Store) -> None:
+def test_runner_lock_is_exclusive(store: Store) -> None:
     with store.runner_lock("abc") as got:
         assert got and store.running("abc")
         with store.runner_lock("abc") as again:
@@ -430,7 +452,7 @@ def test_runner_lock_is_exclusive(store: ro.Store) -> None:
 
 def test_a_step_missing_from_the_audit_log_is_copied_on_resume(h: Harness) -> None:
     # Killed between the journal record and its audit copy: the journal has one more.
-    campaign = _journal(h, {"n01": ro.DRAINING}, hostlist="n[01-02]")
+    campaign = _journal(h, {"n01": DRAINING}, hostlist="n[01-02]")
     assert h.runner(campaign).run() is ExitStatus.OK
     journal = [
         (r["node"], r["phase"])
@@ -438,4 +460,4 @@ def test_a_step_missing_from_the_audit_log_is_copied_on_resume(h: Harness) -> No
         if r["event"] == "node"
     ]
     audit = [(r["node"], r["phase"]) for r in h.audit.records() if r["event"] == "step"]
-    assert audit == journal and ("n01", ro.DRAINING) in audit
+    assert audit == journal and ("n01", DRAINING) in audit

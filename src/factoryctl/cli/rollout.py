@@ -2,7 +2,7 @@
 
 The plan goes to stdout (a table, or one JSON line with ``-o json``); progress goes to
 stderr as one line per step, or to stdout as one JSON event per line with ``-o json``.
-The engine is ``factoryctl.actions.rollout``.
+The engine is ``factoryctl.actions.rollout_runner`` and its sibling ``rollout_*`` modules.
 """
 
 from __future__ import annotations
@@ -13,9 +13,20 @@ from typing import Any
 import click
 
 from factoryctl import hostlists
-from factoryctl.actions import rollout as ro
 from factoryctl.actions.guards import RefusedError
 from factoryctl.actions.outcome import operator
+from factoryctl.actions.rollout_journal import Campaign, Store
+from factoryctl.actions.rollout_phases import (
+    ABORTED,
+    PAUSED,
+    TERMINAL,
+    TERMINAL_STATUS,
+    campaigns_in_slurm,
+    new_campaign_id,
+)
+from factoryctl.actions.rollout_plan import RolloutSpec, build_rollout_plan, create, refusal
+from factoryctl.actions.rollout_runner import Runner, control, write_events
+from factoryctl.actions.rollout_steps import Emit
 from factoryctl.actions.timespec import parse_duration
 from factoryctl.cli.actions import audit_log, blast_radius
 from factoryctl.cli.common import get_env
@@ -49,8 +60,8 @@ LIST_COLUMNS = (
 )
 
 
-def _store(env: Environment) -> ro.Store:
-    return ro.Store(audit_log(env).path.parent / "rollouts")
+def _store(env: Environment) -> Store:
+    return Store(audit_log(env).path.parent / "rollouts")
 
 
 def _when(t: Any) -> str:
@@ -94,14 +105,14 @@ def render_plan(plan: dict[str, Any]) -> str:
         lines.append(
             f"running jobs on these nodes: {len(plan['jobs'])} (users: {', '.join(users)})"
         )
-    for refusal in plan["refusals"]:
-        lines.append(f"REFUSED: {refusal}")
+    for why in plan["refusals"]:
+        lines.append(f"REFUSED: {why}")
     return "\n".join(lines)
 
 
-def _emitter(env: Environment) -> ro.Emit:
+def _emitter(env: Environment) -> Emit:
     if env.output == "json":
-        return ro.write_events(env.stdout)
+        return write_events(env.stdout)
     tty = bool(getattr(env.stderr, "isatty", lambda: False)())
 
     def show(event: dict[str, Any]) -> None:
@@ -137,7 +148,7 @@ def _confirm(env: Environment, what: str, yes: bool) -> None:
         raise RefusedError("not confirmed: nothing changed")
 
 
-def _finish(env: Environment, status: ExitStatus, campaign: ro.Campaign) -> int:
+def _finish(env: Environment, status: ExitStatus, campaign: Campaign) -> int:
     word = "" if status is ExitStatus.OK else "error: "
     env.stderr.write(f"factoryctl: {word}rollout {campaign.id}: {campaign.message}\n")
     return int(status)
@@ -160,8 +171,8 @@ def _refuse(env: Environment, plan: dict[str, Any], message: str, argv: list[str
     )
 
 
-def _runner(env: Environment, store: ro.Store, campaign: ro.Campaign) -> ro.Runner:
-    return ro.Runner(
+def _runner(env: Environment, store: Store, campaign: Campaign) -> Runner:
+    return Runner(
         store=store,
         campaign=campaign,
         scheduler=env.scheduler(),
@@ -177,7 +188,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM as ^C: stop the commands we started, keep the journal
 
 
-def _run(env: Environment, store: ro.Store, campaign: ro.Campaign) -> int:
+def _run(env: Environment, store: Store, campaign: Campaign) -> int:
     import signal
     import threading
 
@@ -291,7 +302,7 @@ def start(
     if output:
         env.output = output
     argv = list(sys.argv)
-    spec = ro.RolloutSpec(
+    spec = RolloutSpec(
         hostlist=hostlist,
         reason=reason,
         user=operator(env.environ),
@@ -309,13 +320,13 @@ def start(
     store = _store(env)
     scheduler = env.scheduler()
     radius = blast_radius(env)
-    cid = ro.new_campaign_id()
-    plan = ro.build_rollout_plan(spec, scheduler, radius, env.environ, cid, store.held_nodes())
+    cid = new_campaign_id()
+    plan = build_rollout_plan(spec, scheduler, radius, env.environ, cid, store.held_nodes())
     if env.output == "json":
-        ro.write_events(env.stdout)({"event": "plan", **plan, "dry_run": dry_run})
+        write_events(env.stdout)({"event": "plan", **plan, "dry_run": dry_run})
     else:
         env.write(render_plan(plan))
-    refused = ro.refusal(plan)
+    refused = refusal(plan)
     if refused is not None:
         if not dry_run:
             _refuse(env, plan, refused.message, argv)
@@ -335,12 +346,12 @@ def start(
         raise
     with store.registry_lock():
         # Fresh state under the lock: another operator may have acted while we asked.
-        plan = ro.build_rollout_plan(spec, scheduler, radius, env.environ, cid, store.held_nodes())
-        refused = ro.refusal(plan)
+        plan = build_rollout_plan(spec, scheduler, radius, env.environ, cid, store.held_nodes())
+        refused = refusal(plan)
         if refused is not None:
             _refuse(env, plan, refused.message, argv)
             raise refused
-        campaign = ro.create(store, plan, argv, env.clock())
+        campaign = create(store, plan, argv, env.clock())
         audit_log(env).append(
             {
                 "id": cid,
@@ -357,7 +368,7 @@ def start(
     return _run(env, store, campaign)
 
 
-def _campaign_id(store: ro.Store, campaign_id: str | None) -> str:
+def _campaign_id(store: Store, campaign_id: str | None) -> str:
     return campaign_id or store.latest()
 
 
@@ -375,13 +386,13 @@ def resume_command(campaign_id: str | None, reason: str, yes: bool, output: str 
         env.output = output
     store = _store(env)
     campaign = store.load(_campaign_id(store, campaign_id))
-    if campaign.status in ro.TERMINAL_STATUS:
+    if campaign.status in TERMINAL_STATUS:
         raise RefusedError(f"campaign {campaign.id} is {campaign.status}: nothing to resume")
     if store.running(campaign.id):
         raise RefusedError(f"campaign {campaign.id} is running in another process")
-    left = len(campaign.nodes) - campaign.count(*ro.TERMINAL)
+    left = len(campaign.nodes) - campaign.count(*TERMINAL)
     _confirm(env, f"resume rollout {campaign.id} ({left} node(s) left)?", yes)
-    ro.control(store, campaign.id, "resume", operator(env.environ), reason, env.clock())
+    control(store, campaign.id, "resume", operator(env.environ), reason, env.clock())
     campaign = store.load(campaign.id)
     campaign.spec["resumed"] = True
     return _run(env, store, campaign)
@@ -395,12 +406,12 @@ def pause(campaign_id: str | None, reason: str) -> int:
     env = get_env()
     store = _store(env)
     campaign = store.load(_campaign_id(store, campaign_id))
-    if campaign.status in ro.TERMINAL_STATUS:
+    if campaign.status in TERMINAL_STATUS:
         raise RefusedError(f"campaign {campaign.id} is {campaign.status}: nothing to pause")
-    ro.control(store, campaign.id, "pause", operator(env.environ), reason, env.clock())
+    control(store, campaign.id, "pause", operator(env.environ), reason, env.clock())
     if not store.running(campaign.id):
         store.journal(campaign.id).append(
-            {"event": "status", "status": ro.PAUSED, "message": "paused", "time": env.clock()}
+            {"event": "status", "status": PAUSED, "message": "paused", "time": env.clock()}
         )
     env.stderr.write(
         f"factoryctl: rollout {campaign.id}: pause requested: nodes in flight finish, "
@@ -427,16 +438,16 @@ def abort(campaign_id: str | None, reason: str, yes: bool, timeout_text: str) ->
     store = _store(env)
     campaign = store.load(_campaign_id(store, campaign_id))
     timeout = parse_duration(timeout_text)
-    if campaign.status in ro.TERMINAL_STATUS:
+    if campaign.status in TERMINAL_STATUS:
         raise RefusedError(f"campaign {campaign.id} is {campaign.status} already")
     _confirm(env, f"abort rollout {campaign.id}?", yes)
-    ro.control(store, campaign.id, "abort", operator(env.environ), reason, env.clock())
+    control(store, campaign.id, "abort", operator(env.environ), reason, env.clock())
     if not store.running(campaign.id):
         return _run(env, store, store.load(campaign.id))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         campaign = store.load(campaign.id)
-        if campaign.status == ro.ABORTED:
+        if campaign.status == ABORTED:
             return _finish(env, ExitStatus.ROLLOUT_ABORTED, campaign)
         time.sleep(0.2)
     raise FactoryctlError(
@@ -503,7 +514,7 @@ def list_command(output: str | None) -> int:
         items.append(s)
     known = {i["id"] for i in items}
     try:
-        seen = ro.campaigns_in_slurm(env.scheduler().nodes())
+        seen = campaigns_in_slurm(env.scheduler().nodes())
     except FactoryctlError:
         seen = {}  # the journals alone, when Slurm cannot be asked
     for cid, entry in sorted(seen.items()):

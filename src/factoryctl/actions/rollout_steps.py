@@ -1,0 +1,401 @@
+"""One node's way through a rollout campaign: drain -> wait DRAINED -> ``--exec`` ->
+``--reboot`` -> ``--check`` -> resume, each step journaled before it is taken.
+
+A node's last record is an intent ("draining", "reboot", "resuming"...): after a ``kill -9``
+the runner that resumes the campaign re-checks that intent against Slurm instead of
+assuming it happened (a drain that never landed is issued again, a reboot that is over is
+not redone, a node whose resume was cut off is resumed). Work steps (``--exec``,
+``--check``) that were cut off run again: they must be safe to repeat. Terminal nodes are
+reconciled too: a failed node is drained with its failure reason, a done node is back in
+service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from factoryctl.actions.audit import AuditLog
+from factoryctl.actions.plan import Verb
+from factoryctl.actions.rollout_journal import Campaign, Journal, Store
+from factoryctl.actions.rollout_phases import (
+    CHECK,
+    DONE,
+    DRAINING,
+    EXEC,
+    FAILED,
+    REBOOT,
+    REBOOT_ISSUED,
+    RESUMING,
+    SKIPPED,
+    owned_by_campaign,
+)
+from factoryctl.actions.rollout_plan import substitute
+from factoryctl.errors import FactoryctlError
+from factoryctl.model import Node, NodeState
+from factoryctl.scheduler.base import NextState, Scheduler
+
+
+@dataclass
+class Work:
+    """A running --exec or --check (its own session, so abort stops all it started)."""
+
+    step: str
+    proc: subprocess.Popen[bytes]
+    started: float
+    log: Path
+
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class NodeSteps:
+    """The runner's state and its per-node steps; ``rollout_runner.Runner`` adds the
+    campaign loop (capacity, control, the end of the campaign) on top."""
+
+    store: Store
+    campaign: Campaign
+    scheduler: Scheduler
+    audit: AuditLog
+    environ: Mapping[str, str]
+    emit: Emit
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    interval: float = 1.0
+    work: dict[str, Work] = field(default_factory=dict)
+    _nodes: dict[str, Node] = field(default_factory=dict)
+
+    # -- records --------------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        return self.store.journal(self.campaign.id)
+
+    def _audit(self, event: str, **extra: Any) -> None:
+        self.audit.append(
+            {
+                "id": self.campaign.id,
+                "event": event,
+                "time": self.clock(),
+                "user": self.campaign.user,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "verb": Verb.ROLLOUT.value,
+                "nodes": self.campaign.summary()["nodes"],
+                "reason": self.campaign.stored_reason(),
+                **extra,
+            }
+        )
+
+    def phase(self, node: str, phase: str, **extra: Any) -> None:
+        """Journal first (fsync), then the audit log, then the event: the order a crash
+        must find them in."""
+        now = self.clock()
+        rec = self.campaign.nodes[node]
+        record = {"event": "node", "node": node, "phase": phase, "time": now, **extra}
+        self.journal.append(record)
+        rec.phase, rec.since = phase, now
+        if phase == DRAINING and not extra.get("retry"):
+            rec.drain_since = now
+        rec.step = str(extra.get("step", ""))
+        rec.note = str(extra.get("note", ""))
+        self._audit("step", node=node, phase=phase, **extra)
+        done = self.campaign.count(DONE)
+        self.emit(
+            {
+                "event": "node",
+                "campaign": self.campaign.id,
+                "node": node,
+                "phase": phase,
+                "time": now,
+                "done": done,
+                "failed": self.campaign.count(FAILED),
+                "total": len(self.campaign.nodes),
+                **extra,
+            }
+        )
+
+    def status(self, status: str, message: str) -> None:
+        self.campaign.status, self.campaign.message = status, message
+        self.journal.append(
+            {"event": "status", "status": status, "message": message, "time": self.clock()}
+        )
+        self.emit(
+            {
+                "event": "campaign",
+                "campaign": self.campaign.id,
+                "status": status,
+                "message": message,
+                "time": self.clock(),
+                **{k: v for k, v in self.campaign.summary().items() if k not in ("message",)},
+            }
+        )
+
+    # -- Slurm ------------------------------------------------------------------------------
+    def _read(self) -> bool:
+        try:
+            self._nodes = {n.name: n for n in self.scheduler.nodes()}
+            return True
+        except FactoryctlError as err:
+            self.emit({"event": "warning", "campaign": self.campaign.id, "message": err.message})
+            return False
+
+    def _ours(self, node: Node) -> bool:
+        return owned_by_campaign(node.reason, self.campaign.id)
+
+    def _spec(self, key: str) -> Any:
+        return self.campaign.spec.get(key)
+
+    # -- one node ---------------------------------------------------------------------------
+    def _fail(self, name: str, step: str, note: str) -> None:
+        reason = self.campaign.stored_reason(f"{step} failed")
+        self.phase(name, FAILED, step=step, note=note)
+        self._set_failed_reason(name, reason)
+
+    def _set_failed_reason(self, name: str, reason: str) -> None:
+        try:
+            self.scheduler.drain([name], reason)
+        except FactoryctlError as err:
+            self.emit(
+                {
+                    "event": "warning",
+                    "campaign": self.campaign.id,
+                    "node": name,
+                    "message": f"could not set the failure reason: {err.message}",
+                }
+            )
+
+    def _start_work(self, name: str, step: str) -> None:
+        template = self._spec(step) or []
+        argv = substitute(template, name)
+        log = self.store.directory / self.campaign.id / f"{name}.{step}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        rec = self.campaign.nodes[name]
+        self.phase(name, EXEC if step == "exec" else CHECK, argv=argv, attempts=rec.attempts + 1)
+        with open(log, "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=dict(self.environ),
+                    start_new_session=True,
+                )
+            except OSError as err:
+                self._fail(name, step, f"cannot run {argv[0]}: {err.strerror}")
+                return
+        self.work[name] = Work(step, proc, self.clock(), log)
+        # Its PID (and session): whoever cleans up after a kill -9 of this runner can find it.
+        self.journal.append(
+            {"event": "work", "node": name, "step": step, "pid": proc.pid, "time": self.clock()}
+        )
+
+    def _poll_work(self, name: str) -> str | None:
+        """'ok', 'failed: ...' or None while it runs."""
+        work = self.work[name]
+        code = work.proc.poll()
+        if code is None:
+            if self.clock() - work.started > float(self._spec("step_timeout") or 3600):
+                kill_session(work.proc)
+                del self.work[name]
+                return f"timed out after {self._spec('step_timeout'):.0f}s"
+            return None
+        del self.work[name]
+        if code == 0:
+            return "ok"
+        tail = _last_line(work.log)
+        return f"exit status {code}" + (f": {tail}" if tail else "")
+
+    def _after_drained(self, name: str) -> None:
+        if self._spec("exec"):
+            self._start_work(name, "exec")
+        else:
+            self._after_exec(name)
+
+    def _after_exec(self, name: str) -> None:
+        if self._spec("reboot"):
+            self.phase(name, REBOOT)
+            self._issue_reboot(name)
+        else:
+            self._after_reboot(name)
+
+    def _issue_reboot(self, name: str) -> None:
+        try:
+            self.scheduler.reboot(
+                [name], self.campaign.stored_reason("rebooting"), False, NextState.DOWN
+            )
+        except FactoryctlError as err:
+            self._fail(name, "reboot", err.message)
+            return
+        self.phase(name, REBOOT_ISSUED)
+
+    def _after_reboot(self, name: str) -> None:
+        if self._spec("check"):
+            self._start_work(name, "check")
+        else:
+            self._finish(name)
+
+    def _finish(self, name: str) -> None:
+        if self._spec("next_state") == "down":
+            self.phase(name, DONE, note="left out of service (--next-state down)")
+            self._set_failed_reason(name, self.campaign.stored_reason("done, left down"))
+            return
+        self.phase(name, RESUMING)
+        self._issue_resume(name)
+
+    def _issue_resume(self, name: str) -> None:
+        try:
+            self.scheduler.resume([name])
+        except FactoryctlError as err:
+            self._fail(name, "resume", err.message)
+
+    def advance(self, name: str) -> None:
+        """Move one in-flight node on, from what Slurm says now."""
+        rec = self.campaign.nodes[name]
+        node = self._nodes.get(name)
+        if node is None:
+            return  # not in this read (Slurm hiccup): next tick
+        now = self.clock()
+        state = node.state
+        if rec.phase == DRAINING:
+            if state in (NodeState.DRAINED, NodeState.DOWN) and self._ours(node):
+                self.phase(name, "drained")
+                rec.phase = "drained"
+                self._after_drained(name)
+            elif state is NodeState.DRAINING and self._ours(node):
+                if now - rec.drain_since > float(self._spec("drain_timeout")):
+                    self._skip_timed_out(name)
+            elif state.in_service:
+                # The drain never landed (cut off before scontrol ran): issue it again.
+                self._drain(name, retry=True)
+            else:
+                self.phase(
+                    name,
+                    SKIPPED,
+                    note=f"taken out of service by someone else meanwhile: {node.reason or state.value}",
+                )
+        elif rec.phase in (EXEC, CHECK):
+            step = "exec" if rec.phase == EXEC else "check"
+            if name not in self.work:
+                self._start_work(name, step)  # cut off mid-step: run it again
+                return
+            verdict = self._poll_work(name)
+            if verdict is None:
+                return
+            if verdict != "ok":
+                self._fail(name, step, verdict)
+            elif step == "exec":
+                self._after_exec(name)
+            else:
+                self.phase(name, "check-passed")
+                rec.phase = "check-passed"
+                self._finish(name)
+        elif rec.phase == REBOOT:
+            # Cut off around scontrol reboot: Slurm says whether it was issued.
+            if state is NodeState.REBOOTING:
+                self.phase(name, REBOOT_ISSUED, note="reboot was issued before the cut")
+            elif state is NodeState.DOWN and self._ours(node):
+                self.phase(name, REBOOT_ISSUED, note="reboot done before the cut")
+            else:
+                self._issue_reboot(name)
+        elif rec.phase == REBOOT_ISSUED:
+            if state is NodeState.REBOOTING:
+                if now - rec.since > float(self._spec("reboot_timeout")):
+                    self._fail(name, "reboot", "the node did not come back in time")
+                return
+            if state is NodeState.UNKNOWN:
+                return
+            # Back: slurmd registered (Slurm sets DOWN for nextstate=down).
+            self.phase(name, "rebooted", state=state.value)
+            rec.phase = "rebooted"
+            self._after_reboot(name)
+        elif rec.phase == RESUMING:
+            if state.in_service:
+                self.phase(name, DONE)
+            elif state is NodeState.DRAINING and not self._ours(node):
+                self.phase(name, DONE, note=f"drained by someone else since: {node.reason}")
+            else:
+                self._issue_resume(name)
+        elif rec.phase in ("drained", "rebooted", "check-passed"):
+            # Cut off right after one of these: continue from there.
+            {"drained": self._after_drained, "rebooted": self._after_reboot}.get(
+                rec.phase, self._finish
+            )(name)
+
+    def _skip_timed_out(self, name: str) -> None:
+        jobs = ", ".join(
+            f"{j.job_id} ({j.user})"
+            for j in self._jobs()
+            if name in j.nodes and j.state.value == "running"
+        )
+        self.phase(
+            name,
+            SKIPPED,
+            step="drain",
+            note=f"jobs outlived --drain-timeout ({jobs or 'still running'}); drain undone, left in service",
+        )
+        with contextlib.suppress(FactoryctlError):
+            self.scheduler.resume([name])
+
+    def _jobs(self) -> list[Any]:
+        try:
+            return list(self.scheduler.jobs())
+        except FactoryctlError:
+            return []
+
+    def _drain(self, name: str, retry: bool = False) -> None:
+        extra: dict[str, Any] = {"retry": True} if retry else {}
+        self.phase(name, DRAINING, **extra)
+        try:
+            self.scheduler.drain([name], self.campaign.stored_reason())
+        except FactoryctlError as err:
+            self._fail(name, "drain", err.message)
+
+    # -- reconcile what a cut-off runner left ---------------------------------------------
+    def reconcile(self) -> None:
+        for name, rec in self.campaign.nodes.items():
+            node = self._nodes.get(name)
+            if node is None:
+                continue
+            failure = self.campaign.stored_reason(f"{rec.step} failed")
+            if rec.phase == FAILED and self._ours(node) and not node.reason.startswith(failure):
+                # Cut off between the record and the reason. A failed node an operator
+                # has put back since (not ours any more) is theirs: left alone.
+                self._set_failed_reason(name, failure)
+            elif rec.phase == SKIPPED and rec.step == "drain" and self._ours(node):
+                with contextlib.suppress(FactoryctlError):
+                    self.scheduler.resume([name])
+            elif (
+                rec.phase == DONE
+                and self._spec("next_state") == "resume"
+                and self._ours(node)
+                and not node.state.in_service
+            ):
+                self._issue_resume(name)
+
+
+def kill_session(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 2000))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:200] if lines else ""
