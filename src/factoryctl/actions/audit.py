@@ -32,22 +32,28 @@ def new_action_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def append_record(path: Path, record: Mapping[str, Any]) -> None:
+    """One JSON line appended and fsynced before returning: the audit log's and a rollout
+    journal's durability. O_APPEND: concurrent writers never interleave within a record.
+    Raises OSError; callers say which file it was."""
+    line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class AuditLog:
     path: Path
     lock_timeout: float = 60.0
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_APPEND: concurrent writers never interleave within one record.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_record(self.path, record)
         except OSError as err:
             raise FactoryctlError(
                 f"cannot write the audit log {self.path}: {err.strerror}; nothing was changed",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from factoryctl import hostlists
+from factoryctl.actions.audit import append_record
 from factoryctl.actions.rollout_phases import (
     ACTIVE,
     DONE,
@@ -41,15 +42,8 @@ class Journal:
     path: Path
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_record(self.path, record)
         except OSError as err:
             raise FactoryctlError(
                 f"cannot write the campaign journal {self.path}: {err.strerror}"
