@@ -9,7 +9,7 @@ in ``factoryctl.tui.rows``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,7 @@ def node_rows(snapshot: FactorySnapshot) -> list[Row]:
 
 
 def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[Row]:
+    throttle_unknown = "throttle_reasons" in snapshot.unavailable
     return [
         {
             "node": g.node,
@@ -118,7 +119,10 @@ def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[R
             "energy_joules": g.energy_joules,
             "temperature_celsius": g.temperature_celsius,
             "sm_clock_hz": g.sm_clock_hz,
-            "throttle_reasons": ",".join(g.throttle_reasons),
+            # dcgm-exporter cannot say (n/a), nor can a GPU that is not reporting: null.
+            "throttle_reasons": None
+            if throttle_unknown or not g.up
+            else ",".join(g.throttle_reasons),
             "ecc_uncorrected_total": g.ecc_uncorrected_total,
             "xid_total": g.xid_total,
             "last_xid": g.last_xid,
@@ -126,6 +130,24 @@ def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[R
         for g in snapshot.gpus
         if nodes is None or g.node in nodes
     ]
+
+
+def job_note_lines(notes: Mapping[str, str], job_ids: Iterable[str]) -> list[str]:
+    """One warning line per distinct note about the given jobs (the ones a view shows):
+    identical notes collapse into one line naming the jobs."""
+    by_note: dict[str, list[str]] = {}
+    for job_id in dict.fromkeys(job_ids):
+        note = notes.get(job_id)
+        if note:
+            by_note.setdefault(note, []).append(job_id)
+    return [note_line(ids, note) for note, ids in by_note.items()]
+
+
+def note_line(job_ids: Sequence[str], note: str) -> str:
+    if len(job_ids) == 1:
+        return f"job {job_ids[0]}: {note}"
+    shown = ", ".join(job_ids[:5]) + (", ..." if len(job_ids) > 5 else "")
+    return f"{len(job_ids)} jobs ({shown}): {note}"
 
 
 def job_identity(job: Job, now: float) -> Row:

@@ -52,7 +52,12 @@ def test_energy_by_job_json(run_cli: Run) -> None:
     items = {i["job_id"]: i for i in doc["items"]}
     assert items["1"]["energy_kwh"] == pytest.approx(2.0)
     assert items["3"]["energy_joules"] is None  # unknown stays unknown, never 0
-    assert doc["total_kwh"] == pytest.approx(3.0)
+    # A total over an unknown value is unknown; what was measured is beside it.
+    assert doc["total_kwh"] is None and doc["total_joules"] is None
+    assert doc["measured_joules"] == pytest.approx(10_800_000.0)
+    assert doc["unknown_jobs"] == 1
+    assert {"kind", "time", "source", "unavailable", "warnings", "items"} <= set(doc)
+    assert doc["time"] == FROZEN_NOW and doc["unavailable"] == ["cost", "co2_kg"]
     assert "older than retention" in res.stderr  # said, on stderr
 
 

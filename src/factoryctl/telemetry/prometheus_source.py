@@ -91,6 +91,10 @@ class PrometheusSource:
             self._delay = known if known is not None else detect_search_delay(self.client)
         return 2 * self.interval(at) + self._delay
 
+    def describe(self, at: float) -> str:
+        """The source as its JSON envelope names it (``prometheus:native``)."""
+        return f"prometheus:{self.schema(at).name}"
+
     # -- the snapshot --------------------------------------------------------------------
     def snapshot(self, at: float | None = None, view: str | None = None) -> FactorySnapshot:
         """The factory at ``at`` (now). ``view`` (nodes|gpus|jobs) fetches only what that
@@ -138,9 +142,6 @@ class PrometheusSource:
             replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
             for j in jobs
         ]
-        warnings.extend(
-            f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
-        )
         if not gpus:
             warnings.append(no_gpus_warning(schema))
         warnings.extend(self.client.warnings)
@@ -162,6 +163,7 @@ class PrometheusSource:
             scheduler_error="; ".join(failures),
             energy_today_joules=today_joules,
             energy_today_since=None if today_joules is None else local_midnight(t),
+            job_notes={e.job_id: e.note for e in energy.values() if e.note and e.joules is None},
         )
 
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
@@ -378,6 +380,13 @@ class PrometheusSource:
                     out[job.job_id] = JobEnergy(job.job_id, counters[job.job_id], "job-counter")
         rest = [j for j in jobs if j.job_id not in out]
         if rest and schema.gpu_energy is not None:
+            # Who held which GPU comes from Prometheus's attribution history for every
+            # finished job (Slurm drops its GPU indices) and any job the scheduler names
+            # no GPU of; the scheduler's allocation stands for running jobs (and where no
+            # attribution was recorded, for whatever the scheduler still names).
+            ask = [j for j in rest if j.state.finished or not any(j.gpu_keys())]
+            held = reader.attributed_gpus(ask, t) if ask else {}
+            rest = [replace(j, allocations=held[j.job_id]) if j.job_id in held else j for j in rest]
             out.update(reader.gpu_counters(rest, t, since, until))
         for job in jobs:
             out.setdefault(job.job_id, JobEnergy(job.job_id, None, "none", "no energy data"))
@@ -452,9 +461,12 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
     assert schema.gpu_energy is not None
     metric = schema.gpu_energy.metric
     ago = dur(max(0.001, t - local_midnight(t)))
+    # Per GPU, whatever other labels its series carry (dcgm-exporter's hpc_job changes with
+    # each job on the GPU, so midnight's series and now's would not match otherwise).
+    by = f"max by ({schema.node_label}, {schema.gpu_label})"
     return (
-        f"sum(clamp_min(last_over_time({metric}[{window}])"
-        f" - last_over_time({metric}[{window}] offset {ago}), 0))"
+        f"sum(clamp_min({by} (last_over_time({metric}[{window}]))"
+        f" - {by} (last_over_time({metric}[{window}] offset {ago})), 0))"
     )
 
 
