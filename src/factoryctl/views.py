@@ -78,6 +78,8 @@ JOB_COLUMNS = (
 
 def node_rows(snapshot: FactorySnapshot) -> list[Row]:
     rows = []
+    no_state = "state" in snapshot.unavailable
+    no_alloc = "gpus_allocated" in snapshot.unavailable
     for node in snapshot.nodes:
         gpus = snapshot.gpus_of_node(node.name)
         temps = [g.temperature_celsius for g in gpus if g.temperature_celsius is not None]
@@ -85,12 +87,14 @@ def node_rows(snapshot: FactorySnapshot) -> list[Row]:
         rows.append(
             {
                 "name": node.name,
-                "state": node.state.value,
+                # Unknown (no scheduler, no attribution): null, never a guessed "idle"/0;
+                # a node whose exporter is silent is still down, which telemetry knows.
+                "state": None if no_state and node.state is NodeState.UNKNOWN else node.state.value,
                 "reason": node.reason,
                 "reason_time": node.reason_time,
                 "partitions": ",".join(node.partitions),
                 "gpus_total": node.gpu_count or len(gpus),
-                "gpus_allocated": node.gpus_allocated,
+                "gpus_allocated": None if no_alloc else node.gpus_allocated,
                 "utilization": mean_utilization(gpus),
                 "power_watts": node_power(gpus),
                 "temperature_max_celsius": max(temps) if temps else None,

@@ -160,3 +160,56 @@ def _cli_after_the_end(
         print(f"{flavour} energy report job {job_id}: {err_:.3%}")
         assert err_ <= tol, (job_id, rows[job_id])
     assert doc["total_joules"] is not None and doc["total_joules"] > sum(scenario.finished.values())
+
+
+# -- --scheduler none on a dcgm-exporter site (issue 12, part 3) ------------------------
+
+
+def test_dcgm_without_scheduler_or_mapping_says_state_is_unknown(
+    lab, scenario: Scenario, engine_url: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_prometheus_cli import cli
+
+    nodes = cli(
+        "--prometheus", engine_url, "--schema", "dcgm", "nodes", "-o", "json", home=tmp_path
+    )
+    assert nodes.status == 0, nodes.stderr
+    doc = nodes.json()
+    assert {"state", "gpus_allocated"} <= set(doc["unavailable"])
+    assert [(i["state"], i["gpus_allocated"], i["gpus_total"]) for i in doc["items"]] == [
+        (None, None, 4),
+        (None, None, 4),
+    ]
+    table = cli("--prometheus", engine_url, "--schema", "dcgm", "nodes", home=tmp_path)
+    assert "idle" not in table.stdout and "n/a" in table.stdout
+    jobs = cli("--prometheus", engine_url, "--schema", "dcgm", "jobs", "-o", "json", home=tmp_path)
+    assert jobs.status == 0
+    assert "jobs" in jobs.json()["unavailable"] and jobs.json()["items"] == []
+    assert "no scheduler and no job attribution" in jobs.stderr
+    assert len(jobs.stderr.splitlines()) == 1
+
+
+def test_dcgm_without_scheduler_jobs_from_hpc_job(
+    lab, scenario: Scenario, hpc_engine_url: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_prometheus_cli import cli
+
+    n0, n1 = lab.sim.node_names
+    jobs = cli("--prometheus", hpc_engine_url, "jobs", "-o", "json", home=tmp_path)
+    assert jobs.status == 0, jobs.stderr
+    assert [(i["job_id"], i["gpus"], i["nodes"]) for i in jobs.json()["items"]] == [
+        (scenario.running, 2, n1)
+    ]
+    assert jobs.stderr == ""
+    nodes = cli("--prometheus", hpc_engine_url, "nodes", "-o", "json", home=tmp_path).json()
+    assert "state" not in nodes["unavailable"]
+    # Each GPU once, however many hpc_job copies and job changes its series went through.
+    assert {i["name"]: (i["gpus_total"], i["gpus_allocated"]) for i in nodes["items"]} == {
+        n0: (4, 0),
+        n1: (4, 2),
+    }
+    gpus = cli("--prometheus", hpc_engine_url, "gpus", "-o", "json", home=tmp_path).json()
+    assert len(gpus["items"]) == 8
+    assert all(g["throttle_reasons"] is None for g in gpus["items"])
+    held = {(g["node"], g["gpu"]): g["job_ids"] for g in gpus["items"] if g["job_ids"]}
+    assert held == {(n1, 2): scenario.running, (n1, 3): scenario.running}

@@ -129,7 +129,14 @@ class PrometheusSource:
             if "job_info" in results:
                 held, users = self._attribution(schema, results["job_info"])
             gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
-            nodes = list(nodes_from_gpus(gpus.values()))
+            # dcgm-exporter: attribution only where its job mapping labels series hpc_job.
+            attributed = schema.job_info is not None or bool(
+                "hpc_seen" in results and results["hpc_seen"].vector
+            )
+            if not attributed:
+                # No scheduler and no attribution: who holds a GPU is unknown (n/a).
+                unavailable.update(("state", "gpus_allocated", "jobs"))
+            nodes = list(nodes_from_gpus(gpus.values(), attributed))
             jobs = list(jobs_from_attribution(gpus.values(), users))
             if "job_energy" in results:
                 # Without a scheduler there is no start time: the exporter's counter as it
@@ -146,8 +153,8 @@ class PrometheusSource:
             warnings.append(no_gpus_warning(schema))
         warnings.extend(self.client.warnings)
         self.client.warnings.clear()
-        if not jobs and schema.job_info is None and view_of_scheduler is None:
-            unavailable.add("jobs")
+        if "jobs" in unavailable and view == "jobs":
+            warnings.append(NO_JOBS)
         today = results.get("energy_today")
         today_joules = None
         if today is not None and today.vector and schema.gpu_energy is not None:
@@ -218,6 +225,17 @@ class PrometheusSource:
             plan.update({k: v for k, v in multi.items() if k in wanted})
         if fields is None and schema.gpu_energy is not None:
             plan["energy_today"] = _energy_today_query(schema, t, window)
+        if telemetry_jobs and schema.job_info is None and schema.attribution is not None:
+            # dcgm-exporter's job mapping: each allocated GPU's series, copied per job.
+            label = schema.attribution_label
+            mapped = f'{schema.attribution}{{{label}!=""}}'
+            plan["job_info"] = (
+                f"group by ({label}, {schema.node_label}, {schema.gpu_label})"
+                f" (last_over_time({mapped}[{window}]))"
+            )
+            plan["hpc_seen"] = (
+                f"count(last_over_time({mapped}[{dur(self.options.inventory_window)}]))"
+            )
         if telemetry_jobs and schema.job_info is not None:
             plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
             if schema.job_energy is not None and view != "nodes":
@@ -308,7 +326,7 @@ class PrometheusSource:
         users: dict[str, str] = {}
         for s in res.vector:
             key = gpu_key(schema, s.labels)
-            job_id = s.labels.get("job_id", "")
+            job_id = s.labels.get(schema.attribution_label, "")
             if key is None or not job_id:
                 continue
             held.setdefault(key, set()).add(job_id)
@@ -469,6 +487,12 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
         f" - {by} (last_over_time({metric}[{window}] offset {ago})), 0))"
     )
 
+
+NO_JOBS = (
+    "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"
+    " dcgm-exporter's hpc_job label): jobs, node state and allocation are unknown;"
+    " configure [scheduler] or dcgm-exporter's HPC job mapping"
+)
 
 FORGOTTEN = (
     "no longer listed by the scheduler (no accounting database): user and GPUs from the"
