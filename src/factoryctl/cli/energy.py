@@ -18,7 +18,7 @@ from factoryctl.errors import ConfigError, UsageError
 from factoryctl.formats import render_csv, render_json, render_table
 from factoryctl.views import Column, Row, note_line, sort_rows
 
-GROUPS = ("job", "user", "account")
+GROUPS = ("job", "user", "account", "partition")
 # Clocks differ by a little between hosts; "until" slightly ahead of now is not the future.
 FUTURE_SLACK = 60.0
 
@@ -33,6 +33,7 @@ def columns(by: str, cost: bool, co2: bool) -> tuple[Column, ...]:
         ),
         "user": (Column("user", "USER"), Column("jobs", "JOBS", "int")),
         "account": (Column("account", "ACCOUNT"), Column("jobs", "JOBS", "int")),
+        "partition": (Column("partition", "PARTITION"), Column("jobs", "JOBS", "int")),
     }[by]
     tail = [Column("energy_kwh", "ENERGY", "kwh")]
     if cost:
@@ -63,7 +64,7 @@ def time_range(since: str, until: str, now: float) -> tuple[float, float]:
 def energy(
     by: str, since: str, until: str, users: tuple[str, ...], accounts: tuple[str, ...]
 ) -> None:
-    """Energy used by each job, user or account between --since and --until (kWh)."""
+    """Energy by job, user, account or partition between --since and --until (kWh)."""
     env = get_env()
     lo, hi = time_range(since, until, env.clock())
     source = env.source()
@@ -96,6 +97,7 @@ def energy(
                 "job_id": job.job_id,
                 "user": job.user,
                 "account": job.account,
+                "partition": job.partition,
                 "gpus": job.gpu_count,
                 "jobs": 1,
                 "start_time": job.start_time,
