@@ -10,7 +10,7 @@ site has no memory-bandwidth ratio, and showing 0 there would be a lie.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -192,6 +192,9 @@ class FactorySnapshot:
     # when the source's data begins if that is later). None: the source cannot say.
     energy_today_joules: float | None = None
     energy_today_since: float | None = None
+    # Why a job's energy is unknown, by job id: said only about the jobs a view shows
+    # (``views.job_note_lines``), never as a warning about every job of the factory.
+    job_notes: Mapping[str, str] = field(default_factory=dict)
     _table: list[GpuColumns] = field(default_factory=list, init=False, repr=False, compare=False)
     _node_index: dict[str, Node] = field(
         default_factory=dict, init=False, repr=False, compare=False

@@ -9,7 +9,7 @@ in ``factoryctl.tui.rows``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,8 @@ JOB_COLUMNS = (
 
 def node_rows(snapshot: FactorySnapshot) -> list[Row]:
     rows = []
+    no_state = "state" in snapshot.unavailable
+    no_alloc = "gpus_allocated" in snapshot.unavailable
     for node in snapshot.nodes:
         gpus = snapshot.gpus_of_node(node.name)
         temps = [g.temperature_celsius for g in gpus if g.temperature_celsius is not None]
@@ -85,12 +87,14 @@ def node_rows(snapshot: FactorySnapshot) -> list[Row]:
         rows.append(
             {
                 "name": node.name,
-                "state": node.state.value,
+                # Unknown (no scheduler, no attribution): null, never a guessed "idle"/0;
+                # a node whose exporter is silent is still down, which telemetry knows.
+                "state": None if no_state and node.state is NodeState.UNKNOWN else node.state.value,
                 "reason": node.reason,
                 "reason_time": node.reason_time,
                 "partitions": ",".join(node.partitions),
                 "gpus_total": node.gpu_count or len(gpus),
-                "gpus_allocated": node.gpus_allocated,
+                "gpus_allocated": None if no_alloc else node.gpus_allocated,
                 "utilization": mean_utilization(gpus),
                 "power_watts": node_power(gpus),
                 "temperature_max_celsius": max(temps) if temps else None,
@@ -101,6 +105,7 @@ def node_rows(snapshot: FactorySnapshot) -> list[Row]:
 
 
 def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[Row]:
+    throttle_unknown = "throttle_reasons" in snapshot.unavailable
     return [
         {
             "node": g.node,
@@ -118,7 +123,10 @@ def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[R
             "energy_joules": g.energy_joules,
             "temperature_celsius": g.temperature_celsius,
             "sm_clock_hz": g.sm_clock_hz,
-            "throttle_reasons": ",".join(g.throttle_reasons),
+            # dcgm-exporter cannot say (n/a), nor can a GPU that is not reporting: null.
+            "throttle_reasons": None
+            if throttle_unknown or not g.up
+            else ",".join(g.throttle_reasons),
             "ecc_uncorrected_total": g.ecc_uncorrected_total,
             "xid_total": g.xid_total,
             "last_xid": g.last_xid,
@@ -126,6 +134,24 @@ def gpu_rows(snapshot: FactorySnapshot, nodes: set[str] | None = None) -> list[R
         for g in snapshot.gpus
         if nodes is None or g.node in nodes
     ]
+
+
+def job_note_lines(notes: Mapping[str, str], job_ids: Iterable[str]) -> list[str]:
+    """One warning line per distinct note about the given jobs (the ones a view shows):
+    identical notes collapse into one line naming the jobs."""
+    by_note: dict[str, list[str]] = {}
+    for job_id in dict.fromkeys(job_ids):
+        note = notes.get(job_id)
+        if note:
+            by_note.setdefault(note, []).append(job_id)
+    return [note_line(ids, note) for note, ids in by_note.items()]
+
+
+def note_line(job_ids: Sequence[str], note: str) -> str:
+    if len(job_ids) == 1:
+        return f"job {job_ids[0]}: {note}"
+    shown = ", ".join(job_ids[:5]) + (", ..." if len(job_ids) > 5 else "")
+    return f"{len(job_ids)} jobs ({shown}): {note}"
 
 
 def job_identity(job: Job, now: float) -> Row:

@@ -17,7 +17,12 @@ import pytest
 
 from factoryctl.lab.debian import DebianRelease
 from factoryctl.lab.slurm import SlurmCluster, slurm_available
-from tests.integration.telemetry_lab import engine_url, lab, scenario  # noqa: F401 (fixtures)
+from tests.integration.telemetry_lab import (  # noqa: F401 (fixtures)
+    engine_url,
+    hpc_engine_url,
+    lab,
+    scenario,
+)
 
 needs_slurm = pytest.mark.skipif(
     not slurm_available(),

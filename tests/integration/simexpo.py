@@ -26,10 +26,17 @@ STEP = 0.02
 
 class SimTargets:
     def __init__(
-        self, sim: SimFactory, fmt: str = "native", lock: threading.Lock | None = None
+        self,
+        sim: SimFactory,
+        fmt: str = "native",
+        lock: threading.Lock | None = None,
+        hpc_jobs: bool = False,
     ) -> None:
         self.sim = sim
         self.fmt = fmt
+        # dcgm-exporter with HPC job mapping: every series of an allocated GPU carries the
+        # job's id as ``hpc_job`` (one copy per job holding it); none on a free GPU.
+        self.hpc_jobs = hpc_jobs
         self.lock = lock or threading.Lock()
         self.accountants = {n: JobEnergyAccountant(grace_seconds=3600) for n in sim.node_names}
         self.idle = IdleStreaks()  # the exporter's idle spells, one tracker for all nodes
@@ -152,6 +159,9 @@ class SimTargets:
                 f'gpu="{k}",UUID="{sim.uuids[g]}",device="nvidia{k}",modelName="{spec.model}",'
                 f'Hostname="{node}",DCGM_FI_DRIVER_VERSION="550.54.15"'
             )
+            owner = sim.owner[g]
+            if self.hpc_jobs and owner is not None:
+                lab += f',hpc_job="{owner.job_id}"'
             used_mib = sim.memory_used[g] / 2**20
             out += [
                 f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} {round(sim.utilization[g] * 100)}",

@@ -18,7 +18,9 @@ import pytest
 from factoryctl.lab.debian import RELEASES
 from factoryctl.lab.procs import wait_until
 from factoryctl.lab.stack import Stack, engine_available
+from factoryctl.model import JobState
 from factoryctl.sim import SimConfig, SimFactory, Workload
+from factoryctl.sim.jobs import SimJob
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prom_detect import detect_search_delay
 from tests.integration.simexpo import SimTargets
@@ -34,6 +36,10 @@ class Lab:
     dcgm: SimTargets
     stack: Stack
     started: float
+    # dcgm-exporter with HPC job mapping (``hpc_job`` on every series of an allocated
+    # GPU), scraped by engines of their own: its series would double the dcgm GPUs above.
+    dcgm_hpc: SimTargets | None = None
+    hpc_stack: Stack | None = None
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +52,43 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     native = SimTargets(sim, "native").start()
     # The dcgm view of the same GPUs: its own servers, sharing the simulator and its lock.
     dcgm = SimTargets(sim, "dcgm", lock=native.lock).start()
+    hpc = SimTargets(sim, "dcgm", lock=native.lock, hpc_jobs=True).start()
     targets = [*native.addresses.values(), *dcgm.addresses.values()]
     stack = Stack(tmp_path_factory.mktemp("lab"), targets, engines, scrape_interval="1s")
+    # The newest Prometheus and VictoriaMetrics available scrape the hpc_job view.
+    hpc_engines = [
+        next(e for e in reversed(engines) if e.startswith(kind))
+        for kind in ("prometheus", "victoriametrics")
+        if any(e.startswith(kind) for e in engines)
+    ]
+    hpc_stack = Stack(
+        tmp_path_factory.mktemp("lab-hpc"),
+        list(hpc.addresses.values()),
+        hpc_engines,
+        scrape_interval="1s",
+    )
     try:
         stack.start()
+        hpc_stack.start()
         stack.wait_scraped(timeout=60)
-        yield Lab(sim, native, dcgm, stack, started)
+        hpc_stack.wait_scraped(timeout=60)
+        yield Lab(sim, native, dcgm, stack, started, hpc, hpc_stack)
     finally:
+        hpc_stack.stop()
         stack.stop()
         native.stop()
         dcgm.stop()
+        hpc.stop()
+
+
+@pytest.fixture(params=("prometheus", "victoriametrics"))
+def hpc_engine_url(request: pytest.FixtureRequest, lab: Lab) -> str:
+    """An engine scraping dcgm-exporter with HPC job mapping (``hpc_job``)."""
+    assert lab.hpc_stack is not None
+    for name, engine in lab.hpc_stack.running.items():
+        if name.startswith(request.param):
+            return engine.url
+    pytest.skip(f"no {request.param} available here")
 
 
 @pytest.fixture(params=ENGINES)
@@ -78,6 +111,14 @@ def _newest_sample(url: str, metric: str) -> float:
     return res.vector[0].value if res.vector else 0.0
 
 
+# Every series the energy tests read is waited for, not one stand-in: VictoriaMetrics
+# >= 1.112 makes a scrape searchable up to 5 s later (seen once right after the scenario:
+# job 502's counter 0.54 % low on 1.112 while factoryctl_gpu_up was already past the end;
+# the likely cause is that flush, not proven).
+NATIVE_SERIES = ("factoryctl_gpu_up", "factoryctl_job_energy_joules_total")
+DCGM_SERIES = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
+
+
 @pytest.fixture(scope="session")
 def scenario(lab) -> Scenario:
     sim, lock = lab.sim, lab.native.lock
@@ -94,20 +135,37 @@ def scenario(lab) -> Scenario:
     # error is bounded by the scrape gaps at the two edges. Under a loaded suite those gaps
     # stretch to seconds: the jobs run long enough (as real ones do, hours) that a few
     # seconds at an edge stay well inside the 0.5% bound.
+    def multi_node() -> None:
+        # 505: one job on both nodes (GPUs 2-3 of each), cancelled half-way.
+        job = SimJob("505", "eve", "", 4, float("inf"), Workload.TRAINING)
+        sim.jobs["505"] = job
+        sim.start_job(job, [(0, [2, 3]), (1, [2, 3])])
+
     now(lambda: sim.assign("501", "ada", n0, [0, 1], Workload.TRAINING))
     now(lambda: sim.assign("502", "ben", n1, [0, 1], Workload.TRAINING))
+    now(multi_node)
     time.sleep(12)
     now(lambda: sim.reset_energy_counter(n1, 0))  # a driver reload inside job 502
     time.sleep(12)
     # Job change on the same GPUs: 501 hands GPUs 0-1 of n0 to 503 at once.
     now(lambda: (sim.release("501"), sim.assign("503", "chen", n0, [0, 1], Workload.INFERENCE)))
-    now(lambda: sim.assign("504", "dana", n1, [2, 3], Workload.IDLE))
+    # 505 is cancelled and 504 takes its GPUs on the second node at once.
+    now(
+        lambda: (
+            sim.release("505", JobState.CANCELLED),
+            sim.assign("504", "dana", n1, [2, 3], Workload.IDLE),
+        )
+    )
     time.sleep(60)  # 503 is bursty inference: its power swings within a scrape gap
     now(lambda: (sim.release("502"), sim.release("503")))
     end = time.time()
     # Both engines must have scraped past the last end (VictoriaMetrics lags ~1-2 s).
-    for engine in lab.stack.running.values():
-        for metric in ("factoryctl_gpu_up", "DCGM_FI_DEV_GPU_UTIL"):
+    hpc_engines = lab.hpc_stack.running.values() if lab.hpc_stack is not None else ()
+    for engine, metrics in [
+        *((e, (*NATIVE_SERIES, *DCGM_SERIES)) for e in lab.stack.running.values()),
+        *((e, DCGM_SERIES) for e in hpc_engines),
+    ]:
+        for metric in metrics:
             wait_until(
                 lambda u=engine.url, m=metric: _newest_sample(u, m) > end + 1.5,
                 30,
@@ -121,5 +179,5 @@ def scenario(lab) -> Scenario:
     )
     time.sleep(max(0.0, end + 2 * 1.0 + delay + 0.5 - time.time()))
     with lock:
-        truth = {j: sim.true_energy(j) for j in ("501", "502", "503")}
+        truth = {j: sim.true_energy(j) for j in ("501", "502", "503", "505")}
     return Scenario(truth, "504", end)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from factoryctl.model import JobState
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
 from tests.integration.simexpo import SimScheduler
@@ -48,7 +47,7 @@ def test_native_job_energy_matches_truth(lab, scenario: Scenario, engine_url: st
     snap = src.snapshot()
     jobs = {j.job_id: j for j in snap.jobs}
     for job_id, truth in scenario.finished.items():
-        assert jobs[job_id].state is JobState.COMPLETED
+        assert jobs[job_id].state.finished
         _assert_close(jobs[job_id].energy_joules, truth, f"job {job_id} (job counter)")
     methods = src.job_energy([jobs[j] for j in scenario.finished])
     assert {m.method for m in methods.values()} == {"job-counter"}

@@ -195,3 +195,30 @@ def test_triage_of_a_drained_node_reports_it(slurm: SlurmCluster, tmp_path: Path
     text = factoryctl(slurm, tmp_path, "triage", "--exit-code")
     assert text.returncode in (20, 21) and "healthy" not in text.stdout
     assert "gpu01" in text.stdout and "gpu02" in text.stdout
+
+
+def test_a_finished_job_still_counts_its_gpus(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Slurm drops a finished job's GPU indices (``gres_detail: []``); its count stands in
+    ``tres_per_node`` (``gres:gpu:2`` on 22.05, ``gres/gpu:2`` on 24.11+): 4, never 0."""
+    from factoryctl.lab.procs import wait_until
+
+    done = slurm.sbatch("-N", "2", "--gres=gpu:2", script="sleep 1")
+    cancelled = slurm.sbatch("-N", "1", "--gres=gpu:3", script="sleep 300")
+    slurm.wait_job_running(cancelled)
+    slurm.run(["scancel", cancelled], check=True)
+
+    def state(job_id: str) -> str:
+        res = factoryctl(slurm, tmp_path, "job", job_id, "-o", "json")
+        return json.loads(res.stdout)["job"]["state"] if res.returncode == 0 else ""
+
+    wait_until(lambda: state(done) == "completed", 30, f"job {done} to complete")
+    wait_until(lambda: state(cancelled) == "cancelled", 30, f"job {cancelled} to be cancelled")
+    raw = json.loads(slurm.run(["squeue", "--json", "--states=all"], check=True).stdout)
+    listed = {str(j["job_id"]): j for j in raw["jobs"]}
+    # What the issue found: Slurm no longer says which GPUs a finished job held.
+    assert not listed[done].get("gres_detail"), listed[done].get("gres_detail")
+    for job_id, gpus, nodes in ((done, 4, 2), (cancelled, 3, 1)):
+        res = factoryctl(slurm, tmp_path, "job", job_id, "-o", "json")
+        doc = json.loads(res.stdout)
+        assert doc["job"]["gpus"] == gpus, doc
+        assert [a["count"] for a in doc["allocations"]] == [gpus // nodes] * nodes, doc

@@ -31,8 +31,8 @@ class FakeEnergySource:
     def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
         self.calls.append((since, until))
         jobs = [
-            Job("1", "ada", "proj-llm", allocations=(Allocation("n1", (0, 1)),)),
-            Job("2", "ada", "proj-llm", allocations=(Allocation("n1", (2,)),)),
+            Job("1", "ada", "proj-llm", "gpu", allocations=(Allocation("n1", (0, 1)),)),
+            Job("2", "ada", "proj-llm", "debug", allocations=(Allocation("n1", (2,)),)),
             Job("3", "ben", "proj-vision", state=JobState.COMPLETED),
         ]
         energy = {
@@ -52,7 +52,12 @@ def test_energy_by_job_json(run_cli: Run) -> None:
     items = {i["job_id"]: i for i in doc["items"]}
     assert items["1"]["energy_kwh"] == pytest.approx(2.0)
     assert items["3"]["energy_joules"] is None  # unknown stays unknown, never 0
-    assert doc["total_kwh"] == pytest.approx(3.0)
+    # A total over an unknown value is unknown; what was measured is beside it.
+    assert doc["total_kwh"] is None and doc["total_joules"] is None
+    assert doc["measured_joules"] == pytest.approx(10_800_000.0)
+    assert doc["unknown_jobs"] == 1
+    assert {"kind", "time", "source", "unavailable", "warnings", "items"} <= set(doc)
+    assert doc["time"] == FROZEN_NOW and doc["unavailable"] == ["cost", "co2_kg"]
     assert "older than retention" in res.stderr  # said, on stderr
 
 
@@ -64,6 +69,18 @@ def test_energy_by_user_with_cost_and_co2(run_cli: Run) -> None:
     assert lines[0].split() == ["USER", "JOBS", "ENERGY", "COST", "CO2", "KG"]
     assert lines[1].split()[:6] == ["ada", "2", "3.00", "kWh", "0.90", "EUR"]
     assert lines[1].split()[-1] == "0.75"
+
+
+def test_energy_by_partition_csv(run_cli: Run) -> None:
+    res = run_cli("energy", "--by", "partition", "-o", "csv", source=FakeEnergySource())
+    assert res.status == 0, res.stderr
+    lines = res.stdout.splitlines()
+    head = lines[0].split(",")
+    rows = {r[head.index("partition")]: r for r in (ln.split(",") for ln in lines[1:])}
+    assert rows["gpu"][head.index("energy_kwh")] == "2.0"
+    assert rows["debug"][head.index("energy_kwh")] == "1.0"
+    # Job 3 has no partition and an unknown energy: its group's total is unknown, not 0.
+    assert rows["(unknown)"][head.index("energy_kwh")] == ""
 
 
 def test_energy_on_demo_is_a_usage_error(run_cli: Run) -> None:

@@ -115,8 +115,12 @@ def test_dcgm_snapshot_converts_units_and_marks_what_it_cannot_say(label: str) -
     assert lost is not None and not lost.up and lost.power_watts is None
     assert "memory_utilization" in snap.unavailable  # not in the default dcgm counters
     assert "power_limit_watts" in snap.unavailable
-    # Aggregation stays on the server: one selector for all gauges, no per-GPU queries.
-    assert len(fake.queries) <= 6
+    # Aggregation stays on the server: one selector for all gauges, no per-GPU queries
+    # (two more ask for dcgm-exporter's job mapping, which this site does not have).
+    assert len(fake.queries) <= 8
+    # Without a scheduler or a job mapping, who holds a GPU is unknown: never "idle".
+    assert {"state", "gpus_allocated", "jobs"} <= snap.unavailable
+    assert {n.state.value for n in snap.nodes} == {"unknown"}
 
 
 def test_forced_schema_skips_detection() -> None:

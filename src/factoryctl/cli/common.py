@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -10,7 +11,7 @@ import click
 from factoryctl.cli.env import Environment
 from factoryctl.formats import render_csv, render_json, render_table
 from factoryctl.model import FactorySnapshot
-from factoryctl.views import Column, Row
+from factoryctl.views import Column, Row, job_note_lines
 
 STATE_COLORS = {
     "idle": "green",
@@ -56,6 +57,15 @@ def document(kind: str, snapshot: FactorySnapshot, **body: Any) -> dict[str, Any
         "warnings": list(snapshot.warnings),
         **body,
     }
+
+
+def about_jobs(snapshot: FactorySnapshot, job_ids: Iterable[str]) -> FactorySnapshot:
+    """The snapshot with its notes about the jobs shown (``job_ids``) among its warnings:
+    never a line about a job the view leaves out, and one line per distinct note."""
+    lines = job_note_lines(snapshot.job_notes, job_ids)
+    if not lines:
+        return snapshot
+    return replace(snapshot, warnings=tuple(dict.fromkeys((*snapshot.warnings, *lines))))
 
 
 def warn_snapshot(env: Environment, snapshot: FactorySnapshot) -> None:

@@ -16,9 +16,9 @@ from factoryctl.durations import parse_time
 from factoryctl.energy import joules_to_kwh
 from factoryctl.errors import ConfigError, UsageError
 from factoryctl.formats import render_csv, render_json, render_table
-from factoryctl.views import Column, Row, sort_rows
+from factoryctl.views import Column, Row, note_line, sort_rows
 
-GROUPS = ("job", "user", "account")
+GROUPS = ("job", "user", "account", "partition")
 # Clocks differ by a little between hosts; "until" slightly ahead of now is not the future.
 FUTURE_SLACK = 60.0
 
@@ -33,6 +33,7 @@ def columns(by: str, cost: bool, co2: bool) -> tuple[Column, ...]:
         ),
         "user": (Column("user", "USER"), Column("jobs", "JOBS", "int")),
         "account": (Column("account", "ACCOUNT"), Column("jobs", "JOBS", "int")),
+        "partition": (Column("partition", "PARTITION"), Column("jobs", "JOBS", "int")),
     }[by]
     tail = [Column("energy_kwh", "ENERGY", "kwh")]
     if cost:
@@ -63,7 +64,7 @@ def time_range(since: str, until: str, now: float) -> tuple[float, float]:
 def energy(
     by: str, since: str, until: str, users: tuple[str, ...], accounts: tuple[str, ...]
 ) -> None:
-    """Energy used by each job, user or account between --since and --until (kWh)."""
+    """Energy by job, user, account or partition between --since and --until (kWh)."""
     env = get_env()
     lo, hi = time_range(since, until, env.clock())
     source = env.source()
@@ -96,6 +97,7 @@ def energy(
                 "job_id": job.job_id,
                 "user": job.user,
                 "account": job.account,
+                "partition": job.partition,
                 "gpus": job.gpu_count,
                 "jobs": 1,
                 "start_time": job.start_time,
@@ -104,7 +106,7 @@ def energy(
                 "method": e.method if e is not None else "none",
             }
         )
-    warnings = [_note_line(ids, note) for note, ids in notes.items()]
+    warnings = [note_line(ids, note) for note, ids in notes.items()]
     if by != "job":
         rows = _group(rows, by)
     for row in rows:
@@ -119,15 +121,25 @@ def energy(
         env.warn(f"warning: {warning}")
     cols = columns(by, bool(price), bool(co2_rate))
     if env.output == "json":
-        total = sum(r["energy_joules"] or 0.0 for r in rows)
+        known = [r["energy_joules"] for r in rows if r["energy_joules"] is not None]
+        unknown = sum(r.get("unknown_jobs", r["energy_joules"] is None) for r in rows)
+        # A total over unknown values is unknown: null, with what was measured beside it.
+        total = None if unknown else sum(known)
+        describe = getattr(source, "describe", None)
+        unavailable = [k for k, on in (("cost", price), ("co2_kg", co2_rate)) if not on]
         doc: dict[str, Any] = {
             "kind": "energy",
+            "time": hi,
+            "source": describe(hi) if callable(describe) else "",
+            "unavailable": unavailable,
+            "warnings": warnings,
             "by": by,
             "since": lo,
             "until": hi,
             "total_joules": total,
-            "total_kwh": joules_to_kwh(total),
-            "warnings": warnings,
+            "total_kwh": None if total is None else joules_to_kwh(total),
+            "measured_joules": sum(known),
+            "unknown_jobs": unknown,
             "items": rows,
         }
         env.write(render_json(doc))
@@ -138,23 +150,17 @@ def energy(
         env.write(render_table(text_rows, cols, wide=env.output == "wide"))
 
 
-def _note_line(job_ids: list[str], note: str) -> str:
-    if len(job_ids) == 1:
-        return f"job {job_ids[0]}: {note}"
-    shown = ", ".join(job_ids[:5]) + (", ..." if len(job_ids) > 5 else "")
-    return f"{len(job_ids)} jobs ({shown}): {note}"
-
-
 def _group(rows: list[Row], by: str) -> list[Row]:
     groups: dict[str, Row] = {}
     for row in rows:
         key = row[by] or "(unknown)"
         g = groups.setdefault(key, {by: key, "jobs": 0, "energy_joules": None, "unknown_jobs": 0})
         g["jobs"] += 1
-        if row["energy_joules"] is None:
-            g["unknown_jobs"] += 1
-        else:
-            g["energy_joules"] = (g["energy_joules"] or 0.0) + row["energy_joules"]
+        g["unknown_jobs"] += row["energy_joules"] is None
+        g["measured_joules"] = (g.get("measured_joules") or 0.0) + (row["energy_joules"] or 0.0)
+    for g in groups.values():
+        # A group with a job of unknown energy has an unknown total (null), never a part.
+        g["energy_joules"] = None if g["unknown_jobs"] else g["measured_joules"]
     return list(groups.values())
 
 

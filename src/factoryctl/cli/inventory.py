@@ -6,7 +6,14 @@ import click
 
 from factoryctl import hostlists
 from factoryctl.cli import fetch
-from factoryctl.cli.common import document, emit_rows, get_env, sort_option, warn_snapshot
+from factoryctl.cli.common import (
+    about_jobs,
+    document,
+    emit_rows,
+    get_env,
+    sort_option,
+    warn_snapshot,
+)
 from factoryctl.cli.env import Environment
 from factoryctl.cli.watch import watch_option
 from factoryctl.errors import ConfigError, NotFoundError
@@ -96,6 +103,7 @@ def gpus(node_list: str | None, job_id: str | None, sort_key: str) -> None:
         rows = [r for r in rows if job_id in r["job_ids"].split(",")]
     # Natural order within a node: sort by GPU index first, then by the requested key.
     rows = sort_rows(sort_rows(rows, "gpu", GPU_COLUMNS), sort_key, GPU_COLUMNS)
+    snap = about_jobs(snap, (j for r in rows if r["job_ids"] for j in r["job_ids"].split(",")))
     emit_rows(env, "gpus", snap, rows, GPU_COLUMNS)
 
 
@@ -124,6 +132,7 @@ def jobs(
         wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes)))
         rows = [r for r in rows if r["nodes"] and wanted & set(hostlists.expand(r["nodes"]))]
     rows = filter_rows(rows, user=users, account=accounts, state=states)
+    snap = about_jobs(snap, (r["job_id"] for r in rows))
     emit_rows(env, "jobs", snap, sort_rows(rows, sort_key, JOB_COLUMNS), JOB_COLUMNS)
 
 
@@ -150,6 +159,7 @@ def job(job_id: str) -> None:
     found = snap.job(job_id)
     if found is None:
         raise NotFoundError(f"unknown job: {job_id}")
+    snap = about_jobs(snap, [job_id])
     warn_snapshot(env, snap)
     row = job_row(snap, found)
     gpus = [r for r in gpu_rows(snap, set(found.nodes)) if job_id in r["job_ids"].split(",")]
@@ -180,6 +190,7 @@ def node(name: str) -> None:
     env = get_env()
     snap = env.source().snapshot()
     hostlists.resolve(name, (n.name for n in snap.nodes))
+    snap = about_jobs(snap, (j.job_id for j in snap.jobs_on_node(name)))
     warn_snapshot(env, snap)
     row = next(r for r in node_rows(snap) if r["name"] == name)
     running = [job_row(snap, j) for j in snap.jobs_on_node(name)]

@@ -29,7 +29,13 @@ import hostlist
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Allocation, Job, JobState, Node, NodeState
 from factoryctl.scheduler.base import Reservation
-from factoryctl.scheduler.slurm_parse import JOB_STATES, gpu_count, gpu_indices, map_node_state
+from factoryctl.scheduler.slurm_parse import (
+    JOB_STATES,
+    gpu_count,
+    gpu_indices,
+    map_node_state,
+    tres_gpus,
+)
 
 # The data parsers whose shapes we have read from a real Slurm (tests/fixtures/slurm).
 KNOWN_PARSERS = ("v0.0.38", "v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45")
@@ -256,9 +262,18 @@ def map_job(r: Record) -> Job:
     if not isinstance(details, list):
         raise r._bad("gres_detail", details, "a list")
     hosts = job_hosts(r) if state is not JobState.PENDING else []
+    # A finished job's GPU indices are gone (``gres_detail: []``): its GPU count still
+    # stands in the TRES it asked for (per node) or was allocated (in all).
+    per_node = tres_gpus(r.text("tres_per_node", default=""))
+    if per_node is None and hosts:
+        total = tres_gpus(r.text("tres_alloc_str", default=""))
+        per_node = None if total is None else total // len(hosts)
     allocations = tuple(
-        Allocation(node, gpu_indices(str(details[i])) if i < len(details) else ())
-        for i, node in enumerate(hosts)
+        Allocation(node, indices) if indices else Allocation(node, (), gpus=per_node)
+        for node, indices in (
+            (node, gpu_indices(str(details[i])) if i < len(details) else ())
+            for i, node in enumerate(hosts)
+        )
     )
     user = r.data.get("user_name") or r.data.get("user_id")
     if user is None or user == "":

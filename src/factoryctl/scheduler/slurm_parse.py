@@ -70,6 +70,23 @@ def gpu_count(gres: str) -> int:
     return total
 
 
+_TRES_TOTAL = re.compile(r"(?:^|,)gres/gpu=(\d+)")
+_TRES_GPU = re.compile(r"gres[/:]gpu:(?:[^:,=()]+:)?(\d+)")
+
+
+def tres_gpus(tres: str) -> int | None:
+    """GPUs in a TRES string; None where it names none.
+
+    ``tres_per_node``: ``gres:gpu:2`` (22.05), ``gres/gpu:2`` or ``gres/gpu:h100:2``
+    (24.11+), per node. ``tres_alloc_str``: ``...,gres/gpu=4,gres/gpu:h100=4`` for the
+    whole job, where the typed entry repeats the untyped total."""
+    total = _TRES_TOTAL.search(tres or "")
+    if total:
+        return int(total.group(1))
+    found = _TRES_GPU.findall(tres or "")
+    return sum(int(n) for n in found) if found else None
+
+
 def gpu_indices(gres: str) -> tuple[int, ...]:
     """``gpu:2(IDX:0-1)`` -> (0, 1); ``gpu:3(IDX:0,2-3)`` -> (0, 2, 3)."""
     out: list[int] = []

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from factoryctl.energy import counter_increase
-from factoryctl.model import Job
+from factoryctl.model import Allocation, Job
 from factoryctl.telemetry.client import MATCHER_BUDGET, PromClient, label_matcher, label_matchers
 from factoryctl.telemetry.edges import Point, gpu_energy_between
 from factoryctl.telemetry.metrics import MetricSchema, node_name
@@ -101,12 +101,66 @@ class EnergyReader:
         raw = self.client.query(f"{sel}[{dur(until - since + lookback)}]", until)
         total = 0.0
         for series in raw.matrix:
-            before = [v for t, v in series.points if t <= since]
-            inside = [v for t, v in series.points if t > since]
+            points = [(t, v) for t, v in series.points if not math.isnan(v)]  # stale markers
+            before = [v for t, v in points if t <= since]
+            inside = [v for t, v in points if t > since]
             # A series born inside the window started at 0 (the job started there).
             values = before[-1:] + inside if before else [0.0, *inside]
             total += counter_increase(values)
         return total
+
+    # -- who held which GPU, from the attribution history in Prometheus -----------------
+    def attributed_gpus(self, jobs: Sequence[Job], now: float) -> dict[str, tuple[Allocation, ...]]:
+        """The GPUs each job held over its [start, end], as Prometheus recorded it (the
+        schema's attribution series), for the jobs with a start. A finished job's GPUs
+        are not the scheduler's to say: Slurm drops them when the job ends."""
+        metric, label = self.schema.attribution, self.schema.attribution_label
+        timed = [j for j in jobs if j.start_time is not None]
+        if metric is None or not timed:
+            return {}
+        slack = 2 * self.interval
+        lo = min(j.start_time for j in timed if j.start_time is not None) - slack
+        hi = min(now, max((j.end_time or now) for j in timed) + slack)
+        if hi <= lo:
+            return {}
+        node, gpu = self.schema.node_label, self.schema.gpu_label
+        held: dict[str, dict[str, set[int]]] = {}
+        for ids in label_matchers(sorted({j.job_id for j in timed})):
+            res = self.client.query(
+                f"max by ({label}, {node}, {gpu}) "
+                f'(max_over_time({metric}{{{label}=~"{ids}"}}[{dur(hi - lo)}]))',
+                hi,
+            )
+            for s in res.vector:
+                key = self._key(s.labels)
+                job_id = s.labels.get(label, "")
+                if key is not None and job_id:
+                    held.setdefault(job_id, {}).setdefault(key[0], set()).add(key[1])
+        return {
+            job_id: tuple(Allocation(n, tuple(sorted(i))) for n, i in sorted(by_node.items()))
+            for job_id, by_node in held.items()
+        }
+
+    def why_unknown(self, job: Job, now: float) -> str:
+        """Why a job's GPUs cannot be known, from what Prometheus holds over its time."""
+        if self.schema.attribution is None:
+            return "its GPUs are unknown: the scheduler does not list them, and no attribution"
+        if job.start_time is None:
+            return "its GPUs are unknown: no start time, and no attribution recorded for it"
+        end = min(job.end_time if job.end_time is not None else now, now)
+        window = dur(max(end - job.start_time, 0.0) + 2 * self.interval)
+        seen = self.client.query(f"count(count_over_time({self.schema.marker}[{window}]))", end)
+        if not seen.vector:
+            return (
+                "no GPU samples at all over its time range (older than the retention,"
+                " or exporters were down): its GPUs cannot be known"
+            )
+        where = (
+            "factoryctl_gpu_job_info"
+            if self.schema.attribution_label == "job_id"
+            else "no hpc_job label: dcgm-exporter without HPC job mapping"
+        )
+        return f"no attribution recorded for it ({where}): its GPUs cannot be known"
 
     # -- GPU counters over exactly [start, end] --------------------------------------------
     def gpu_counters(
@@ -116,14 +170,15 @@ class EnergyReader:
         since: float | None = None,
         until: float | None = None,
     ) -> dict[str, JobEnergy]:
-        tasks = [j for j in jobs if j.start_time is not None and j.allocations]
+        tasks = [j for j in jobs if j.start_time is not None and any(j.gpu_keys())]
         with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
             results = list(pool.map(lambda j: self._one_job(j, now, since, until), tasks))
         out = {r.job_id: r for r in results}
         for job in jobs:
             if job.job_id not in out:
+                # No GPU known to have been held: never "no energy samples for 0 GPUs".
                 out[job.job_id] = JobEnergy(
-                    job.job_id, None, "gpu-counter", "no start time or allocation from scheduler"
+                    job.job_id, None, "gpu-counter", self.why_unknown(job, now)
                 )
         return out
 
@@ -163,10 +218,13 @@ class EnergyReader:
                 if key not in energy:
                     continue
                 name = series.labels.get("__name__", energy_metric.metric)
+                # VictoriaMetrics returns a series' staleness marker as a NaN sample: where
+                # a series ends (dcgm-exporter's hpc_job copy of a GPU when its job ends).
+                points = [p for p in series.points if not math.isnan(p[1])]
                 if name == energy_metric.metric:
-                    energy[key].extend(series.points)
+                    energy[key].extend(points)
                 else:
-                    power[key].extend(series.points)
+                    power[key].extend(points)
 
         reset_samples: list[Sample] = []
         for sel in sels:
@@ -201,7 +259,7 @@ class EnergyReader:
                 job.job_id,
                 None,
                 "gpu-counter",
-                "no energy samples for its GPUs in the job's time range"
+                f"no energy samples for its {len(keys)} GPUs in the job's time range"
                 " (older than the retention, or exporters were down)",
             )
         note = f"{missing} of {len(keys)} GPUs had no energy samples" if missing else ""

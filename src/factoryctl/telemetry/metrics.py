@@ -14,7 +14,7 @@ the *last* XID code, not a count. The node is in ``Hostname`` (released versions
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from factoryctl.errors import ExitStatus, FactoryctlError
@@ -51,6 +51,12 @@ class MetricSchema:
     last_xid_gauge: str | None = None  # dcgm: the last XID code as a gauge
     gpu_label: str = "gpu"
     extra_unavailable: frozenset[str] = field(default_factory=frozenset)
+    # Who held which GPU when, as recorded in Prometheus: a per-GPU series carrying the
+    # job's id in ``attribution_label`` while the job holds the GPU. Native: job_info's
+    # ``job_id``; dcgm-exporter with HPC job mapping: every series of an allocated GPU is
+    # copied per job with ``hpc_job`` (absent where the site has no job mapping).
+    attribution: str | None = None
+    attribution_label: str = "job_id"
 
     def unavailable(self) -> frozenset[str]:
         """GPU fields this schema can never provide."""
@@ -58,23 +64,7 @@ class MetricSchema:
         return frozenset(GPU_FIELDS - provided) | self.extra_unavailable
 
     def with_node_label(self, label: str) -> MetricSchema:
-        return MetricSchema(
-            name=self.name,
-            marker=self.marker,
-            node_label=label,
-            uuid_label=self.uuid_label,
-            model_label=self.model_label,
-            inventory=self.inventory,
-            gauges=self.gauges,
-            gpu_energy=self.gpu_energy,
-            gpu_power=self.gpu_power,
-            job_info=self.job_info,
-            job_energy=self.job_energy,
-            job_gpus=self.job_gpus,
-            last_xid_gauge=self.last_xid_gauge,
-            gpu_label=self.gpu_label,
-            extra_unavailable=self.extra_unavailable,
-        )
+        return replace(self, node_label=label)
 
 
 # Fields computed from several series; they appear as keys in ``gauges`` only when simple.
@@ -125,6 +115,7 @@ NATIVE: Final = MetricSchema(
     job_info=native.GPU_JOB_INFO,
     job_energy=native.JOB_ENERGY,
     job_gpus=native.JOB_GPUS,
+    attribution=native.GPU_JOB_INFO,
     # The native exporter counts XIDs per code; which came last is not a counter's business.
     extra_unavailable=frozenset({"last_xid"}),
 )
@@ -158,6 +149,8 @@ DCGM: Final = MetricSchema(
     gpu_energy=Field(DCGM_ENERGY, 0.001),
     gpu_power=Field(DCGM_POWER),
     last_xid_gauge=DCGM_XID,
+    attribution=DCGM_ENERGY,
+    attribution_label="hpc_job",
 )
 
 SCHEMAS: Final = {s.name: s for s in (NATIVE, DCGM)}

@@ -28,15 +28,19 @@ def _queries(
     schema: MetricSchema, window: float, inventory: float, telemetry_jobs: bool
 ) -> dict[str, str]:
     by = f"by ({schema.node_label})"
+    # One value per GPU: dcgm-exporter's job mapping copies a GPU's series per job
+    # (``hpc_job``), and a job change starts new series; a GPU counts once, never per copy.
+    per_gpu = f"by ({schema.node_label}, {schema.gpu_label})"
     w = dur(window)
 
     def latest(field: str) -> str | None:
         f = schema.gauges.get(field)
-        return None if f is None else f"last_over_time({f.metric}[{w}])"
+        return None if f is None else f"max {per_gpu} (last_over_time({f.metric}[{w}]))"
 
-    marker = f"last_over_time({schema.marker}[{w}])"
+    marker = f"max {per_gpu} (last_over_time({schema.marker}[{w}]))"
+    inventory_q = f"group {per_gpu} (last_over_time({schema.inventory}[{dur(inventory)}]))"
     plan = {
-        "gpus_total": f"count {by} (last_over_time({schema.inventory}[{dur(inventory)}]))",
+        "gpus_total": f"count {by} ({inventory_q})",
         "reporting": f"count {by} ({marker} > 0)" if schema is NATIVE else f"count {by} ({marker})",
     }
     for key, field, agg in (
@@ -54,6 +58,10 @@ def _queries(
             f"count {by} (count by ({schema.node_label}, {schema.gpu_label}) "
             f"(last_over_time({schema.job_info}[{w}])))"
         )
+    elif telemetry_jobs and schema.attribution is not None:
+        mapped = f'{schema.attribution}{{{schema.attribution_label}!=""}}'
+        plan["gpus_allocated"] = f"count {by} (count {per_gpu} (last_over_time({mapped}[{w}])))"
+        plan["attributed"] = f"count {by} (last_over_time({mapped}[{dur(inventory)}]))"
     return plan
 
 
@@ -82,14 +90,17 @@ def node_rows(
             values["xid_total"].setdefault(name, 0.0)
     util_scale = schema.gauges["utilization"].scale if "utilization" in schema.gauges else 1.0
     values["utilization"] = {n: v * util_scale for n, v in values.get("utilization", {}).items()}
+    # No scheduler and no attribution (dcgm-exporter without job mapping): who holds a
+    # GPU, and so a node's state, is unknown.
+    blind = sched is None and schema.job_info is None and not values.get("attributed")
     if sched is not None:
         nodes = sched[0]
     else:
         nodes = [
-            _node_from_counts(n, values)
+            _node_from_counts(n, values, blind)
             for n in sorted(values["gpus_total"].keys() | values["reporting"].keys())
         ]
-    rows = [_row(node, values) for node in nodes]
+    rows = [_row(node, values, blind) for node in nodes]
     if not values["gpus_total"] and not values["reporting"]:
         warnings.append(no_gpus_warning(schema))
     warnings.extend(client.warnings)
@@ -99,6 +110,8 @@ def node_rows(
         for k in ("xid_total", "utilization", "power_watts", "temperature_max_celsius")
         if k not in plan
     }
+    if blind:
+        unavailable.update(("state", "gpus_allocated"))
     snap = FactorySnapshot(
         time=t,
         nodes=tuple(nodes),
@@ -110,12 +123,16 @@ def node_rows(
     return snap, rows
 
 
-def _node_from_counts(name: str, values: Mapping[str, Mapping[str, float]]) -> Node:
+def _node_from_counts(
+    name: str, values: Mapping[str, Mapping[str, float]], blind: bool = False
+) -> Node:
     total = int(values["gpus_total"].get(name, 0))
     held = int(values.get("gpus_allocated", {}).get(name, 0))
     reporting = int(values["reporting"].get(name, 0))
     if reporting == 0:
         state, reason = NodeState.DOWN, "no telemetry (exporter not reporting)"
+    elif blind:
+        state, reason = NodeState.UNKNOWN, ""
     elif held == 0:
         state, reason = NodeState.IDLE, ""
     elif held >= total:
@@ -125,7 +142,7 @@ def _node_from_counts(name: str, values: Mapping[str, Mapping[str, float]]) -> N
     return Node(name=name, state=state, reason=reason, gpu_count=total, gpus_allocated=held)
 
 
-def _row(node: Node, values: Mapping[str, Mapping[str, float]]) -> Row:
+def _row(node: Node, values: Mapping[str, Mapping[str, float]], blind: bool = False) -> Row:
     def get(key: str) -> float | None:
         return values.get(key, {}).get(node.name)
 
@@ -133,12 +150,12 @@ def _row(node: Node, values: Mapping[str, Mapping[str, float]]) -> Row:
     reporting = get("reporting")
     return {
         "name": node.name,
-        "state": node.state.value,
+        "state": None if blind and node.state is NodeState.UNKNOWN else node.state.value,
         "reason": node.reason,
         "reason_time": node.reason_time,
         "partitions": ",".join(node.partitions),
         "gpus_total": node.gpu_count or int(get("gpus_total") or 0),
-        "gpus_allocated": node.gpus_allocated,
+        "gpus_allocated": None if blind else node.gpus_allocated,
         # A node with no reporting GPU has no current readings: None, never 0.
         "utilization": get("utilization") if reporting else None,
         "power_watts": get("power_watts") if reporting else None,

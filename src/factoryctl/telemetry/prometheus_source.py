@@ -91,6 +91,10 @@ class PrometheusSource:
             self._delay = known if known is not None else detect_search_delay(self.client)
         return 2 * self.interval(at) + self._delay
 
+    def describe(self, at: float) -> str:
+        """The source as its JSON envelope names it (``prometheus:native``)."""
+        return f"prometheus:{self.schema(at).name}"
+
     # -- the snapshot --------------------------------------------------------------------
     def snapshot(self, at: float | None = None, view: str | None = None) -> FactorySnapshot:
         """The factory at ``at`` (now). ``view`` (nodes|gpus|jobs) fetches only what that
@@ -125,7 +129,14 @@ class PrometheusSource:
             if "job_info" in results:
                 held, users = self._attribution(schema, results["job_info"])
             gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
-            nodes = list(nodes_from_gpus(gpus.values()))
+            # dcgm-exporter: attribution only where its job mapping labels series hpc_job.
+            attributed = schema.job_info is not None or bool(
+                "hpc_seen" in results and results["hpc_seen"].vector
+            )
+            if not attributed:
+                # No scheduler and no attribution: who holds a GPU is unknown (n/a).
+                unavailable.update(("state", "gpus_allocated", "jobs"))
+            nodes = list(nodes_from_gpus(gpus.values(), attributed))
             jobs = list(jobs_from_attribution(gpus.values(), users))
             if "job_energy" in results:
                 # Without a scheduler there is no start time: the exporter's counter as it
@@ -138,15 +149,12 @@ class PrometheusSource:
             replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
             for j in jobs
         ]
-        warnings.extend(
-            f"job {e.job_id}: {e.note}" for e in energy.values() if e.note and e.joules is None
-        )
         if not gpus:
             warnings.append(no_gpus_warning(schema))
         warnings.extend(self.client.warnings)
         self.client.warnings.clear()
-        if not jobs and schema.job_info is None and view_of_scheduler is None:
-            unavailable.add("jobs")
+        if "jobs" in unavailable and view == "jobs":
+            warnings.append(NO_JOBS)
         today = results.get("energy_today")
         today_joules = None
         if today is not None and today.vector and schema.gpu_energy is not None:
@@ -162,6 +170,7 @@ class PrometheusSource:
             scheduler_error="; ".join(failures),
             energy_today_joules=today_joules,
             energy_today_since=None if today_joules is None else local_midnight(t),
+            job_notes={e.job_id: e.note for e in energy.values() if e.note and e.joules is None},
         )
 
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
@@ -216,6 +225,17 @@ class PrometheusSource:
             plan.update({k: v for k, v in multi.items() if k in wanted})
         if fields is None and schema.gpu_energy is not None:
             plan["energy_today"] = _energy_today_query(schema, t, window)
+        if telemetry_jobs and schema.job_info is None and schema.attribution is not None:
+            # dcgm-exporter's job mapping: each allocated GPU's series, copied per job.
+            label = schema.attribution_label
+            mapped = f'{schema.attribution}{{{label}!=""}}'
+            plan["job_info"] = (
+                f"group by ({label}, {schema.node_label}, {schema.gpu_label})"
+                f" (last_over_time({mapped}[{window}]))"
+            )
+            plan["hpc_seen"] = (
+                f"count(last_over_time({mapped}[{dur(self.options.inventory_window)}]))"
+            )
         if telemetry_jobs and schema.job_info is not None:
             plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
             if schema.job_energy is not None and view != "nodes":
@@ -306,7 +326,7 @@ class PrometheusSource:
         users: dict[str, str] = {}
         for s in res.vector:
             key = gpu_key(schema, s.labels)
-            job_id = s.labels.get("job_id", "")
+            job_id = s.labels.get(schema.attribution_label, "")
             if key is None or not job_id:
                 continue
             held.setdefault(key, set()).add(job_id)
@@ -378,6 +398,13 @@ class PrometheusSource:
                     out[job.job_id] = JobEnergy(job.job_id, counters[job.job_id], "job-counter")
         rest = [j for j in jobs if j.job_id not in out]
         if rest and schema.gpu_energy is not None:
+            # Who held which GPU comes from Prometheus's attribution history for every
+            # finished job (Slurm drops its GPU indices) and any job the scheduler names
+            # no GPU of; the scheduler's allocation stands for running jobs (and where no
+            # attribution was recorded, for whatever the scheduler still names).
+            ask = [j for j in rest if j.state.finished or not any(j.gpu_keys())]
+            held = reader.attributed_gpus(ask, t) if ask else {}
+            rest = [replace(j, allocations=held[j.job_id]) if j.job_id in held else j for j in rest]
             out.update(reader.gpu_counters(rest, t, since, until))
         for job in jobs:
             out.setdefault(job.job_id, JobEnergy(job.job_id, None, "none", "no energy data"))
@@ -452,11 +479,20 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
     assert schema.gpu_energy is not None
     metric = schema.gpu_energy.metric
     ago = dur(max(0.001, t - local_midnight(t)))
+    # Per GPU, whatever other labels its series carry (dcgm-exporter's hpc_job changes with
+    # each job on the GPU, so midnight's series and now's would not match otherwise).
+    by = f"max by ({schema.node_label}, {schema.gpu_label})"
     return (
-        f"sum(clamp_min(last_over_time({metric}[{window}])"
-        f" - last_over_time({metric}[{window}] offset {ago}), 0))"
+        f"sum(clamp_min({by} (last_over_time({metric}[{window}]))"
+        f" - {by} (last_over_time({metric}[{window}] offset {ago})), 0))"
     )
 
+
+NO_JOBS = (
+    "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"
+    " dcgm-exporter's hpc_job label): jobs, node state and allocation are unknown;"
+    " configure [scheduler] or dcgm-exporter's HPC job mapping"
+)
 
 FORGOTTEN = (
     "no longer listed by the scheduler (no accounting database): user and GPUs from the"

@@ -24,11 +24,13 @@ class SchedulerView(Protocol):
         ...
 
 
-def nodes_from_gpus(gpus: Iterable[GPU]) -> tuple[Node, ...]:
+def nodes_from_gpus(gpus: Iterable[GPU], attributed: bool = True) -> tuple[Node, ...]:
     """Telemetry-only: a node per exporter host, its state guessed from its GPUs.
 
     A node whose GPUs all stopped reporting is DOWN with a reason saying why we think so;
-    without a scheduler nothing better is known.
+    without a scheduler nothing better is known. Without any attribution (dcgm-exporter
+    with no job mapping) which GPUs are held is unknown: a reporting node's state is
+    UNKNOWN, never a guessed "idle".
     """
     by_node: dict[str, list[GPU]] = {}
     for gpu in gpus:
@@ -39,6 +41,8 @@ def nodes_from_gpus(gpus: Iterable[GPU]) -> tuple[Node, ...]:
         reporting = sum(1 for g in node_gpus if g.up)
         if reporting == 0:
             state, reason = NodeState.DOWN, "no telemetry (exporter not reporting)"
+        elif not attributed:
+            state, reason = NodeState.UNKNOWN, ""
         elif held == 0:
             state, reason = NodeState.IDLE, ""
         elif held == len(node_gpus):

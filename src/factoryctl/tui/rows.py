@@ -92,13 +92,18 @@ def node_rows(snapshot: FactorySnapshot, scan: GpuScan | None = None) -> list[Ro
     agg = (scan or scan_gpus(snapshot)).nodes
     rows = []
     empty = NodeAgg()
+    # No scheduler and no attribution: state and allocation are unknown (n/a), not 0.
+    no_alloc = "gpus_allocated" in snapshot.unavailable
+    no_state = "state" in snapshot.unavailable
     for node in snapshot.nodes:
         a = agg.get(node.name, empty)
         util = a.util_sum / a.util_n if a.util_n else None
         power = a.power if a.power_n else None
-        gpus = f"{node.gpus_allocated}/{node.gpu_count}"
+        gpus = f"{'n/a' if no_alloc else node.gpus_allocated}/{node.gpu_count}"
         reason = node.reason
         state = node.state.value  # once: an enum's .value is a descriptor call
+        if no_state and state == "unknown":
+            state = "n/a"
         if a.down_gpus and node.state.in_service:
             reason = reason or f"{a.down_gpus} GPU(s) lost"
         cells = (
@@ -114,7 +119,7 @@ def node_rows(snapshot: FactorySnapshot, scan: GpuScan | None = None) -> list[Ro
         values: tuple[SortValue, ...] = (
             node.name,
             state,
-            float(node.gpus_allocated),
+            None if no_alloc else float(node.gpus_allocated),
             util,
             power,
             a.temp_max,

@@ -207,7 +207,8 @@ def node_detail(
     head = Text()
     head.append(f"{node.name}", style="bold")
     head.append(f"  {node.state.value}")
-    head.append(f"  GPUs {node.gpus_allocated}/{node.gpu_count} allocated")
+    held = "n/a" if "gpus_allocated" in snap.unavailable else node.gpus_allocated
+    head.append(f"  GPUs {held}/{node.gpu_count} allocated")
     if node.partitions:
         head.append(f"  partitions {','.join(node.partitions)}")
     if node.reason:
