@@ -12,9 +12,10 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from factoryctl.views import Column, Row
+if TYPE_CHECKING:  # types only: `factoryctl --help` reads OUTPUT_FORMATS without the model
+    from factoryctl.views import Column, Row
 
 OUTPUT_FORMATS = ("table", "wide", "json", "csv")
 
