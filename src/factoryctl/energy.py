@@ -112,16 +112,19 @@ class JobEnergyAccountant:
     Attribution and utilization for an interval are the ones observed at its *start* (the
     previous collection), the way the simulator holds a step's values; a job's first
     interval begins when it is first seen. On real hardware the error is bounded by one
-    collection interval at a job's edges.
+    collection interval at a job's edges, unless the GPUs whose owners change are read
+    when they change (``observe_gpus``).
     """
 
     grace_seconds: float = 600.0
     jobs: dict[str, JobTotals] = field(default_factory=dict)
     _gpu_counters: dict[GpuKey, MonotonicCounter] = field(default_factory=dict)
-    _prev_attribution: Mapping[GpuKey, Sequence[str]] = field(default_factory=dict)
-    _prev_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
+    _prev_attribution: dict[GpuKey, tuple[str, ...]] = field(default_factory=dict)
+    _prev_utilization: dict[GpuKey, float] = field(default_factory=dict)
     _prev_time: float | None = None
     _ended: dict[str, float] = field(default_factory=dict)
+    # GPUs read by observe_gpus since the last observe: when their interval began.
+    _gpu_since: dict[GpuKey, float] = field(default_factory=dict)
 
     def observe(
         self,
@@ -132,6 +135,7 @@ class JobEnergyAccountant:
     ) -> None:
         """One collection: raw energy counters (J), GPU->jobs, and utilization (0-1)."""
         dt = 0.0 if self._prev_time is None else max(0.0, now - self._prev_time)
+        since = self._gpu_since
         for key, raw in energy.items():
             counter = self._gpu_counters.get(key)
             if counter is None:
@@ -140,14 +144,9 @@ class JobEnergyAccountant:
             holders = self._prev_attribution.get(key, ())
             if not holders:
                 continue
-            share = 1.0 / len(holders)
-            util = self._prev_utilization.get(key)
-            for job_id in holders:
-                totals = self.jobs[job_id]
-                totals.energy_joules += delta * share
-                totals.gpu_seconds += dt * share
-                if util is not None:
-                    totals.active_gpu_seconds += dt * share * util
+            interval = dt if not since or key not in since else max(0.0, now - since[key])
+            self._charge(holders, delta, interval, self._prev_utilization.get(key))
+        since.clear()
         live: set[str] = set()
         for jobs in attribution.values():
             live.update(jobs)
@@ -168,6 +167,54 @@ class JobEnergyAccountant:
         self._prev_attribution = {k: tuple(v) for k, v in attribution.items() if v}
         self._prev_utilization = dict(utilization) if utilization is not None else {}
         self._prev_time = now
+
+    def observe_gpus(
+        self,
+        now: float,
+        energy: Mapping[GpuKey, float],
+        attribution: Mapping[GpuKey, Sequence[str]],
+        utilization: Mapping[GpuKey, float] | None = None,
+    ) -> None:
+        """An off-cycle reading of some GPUs, taken when their owners change between two
+        collections (a job ends): each one's counter delta and time since its last reading
+        go to the jobs that held it, and its new owners and utilization hold from ``now``.
+        The other GPUs, and which jobs are live or ended, wait for the next ``observe``."""
+        for key, raw in energy.items():
+            counter = self._gpu_counters.get(key)
+            if counter is None:
+                counter = self._gpu_counters[key] = MonotonicCounter()
+            delta = counter.observe(raw)
+            start = self._gpu_since.get(key, self._prev_time)
+            interval = 0.0 if start is None else max(0.0, now - start)
+            holders = self._prev_attribution.pop(key, ())
+            if holders:
+                self._charge(holders, delta, interval, self._prev_utilization.get(key))
+            self._gpu_since[key] = now
+            new = tuple(attribution.get(key, ()))
+            if new:
+                self._prev_attribution[key] = new
+            for job_id in new:
+                totals = self.jobs.get(job_id)
+                if totals is None:
+                    totals = self.jobs[job_id] = JobTotals(first_seen=now)
+                totals.last_seen = now
+                self._ended.pop(job_id, None)
+            util = None if utilization is None else utilization.get(key)
+            if util is None:
+                self._prev_utilization.pop(key, None)
+            else:
+                self._prev_utilization[key] = util
+
+    def _charge(
+        self, holders: Sequence[str], delta: float, interval: float, util: float | None
+    ) -> None:
+        share = 1.0 / len(holders)
+        for job_id in holders:
+            totals = self.jobs[job_id]
+            totals.energy_joules += delta * share
+            totals.gpu_seconds += interval * share
+            if util is not None:
+                totals.active_gpu_seconds += interval * share * util
 
     def energy_of(self, job_id: str) -> float | None:
         totals = self.jobs.get(job_id)

@@ -55,3 +55,28 @@ def test_accountant_drops_finished_jobs_after_grace() -> None:
     assert acc.energy_of("a") == 100.0  # kept for the grace period, final value unchanged
     acc.observe(70.0, {key: 210.0}, {})
     assert acc.energy_of("a") is None
+
+
+def test_accountant_reads_a_gpu_whose_owner_changes_between_collections() -> None:
+    """observe_gpus: a GPU read when its job ends (between two collections) charges the
+    job up to then, and its next owner from then; the other GPUs are not touched."""
+    acc = JobEnergyAccountant()
+    a, b = ("n1", 0), ("n1", 1)
+    acc.observe(0.0, {a: 0.0, b: 0.0}, {a: ("j1",), b: ("j2",)}, {a: 1.0, b: 1.0})
+    acc.observe_gpus(4.0, {a: 400.0}, {a: ("j3",)}, {a: 0.5})  # j1 ended at 4, j3 started
+    assert acc.energy_of("j1") == 400.0 and acc.jobs["j1"].gpu_seconds == 4.0
+    assert acc.energy_of("j2") == 0.0 and acc.jobs["j3"].first_seen == 4.0
+    acc.observe(10.0, {a: 460.0, b: 1000.0}, {a: ("j3",), b: ("j2",)}, {a: 0.5, b: 1.0})
+    assert acc.energy_of("j1") == 400.0  # nothing after its end
+    assert acc.energy_of("j3") == 60.0 and acc.jobs["j3"].gpu_seconds == 6.0
+    assert acc.jobs["j3"].active_gpu_seconds == 3.0  # at the utilization read at 4
+    assert acc.energy_of("j2") == 1000.0 and acc.jobs["j2"].gpu_seconds == 10.0
+    # The next interval is the whole collection interval again for every GPU.
+    acc.observe(20.0, {a: 560.0, b: 1100.0}, {a: ("j3",), b: ("j2",)})
+    assert acc.jobs["j3"].gpu_seconds == 16.0 and acc.jobs["j2"].gpu_seconds == 20.0
+    # j3 ends at 25: charged up to then, and nobody is charged after.
+    acc.observe_gpus(25.0, {a: 600.0}, {})
+    assert acc.energy_of("j3") == 200.0 and acc.jobs["j3"].gpu_seconds == 21.0
+    acc.observe(30.0, {a: 650.0, b: 1200.0}, {b: ("j2",)})
+    assert acc.energy_of("j3") == 200.0 and acc.jobs["j3"].gpu_seconds == 21.0
+    assert acc.energy_of("j2") == 1200.0 and acc.jobs["j2"].gpu_seconds == 30.0

@@ -4,18 +4,23 @@ State lives in flat per-GPU arrays (``array``), not an object per GPU or per sam
 12,500 x 8 gigafactory fits. Time only moves when a caller advances it: tests drive the
 clock, the demo follows the wall clock.
 
-Energy is exact by construction: each step holds every GPU's power constant, adds
-``power * dt`` to the GPU's counter and, independently, to the true energy of the job
-holding it. Steps split at job starts and ends, so no interval straddles a change of
-owner. ``true_energy()`` is the ground truth our measured figures are checked against.
+Energy is exact by construction: a GPU's power is constant between its own events, and
+each interval adds ``power * dt`` to the GPU's counter and, independently, to the true
+energy of the job holding it. Jobs start at step boundaries (the scheduler runs there);
+a job that ends inside a step splits only its own GPUs' interval at its end: they are
+charged up to the end, freed, and draw an unallocated GPU's power for the rest of the
+step. No interval straddles a change of owner, and the rest of the factory steps whole,
+so a step costs one pass over the GPUs however many jobs end in it.
+``true_energy()`` is the ground truth our measured figures are checked against.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from factoryctl.model import JobState
@@ -111,14 +116,23 @@ class SimFactory:
         self.finished: deque[SimJob] = deque(maxlen=5000)
         self.truth: dict[str, float] = {}
         self.xid_events: deque[XidEvent] = deque(maxlen=10000)
+        # Called after every step, with the factory at the step's end.
         self.listeners: list[Callable[[SimFactory], None]] = []
+        # Called when a job releases its GPUs anywhere but at the end of a step (which the
+        # listeners above see): inside a step, at the job's end, or at once (a fault, an
+        # operator's reboot or release). With the time and its GPUs: their counters are
+        # integrated up to that time and their readings are the ones that hold from it
+        # (inside a step, the rest of the factory is still at the step's start).
+        self.release_listeners: list[Callable[[SimFactory, float, Sequence[int]], None]] = []
         self.generator = (
             JobGenerator(cfg, self.rng, len(self.node_names) * self.gpn) if cfg.jobs else None
         )
-        self._events: list[tuple[float, str]] = []  # (time, job_id) job ends
+        self._job_ends: list[tuple[float, str]] = []  # heap of (end time, job id)
+        self._reboot_ends: list[float] = []  # heap: a reboot's end splits the step
         self._last_fault_check = self.now
         if self.generator is not None:
             self._fill_to_target()
+        self._sample(self.now)  # the readings that hold from the start
 
     # -- lookups -------------------------------------------------------------------------
     @property
@@ -145,41 +159,85 @@ class SimFactory:
         self.advance_to(self.now + seconds, step_seconds)
 
     def advance_to(self, t: float, step_seconds: float = 1.0) -> None:
-        """Move the clock to ``t`` in steps of at most ``step_seconds``, split at events."""
+        """Move the clock to ``t`` in steps of at most ``step_seconds`` (split only where a
+        reboot ends); jobs that end inside a step end there, on their own GPUs."""
         while self.now < t - 1e-9:
             nxt = min(t, self.now + step_seconds)
-            if self._events and self._events[0][0] < nxt:
-                nxt = max(self.now, self._events[0][0])
-            self._step(nxt - self.now)
-            self.now = nxt
-            self._handle_events()
+            if self._reboot_ends and self._reboot_ends[0] < nxt:
+                nxt = max(self.now, self._reboot_ends[0])
+            self._step_to(nxt)
             for listener in self.listeners:
                 listener(self)
             # Random faults land just after an observation: a GPU lost to XID 79 can no
             # longer be read, so an exporter loses at most the interval since its last
-            # collection; here that interval is empty and the measured energy stays exact.
-            if self._random_faults():
-                for listener in self.listeners:
-                    listener(self)
+            # collection; here that interval is empty, and the jobs a fault ends release
+            # their GPUs at once (release_listeners), so the measured energy stays exact.
+            self._random_faults()
 
-    def _step(self, dt: float) -> None:
-        """Integrate the current power over dt, then sample the next step's readings."""
-        if dt > 0:
-            power, energy, up, owner, truth = (
-                self.power,
-                self.energy,
-                self.up,
-                self.owner,
-                self.truth,
-            )
-            for g in range(len(power)):
-                if up[g]:
-                    e = power[g] * dt
-                    energy[g] += e
-                    job = owner[g]
-                    if job is not None:
-                        truth[job.job_id] = truth.get(job.job_id, 0.0) + e
-        self._sample(self.now + dt)
+    def _step_to(self, t1: float) -> None:
+        """Integrate up to ``t1`` (ending the jobs due on the way), run the scheduler at
+        ``t1``, then sample the readings that hold from ``t1``."""
+        t0 = self.now
+        # GPU -> start of its last interval, for the GPUs of jobs that ended inside.
+        split: dict[int, float] = {}
+        at_end: list[SimJob] = []
+        ends = self._job_ends
+        while ends and ends[0][0] <= t1 + 1e-9:
+            end, job_id = heapq.heappop(ends)
+            job = self.jobs.get(job_id)
+            if job is None or job.state is not JobState.RUNNING:
+                continue  # it ended before its time (a fault, a release)
+            if end >= t1 - 1e-9:
+                at_end.append(job)
+            else:
+                self._end_inside(job, max(t0, end), split)
+        self._integrate(t0, t1, split)
+        self.now = t1
+        for job in at_end:
+            self._finish(job, JobState.COMPLETED, notify=False)  # the listeners see it
+        self._handle_events()
+        self._sample(t1)
+
+    def _end_inside(self, job: SimJob, t: float, split: dict[int, float]) -> None:
+        """End ``job`` at ``t`` inside the step that starts at ``self.now``: charge its GPUs
+        up to ``t``, free them, and sample what they draw from ``t``."""
+        power, energy, up, owner = self.power, self.energy, self.up, self.owner
+        t0, charged = self.now, 0.0
+        gpus = [g for g in job.slots if owner[g] is job]
+        for g in gpus:
+            if up[g]:
+                e = power[g] * (t - split.get(g, t0))
+                energy[g] += e
+                charged += e
+            split[g] = t
+        self.truth[job.job_id] = self.truth.get(job.job_id, 0.0) + charged
+        self._finish(job, JobState.COMPLETED, at=t, notify=False)
+        for g in gpus:
+            self._sample_gpu(g, t)
+        for listener in self.release_listeners:
+            listener(self, t, gpus)
+
+    def _integrate(self, t0: float, t1: float, split: dict[int, float]) -> None:
+        """Add each GPU's power times its interval in this step: the whole step, or from its
+        job's end for the GPUs in ``split``."""
+        lo = 0
+        for g in sorted(split):
+            self._integrate_range(lo, g, t1 - t0)
+            self._integrate_range(g, g + 1, t1 - split[g])
+            lo = g + 1
+        self._integrate_range(lo, len(self.power), t1 - t0)
+
+    def _integrate_range(self, lo: int, hi: int, dt: float) -> None:
+        if dt <= 0:
+            return
+        power, energy, up, owner, truth = self.power, self.energy, self.up, self.owner, self.truth
+        for g in range(lo, hi):
+            if up[g]:
+                e = power[g] * dt
+                energy[g] += e
+                job = owner[g]
+                if job is not None:
+                    truth[job.job_id] = truth.get(job.job_id, 0.0) + e
 
     def _sample(self, t: float) -> None:
         spec, rnd, gpn = self.config.spec, self.rng.random, self.gpn
@@ -199,13 +257,33 @@ class SimFactory:
             r = step(spec, job.workload if job else none, t, phase[g], 2 * rnd() - 1, throttle[g])
             util[g], mem_util[g], mem_used[g], power[g], temp[g], clock[g] = r
 
+    def _sample_gpu(self, g: int, t: float) -> None:
+        """One GPU's readings from ``t`` (``_sample`` for one GPU)."""
+        if not self.up[g] or self.admin[g // self.gpn].silent:
+            self.power[g] = 0.0
+            self.utilization[g] = 0.0
+            return
+        if self.throttle[g] and self.throttle_until[g] <= t:
+            self.throttle[g] = 0
+        job = self.owner[g]
+        workload = job.workload if job else Workload.NONE
+        noise = 2 * self.rng.random() - 1
+        r = step(self.config.spec, workload, t, self.phase[g], noise, self.throttle[g])
+        (
+            self.utilization[g],
+            self.memory_utilization[g],
+            self.memory_used[g],
+            self.power[g],
+            self.temperature[g],
+            self.sm_clock[g],
+        ) = r
+
     def _handle_events(self) -> None:
-        while self._events and self._events[0][0] <= self.now + 1e-9:
-            _, job_id = self._events.pop(0)
-            job = self.jobs.get(job_id)
-            if job is not None and job.state is JobState.RUNNING:
-                self._finish(job, JobState.COMPLETED)
-        for i, admin in enumerate(self.admin):
+        rebooted = False
+        while self._reboot_ends and self._reboot_ends[0] <= self.now + 1e-9:
+            heapq.heappop(self._reboot_ends)
+            rebooted = True
+        for i, admin in enumerate(self.admin if rebooted else ()):
             if admin.reboot_until is not None and admin.reboot_until <= self.now:
                 admin.reboot_until = None
                 admin.down = False
@@ -274,9 +352,8 @@ class SimFactory:
         for g in job.slots:
             self.owner[g] = job
         self.truth.setdefault(job.job_id, 0.0)
-        end = self.now + job.duration
-        self._events.append((end, job.job_id))
-        self._events.sort()
+        if job.duration != float("inf"):
+            heapq.heappush(self._job_ends, (self.now + job.duration, job.job_id))
 
     def assign(
         self, job_id: str, user: str, node: str, gpus: list[int], workload: Workload
@@ -293,7 +370,6 @@ class SimFactory:
         self.jobs[job_id] = job
         i = self.node_index[node]
         self.start_job(job, [(i, gpus)])
-        self._events = [e for e in self._events if e[1] != job_id]
         return job
 
     def release(self, job_id: str, state: JobState = JobState.COMPLETED) -> None:
@@ -301,16 +377,21 @@ class SimFactory:
         if job is not None and job.state is JobState.RUNNING:
             self._finish(job, state)
 
-    def _finish(self, job: SimJob, state: JobState) -> None:
+    def _finish(
+        self, job: SimJob, state: JobState, at: float | None = None, notify: bool = True
+    ) -> None:
         job.state = state
-        job.end_time = self.now
-        for g in job.slots:
-            if self.owner[g] is job:
-                self.owner[g] = None
-                self.free[g // self.gpn] += 1
-        self._events = [e for e in self._events if e[1] != job.job_id]
+        job.end_time = self.now if at is None else at
+        gpus = [g for g in job.slots if self.owner[g] is job]
+        for g in gpus:
+            self.owner[g] = None
+            self.free[g // self.gpn] += 1
+        # Its entry in _job_ends, if any, is skipped when it comes due.
         del self.jobs[job.job_id]
         self.finished.append(job)
+        if notify:
+            for listener in self.release_listeners:
+                listener(self, job.end_time, gpus)
 
     # -- faults --------------------------------------------------------------------------
     def inject_xid(self, node: str, gpu: int, code: int) -> None:
@@ -401,5 +482,4 @@ class SimFactory:
             if job is not None and job.state is JobState.RUNNING:
                 self._finish(job, JobState.NODE_FAIL)
         self.admin[i].reboot_until = self.now + seconds
-        self._events.append((self.now + seconds, ""))
-        self._events.sort()
+        heapq.heappush(self._reboot_ends, self.now + seconds)

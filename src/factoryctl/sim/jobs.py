@@ -115,11 +115,18 @@ class JobGenerator:
         if dt <= 0:
             return []
         count = 0
-        # Poisson count by inversion: cheap and deterministic from the rng.
-        lam, p, threshold = self.rate * dt, 1.0, math.exp(-self.rate * dt)
-        while True:
-            p *= self.rng.random()
-            if p <= threshold or count > 10 * lam + 10:
-                break
-            count += 1
+        remaining = self.rate * dt
+        # Poisson count by inversion: cheap and deterministic from the rng. In parts of at
+        # most 100 expected arrivals (a sum of Poisson counts is one), because exp(-lam)
+        # underflows for the thousands a coarse warm-up step expects at 100,000 GPUs.
+        while remaining > 0:
+            lam = min(remaining, 100.0)
+            remaining -= lam
+            part, p, threshold = 0, 1.0, math.exp(-lam)
+            while True:
+                p *= self.rng.random()
+                if p <= threshold or part > 10 * lam + 10:
+                    break
+                part += 1
+            count += part
         return [self._new(now) for _ in range(count)]

@@ -9,6 +9,7 @@ checks the accounting method itself.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from factoryctl.energy import DayEnergy, GpuKey, JobEnergyAccountant
@@ -19,6 +20,24 @@ from factoryctl.sim import SimConfig, SimFactory
 from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
 
 DEFAULT_WARMUP = 4 * 3600.0
+LIVE_STEP = 5.0  # the console's step (tui.sources.LiveDemoSource)
+# A warm-up step costs about one pass over the GPUs (simulate, then observe them the
+# exporter's way), so its budget is in GPU-steps: a large factory takes coarser steps and
+# starts about as fast as a small one. Energy stays exact at any step (jobs end inside
+# steps, on their own GPUs); what coarse steps change is when the scheduler runs (at step
+# boundaries: freed GPUs wait for the next one) and how often power is sampled.
+COARSE_GPU_STEPS = 600_000
+FINE_GPU_STEPS = 100_000
+MIN_COARSE_STEP = 300.0
+MAX_FINE_STEPS = 12
+
+
+def warmup_plan(gpus: int, warmup: float = DEFAULT_WARMUP) -> tuple[float, float]:
+    """(coarse step, fine seconds): the warm-up runs in coarse steps up to ``fine seconds``
+    before now, then in the console's 5 s steps (at least one, at most a minute)."""
+    fine = LIVE_STEP * max(1, min(MAX_FINE_STEPS, FINE_GPU_STEPS // max(1, gpus)))
+    coarse = max(MIN_COARSE_STEP, (warmup - fine) * gpus / COARSE_GPU_STEPS)
+    return coarse, fine
 
 
 def demo_start_time(now: float, warmup: float = DEFAULT_WARMUP) -> float:
@@ -42,6 +61,7 @@ class DemoSource:
 
     def __post_init__(self) -> None:
         self.sim.listeners.append(self._observe)
+        self.sim.release_listeners.append(self._released)
         self._observe(self.sim)
 
     @classmethod
@@ -64,9 +84,10 @@ class DemoSource:
             faults_per_node_day=faults_per_node_day,
         )
         source = cls(SimFactory(config))
-        # Coarse steps for the past, fine ones for the last minutes: cheap and still exact.
-        source.sim.advance_to(wall - 300, step_seconds=60.0)
-        source.sim.advance_to(wall, step_seconds=5.0)
+        # Coarse steps for the past, the console's for the last minute: cheap and exact.
+        coarse, fine = warmup_plan(nodes * gpus_per_node, warmup)
+        source.sim.advance_to(wall - fine, step_seconds=coarse)
+        source.sim.advance_to(wall, step_seconds=LIVE_STEP)
         return source
 
     def _observe(self, sim: SimFactory) -> None:
@@ -97,6 +118,19 @@ class DemoSource:
         # Keep totals past the accountant's grace period for finished jobs still listed.
         for job_id, totals in self.accountant.jobs.items():
             self._total_energy[job_id] = totals.energy_joules
+
+    def _released(self, sim: SimFactory, t: float, gpus: Sequence[int]) -> None:
+        """A job released its GPUs between two steps' ends (it ended inside a step, or a
+        fault or an operator ended it): they are read then, as the exporter reads a GPU
+        whose owners changed, so no later energy is charged to the job."""
+        keys, up, owners = self._keys, sim.up, sim.owner
+        live = [g for g in gpus if up[g]]
+        self.accountant.observe_gpus(
+            t,
+            {keys[g]: sim.energy[g] for g in live},
+            {keys[g]: (owner.job_id,) for g in live if (owner := owners[g]) is not None},
+            {keys[g]: sim.utilization[g] for g in live},
+        )
 
     def advance_to(self, t: float, step_seconds: float = 1.0) -> None:
         self.sim.advance_to(t, step_seconds)

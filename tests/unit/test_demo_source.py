@@ -1,0 +1,64 @@
+"""The demo source's measured per-job energy against the simulator's truth, at the
+warm-up's coarse steps as at the console's 5 s ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from factoryctl.sim import SimConfig, SimFactory
+from factoryctl.telemetry.demo import (
+    COARSE_GPU_STEPS,
+    DEFAULT_WARMUP,
+    LIVE_STEP,
+    DemoSource,
+    warmup_plan,
+)
+from factoryctl.tui.sources import LiveDemoSource
+
+START = 1_780_000_000.0
+
+
+@pytest.mark.parametrize("step", [5.0, 300.0, 2400.0])
+def test_measured_energy_is_exact_at_any_step(step: float) -> None:
+    """Jobs end inside steps (on their own GPUs) and faults end them between steps: the
+    accountant reads the released GPUs then, so every job's energy is exact."""
+    sim = SimFactory(SimConfig(nodes=24, seed=5, start_time=START, faults_per_node_day=12))
+    source = DemoSource(sim)
+    source.advance_to(START + 3 * 3600, step_seconds=step)
+    kinds = {j.state.value for j in sim.finished}
+    assert {"completed", "failed", "node_fail"} <= kinds, kinds
+    checked = 0
+    for job in sim.all_jobs():
+        truth = sim.true_energy(job.job_id)
+        measured = source.accountant.energy_of(job.job_id)
+        if job.start_time is None:
+            assert truth == 0 and measured is None
+            continue
+        assert measured == pytest.approx(truth, rel=1e-9), job.job_id
+        checked += 1
+    assert checked > 50
+
+
+def test_warmup_plan_keeps_the_cost_flat() -> None:
+    small_coarse, small_fine = warmup_plan(64 * 8)
+    assert (small_coarse, small_fine) == (300.0, 60.0)  # 48 + 12 steps
+    for gpus in (512, 10_000, 25_000, 100_000):
+        coarse, fine = warmup_plan(gpus)
+        assert LIVE_STEP <= fine <= 60.0
+        assert (DEFAULT_WARMUP - fine) / coarse * gpus <= max(COARSE_GPU_STEPS, 48 * gpus)
+    assert warmup_plan(100_000) == (pytest.approx(2399.17, abs=0.01), 5.0)
+
+
+def test_live_polls_after_a_coarse_warmup_keep_energy_exact() -> None:
+    source = DemoSource.create(nodes=16, seed=2, now=START, faults_per_node_day=12)
+    clock = [START]
+    live = LiveDemoSource(source, clock=lambda: clock[0])
+    for _ in range(120):
+        clock[0] += 5.0
+        live.snapshot()
+    sim = source.sim
+    assert any(j.end_time and j.end_time > START for j in sim.finished)
+    for job in sim.all_jobs():
+        if job.start_time is not None:
+            truth = sim.true_energy(job.job_id)
+            assert source.accountant.energy_of(job.job_id) == pytest.approx(truth, rel=1e-9)
