@@ -188,3 +188,12 @@ def test_arrivals_are_poisson_at_any_step() -> None:
     small = JobGenerator(SimConfig(nodes=8), random.Random(1), 64)
     total = sum(len(small.arrivals(config.start_time + 5.0 * k)) for k in range(1, 20001))
     assert abs(total - small.rate * 1e5) < 5 * (small.rate * 1e5) ** 0.5
+
+
+def test_gpu_uuids_are_uuid5_names() -> None:
+    from factoryctl.sim import names
+
+    nodes = names.node_names(40)
+    fast = names.gpu_uuids(7, nodes, 8)
+    assert len(set(fast)) == 320
+    assert fast == [names.gpu_uuid(7, node, i) for node in nodes for i in range(8)]

@@ -22,11 +22,13 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import not_
 
 from factoryctl.model import JobState
 from factoryctl.sim import names
 from factoryctl.sim.jobs import JobGenerator, SimJob
-from factoryctl.sim.workload import H100, THROTTLE_BITS, GPUSpec, Workload, step
+from factoryctl.sim.workload import H100, THROTTLE_BITS, GPUSpec, Readings, Workload, sample
 
 # XID codes with their effect. 79: fallen off the bus. 48/94/95: ECC (DBE, contained,
 # uncontained). 13/31/43: application faults, the user's and not the hardware's.
@@ -107,9 +109,7 @@ class SimFactory:
         self.last_xid_time = array("d", d0)
         self.owner: list[SimJob | None] = [None] * n
         self.phase = array("d", (self.rng.random() for _ in range(n)))
-        self.uuids = [
-            names.gpu_uuid(cfg.seed, self.node_names[g // self.gpn], g % self.gpn) for g in range(n)
-        ]
+        self.uuids = names.gpu_uuids(cfg.seed, self.node_names, self.gpn)
         self.admin = [NodeAdmin() for _ in self.node_names]
         self.free = array("l", [self.gpn] * len(self.node_names))
         self.jobs: dict[str, SimJob] = {}  # running and pending
@@ -212,71 +212,73 @@ class SimFactory:
             split[g] = t
         self.truth[job.job_id] = self.truth.get(job.job_id, 0.0) + charged
         self._finish(job, JobState.COMPLETED, at=t, notify=False)
-        for g in gpus:
-            self._sample_gpu(g, t)
+        self._sample_gpus(gpus, t)
         for listener in self.release_listeners:
             listener(self, t, gpus)
 
     def _integrate(self, t0: float, t1: float, split: dict[int, float]) -> None:
         """Add each GPU's power times its interval in this step: the whole step, or from its
-        job's end for the GPUs in ``split``."""
-        lo = 0
-        for g in sorted(split):
-            self._integrate_range(lo, g, t1 - t0)
-            self._integrate_range(g, g + 1, t1 - split[g])
-            lo = g + 1
-        self._integrate_range(lo, len(self.power), t1 - t0)
-
-    def _integrate_range(self, lo: int, hi: int, dt: float) -> None:
-        if dt <= 0:
-            return
+        job's end for the GPUs in ``split``. One pass over the GPUs."""
         power, energy, up, owner, truth = self.power, self.energy, self.up, self.owner, self.truth
-        for g in range(lo, hi):
-            if up[g]:
-                e = power[g] * dt
+        dt = t1 - t0
+        for g in range(len(power)):
+            if not up[g]:
+                continue
+            interval = t1 - split[g] if split and g in split else dt
+            if interval > 0:
+                e = power[g] * interval
                 energy[g] += e
                 job = owner[g]
                 if job is not None:
                     truth[job.job_id] = truth.get(job.job_id, 0.0) + e
 
     def _sample(self, t: float) -> None:
-        spec, rnd, gpn = self.config.spec, self.rng.random, self.gpn
-        down = [a.silent for a in self.admin]
-        up, owner, phase, throttle = self.up, self.owner, self.phase, self.throttle
-        util, mem_util, mem_used = self.utilization, self.memory_utilization, self.memory_used
-        power, temp, clock = self.power, self.temperature, self.sm_clock
-        none = Workload.NONE
-        for g in range(len(power)):
-            if not up[g] or down[g // gpn]:
-                power[g] = 0.0
-                util[g] = 0.0
-                continue
-            if throttle[g] and self.throttle_until[g] <= t:
-                throttle[g] = 0
-            job = owner[g]
-            r = step(spec, job.workload if job else none, t, phase[g], 2 * rnd() - 1, throttle[g])
-            util[g], mem_util[g], mem_used[g], power[g], temp[g], clock[g] = r
-
-    def _sample_gpu(self, g: int, t: float) -> None:
-        """One GPU's readings from ``t`` (``_sample`` for one GPU)."""
-        if not self.up[g] or self.admin[g // self.gpn].silent:
+        """Every GPU's readings from ``t``: a lost GPU or a silent node's draws nothing."""
+        gpn, up = self.gpn, self.up
+        live = up
+        silent = [i for i, a in enumerate(self.admin) if a.silent]
+        if silent:
+            live = bytearray(up)
+            for i in silent:
+                live[i * gpn : (i + 1) * gpn] = bytes(gpn)
+        self._sample_live(compress(range(len(up)), live), live, t)
+        for g in compress(range(len(up)), map(not_, live)):
             self.power[g] = 0.0
             self.utilization[g] = 0.0
-            return
-        if self.throttle[g] and self.throttle_until[g] <= t:
-            self.throttle[g] = 0
-        job = self.owner[g]
-        workload = job.workload if job else Workload.NONE
-        noise = 2 * self.rng.random() - 1
-        r = step(self.config.spec, workload, t, self.phase[g], noise, self.throttle[g])
-        (
-            self.utilization[g],
-            self.memory_utilization[g],
-            self.memory_used[g],
-            self.power[g],
-            self.temperature[g],
-            self.sm_clock[g],
-        ) = r
+
+    def _sample_gpus(self, gpus: Sequence[int], t: float) -> None:
+        """These GPUs' readings from ``t`` (``_sample`` for a few)."""
+        gpn, up, admin = self.gpn, self.up, self.admin
+        live = [g for g in gpus if up[g] and not admin[g // gpn].silent]
+        self._sample_live(live, None, t)
+        for g in gpus:
+            if not up[g] or admin[g // gpn].silent:
+                self.power[g] = 0.0
+                self.utilization[g] = 0.0
+
+    def _sample_live(self, gpus: Iterable[int], live: Sequence[int] | None, t: float) -> None:
+        """Sample these GPUs (``live``: the mask they come from, None for a few named ones)
+        at ``t``, in order, one noise draw each; an expired throttle ends first."""
+        throttle, until = self.throttle, self.throttle_until
+        if live is None:
+            gpus = list(gpus)
+            expired = [g for g in gpus if throttle[g] and until[g] <= t]
+        else:
+            expired = [g for g in compress(range(len(throttle)), throttle) if live[g]]
+            expired = [g for g in expired if until[g] <= t]
+        for g in expired:
+            throttle[g] = 0
+        readings = Readings(
+            self.utilization,
+            self.memory_utilization,
+            self.memory_used,
+            self.power,
+            self.temperature,
+            self.sm_clock,
+        )
+        sample(
+            self.config.spec, t, gpus, self.owner, self.phase, throttle, self.rng.random, readings
+        )
 
     def _handle_events(self) -> None:
         rebooted = False
