@@ -250,3 +250,26 @@ def test_each_summary_is_the_first_paragraph_of_its_commands_help() -> None:
         assert command is not None and not command.hidden and command.short_help is None
         first = " ".join((command.help or "").split("\n\n")[0].split())
         assert entry.summary == first, name
+
+
+def test_demo_summary_counts_what_the_job_rows_count(demo_source: DemoSource) -> None:
+    """The summary reads columns (it is the first screen at 100,000 GPUs); its figures
+    are the ones the job rows and the GPU objects give."""
+    from factoryctl.cli.demo import summary
+    from factoryctl.formats import fmt_kwh, fmt_watts
+    from factoryctl.views import job_rows
+
+    demo_source.sim.fail_node("gpu004")  # silent GPUs: no power, no utilization
+    snap = demo_source.snapshot()
+    rows = job_rows(snap)
+    text = summary(snap).splitlines()
+    power = sum(g.power_watts for g in snap.gpus if g.power_watts is not None)
+    energy = sum(r["energy_kwh"] or 0.0 for r in rows)
+    assert text[2] == (
+        f"power    {fmt_watts(power)} now   running jobs {len(rows)} used {fmt_kwh(energy)} so far"
+    )
+    idle = sorted((r for r in rows if r["idle_gpus"]), key=lambda r: -r["idle_gpus"])[:5]
+    assert idle
+    assert text[3] == "idle GPUs held by: " + ", ".join(
+        f"job {r['job_id']} ({r['user']}, {r['idle_gpus']})" for r in idle
+    )
