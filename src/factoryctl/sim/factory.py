@@ -22,8 +22,8 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import not_
+from itertools import compress, repeat
+from operator import add, mul, not_
 
 from factoryctl.model import JobState
 from factoryctl.sim import names
@@ -217,20 +217,32 @@ class SimFactory:
             listener(self, t, gpus)
 
     def _integrate(self, t0: float, t1: float, split: dict[int, float]) -> None:
-        """Add each GPU's power times its interval in this step: the whole step, or from its
-        job's end for the GPUs in ``split``. One pass over the GPUs."""
-        power, energy, up, owner, truth = self.power, self.energy, self.up, self.owner, self.truth
+        """Add each GPU's power times its interval in this step (the whole step, or from its
+        job's end for the GPUs in ``split``) to its counter and to its job's truth.
+
+        Each GPU's energy is one product, and its counter one addition (C loops over the
+        arrays); truth is added GPU by GPU in GPU order, a job's consecutive GPUs summed in
+        a local: the same floating-point additions, in the same order, as one at a time.
+        """
+        power, up = self.power, self.up
         dt = t1 - t0
-        for g in range(len(power)):
-            if not up[g]:
+        gained = list(map(mul, power, repeat(dt))) if dt > 0 else [0.0] * len(power)
+        for g in compress(range(len(up)), map(not_, up)):
+            gained[g] = 0.0  # a lost GPU draws nothing
+        for g, start in split.items():
+            gained[g] = power[g] * (t1 - start) if up[g] and t1 > start else 0.0
+        self.energy[:] = array("d", map(add, self.energy, gained))
+        truth, job, total = self.truth, None, 0.0
+        for owner, e in zip(self.owner, gained, strict=True):
+            if owner is None:
                 continue
-            interval = t1 - split[g] if split and g in split else dt
-            if interval > 0:
-                e = power[g] * interval
-                energy[g] += e
-                job = owner[g]
+            if owner is not job:
                 if job is not None:
-                    truth[job.job_id] = truth.get(job.job_id, 0.0) + e
+                    truth[job.job_id] = total
+                job, total = owner, truth.get(owner.job_id, 0.0)
+            total += e
+        if job is not None:
+            truth[job.job_id] = total
 
     def _sample(self, t: float) -> None:
         """Every GPU's readings from ``t``: a lost GPU or a silent node's draws nothing."""
