@@ -197,3 +197,9 @@ def test_gpu_uuids_are_uuid5_names() -> None:
     fast = names.gpu_uuids(7, nodes, 8)
     assert len(set(fast)) == 320
     assert fast == [names.gpu_uuid(7, node, i) for node in nodes for i in range(8)]
+    # The simulator's are computed a node at a time, when read.
+    lazy = names.GpuUuids(7, nodes, 8)
+    assert lazy[13] == fast[13] and lazy[-1] == fast[-1] and lazy[5:20] == fast[5:20]
+    assert sum(u is not None for u in lazy._known) == 8 * 4  # nodes 2, 40, 1 and 3
+    assert list(lazy) == fast and len(lazy) == 320 and tuple(lazy) == tuple(fast)
+    assert SimFactory(SimConfig(nodes=40, seed=7)).uuids[:] == fast

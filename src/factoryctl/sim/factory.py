@@ -109,7 +109,7 @@ class SimFactory:
         self.last_xid_time = array("d", d0)
         self.owner: list[SimJob | None] = [None] * n
         self.phase = array("d", (self.rng.random() for _ in range(n)))
-        self.uuids = names.gpu_uuids(cfg.seed, self.node_names, self.gpn)
+        self.uuids = names.GpuUuids(cfg.seed, self.node_names, self.gpn)
         self.admin = [NodeAdmin() for _ in self.node_names]
         self.free = array("l", [self.gpn] * len(self.node_names))
         self.jobs: dict[str, SimJob] = {}  # running and pending
@@ -331,19 +331,28 @@ class SimFactory:
         usable = [i for i in range(len(self.node_names)) if self.free[i] and self._schedulable(i)]
         whole = deque(i for i in usable if self.free[i] == gpn)
         partial = [i for i in usable if self.free[i] < gpn]
+        # room[k]: partial nodes with k free GPUs. A job no partial node can take skips
+        # the first-fit walk (at 100,000 GPUs, thousands of jobs times a long list).
+        room = [0] * gpn
+        for i in partial:
+            room[self.free[i]] += 1
         for job in pending:
             placement: list[int] | None = None
             if job.gpus <= gpn:
-                for pos, i in enumerate(partial):
+                for pos, i in enumerate(partial if any(room[job.gpus :]) else ()):
                     if self.free[i] >= job.gpus:
                         placement = [i]
+                        room[self.free[i]] -= 1
                         if self.free[i] == job.gpus:
                             partial.pop(pos)
+                        else:
+                            room[self.free[i] - job.gpus] += 1
                         break
                 if placement is None and whole:
                     placement = [whole.popleft()]
                     if job.gpus < gpn:
                         partial.append(placement[0])
+                        room[gpn - job.gpus] += 1
             elif len(whole) >= -(-job.gpus // gpn):
                 placement = [whole.popleft() for _ in range(-(-job.gpus // gpn))]
             if placement is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 _FIRST = [
     "ada",
@@ -88,3 +89,39 @@ def gpu_uuids(seed: int, nodes: Sequence[str], gpus_per_node: int) -> list[str]:
             x = sha1(prefix + str(index).encode()).hexdigest()
             out.append(f"GPU-{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant[x[16]]}{x[17:20]}-{x[20:32]}")
     return out
+
+
+class GpuUuids(Sequence[str]):
+    """Every GPU's UUID in flat GPU order, computed a node at a time when first read: a
+    factory whose UUIDs nobody reads (the demo's text summary) does not hash 100,000
+    names. The values never change, so concurrent readers at worst compute one twice."""
+
+    def __init__(self, seed: int, nodes: Sequence[str], gpus_per_node: int) -> None:
+        self._seed, self._nodes, self._gpn = seed, nodes, gpus_per_node
+        self._known: list[str | None] = [None] * (len(nodes) * gpus_per_node)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        known = self._known[i]
+        if known is None:
+            node = range(len(self))[i] // self._gpn
+            lo = node * self._gpn
+            self._known[lo : lo + self._gpn] = gpu_uuids(self._seed, [self._nodes[node]], self._gpn)
+            known = self._known[i]
+            assert known is not None
+        return known
+
+    def __iter__(self) -> Iterator[str]:
+        every = gpu_uuids(self._seed, self._nodes, self._gpn) if None in self._known else None
+        if every is not None:
+            self._known = list[str | None](every)
+            return iter(every)
+        return (u for u in self._known if u is not None)
