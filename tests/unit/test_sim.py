@@ -203,3 +203,13 @@ def test_gpu_uuids_are_uuid5_names() -> None:
     assert sum(u is not None for u in lazy._known) == 8 * 4  # nodes 2, 40, 1 and 3
     assert list(lazy) == fast and len(lazy) == 320 and tuple(lazy) == tuple(fast)
     assert SimFactory(SimConfig(nodes=40, seed=7)).uuids[:] == fast
+
+
+def test_a_released_jobs_due_end_does_not_end_a_later_job_of_that_id() -> None:
+    sim = _sim()
+    job = min((j for j in sim.jobs.values() if j.start_time is not None), key=lambda j: j.ends)
+    sim.release(job.job_id)
+    node, index = sim.node_names[job.slots[0] // sim.gpn], job.slots[0] % sim.gpn
+    again = sim.assign(job.job_id, "ada", node, [index], Workload.TRAINING)
+    sim.advance_to(job.ends + 60, 7)
+    assert again.state is JobState.RUNNING and sim.jobs[job.job_id] is again

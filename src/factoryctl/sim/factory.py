@@ -185,7 +185,7 @@ class SimFactory:
         while ends and ends[0][0] <= t1 + 1e-9:
             end, job_id = heapq.heappop(ends)
             job = self.jobs.get(job_id)
-            if job is None or job.state is not JobState.RUNNING:
+            if job is None or job.state is not JobState.RUNNING or job.ends != end:
                 continue  # it ended before its time (a fault, a release)
             if end >= t1 - 1e-9:
                 at_end.append(job)
@@ -375,8 +375,8 @@ class SimFactory:
         for g in job.slots:
             self.owner[g] = job
         self.truth.setdefault(job.job_id, 0.0)
-        if job.duration != float("inf"):
-            heapq.heappush(self._job_ends, (self.now + job.duration, job.job_id))
+        if job.ends != float("inf"):
+            heapq.heappush(self._job_ends, (job.ends, job.job_id))
 
     def assign(
         self, job_id: str, user: str, node: str, gpus: list[int], workload: Workload

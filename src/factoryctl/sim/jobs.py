@@ -43,6 +43,11 @@ class SimJob:
     end_time: float | None = None
     slots: list[int] = field(default_factory=list)  # flat GPU indices while running
 
+    @property
+    def ends(self) -> float:
+        """When it is due to end (inf until it starts, and for a job with no duration)."""
+        return float("inf") if self.start_time is None else self.start_time + self.duration
+
 
 def _weighted(rng: random.Random, table: Sequence[tuple[T, int]]) -> T:
     return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
