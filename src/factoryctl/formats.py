@@ -7,9 +7,6 @@ dcgm-exporter site has no memory-bandwidth ratio) and as ``-`` when it does not 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -118,11 +115,16 @@ def render_table(
 
 
 def render_json(document: Mapping[str, Any] | Sequence[Any]) -> str:
+    import json  # here, not at the top: `factoryctl --help` imports this module
+
     return json.dumps(document, indent=2, sort_keys=False, allow_nan=False, default=str)
 
 
 def render_csv(rows: Sequence[Row], keys: Sequence[str] | None = None) -> str:
     fields = list(keys or (rows[0].keys() if rows else []))
+    import csv  # as json above
+    import io
+
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
