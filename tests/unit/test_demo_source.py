@@ -40,14 +40,16 @@ def test_measured_energy_is_exact_at_any_step(step: float) -> None:
 
 
 def test_warmup_plan_keeps_the_cost_flat() -> None:
-    small_coarse, small_fine = warmup_plan(64 * 8)
-    assert (small_coarse, small_fine) == (300.0, 60.0)  # 48 + 12 steps
-    for gpus in (512, 10_000, 25_000, 100_000):
-        coarse, fine = warmup_plan(gpus)
-        assert LIVE_STEP <= fine <= 60.0
-        assert (DEFAULT_WARMUP - fine) / coarse * gpus <= max(COARSE_GPU_STEPS, 48 * gpus)
-    coarse, fine = warmup_plan(100_000)  # 12,500 nodes: four coarse steps and one 5 s step
-    assert (DEFAULT_WARMUP - fine) / coarse == pytest.approx(4.0) and fine == 5.0
+    assert warmup_plan(64 * 8) == (DEFAULT_WARMUP, 300.0, 60.0)  # 48 + 12 steps
+    assert warmup_plan(2000 * 8, 3600.0) == (3600.0, 300.0, 30.0)
+    for gpus in (512, 10_000, 25_000, 50_000, 100_000, 160_000):
+        warmup, coarse, fine = warmup_plan(gpus)
+        assert 0 <= fine <= 60.0 and fine % LIVE_STEP == 0
+        steps = (warmup - fine) / coarse
+        assert steps * gpus <= max(COARSE_GPU_STEPS, 48 * gpus) * (1 + 1e-9)
+        assert warmup == (DEFAULT_WARMUP if gpus <= 50_000 else max(3600, 14400 * 50_000 / gpus))
+    # 12,500 nodes: two hours in three 40-minute steps, no 5 s step.
+    assert warmup_plan(100_000) == (7200.0, 2400.0, 0.0)
 
 
 def test_live_polls_after_a_coarse_warmup_keep_energy_exact() -> None:

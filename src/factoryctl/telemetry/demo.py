@@ -30,18 +30,26 @@ LIVE_STEP = 5.0  # the console's step (tui.sources.LiveDemoSource)
 # starts about as fast as a small one. Energy stays exact at any step (jobs end inside
 # steps, on their own GPUs); what coarse steps change is when the scheduler runs (at step
 # boundaries: freed GPUs wait for the next one) and how often power is sampled.
-COARSE_GPU_STEPS = 400_000
-FINE_GPU_STEPS = 100_000
+COARSE_GPU_STEPS = 300_000
 MIN_COARSE_STEP = 300.0
+# The last minute in the console's 5 s steps up to 8,000 GPUs, less above, none from 96,000.
+FINE_GPU_STEPS = 96_000
 MAX_FINE_STEPS = 12
+# Every job that ends in the warm-up costs a read of its GPUs: above 50,000 GPUs (some
+# 3 jobs ending a second) the warm-up is shortened in proportion, to 2 hours at 100,000.
+LONG_WARMUP_GPUS = 50_000
+MIN_WARMUP = 3600.0
 
 
-def warmup_plan(gpus: int, warmup: float = DEFAULT_WARMUP) -> tuple[float, float]:
-    """(coarse step, fine seconds): the warm-up runs in coarse steps up to ``fine seconds``
-    before now, then in the console's 5 s steps (at least one, at most a minute)."""
-    fine = LIVE_STEP * max(1, min(MAX_FINE_STEPS, FINE_GPU_STEPS // max(1, gpus)))
+def warmup_plan(gpus: int, warmup: float = DEFAULT_WARMUP) -> tuple[float, float, float]:
+    """(warm-up, coarse step, fine seconds) for a factory of ``gpus``: it runs for the
+    warm-up, in coarse steps up to ``fine`` seconds before now, then in 5 s steps."""
+    gpus = max(1, gpus)
+    if gpus > LONG_WARMUP_GPUS:
+        warmup = min(warmup, max(MIN_WARMUP, warmup * LONG_WARMUP_GPUS / gpus))
+    fine = LIVE_STEP * min(MAX_FINE_STEPS, FINE_GPU_STEPS // gpus)
     coarse = max(MIN_COARSE_STEP, (warmup - fine) * gpus / COARSE_GPU_STEPS)
-    return coarse, fine
+    return warmup, coarse, fine
 
 
 @contextmanager
@@ -93,8 +101,10 @@ class DemoSource:
         warmup: float = DEFAULT_WARMUP,
         faults_per_node_day: float = 0.0,
     ) -> DemoSource:
-        """A factory that has been running for ``warmup`` seconds up to ``now``."""
+        """A factory that has been running for ``warmup`` seconds up to ``now`` (less
+        above 50,000 GPUs: ``warmup_plan``)."""
         wall = time.time() if now is None else now
+        warmup, coarse, fine = warmup_plan(nodes * gpus_per_node, warmup)
         config = SimConfig(
             nodes=nodes,
             gpus_per_node=gpus_per_node,
@@ -105,7 +115,6 @@ class DemoSource:
         with _collector_paused():
             source = cls(SimFactory(config))
             # Coarse steps for the past, the console's for the last minute: cheap, exact.
-            coarse, fine = warmup_plan(nodes * gpus_per_node, warmup)
             source.sim.advance_to(wall - fine, step_seconds=coarse)
             source.sim.advance_to(wall, step_seconds=LIVE_STEP)
         return source
