@@ -63,6 +63,19 @@ def seconds(
     return statistics.median(samples), statistics.median(cpu)
 
 
+def calibrate() -> float:
+    """The best of 5 runs of a fixed pure-Python loop: how fast this machine runs Python
+    right now (a shared VM's speed moves with its neighbours; compare runs by this)."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        total = 0.0
+        for i in range(1_000_000):
+            total += i * 0.5
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def poll_worker(nodes: int, polls: int, warmup: float | None) -> None:
     """In a subprocess (so PYTHONPATH picks the tree): build, then time the polls."""
     from factoryctl.telemetry.demo import DemoSource
@@ -139,7 +152,8 @@ def main() -> None:
     timed = seconds([sys.executable, "-c", "pass"], here, max(args.runs, 10), 60)
     assert timed is not None
     bare = timed[0]
-    print(f"`python -c pass`: {bare * 1000:.0f} ms (median of {max(args.runs, 10)})\n")
+    print(f"`python -c pass`: {bare * 1000:.0f} ms (median of {max(args.runs, 10)})")
+    print(f"calibration loop (pure Python, fixed work): {calibrate() * 1000:.0f} ms\n")
     names = " | ".join(f"{tree}: wall (CPU)" for tree in trees)
     print(f"| first screen (median of {args.runs}) | {names} | × bare python | × faster |")
     print("|---|" + "---|" * len(trees) + "---|---|")
@@ -160,6 +174,7 @@ def main() -> None:
         print(f"| `{name}` | " + " | ".join(cells) + f" | {bare_ratio} | {faster} |")
         sys.stdout.flush()
 
+    print(f"\ncalibration loop after the first screens: {calibrate() * 1000:.0f} ms")
     print(f"\nLive poll (advance 5 s + snapshot, PollGc) at {args.poll_nodes} nodes:\n")
     print("| tree, warm-up | built in | poll median | p95 | max | CPU median |")
     print("|---|---|---|---|---|---|")
@@ -174,6 +189,7 @@ def main() -> None:
             f"| {r['p95'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | {r['cpu'] * 1000:.0f} ms |"
         )
         sys.stdout.flush()
+    print(f"\ncalibration loop at the end: {calibrate() * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
