@@ -183,7 +183,7 @@ def main() -> None:
         runs += [(tree, env, args.poll_warmup) for tree, env in trees.items()]
     for tree, env, warmup in runs:
         r = poll(env, args.poll_nodes, args.polls, warmup)
-        label = f"{tree}, {'default (4 h)' if warmup is None else f'{warmup:.0f} s'}"
+        label = f"{tree}, {'default warm-up' if warmup is None else f'{warmup:.0f} s warm-up'}"
         print(
             f"| {label} | {r['built']:.1f} s | {r['median'] * 1000:.0f} ms "
             f"| {r['p95'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | {r['cpu'] * 1000:.0f} ms |"

@@ -48,8 +48,33 @@ def test_warmup_plan_keeps_the_cost_flat() -> None:
         steps = (warmup - fine) / coarse
         assert steps * gpus <= max(COARSE_GPU_STEPS, 48 * gpus) * (1 + 1e-9)
         assert warmup == (DEFAULT_WARMUP if gpus <= 50_000 else max(3600, 14400 * 50_000 / gpus))
-    # 12,500 nodes: two hours in three 40-minute steps, no 5 s step.
+    # 12,500 nodes: two hours in three 40-minute steps, no 5 s step; three steps still
+    # when the simulator covers more (it starts on a whole hour).
     assert warmup_plan(100_000) == (7200.0, 2400.0, 0.0)
+    assert warmup_plan(100_000, span=9000.0) == (7200.0, 3000.0, 0.0)
+
+
+@pytest.mark.parametrize("minute", [0, 20, 59])
+def test_coarse_steps_divide_the_time_the_simulator_covers(
+    minute: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator starts on a whole hour, so it covers up to an hour more than the
+    warm-up; the budget divides what it covers: as many coarse steps at any minute."""
+    import factoryctl.telemetry.demo as demo
+
+    monkeypatch.setattr(demo, "COARSE_GPU_STEPS", 128 * 3)  # 16 x 8 GPUs: three steps
+    steps: list[float] = []
+    step_to = SimFactory._step_to
+
+    def counted(sim: SimFactory, t: float) -> None:
+        steps.append(t - sim.now)
+        step_to(sim, t)
+
+    monkeypatch.setattr(SimFactory, "_step_to", counted)
+    now = START // 3600 * 3600 + 60 * minute
+    DemoSource.create(nodes=16, now=now, warmup=3600.0)
+    assert len(steps) == 3 + 12 and steps[3:] == [LIVE_STEP] * 12
+    assert steps[0] == pytest.approx((3600 + 60 * minute - 60) / 3)
 
 
 def test_live_polls_after_a_coarse_warmup_keep_energy_exact() -> None:

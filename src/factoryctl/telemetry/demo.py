@@ -41,14 +41,19 @@ LONG_WARMUP_GPUS = 50_000
 MIN_WARMUP = 3600.0
 
 
-def warmup_plan(gpus: int, warmup: float = DEFAULT_WARMUP) -> tuple[float, float, float]:
+def warmup_plan(
+    gpus: int, warmup: float = DEFAULT_WARMUP, span: float | None = None
+) -> tuple[float, float, float]:
     """(warm-up, coarse step, fine seconds) for a factory of ``gpus``: it runs for the
-    warm-up, in coarse steps up to ``fine`` seconds before now, then in 5 s steps."""
+    warm-up, in coarse steps up to ``fine`` seconds before now, then in 5 s steps.
+    ``span``: the time the simulator actually covers (it starts on a whole hour, so up to
+    an hour more than the warm-up); the coarse steps divide it, not the warm-up."""
     gpus = max(1, gpus)
     if gpus > LONG_WARMUP_GPUS:
         warmup = min(warmup, max(MIN_WARMUP, warmup * LONG_WARMUP_GPUS / gpus))
     fine = LIVE_STEP * min(MAX_FINE_STEPS, FINE_GPU_STEPS // gpus)
-    coarse = max(MIN_COARSE_STEP, (warmup - fine) * gpus / COARSE_GPU_STEPS)
+    covered = warmup if span is None else span
+    coarse = max(MIN_COARSE_STEP, (covered - fine) * gpus / COARSE_GPU_STEPS)
     return warmup, coarse, fine
 
 
@@ -104,12 +109,14 @@ class DemoSource:
         """A factory that has been running for ``warmup`` seconds up to ``now`` (less
         above 50,000 GPUs: ``warmup_plan``)."""
         wall = time.time() if now is None else now
-        warmup, coarse, fine = warmup_plan(nodes * gpus_per_node, warmup)
+        warmup = warmup_plan(nodes * gpus_per_node, warmup)[0]
+        start = demo_start_time(wall, warmup)
+        _, coarse, fine = warmup_plan(nodes * gpus_per_node, warmup, span=wall - start)
         config = SimConfig(
             nodes=nodes,
             gpus_per_node=gpus_per_node,
             seed=seed,
-            start_time=demo_start_time(wall, warmup),
+            start_time=start,
             faults_per_node_day=faults_per_node_day,
         )
         with _collector_paused():
