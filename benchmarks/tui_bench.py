@@ -35,7 +35,7 @@ from factoryctl.tui.history import History
 from factoryctl.tui.rows import NODE_COLUMNS
 
 HOUR = 1_780_000_000.0 // 3600 * 3600
-NOW = HOUR + 60  # with warmup 0 the sim starts on the hour: 12 five-second steps to now
+NOW = HOUR + 60  # with warmup 0 the sim starts on the hour, a minute before now
 
 
 def ms(seconds: float) -> str:

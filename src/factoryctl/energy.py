@@ -12,12 +12,16 @@ from __future__ import annotations
 import itertools
 import operator
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 JOULES_PER_KWH = 3_600_000.0
 
-GpuKey = tuple[str, int]
+GpuKey = tuple[str, int]  # a GPU as the exporter names it: (node, index)
+# What JobEnergyAccountant keys its GPUs by: GpuKey for the exporter, the simulator's flat
+# GPU index for the demo (an int hashes for free; 100,000 tuples a step do not).
+K = TypeVar("K", bound=Hashable)
 
 
 def local_midnight(t: float) -> float:
@@ -102,7 +106,7 @@ class JobTotals:
 
 
 @dataclass(slots=True)
-class JobEnergyAccountant:
+class JobEnergyAccountant(Generic[K]):
     """Per-job energy, GPU-seconds and active GPU-seconds, accumulated at the source.
 
     Sharing rule: when several jobs hold one GPU (MPS, time-slicing, or an overlapping
@@ -112,67 +116,132 @@ class JobEnergyAccountant:
     Attribution and utilization for an interval are the ones observed at its *start* (the
     previous collection), the way the simulator holds a step's values; a job's first
     interval begins when it is first seen. On real hardware the error is bounded by one
-    collection interval at a job's edges.
+    collection interval at a job's edges, unless the GPUs whose owners change are read
+    when they change (``observe_gpus``).
     """
 
     grace_seconds: float = 600.0
     jobs: dict[str, JobTotals] = field(default_factory=dict)
-    _gpu_counters: dict[GpuKey, MonotonicCounter] = field(default_factory=dict)
-    _prev_attribution: Mapping[GpuKey, Sequence[str]] = field(default_factory=dict)
-    _prev_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
+    # Each GPU's last raw counter reading: a delta is the increase since, or the new value
+    # after a drop (a reset); a GPU's first reading has none (MonotonicCounter's rule).
+    _last_raw: dict[K, float] = field(default_factory=dict)
+    _prev_attribution: dict[K, tuple[str, ...]] = field(default_factory=dict)
+    _prev_utilization: dict[K, float] = field(default_factory=dict)
     _prev_time: float | None = None
     _ended: dict[str, float] = field(default_factory=dict)
+    # GPUs read by observe_gpus since the last observe: when their interval began.
+    _gpu_since: dict[K, float] = field(default_factory=dict)
 
     def observe(
         self,
         now: float,
-        energy: Mapping[GpuKey, float],
-        attribution: Mapping[GpuKey, Sequence[str]],
-        utilization: Mapping[GpuKey, float] | None = None,
+        energy: Mapping[K, float],
+        attribution: Mapping[K, Sequence[str]],
+        utilization: Mapping[K, float] | None = None,
     ) -> None:
-        """One collection: raw energy counters (J), GPU->jobs, and utilization (0-1)."""
+        """One collection: raw energy counters (J), GPU->jobs, and utilization (0-1).
+
+        Written for 100,000 GPUs a collection (the demo's gigafactory): one loop over the
+        GPUs held at the interval's start, the usual single holder charged without the
+        share arithmetic, the rest done by dict and zip in C."""
         dt = 0.0 if self._prev_time is None else max(0.0, now - self._prev_time)
-        for key, raw in energy.items():
-            counter = self._gpu_counters.get(key)
-            if counter is None:
-                counter = self._gpu_counters[key] = MonotonicCounter()
-            delta = counter.observe(raw)
-            holders = self._prev_attribution.get(key, ())
-            if not holders:
+        last, held, util_at = self._last_raw, self._prev_attribution, self._prev_utilization
+        jobs, since, reading = self.jobs, self._gpu_since, energy.get
+        # Only a held GPU's delta is charged: walk those, then keep every reading.
+        for key, holders in held.items():
+            raw = reading(key)
+            if raw is None:  # not read this time
                 continue
-            share = 1.0 / len(holders)
-            util = self._prev_utilization.get(key)
-            for job_id in holders:
-                totals = self.jobs[job_id]
-                totals.energy_joules += delta * share
-                totals.gpu_seconds += dt * share
+            before = last.get(key)
+            delta = 0.0 if before is None else raw - before if raw >= before else raw
+            interval = dt if not since or key not in since else max(0.0, now - since[key])
+            if len(holders) == 1:
+                totals = jobs[holders[0]]
+                totals.energy_joules += delta
+                totals.gpu_seconds += interval
+                util = util_at.get(key)
                 if util is not None:
-                    totals.active_gpu_seconds += dt * share * util
-        live: set[str] = set()
-        for jobs in attribution.values():
-            live.update(jobs)
+                    totals.active_gpu_seconds += interval * util
+            else:
+                self._charge(holders, delta, interval, util_at.get(key))
+        last.update(energy)
+        since.clear()
+        live = dict.fromkeys(itertools.chain.from_iterable(attribution.values()))
         for job_id in live:
-            if job_id not in self.jobs:
-                self.jobs[job_id] = JobTotals(first_seen=now)
-            self.jobs[job_id].last_seen = now
-            self._ended.pop(job_id, None)
-        for job_id in self.jobs:
-            if job_id not in live and job_id not in self._ended:
-                self._ended[job_id] = now
+            seen = jobs.get(job_id)
+            if seen is None:
+                seen = jobs[job_id] = JobTotals(first_seen=now)
+            seen.last_seen = now
+        ended = self._ended
+        for job_id in [j for j in ended if j in live]:
+            del ended[job_id]
+        for job_id in jobs:
+            if job_id not in live and job_id not in ended:
+                ended[job_id] = now
         # Keep a finished job's counters for the grace period so its final value gets
         # scraped, then forget it: series stay bounded under job churn.
-        for job_id, ended in list(self._ended.items()):
-            if now - ended >= self.grace_seconds:
-                del self._ended[job_id]
-                del self.jobs[job_id]
-        self._prev_attribution = {k: tuple(v) for k, v in attribution.items() if v}
+        for job_id, end in list(ended.items()):
+            if now - end >= self.grace_seconds:
+                del ended[job_id]
+                del jobs[job_id]
+        prev = dict(zip(attribution, map(tuple, attribution.values()), strict=True))
+        if not all(prev.values()):
+            prev = {k: v for k, v in prev.items() if v}
+        self._prev_attribution = prev
         self._prev_utilization = dict(utilization) if utilization is not None else {}
         self._prev_time = now
+
+    def observe_gpus(
+        self,
+        now: float,
+        energy: Mapping[K, float],
+        attribution: Mapping[K, Sequence[str]],
+        utilization: Mapping[K, float] | None = None,
+    ) -> None:
+        """An off-cycle reading of some GPUs, taken when their owners change between two
+        collections (a job ends): each one's counter delta and time since its last reading
+        go to the jobs that held it, and its new owners and utilization hold from ``now``.
+        The other GPUs, and which jobs are live or ended, wait for the next ``observe``."""
+        for key, raw in energy.items():
+            before = self._last_raw.get(key)
+            self._last_raw[key] = raw
+            delta = 0.0 if before is None else raw - before if raw >= before else raw
+            start = self._gpu_since.get(key, self._prev_time)
+            interval = 0.0 if start is None else max(0.0, now - start)
+            holders = self._prev_attribution.pop(key, ())
+            if holders:
+                self._charge(holders, delta, interval, self._prev_utilization.get(key))
+            self._gpu_since[key] = now
+            new = tuple(attribution.get(key, ()))
+            if new:
+                self._prev_attribution[key] = new
+            for job_id in new:
+                totals = self.jobs.get(job_id)
+                if totals is None:
+                    totals = self.jobs[job_id] = JobTotals(first_seen=now)
+                totals.last_seen = now
+                self._ended.pop(job_id, None)
+            util = None if utilization is None else utilization.get(key)
+            if util is None:
+                self._prev_utilization.pop(key, None)
+            else:
+                self._prev_utilization[key] = util
+
+    def _charge(
+        self, holders: Sequence[str], delta: float, interval: float, util: float | None
+    ) -> None:
+        share = 1.0 / len(holders)
+        for job_id in holders:
+            totals = self.jobs[job_id]
+            totals.energy_joules += delta * share
+            totals.gpu_seconds += interval * share
+            if util is not None:
+                totals.active_gpu_seconds += interval * share * util
 
     def energy_of(self, job_id: str) -> float | None:
         totals = self.jobs.get(job_id)
         return None if totals is None else totals.energy_joules
 
-    def forget_gpus(self, keys: Iterable[GpuKey]) -> None:
+    def forget_gpus(self, keys: Iterable[K]) -> None:
         for key in keys:
-            self._gpu_counters.pop(key, None)
+            self._last_raw.pop(key, None)

@@ -7,14 +7,12 @@ dcgm-exporter site has no memory-bandwidth ratio) and as ``-`` when it does not 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from factoryctl.views import Column, Row
+if TYPE_CHECKING:  # types only: `factoryctl --help` reads OUTPUT_FORMATS without the model
+    from factoryctl.views import Column, Row
 
 OUTPUT_FORMATS = ("table", "wide", "json", "csv")
 
@@ -117,11 +115,16 @@ def render_table(
 
 
 def render_json(document: Mapping[str, Any] | Sequence[Any]) -> str:
+    import json  # here, not at the top: `factoryctl --help` imports this module
+
     return json.dumps(document, indent=2, sort_keys=False, allow_nan=False, default=str)
 
 
 def render_csv(rows: Sequence[Row], keys: Sequence[str] | None = None) -> str:
     fields = list(keys or (rows[0].keys() if rows else []))
+    import csv  # as json above
+    import io
+
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -221,3 +221,55 @@ def test_node_without_process_telemetry_says_so(run_cli: Run, demo_source: DemoS
     assert "note: processes: this source has no per-process telemetry" in res.stderr
     data = _json(run_cli("-o", "json", "node", node, source=SnapshotOnly()))
     assert data["processes"] is None and data["processes_note"]
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 200])
+def test_help_listing_from_the_summaries_is_what_the_commands_would_list(width: int) -> None:
+    """`factoryctl --help` lists commands from COMMANDS without importing them; the text
+    must be what click writes from the commands themselves, at any terminal width."""
+    import click
+
+    from factoryctl.cli.main import COMMANDS, cli
+
+    ctx = click.Context(cli, info_name="factoryctl", terminal_width=width, max_content_width=100)
+    lazy, eager = ctx.make_formatter(), ctx.make_formatter()
+    cli.format_commands(ctx, lazy)
+    click.Group.format_commands(cli, ctx, eager)  # asks each (imported) command
+    assert lazy.getvalue() == eager.getvalue()
+    assert lazy.getvalue().count("\n") >= len(COMMANDS)
+
+
+def test_each_summary_is_the_first_paragraph_of_its_commands_help() -> None:
+    import click
+
+    from factoryctl.cli.main import COMMANDS, cli
+
+    ctx = click.Context(cli, info_name="factoryctl")
+    for name, entry in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and not command.hidden and command.short_help is None
+        first = " ".join((command.help or "").split("\n\n")[0].split())
+        assert entry.summary == first, name
+
+
+def test_demo_summary_counts_what_the_job_rows_count(demo_source: DemoSource) -> None:
+    """The summary reads columns (it is the first screen at 100,000 GPUs); its figures
+    are the ones the job rows and the GPU objects give."""
+    from factoryctl.cli.demo import summary
+    from factoryctl.formats import fmt_kwh, fmt_watts
+    from factoryctl.views import job_rows
+
+    demo_source.sim.fail_node("gpu004")  # silent GPUs: no power, no utilization
+    snap = demo_source.snapshot()
+    rows = job_rows(snap)
+    text = summary(snap).splitlines()
+    power = sum(g.power_watts for g in snap.gpus if g.power_watts is not None)
+    energy = sum(r["energy_kwh"] or 0.0 for r in rows)
+    assert text[2] == (
+        f"power    {fmt_watts(power)} now   running jobs {len(rows)} used {fmt_kwh(energy)} so far"
+    )
+    idle = sorted((r for r in rows if r["idle_gpus"]), key=lambda r: -r["idle_gpus"])[:5]
+    assert idle
+    assert text[3] == "idle GPUs held by: " + ", ".join(
+        f"job {r['job_id']} ({r['user']}, {r['idle_gpus']})" for r in idle
+    )

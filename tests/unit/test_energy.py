@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,3 +56,103 @@ def test_accountant_drops_finished_jobs_after_grace() -> None:
     assert acc.energy_of("a") == 100.0  # kept for the grace period, final value unchanged
     acc.observe(70.0, {key: 210.0}, {})
     assert acc.energy_of("a") is None
+
+
+def test_accountant_reads_a_gpu_whose_owner_changes_between_collections() -> None:
+    """observe_gpus: a GPU read when its job ends (between two collections) charges the
+    job up to then, and its next owner from then; the other GPUs are not touched."""
+    acc = JobEnergyAccountant()
+    a, b = ("n1", 0), ("n1", 1)
+    acc.observe(0.0, {a: 0.0, b: 0.0}, {a: ("j1",), b: ("j2",)}, {a: 1.0, b: 1.0})
+    acc.observe_gpus(4.0, {a: 400.0}, {a: ("j3",)}, {a: 0.5})  # j1 ended at 4, j3 started
+    assert acc.energy_of("j1") == 400.0 and acc.jobs["j1"].gpu_seconds == 4.0
+    assert acc.energy_of("j2") == 0.0 and acc.jobs["j3"].first_seen == 4.0
+    acc.observe(10.0, {a: 460.0, b: 1000.0}, {a: ("j3",), b: ("j2",)}, {a: 0.5, b: 1.0})
+    assert acc.energy_of("j1") == 400.0  # nothing after its end
+    assert acc.energy_of("j3") == 60.0 and acc.jobs["j3"].gpu_seconds == 6.0
+    assert acc.jobs["j3"].active_gpu_seconds == 3.0  # at the utilization read at 4
+    assert acc.energy_of("j2") == 1000.0 and acc.jobs["j2"].gpu_seconds == 10.0
+    # The next interval is the whole collection interval again for every GPU.
+    acc.observe(20.0, {a: 560.0, b: 1100.0}, {a: ("j3",), b: ("j2",)})
+    assert acc.jobs["j3"].gpu_seconds == 16.0 and acc.jobs["j2"].gpu_seconds == 20.0
+    # j3 ends at 25: charged up to then, and nobody is charged after.
+    acc.observe_gpus(25.0, {a: 600.0}, {})
+    assert acc.energy_of("j3") == 200.0 and acc.jobs["j3"].gpu_seconds == 21.0
+    acc.observe(30.0, {a: 650.0, b: 1200.0}, {b: ("j2",)})
+    assert acc.energy_of("j3") == 200.0 and acc.jobs["j3"].gpu_seconds == 21.0
+    assert acc.energy_of("j2") == 1200.0 and acc.jobs["j2"].gpu_seconds == 30.0
+
+
+class _Reference:
+    """The accounting rule written plainly, GPU by GPU: a reading's delta since the GPU's
+    last reading (its new value after a drop, nothing on a first reading) and the time
+    since then go in equal shares to the jobs that held the GPU when that time began."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+        self.at: dict[int, float] = {}
+        self.held: dict[int, tuple[str, ...]] = {}
+        self.energy: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    def read(self, now: float, key: int, raw: float, holders: tuple[str, ...]) -> None:
+        before, since = self.last.get(key), self.at.get(key)
+        delta = 0.0 if before is None else raw - before if raw >= before else raw
+        for job in self.held.get(key, ()):
+            share = len(self.held[key])
+            self.energy[job] = self.energy.get(job, 0.0) + delta / share
+            self.seconds[job] = self.seconds.get(job, 0.0) + (now - (since or now)) / share
+        self.last[key], self.at[key], self.held[key] = raw, now, holders
+        for job in holders:
+            self.energy.setdefault(job, 0.0)
+            self.seconds.setdefault(job, 0.0)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),  # a full collection, or an off-cycle read of some GPUs
+            st.lists(
+                st.tuples(
+                    st.integers(0, 5),  # GPU
+                    st.floats(0, 500),  # energy since the last reading (or the new value)
+                    st.booleans(),  # a counter reset
+                    st.lists(st.sampled_from("abcd"), max_size=2, unique=True),  # holders
+                ),
+                max_size=6,
+                unique_by=lambda r: r[0],
+            ),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_accountant_matches_the_rule_written_plainly(steps: list) -> None:  # type: ignore[type-arg]
+    acc: JobEnergyAccountant[int] = JobEnergyAccountant(grace_seconds=1e9)
+    ref = _Reference()
+    counters: dict[int, float] = {}
+    now = 0.0
+    for full, reads in steps:
+        now += 1.0
+        energy, attribution = {}, {}
+        for gpu, gain, reset, holders in reads:
+            counters[gpu] = gain if reset else counters.get(gpu, 0.0) + gain
+            energy[gpu], attribution[gpu] = counters[gpu], tuple(holders)
+        if full:
+            # GPUs not read now keep their holders' interval open until their next reading.
+            unread = {k: v for k, v in ref.held.items() if k not in energy}
+            acc.observe(now, energy, {k: v for k, v in attribution.items() if v})
+            for gpu in energy:
+                ref.read(now, gpu, energy[gpu], attribution[gpu])
+            for gpu in unread:  # observe forgets who held a GPU it did not read
+                ref.held[gpu] = ()
+                ref.at[gpu] = now
+        else:
+            acc.observe_gpus(now, energy, {k: v for k, v in attribution.items() if v})
+            for gpu in energy:
+                ref.read(now, gpu, energy[gpu], attribution[gpu])
+    for job, joules in ref.energy.items():
+        totals = acc.jobs.get(job)
+        assert totals is not None
+        assert totals.energy_joules == pytest.approx(joules, rel=1e-9, abs=1e-9)
+        assert totals.gpu_seconds == pytest.approx(ref.seconds[job], rel=1e-9, abs=1e-9)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+import pytest
+
 from factoryctl.model import JobState, NodeState
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.sim.snapshot import build_snapshot
@@ -20,22 +24,62 @@ def test_same_seed_same_factory() -> None:
     assert list(c.energy) != list(a.energy)
 
 
+def _integrator(sim: SimFactory) -> tuple[list[float], dict[str, float], list[int]]:
+    """Integrates each GPU's reported power over its intervals, as an observer sees them:
+    a step (the listeners) or, for the GPUs of a job that ended inside one, up to the end
+    and from it (the job-end listeners). Returns per-GPU integrals, per-job integrals (to
+    the owner at each interval's start) and how many jobs ended inside a step."""
+    n = sim.gpu_count
+    integral, per_job, ends = [0.0] * n, {}, [0]
+    since, power = [sim.now] * n, list(sim.power)
+    owner = [o.job_id if o else None for o in sim.owner]
+
+    def upto(s: SimFactory, t: float, gpus: Iterable[int]) -> None:
+        for g in gpus:
+            e = power[g] * (t - since[g]) if s.up[g] else 0.0
+            integral[g] += e
+            if owner[g] is not None:
+                per_job[owner[g]] = per_job.get(owner[g], 0.0) + e
+            since[g], power[g] = t, s.power[g]
+            owner[g] = o.job_id if (o := s.owner[g]) else None
+
+    def ended(s: SimFactory, t: float, gpus: Sequence[int]) -> None:
+        ends[0] += 1
+        # Only the ended job's GPUs move to its end: every other reading is unchanged.
+        assert s.now <= t and all(power[g] == s.power[g] for g in range(n) if g not in gpus)
+        upto(s, t, gpus)
+
+    sim.listeners.append(lambda s: upto(s, s.now, range(n)))
+    sim.release_listeners.append(ended)
+    return integral, per_job, ends
+
+
 def test_energy_counter_is_the_integral_of_power() -> None:
     sim = _sim()
-    integral = [0.0] * sim.gpu_count
-    last = [sim.now]
-    power = [list(sim.power)]
-
-    def integrate(s: SimFactory) -> None:
-        dt = s.now - last[0]
-        for g in range(s.gpu_count):
-            integral[g] += power[0][g] * dt if s.up[g] else 0.0
-        last[0], power[0] = s.now, list(s.power)
-
-    sim.listeners.append(integrate)
+    integral, _, ends = _integrator(sim)
     sim.advance(3600, 7)
+    assert ends[0] > 0, "the hour should see jobs end inside steps"
     for g in range(sim.gpu_count):
         assert abs(sim.energy[g] - integral[g]) <= 1e-6 * max(1.0, integral[g])
+
+
+@pytest.mark.parametrize("step", [1.0, 7.0, 60.0, 1800.0])
+def test_true_energy_is_exact_across_job_ends_inside_steps(step: float) -> None:
+    """Truth is each job's GPUs' power integrated over exactly the time it held them,
+    however coarse the steps: a job that ends inside a step is charged up to its end."""
+    sim = _sim()
+    _, per_job, ends = _integrator(sim)
+    sim.advance(3 * 3600, step)
+    ended = [j for j in sim.finished if j.end_time is not None]
+    assert len(ended) > 5
+    # Durations are whole seconds: with 1 s steps every job ends on a boundary.
+    assert ends[0] == 0 if step == 1.0 else ends[0] > 5
+    for job in sim.all_jobs():
+        truth = sim.true_energy(job.job_id)
+        assert truth == pytest.approx(per_job.get(job.job_id, 0.0), rel=1e-9, abs=1e-6)
+    for job in ended:
+        # It ended at its own time, not at the step's end.
+        assert job.end_time == pytest.approx(job.start_time + job.duration)  # type: ignore[operator]
 
 
 def test_job_truth_sums_to_allocated_gpu_energy() -> None:
@@ -125,3 +169,47 @@ def test_gigafactory_scale_is_flat_arrays() -> None:
     allocated = sum(1 for o in sim.owner if o is not None)
     assert 0.5 * sim.gpu_count < allocated <= sim.gpu_count
     assert sum(sim.truth.values()) > 0
+
+
+def test_arrivals_are_poisson_at_any_step() -> None:
+    """A coarse step at 100,000 GPUs expects thousands of arrivals: exp(-lam) would
+    underflow in one inversion (it capped them near 745), so the count comes in parts."""
+    import random
+
+    from factoryctl.sim.jobs import JobGenerator
+
+    config = SimConfig(nodes=12_500, gpus_per_node=8)
+    gen = JobGenerator(config, random.Random(1), 100_000)
+    lam = gen.rate * 2400.0
+    assert lam > 2000
+    counts = [len(gen.arrivals(config.start_time + 2400.0 * k)) for k in range(1, 6)]
+    for count in counts:
+        assert abs(count - lam) < 5 * lam**0.5, (count, lam)
+    small = JobGenerator(SimConfig(nodes=8), random.Random(1), 64)
+    total = sum(len(small.arrivals(config.start_time + 5.0 * k)) for k in range(1, 20001))
+    assert abs(total - small.rate * 1e5) < 5 * (small.rate * 1e5) ** 0.5
+
+
+def test_gpu_uuids_are_uuid5_names() -> None:
+    from factoryctl.sim import names
+
+    nodes = names.node_names(40)
+    fast = names.gpu_uuids(7, nodes, 8)
+    assert len(set(fast)) == 320
+    assert fast == [names.gpu_uuid(7, node, i) for node in nodes for i in range(8)]
+    # The simulator's are computed a node at a time, when read.
+    lazy = names.GpuUuids(7, nodes, 8)
+    assert lazy[13] == fast[13] and lazy[-1] == fast[-1] and lazy[5:20] == fast[5:20]
+    assert sum(u is not None for u in lazy._known) == 8 * 4  # nodes 2, 40, 1 and 3
+    assert list(lazy) == fast and len(lazy) == 320 and tuple(lazy) == tuple(fast)
+    assert SimFactory(SimConfig(nodes=40, seed=7)).uuids[:] == fast
+
+
+def test_a_released_jobs_due_end_does_not_end_a_later_job_of_that_id() -> None:
+    sim = _sim()
+    job = min((j for j in sim.jobs.values() if j.start_time is not None), key=lambda j: j.ends)
+    sim.release(job.job_id)
+    node, index = sim.node_names[job.slots[0] // sim.gpn], job.slots[0] % sim.gpn
+    again = sim.assign(job.job_id, "ada", node, [index], Workload.TRAINING)
+    sim.advance_to(job.ends + 60, 7)
+    assert again.state is JobState.RUNNING and sim.jobs[job.job_id] is again

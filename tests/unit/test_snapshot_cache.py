@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import fields
 
 from factoryctl.gpu_columns import make_gpu
-from factoryctl.model import GPU, FactorySnapshot
+from factoryctl.model import GPU, Allocation, FactorySnapshot
 from factoryctl.sim import SimConfig, SimFactory
 from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
-from factoryctl.sim.workload import THROTTLE_BITS
+from factoryctl.sim.workload import THROTTLE_BITS, Workload
 
 
 def test_make_gpu_builds_the_same_frozen_gpu_as_the_constructor() -> None:
@@ -75,3 +75,16 @@ def test_lazy_node_indexes() -> None:
     running = [j for j in snap.jobs if not j.state.finished and name in j.nodes]
     assert snap.jobs_on_node(name) == running
     assert snap.gpus_of_node("nope") == [] and snap.jobs_on_node("nope") == []
+
+
+def test_allocations_group_a_jobs_slots_by_node_in_order() -> None:
+    from factoryctl.sim.snapshot import _allocations
+
+    sim = SimFactory(SimConfig(nodes=4, gpus_per_node=8, jobs=False))
+    job = sim.assign("1", "ada", "gpu002", [5, 1, 2], Workload.TRAINING)
+    assert _allocations(sim, job, SnapshotCache()) == (Allocation("gpu002", (5, 1, 2)),)
+    job.slots = [8, 24, 25, 9]  # gpu002 met twice: one allocation, in first-seen order
+    assert _allocations(sim, job, SnapshotCache()) == (
+        Allocation("gpu002", (0, 1)),
+        Allocation("gpu004", (0, 1)),
+    )

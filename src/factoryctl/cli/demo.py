@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import compress, repeat
+from operator import is_not
 
 import click
 
 from factoryctl.cli.common import get_env
+from factoryctl.energy import joules_to_kwh
 from factoryctl.formats import fmt_kwh, fmt_ratio, fmt_watts
 from factoryctl.model import FactorySnapshot
-from factoryctl.occupancy import factory_occupancy
-from factoryctl.views import job_rows
+from factoryctl.occupancy import ACTIVE_THRESHOLD, factory_occupancy
 
 
 def summary(snap: FactorySnapshot) -> str:
-    """A one-screen text overview (what the demo prints where no TUI can run)."""
+    """A one-screen text overview (what the demo prints where no TUI can run).
+
+    Read from the snapshot's GPU columns, not GPU objects or full job rows: at 100,000
+    GPUs this is the demo's first screen."""
     occ = factory_occupancy(snap)
     states = Counter(n.state.value for n in snap.nodes)
-    power = sum(g.power_watts for g in snap.gpus if g.power_watts is not None)
-    running = job_rows(snap)
-    energy = sum(r["energy_kwh"] or 0.0 for r in running)
+    table = snap.columns()
+    watts = table.column("power_watts")
+    power = sum(compress(watts, map(is_not, watts, repeat(None))))
+    up, util = table.column("up"), table.column("utilization")
+    running = [j for j in snap.jobs if not j.state.finished]  # and pending ones
+    energy = sum(
+        0.0 if j.energy_joules is None else joules_to_kwh(j.energy_joules) for j in running
+    )
     lines = [
         f"factory  {len(snap.nodes)} nodes, {occ.total} GPUs   "
         + "  ".join(f"{k} {v}" for k, v in sorted(states.items())),
@@ -27,11 +37,23 @@ def summary(snap: FactorySnapshot) -> str:
         f"idle-allocated {occ.idle_allocated}   out of service {occ.out_of_service}",
         f"power    {fmt_watts(power)} now   running jobs {len(running)} used {fmt_kwh(energy)} so far",
     ]
-    idle = sorted((r for r in running if r["idle_gpus"]), key=lambda r: -r["idle_gpus"])[:5]
+    # Idle GPUs as occupancy.job_occupancy counts them: reporting, under the threshold.
+    idle_gpus = [
+        (job, n)
+        for job in running
+        if (
+            n := sum(
+                1
+                for p in table.job_positions(job)
+                if up[p] and (u := util[p]) is not None and u < ACTIVE_THRESHOLD
+            )
+        )
+    ]
+    idle = sorted(idle_gpus, key=lambda jn: -jn[1])[:5]
     if idle:
         lines.append(
             "idle GPUs held by: "
-            + ", ".join(f"job {r['job_id']} ({r['user']}, {r['idle_gpus']})" for r in idle)
+            + ", ".join(f"job {job.job_id} ({job.user}, {n})" for job, n in idle)
         )
     return "\n".join(lines)
 

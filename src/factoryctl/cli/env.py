@@ -11,13 +11,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from factoryctl.config import load_settings
-from factoryctl.scheduler import Scheduler, open_scheduler
-from factoryctl.scheduler.checked import checked
-from factoryctl.telemetry.source import FactorySource, open_source
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from factoryctl.scheduler import Scheduler
+    from factoryctl.telemetry.source import FactorySource
+
+# The config, the scheduler and the sources are imported where they are used, so that
+# `factoryctl --help` (which builds an Environment but never runs a command) loads none.
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Environment:
         return bool(getattr(self.stdout, "isatty", lambda: False)())
 
     def load(self, config_path: str | None) -> None:
+        from factoryctl.config import load_settings
+
         self.settings, self.config_path = load_settings(self.environ, config_path)
 
     def use_color(self) -> bool:
@@ -50,6 +55,8 @@ class Environment:
 
     def source(self) -> FactorySource:
         if self._source is None:
+            from factoryctl.telemetry.source import open_source
+
             factory = self.source_factory
             if factory is not None:
                 self._source = factory(self)
@@ -75,7 +82,11 @@ class Environment:
 
                 opened = DemoScheduler(self.source().sim)  # type: ignore[attr-defined]
             else:
+                from factoryctl.scheduler import open_scheduler
+
                 opened = open_scheduler(self.settings, self.demo, self.environ)
+            from factoryctl.scheduler.checked import checked
+
             self._scheduler = checked(opened)
         return self._scheduler
 

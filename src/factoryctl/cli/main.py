@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -17,25 +17,85 @@ from factoryctl.cli.env import Environment
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.formats import OUTPUT_FORMATS
 
-# name -> "module:attribute". Adding a command is one line here.
-COMMANDS: dict[str, str] = {
-    "nodes": "factoryctl.cli.inventory:nodes",
-    "node": "factoryctl.cli.inventory:node",
-    "gpus": "factoryctl.cli.inventory:gpus",
-    "jobs": "factoryctl.cli.inventory:jobs",
-    "job": "factoryctl.cli.inventory:job",
-    "demo": "factoryctl.cli.demo:demo",
-    "top": "factoryctl.cli.top:top",
-    "triage": "factoryctl.cli.triage:triage_command",
-    "scheduler-exporter": "factoryctl.cli.scheduler_exporter:scheduler_exporter",
-    "energy": "factoryctl.cli.energy:energy",
-    "completion": "factoryctl.cli.completion:completion",
-    "drain": "factoryctl.cli.actions:drain",
-    "resume": "factoryctl.cli.actions:resume",
-    "reboot": "factoryctl.cli.actions:reboot",
-    "maintenance": "factoryctl.cli.maintenance:maintenance",
-    "audit": "factoryctl.cli.maintenance:audit",
-    "rollout": "factoryctl.cli.rollout:rollout",
+
+class Entry(NamedTuple):
+    target: str  # "module:attribute", imported when the command runs (or its --help shows)
+    summary: str  # the first paragraph of the command's help, for the group's --help
+
+
+# Adding a command is one entry here. The summaries let `factoryctl --help` list every
+# command without importing its module (click would import each to ask for its short
+# help); a test checks each summary against its command's help.
+COMMANDS: dict[str, Entry] = {
+    "nodes": Entry(
+        "factoryctl.cli.inventory:nodes",
+        "List nodes: state, reason, GPUs allocated/total, utilization and power.",
+    ),
+    "node": Entry(
+        "factoryctl.cli.inventory:node",
+        "Show one node: state and reason, each GPU, the processes on its GPUs (PID, user, "
+        "job, command, device memory) and the jobs running on it.",
+    ),
+    "gpus": Entry(
+        "factoryctl.cli.inventory:gpus",
+        "List GPUs with their job, utilization, memory, power and temperature.",
+    ),
+    "jobs": Entry(
+        "factoryctl.cli.inventory:jobs",
+        "List jobs: GPUs held, mean utilization, idle GPUs and energy in kWh.",
+    ),
+    "job": Entry(
+        "factoryctl.cli.inventory:job",
+        "Show one job: its allocation, occupancy, energy and each of its GPUs.",
+    ),
+    "demo": Entry(
+        "factoryctl.cli.demo:demo",
+        "Open the console on a simulated factory (no Prometheus or Slurm needed).",
+    ),
+    "top": Entry(
+        "factoryctl.cli.top:top",
+        "Open the full-screen console on the configured Prometheus and scheduler.",
+    ),
+    "triage": Entry(
+        "factoryctl.cli.triage:triage_command",
+        "What is broken, which jobs and users it hurts, and what to do about it.",
+    ),
+    "scheduler-exporter": Entry(
+        "factoryctl.cli.scheduler_exporter:scheduler_exporter",
+        "Serve the scheduler's node states, reasons, partitions and GPU counts to Prometheus.",
+    ),
+    "energy": Entry(
+        "factoryctl.cli.energy:energy",
+        "Energy by job, user, account or partition between --since and --until (kWh).",
+    ),
+    "completion": Entry(
+        "factoryctl.cli.completion:completion",
+        "Print a shell completion script.",
+    ),
+    "drain": Entry(
+        "factoryctl.cli.actions:drain",
+        "Drain NODES (a hostlist): running jobs finish, no new jobs start.",
+    ),
+    "resume": Entry(
+        "factoryctl.cli.actions:resume",
+        "Resume NODES that factoryctl drained (others need --force).",
+    ),
+    "reboot": Entry(
+        "factoryctl.cli.actions:reboot",
+        "Reboot NODES through Slurm (RebootProgram) once they are idle.",
+    ),
+    "maintenance": Entry(
+        "factoryctl.cli.maintenance:maintenance",
+        "Maintenance windows: Slurm MAINT reservations (Flags=MAINT,IGNORE_JOBS).",
+    ),
+    "audit": Entry(
+        "factoryctl.cli.maintenance:audit",
+        "The audit log: who changed what, when, why, and how it ended.",
+    ),
+    "rollout": Entry(
+        "factoryctl.cli.rollout:rollout",
+        "Maintenance campaigns: drain, work, reboot, check and resume nodes in waves.",
+    ),
 }
 
 
@@ -98,7 +158,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in COMMANDS:
-            module_name, attr = COMMANDS[cmd_name].split(":")
+            module_name, attr = COMMANDS[cmd_name].target.split(":")
             command = getattr(importlib.import_module(module_name), attr)
             assert isinstance(command, click.Command)
             if not isinstance(command, click.Group) and not getattr(
@@ -109,6 +169,18 @@ class LazyGroup(click.Group):
                 command._globals_added = True  # type: ignore[attr-defined]
             return command
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own listing, of stand-in commands that carry each summary as their help:
+        the same text at every terminal width, and no command module imported."""
+        listing = click.Group(
+            commands=[click.Command(name, help=entry.summary) for name, entry in COMMANDS.items()]
+        )
+        for name in super().list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is not None:
+                listing.add_command(command, name)
+        click.Group.format_commands(listing, ctx, formatter)
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

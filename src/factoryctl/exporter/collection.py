@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from factoryctl.energy import JobEnergyAccountant, MonotonicCounter
+from factoryctl.energy import GpuKey, JobEnergyAccountant, MonotonicCounter
 from factoryctl.exporter.attribution import Attributor
 from factoryctl.exporter.backend import Backend, GpuReading, JobRef, XidCount
 from factoryctl.exporter.processes import ProcessDescriber, ProcessInfo
@@ -71,7 +71,9 @@ class Exporter:
         self.attributor = attributor or Attributor()
         self.describer = ProcessDescriber(self.attributor.procs) if process_metrics else None
         self.clock = clock
-        self.accountant = JobEnergyAccountant(grace_seconds=grace_seconds)
+        self.accountant: JobEnergyAccountant[GpuKey] = JobEnergyAccountant(
+            grace_seconds=grace_seconds
+        )
         self.energy_interval = energy_interval
         self._gpu_energy: dict[int, MonotonicCounter] = {}
         self._energy_raw: dict[int, float] = {}  # last raw reading per GPU

@@ -43,6 +43,11 @@ class SimJob:
     end_time: float | None = None
     slots: list[int] = field(default_factory=list)  # flat GPU indices while running
 
+    @property
+    def ends(self) -> float:
+        """When it is due to end (inf until it starts, and for a job with no duration)."""
+        return float("inf") if self.start_time is None else self.start_time + self.duration
+
 
 def _weighted(rng: random.Random, table: Sequence[tuple[T, int]]) -> T:
     return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
@@ -115,11 +120,18 @@ class JobGenerator:
         if dt <= 0:
             return []
         count = 0
-        # Poisson count by inversion: cheap and deterministic from the rng.
-        lam, p, threshold = self.rate * dt, 1.0, math.exp(-self.rate * dt)
-        while True:
-            p *= self.rng.random()
-            if p <= threshold or count > 10 * lam + 10:
-                break
-            count += 1
+        remaining = self.rate * dt
+        # Poisson count by inversion: cheap and deterministic from the rng. In parts of at
+        # most 100 expected arrivals (a sum of Poisson counts is one), because exp(-lam)
+        # underflows for the thousands a coarse warm-up step expects at 100,000 GPUs.
+        while remaining > 0:
+            lam = min(remaining, 100.0)
+            remaining -= lam
+            part, p, threshold = 0, 1.0, math.exp(-lam)
+            while True:
+                p *= self.rng.random()
+                if p <= threshold or part > 10 * lam + 10:
+                    break
+                part += 1
+            count += part
         return [self._new(now) for _ in range(count)]

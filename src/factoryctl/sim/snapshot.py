@@ -171,7 +171,7 @@ def _gpu_columns(
     for g in quiet:
         job_ids[g] = ()
     columns: dict[str, Sequence[Any]] = {
-        "uuid": tuple(sim.uuids),
+        "uuid": sim.uuids,  # computed when read (names.GpuUuids); it never changes
         "model": [spec.model] * n,
         "up": up,
         "utilization": readings(sim.utilization.tolist()),
