@@ -6,6 +6,7 @@ and fails when the committed pages differ.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +76,9 @@ def render(
         ".SH SYNOPSIS",
         f"\\fB{esc(path)}\\fR {esc(usage)}",
         ".SH DESCRIPTION",
-        *_paragraphs(cmd.help or short),
+        # cleandoc: Python 3.13 strips a docstring's indentation when it compiles it, and
+        # 3.11 does not; the pages must not depend on the Python that generates them.
+        *_paragraphs(inspect.cleandoc(cmd.help or short)),
     ]
     options = _options(cmd, ctx)
     if options:
