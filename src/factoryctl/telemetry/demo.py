@@ -8,10 +8,8 @@ checks the accounting method itself.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import not_
@@ -22,6 +20,7 @@ from factoryctl.occupancy import IdleStreaks
 from factoryctl.processes import ProcessTable
 from factoryctl.sim import SimConfig, SimFactory
 from factoryctl.sim.snapshot import SnapshotCache, build_snapshot
+from factoryctl.telemetry.results import gc_paused
 
 DEFAULT_WARMUP = 4 * 3600.0
 LIVE_STEP = 5.0  # the console's step (tui.sources.LiveDemoSource)
@@ -55,21 +54,6 @@ def warmup_plan(
     covered = warmup if span is None else span
     coarse = max(MIN_COARSE_STEP, (covered - fine) * gpus / COARSE_GPU_STEPS)
     return warmup, coarse, fine
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Around the warm-up: what it allocates (jobs, readings, the accountant's tables) it
-    keeps, so the cyclic collector's passes over it free nothing; at 100,000 GPUs they
-    cost most of a second. The collector is back on (if it was) once the factory is up."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def demo_start_time(now: float, warmup: float = DEFAULT_WARMUP) -> float:
@@ -119,7 +103,10 @@ class DemoSource:
             start_time=start,
             faults_per_node_day=faults_per_node_day,
         )
-        with _collector_paused():
+        # What the warm-up allocates (jobs, readings, the accountant's tables) it keeps, so
+        # the cyclic collector's passes over it free nothing; at 100,000 GPUs they cost
+        # most of a second. The collector is back on (if it was) once the factory is up.
+        with gc_paused():
             source = cls(SimFactory(config))
             # Coarse steps for the past, the console's for the last minute: cheap, exact.
             source.sim.advance_to(wall - fine, step_seconds=coarse)
