@@ -60,6 +60,30 @@ JOB_GPUS: Final = "factoryctl_job_gpus"  # node, job_id, user
 JOB_ENERGY: Final = "factoryctl_job_energy_joules_total"  # node, job_id
 JOB_GPU_SECONDS: Final = "factoryctl_job_gpu_seconds_total"  # node, job_id
 JOB_ACTIVE_GPU_SECONDS: Final = "factoryctl_job_active_gpu_seconds_total"  # node, job_id
+# Rollups (issue 13): the views read these instead of every GPU's series, ~8x fewer series
+# at 8 GPUs per node and no aggregation on the query path. factoryctl-exporter writes them
+# from its own snapshot; on dcgm-exporter sites the shipped recording rules
+# (dashboards/prometheus/rollups.rules.yml, also loadable by vmalert) record the same
+# names with the same labels, so the console reads one schema. The per-GPU series stay.
+# One series per node; label ``node``.
+NODE_GPUS: Final = "factoryctl_node_gpus"  # GPUs the exporter knows (up or lost)
+NODE_GPUS_UP: Final = "factoryctl_node_gpus_up"  # GPUs NVML answers for
+NODE_GPUS_ALLOCATED: Final = "factoryctl_node_gpus_allocated"  # GPUs attributed to >= 1 job
+NODE_GPUS_ACTIVE: Final = "factoryctl_node_gpus_active"  # utilization >= ACTIVE_THRESHOLD
+NODE_GPUS_THROTTLED: Final = "factoryctl_node_gpus_throttled"  # hw slowdown/thermal/power brake
+NODE_GPUS_XID_RECENT: Final = "factoryctl_node_gpus_xid_recent"  # an XID in the last hour
+NODE_POWER: Final = "factoryctl_node_power_watts"  # sum over up GPUs
+NODE_UTILIZATION: Final = "factoryctl_node_utilization_ratio"  # mean over up GPUs
+NODE_TEMPERATURE_MAX: Final = "factoryctl_node_temperature_max_celsius"  # hottest GPU
+NODE_XID_ERRORS: Final = "factoryctl_node_xid_errors_total"  # sum of the GPUs' XID counters
+NODE_ENERGY: Final = "factoryctl_node_energy_joules_total"  # sum of the GPUs' energy counters
+# One series per (node, job); labels ``node``, ``job_id``, ``user`` (JOB_GPUS above is the
+# GPUs held). Job-wide figures are sums over nodes; the mean utilization is
+# sum(UTILIZATION_SUM) / sum(JOB_GPUS).
+JOB_GPUS_ACTIVE: Final = "factoryctl_job_gpus_active"  # the job's GPUs here that are active
+JOB_UTILIZATION_SUM: Final = "factoryctl_job_utilization_sum_ratio"  # sum over its GPUs here
+JOB_POWER: Final = "factoryctl_job_power_watts"  # sum over its GPUs here
+JOB_IDLE_SECONDS: Final = "factoryctl_job_idle_seconds"  # shortest idle spell of its GPUs here
 # The exporter itself
 EXPORTER_BUILD_INFO: Final = "factoryctl_exporter_build_info"  # version, backend
 EXPORTER_COLLECTION_DURATION: Final = "factoryctl_exporter_collection_duration_seconds"
