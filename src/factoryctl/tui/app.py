@@ -304,7 +304,8 @@ class FactoryApp(ConsoleBase):
         self.push_screen(HelpScreen(self.help_text()))
 
     def help_text(self) -> Text:
-        return help_text(self)
+        keymap = getattr(self, "_keymap", {}) or {}
+        return help_text(self.BINDINGS, keymap, self.actions_backend is not None)
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
