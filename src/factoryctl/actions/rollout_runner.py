@@ -40,7 +40,7 @@ from factoryctl.actions.rollout_steps import Emit, NodeSteps, kill_session
 from factoryctl.errors import ExitStatus, FactoryctlError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runner(NodeSteps):
     # -- capacity -------------------------------------------------------------------------
     def out_of_service(self) -> set[str]:
