@@ -70,14 +70,13 @@ class FakeTelemetry:
         self.drained_at: dict[str, float] = {}
         self.broken: str | None = None
         self.reads: list[tuple[str, str, float]] = []
+        self.since: list[float] = []
 
     def describe(self) -> str:
         return "fake telemetry"
 
-    def freshness(self, at: float) -> float:
-        return 2.0
-
     def reporting(self, node: str, at: float, since: float) -> frozenset[str]:
+        self.since.append(since)
         if self.broken:
             raise FactoryctlError(self.broken)
         return frozenset(self.up.get(node, {str(i) for i in range(self.gpus)}))
@@ -109,6 +108,11 @@ def test_gate_waits_for_gpus_then_fails_naming_how_many_report() -> None:
     passed = gate.evaluate("n01", now=1061.0, **args)
     assert passed.passed and "8 GPU(s) reporting" in passed.note
     assert ("counters", "n01", 900.0) in tel.reads  # the baseline asked at the work's start
+    # Only samples scraped after the gate began count (they follow the check's end), or
+    # after the reboot if that came later.
+    assert set(tel.since) == {1000.0}
+    gate.evaluate("n01", now=1061.0, **{**args, "fresh_after": 1010.0})
+    assert tel.since[-1] == 1010.0
 
 
 def test_unreadable_telemetry_waits_then_fails_never_passes() -> None:

@@ -74,10 +74,6 @@ class GpuTelemetry(Protocol):
         """Where the readings come from, for the plan (``prometheus:native at URL``)."""
         ...
 
-    def freshness(self, at: float) -> float:
-        """How old the newest sample of a reporting GPU may be (scrape interval based)."""
-        ...
-
     def reporting(self, node: str, at: float, since: float) -> frozenset[str]:
         """GPU indices of ``node`` that are up, with a sample newer than ``since``."""
         ...
@@ -159,12 +155,13 @@ class TelemetryGate:
         work_start: float,
         now: float,
     ) -> Verdict:
-        """``started``: when the gate began for this node (the wait counts from there);
-        ``fresh_after``: samples older than this do not count (the node's reboot)."""
+        """``started``: when the gate began for this node, after its ``--check``. A GPU
+        counts once it has a sample scraped after that: the counters read then include
+        whatever the work and the check did (an XID in the check's last second is in
+        Prometheus only a scrape later). ``fresh_after``: its reboot, if it had one."""
         late = now - started > self.wait
         try:
-            since = max(fresh_after, now - self.telemetry.freshness(now))
-            up = self.telemetry.reporting(node, now, since)
+            up = self.telemetry.reporting(node, now, max(fresh_after, started))
         except FactoryctlError as err:
             if late:
                 return Verdict(step="gpus", note=f"cannot read GPU telemetry: {err.message}")

@@ -204,7 +204,9 @@ def _refuse(env: Environment, plan: dict[str, Any], message: str, argv: list[str
     )
 
 
-def _runner(env: Environment, store: Store, campaign: Campaign) -> Runner:
+def _runner(
+    env: Environment, store: Store, campaign: Campaign, gate: TelemetryGate | None
+) -> Runner:
     return Runner(
         store=store,
         campaign=campaign,
@@ -214,7 +216,7 @@ def _runner(env: Environment, store: Store, campaign: Campaign) -> Runner:
         emit=_emitter(env),
         clock=env.clock,
         interval=float(env.environ.get("FACTORYCTL_ROLLOUT_INTERVAL", "1") or 1),
-        gate=_gate(env, campaign.spec),
+        gate=gate,
     )
 
 
@@ -222,14 +224,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM as ^C: stop the commands we started, keep the journal
 
 
-def _run(env: Environment, store: Store, campaign: Campaign) -> int:
+def _run(
+    env: Environment, store: Store, campaign: Campaign, gate: TelemetryGate | None = None
+) -> int:
     import signal
     import threading
 
     with store.runner_lock(campaign.id) as got:
         if not got:
             raise RefusedError(f"campaign {campaign.id} is being run by another process")
-        runner = _runner(env, store, campaign)
+        runner = _runner(env, store, campaign, gate)
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
@@ -417,7 +421,7 @@ def start(
                 "plan": plan,
             }
         )
-    return _run(env, store, campaign)
+    return _run(env, store, campaign, _gate(env, campaign.spec))
 
 
 def _gate_spec(env: Environment, off: bool) -> dict[str, Any]:
@@ -451,12 +455,13 @@ def resume_command(campaign_id: str | None, reason: str, yes: bool, output: str 
         raise RefusedError(f"campaign {campaign.id} is {campaign.status}: nothing to resume")
     if store.running(campaign.id):
         raise RefusedError(f"campaign {campaign.id} is running in another process")
+    gate = _gate(env, campaign.spec)  # before anything is written: refused means untouched
     left = len(campaign.nodes) - campaign.count(*TERMINAL)
     _confirm(env, f"resume rollout {campaign.id} ({left} node(s) left)?", yes)
     control(store, campaign.id, "resume", operator(env.environ), reason, env.clock())
     campaign = store.load(campaign.id)
     campaign.spec["resumed"] = True
-    return _run(env, store, campaign)
+    return _run(env, store, campaign, gate)
 
 
 @rollout.command("pause")

@@ -31,9 +31,6 @@ class PromGpuTelemetry:
     def describe(self) -> str:
         return f"Prometheus at {self.source.client.url}"
 
-    def freshness(self, at: float) -> float:
-        return self.source.window(at)
-
     def _schema(self, at: float) -> MetricSchema:
         return self.source.schema(at)
 
