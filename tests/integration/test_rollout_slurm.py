@@ -381,3 +381,83 @@ def test_bad_input_is_one_line_and_nothing_starts(
     assert not (state_dir / "factoryctl" / "rollouts").exists() or not list(
         (state_dir / "factoryctl" / "rollouts").glob("*.jsonl")
     )
+
+
+def test_telemetry_gate_on_real_prometheus_keeps_an_xid_node_and_a_lost_gpu_node_drained(
+    slurm8: SlurmCluster, state_dir: Path, tmp_path: Path
+) -> None:
+    """Real Slurm and the real Prometheus of the same Debian release scraping simulated
+    exporters named after Slurm's nodes: gpu02 gets an XID during its --exec, gpu04 has a
+    GPU that NVML lost. One generation, the newest: the gate reads Prometheus, and Slurm's
+    part (the Gres count, drain and resume) is what every other test here covers on all
+    three. Costs ~10 s idle, ~17 s at a load average of 48 (Prometheus start, 1 s scrapes,
+    the 3 s --gpu-wait of gpu04)."""
+    from factoryctl.lab.debian import RELEASES
+    from factoryctl.lab.stack import Stack, engine_available
+    from factoryctl.sim import SimConfig, SimFactory
+    from tests.integration.simexpo import SimTargets
+
+    if slurm8.release.codename != RELEASES[-1]:
+        pytest.skip("the telemetry gate runs on the newest Slurm generation only (budget)")
+    engine = f"prometheus@{slurm8.release.codename}"
+    if not engine_available(engine):
+        pytest.skip(f"{engine} is not available here")
+    sim = SimFactory(
+        SimConfig(node_names=tuple(NODES), gpus_per_node=8, jobs=False, start_time=time.time())
+    )
+    targets = SimTargets(sim).start()
+    stack = Stack(tmp_path / "stack", list(targets.addresses.values()), [engine], "1s")
+    try:
+        stack.start()
+        stack.wait_scraped(timeout=60)
+        with targets.lock:
+            targets.sync()
+            sim.up[sim.gpu_slot("gpu04", 7)] = 0  # NVML lost it: factoryctl_gpu_up 0
+        url = stack.running[engine].url
+
+        def inject() -> None:  # an XID on gpu02 once its work has started
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                records = [r for p in (state_dir / "factoryctl" / "rollouts").glob("*.jsonl")
+                           for r in _journal(state_dir, p.stem)]  # fmt: skip
+                if any(r.get("node") == "gpu02" and r.get("phase") == "exec" for r in records):
+                    with targets.lock:
+                        targets.sync()
+                        sim.inject_xid("gpu02", 5, 48)  # a double-bit ECC error's XID
+                    return
+                time.sleep(0.05)
+
+        injector = threading.Thread(target=inject, daemon=True)
+        injector.start()
+        out, err = io.StringIO(), _Err()
+        env = Environment(
+            stdout=out, stderr=err, stdin_isatty=False, environ=_environ(slurm8, state_dir)
+        )
+        argv = ["--scheduler", "slurm", "--prometheus", url, "rollout", "start", "gpu[01-04]",
+                "--reason", "driver 550", "--max-unavailable", "3", "--exec",
+                "sh -c 'sleep 0.5' {node}", "--gpu-wait", "3s", "--yes", "-o", "json"]  # fmt: skip
+        status = main(argv, env)
+        injector.join(timeout=5)
+    finally:
+        stack.stop()
+        targets.stop()
+    r = Result(status, out.getvalue(), err.getvalue())
+    assert r.status == ExitStatus.PARTIAL, r.stderr
+    events = r.events()
+    cid = events[0]["id"]
+    assert events[0]["telemetry_gate"]["on"] and "telemetry gate" in events[0]["steps"]
+    failed = {e["node"]: e for e in events if e.get("phase") == "failed"}
+    assert set(failed) == {"gpu02", "gpu04"}, failed
+    # (the simulated exporter counts every XID under xid="79")
+    assert failed["gpu02"]["step"] == "xid" and "GPU 5: XID 79 x1" in failed["gpu02"]["note"]
+    assert failed["gpu04"]["step"] == "gpus" and "7 of the 8 GPU(s)" in failed["gpu04"]["note"]
+    passed = {e["node"] for e in events if e.get("phase") == "gate-passed"}
+    assert passed == {"gpu01", "gpu03"}
+    table = slurm8.node_table()
+    assert table["gpu02"]["reason"] == f"factoryctl rollout {cid}: xid failed: driver 550 (erin)"
+    assert table["gpu04"]["reason"] == f"factoryctl rollout {cid}: gpus failed: driver 550 (erin)"
+    for name in ("gpu02", "gpu04"):
+        assert "DRAIN" in table[name]["state_flags"], table[name]
+    for name in ("gpu01", "gpu03"):
+        assert table[name]["state"] == "idle" and "DRAIN" not in table[name]["state_flags"]
+    _agree(state_dir, cid)
