@@ -101,11 +101,21 @@ class Runner(NodeSteps):
         left = len(self.campaign.nodes) - self.campaign.count(*TERMINAL)
         self.status(RUNNING, f"{left} node(s) to go")
         try:
-            return self._loop()
+            status = self._loop()
         except BaseException:
             for work in self.work.values():
                 kill_session(work.proc)
             raise
+        self._sweep_reasons()
+        return status
+
+    def _sweep_reasons(self) -> None:
+        """Nodes given back during the run (drain undone, skipped, aborted) may still
+        show this campaign's reason where Slurm keeps one after a resume: blank them."""
+        if self._read():
+            for name in self.campaign.nodes:
+                if name in self._nodes:
+                    self.clear_stale_reason(self._nodes[name])
 
     def _loop(self) -> ExitStatus:
         while True:

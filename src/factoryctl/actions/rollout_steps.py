@@ -279,6 +279,7 @@ class NodeSteps(Records):
         elif rec.phase == RESUMING:
             if state.in_service:
                 self.phase(name, DONE)
+                self.clear_stale_reason(node)
             elif state is NodeState.DRAINING and not self._ours(node):
                 self.phase(name, DONE, note=f"drained by someone else since: {node.reason}")
             else:
@@ -290,6 +291,27 @@ class NodeSteps(Records):
                 "rebooted": self._after_reboot,
                 "check-passed": self._after_check,
             }.get(rec.phase, self._finish)(name)
+
+    def clear_stale_reason(self, node: Node) -> None:
+        """A node back in service that still shows this campaign's reason: Slurm 24.11
+        with AccountingStorageType=accounting_storage/none keeps a drain's reason after
+        the resume (measured on 24.11.5; 22.05 and 26.05 clear it. Slurm frees the reason
+        on that path through its accounting layer's node-up, which likely does nothing
+        without a database in 24.11). Slurm ignores an empty Reason=, so it is blanked;
+        ours only, never anyone else's."""
+        if not (node.state.in_service and self._ours(node)):
+            return
+        try:
+            self.scheduler.clear_reason([node.name])
+        except FactoryctlError as err:
+            self.emit(
+                {
+                    "event": "warning",
+                    "campaign": self.campaign.id,
+                    "node": node.name,
+                    "message": f"could not clear the stale reason: {err.message}",
+                }
+            )
 
     def _skip_timed_out(self, name: str) -> None:
         jobs = ", ".join(
