@@ -341,25 +341,3 @@ class NodeSteps(Records):
             self.scheduler.drain([name], self.campaign.stored_reason())
         except FactoryctlError as err:
             self._fail(name, "drain", err.message)
-
-    # -- reconcile what a cut-off runner left ---------------------------------------------
-    def reconcile(self) -> None:
-        for name, rec in self.campaign.nodes.items():
-            node = self._nodes.get(name)
-            if node is None:
-                continue
-            failure = self.campaign.stored_reason(f"{rec.step} failed")
-            if rec.phase == FAILED and self._ours(node) and not node.reason.startswith(failure):
-                # Cut off between the record and the reason. A failed node an operator
-                # has put back since (not ours any more) is theirs: left alone.
-                self._set_failed_reason(name, failure)
-            elif rec.phase == SKIPPED and rec.step == "drain" and self._ours(node):
-                with contextlib.suppress(FactoryctlError):
-                    self.scheduler.resume([name])
-            elif (
-                rec.phase == DONE
-                and self._spec("next_state") == "resume"
-                and self._ours(node)
-                and not node.state.in_service
-            ):
-                self._issue_resume(name)
