@@ -30,7 +30,7 @@ def help_text(bindings: Sequence[object], keymap: Mapping[str, str], can_act: bo
     )
     text.append("    triage: V severity K kind N node G GPU U users S summary\n")
     text.append("\nCommands (:)\n", style="bold")
-    text.append("  :overview :nodes :jobs :triage :node NAME :job ID\n")
+    text.append("  :overview :nodes :jobs :triage :rollouts :node NAME :job ID\n")
     text.append("  :pause :refresh :help :quit\n")
     if can_act:
         text.append("  :drain :resume :reboot :maint   act on marked nodes\n")
