@@ -60,8 +60,16 @@ def _queries(
         )
     elif telemetry_jobs and schema.attribution is not None:
         mapped = f'{schema.attribution}{{{schema.attribution_label}!=""}}'
-        plan["gpus_allocated"] = f"count {by} (count {per_gpu} (last_over_time({mapped}[{w}])))"
-        plan["attributed"] = f"count {by} (last_over_time({mapped}[{dur(inventory)}]))"
+
+        def held(window: str) -> str:
+            expr = f"last_over_time({mapped}[{window}])"
+            if schema.attribution_node == schema.node_label:
+                return expr
+            # The scheduler-exporter names the node ``node``; the rows key on the schema's.
+            return f'label_replace({expr}, "{schema.node_label}", "$1", "{schema.attribution_node}", "(.*)")'
+
+        plan["gpus_allocated"] = f"count {by} (count {per_gpu} ({held(w)}))"
+        plan["attributed"] = f"count {by} ({held(dur(inventory))})"
     return plan
 
 

@@ -226,11 +226,12 @@ class PrometheusSource:
         if fields is None and schema.gpu_energy is not None:
             plan["energy_today"] = _energy_today_query(schema, t, window)
         if telemetry_jobs and schema.job_info is None and schema.attribution is not None:
-            # dcgm-exporter's job mapping: each allocated GPU's series, copied per job.
+            # dcgm-exporter's job mapping: each allocated GPU's series, copied per job; or
+            # the scheduler-exporter's Slurm allocation (with the job's user).
             label = schema.attribution_label
             mapped = f'{schema.attribution}{{{label}!=""}}'
             plan["job_info"] = (
-                f"group by ({label}, {schema.node_label}, {schema.gpu_label})"
+                f"group by ({label}, {schema.attribution_node}, {schema.gpu_label}, user)"
                 f" (last_over_time({mapped}[{window}]))"
             )
             plan["hpc_seen"] = (
@@ -324,8 +325,10 @@ class PrometheusSource:
     ) -> tuple[dict[GpuKey, tuple[str, ...]], dict[str, str]]:
         held: dict[GpuKey, set[str]] = {}
         users: dict[str, str] = {}
+        # The attribution's own node label (the scheduler-exporter's ``node`` on a dcgm site).
+        by = replace(schema, node_label=schema.attribution_node)
         for s in res.vector:
-            key = gpu_key(schema, s.labels)
+            key = gpu_key(by, s.labels)
             job_id = s.labels.get(schema.attribution_label, "")
             if key is None or not job_id:
                 continue
@@ -490,8 +493,9 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
 
 NO_JOBS = (
     "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"
-    " dcgm-exporter's hpc_job label): jobs, node state and allocation are unknown;"
-    " configure [scheduler] or dcgm-exporter's HPC job mapping"
+    " dcgm-exporter's hpc_job label nor factoryctl scheduler-exporter's"
+    f" {native.SLURM_GPU_JOB_INFO}): jobs, node state and allocation are unknown;"
+    " configure [scheduler], dcgm-exporter's HPC job mapping or factoryctl scheduler-exporter"
 )
 
 FORGOTTEN = (
