@@ -9,6 +9,15 @@ Order, per GPU (the first source that names a job wins):
    and v2) and Kubernetes pod UIDs.
 4. ``/proc/PID/environ``: ``SLURM_JOB_ID`` (readable only for root or the job's user).
 
+A process's environ also names every GPU its job holds on the node, so a GPU the job
+holds but runs nothing on (idle inside the job, or lost to an XID) is attributed too:
+``SLURM_JOB_GPUS`` and ``SLURM_STEP_GPUS`` (the node's indices) and, from Slurm 25.11,
+GPU UUIDs in ``CUDA_VISIBLE_DEVICES`` (``GPU-...``; MIG devices ``MIG-...``), mapped to
+indices through the backend's readings. Numeric ``CUDA_VISIBLE_DEVICES`` are not used:
+with ConstrainDevices Slurm renumbers them from 0 inside the job, so they are not the
+node's indices. An entry that names no GPU of this node is counted as a job-map error and
+logged once; the entries that are known still count. Nothing is guessed.
+
 A process that exits between NVML listing it and us reading ``/proc`` is normal: it is
 skipped silently. ``/proc`` and the map directory are paths so tests can use fixture trees.
 """
@@ -34,6 +43,9 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
 _SLURM_CGROUP_RE = re.compile(r"/job_(\d+)(?:/|$)")
 _UUID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
 _K8S_POD_RE = re.compile(r"pod(" + _UUID + r")")
+# Where a Slurm job's environment names its GPUs, most reliable first.
+GPU_ENV_KEYS = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
+NO_GPU = frozenset({"NoDevFiles", "none", "void"})  # "no GPU here", not an error
 
 
 def job_from_cgroup(text: str) -> str | None:
@@ -50,13 +62,60 @@ def job_from_cgroup(text: str) -> str | None:
     return None
 
 
+ENV_KEYS = (b"SLURM_JOB_ID", b"SLURM_JOB_USER", *(k.encode() for k in GPU_ENV_KEYS))
+
+
 def parse_environ(raw: bytes) -> dict[str, str]:
     env = {}
     for item in raw.split(b"\0"):
         key, sep, value = item.partition(b"=")
-        if sep and key in (b"SLURM_JOB_ID", b"SLURM_JOB_USER"):
+        if sep and key in ENV_KEYS:
             env[key.decode()] = value.decode(errors="replace")
     return env
+
+
+def gpu_entries(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The GPUs a job's environment names: indices from SLURM_JOB_GPUS/SLURM_STEP_GPUS,
+    UUIDs from any of the three (CUDA_VISIBLE_DEVICES only where they are UUIDs)."""
+    out: list[str] = []
+    for key in GPU_ENV_KEYS:
+        for entry in env.get(key, "").split(","):
+            entry = entry.strip()
+            if not entry or entry in NO_GPU:
+                continue
+            if key == "CUDA_VISIBLE_DEVICES" and not entry.upper().startswith(("GPU-", "MIG-")):
+                continue  # renumbered inside the job's cgroup: not this node's index
+            if entry not in out:
+                out.append(entry)
+    return tuple(out)
+
+
+def gpu_indices_of(
+    entries: Iterable[str], readings: Sequence[GpuReading]
+) -> tuple[set[int], list[str]]:
+    """Map entries to this node's GPU indices: (known indices, entries naming nothing here)."""
+    indices = {r.index for r in readings}
+    by_uuid: dict[str, int] = {}
+    for r in readings:
+        for uuid in (r.uuid, *r.mig_uuids):
+            if uuid:
+                by_uuid[uuid.lower()] = r.index
+    known: set[int] = set()
+    unknown: list[str] = []
+    for entry in entries:
+        lowered = entry.lower()
+        if entry.isdigit():
+            index: int | None = int(entry) if int(entry) in indices else None
+        elif lowered.startswith("mig-gpu-"):
+            # Drivers before R470 name a MIG device by its parent: MIG-GPU-<uuid>/<gi>/<ci>.
+            index = by_uuid.get(lowered[len("mig-") :].split("/", 1)[0])
+        else:
+            index = by_uuid.get(lowered)
+        if index is None:
+            unknown.append(entry)
+        else:
+            known.add(index)
+    return known, unknown
 
 
 def parse_map_file(text: str, name: str) -> tuple[list[str], list[str]]:
@@ -147,14 +206,20 @@ class ProcResolver:
     ) -> None:
         self.proc_root = proc_root
         self.user_of = user_of
-        self._cache: dict[int, JobRef | None] = {}
+        self._cache: dict[int, tuple[JobRef | None, tuple[str, ...]]] = {}
 
     def resolve(self, pid: int) -> JobRef | None:
-        if pid in self._cache:
-            return self._cache[pid]
-        ref = self._lookup(pid)
-        self._cache[pid] = ref
-        return ref
+        return self._resolved(pid)[0]
+
+    def job_gpus(self, pid: int) -> tuple[str, ...]:
+        """The GPUs the process's job holds, as its environment names them (raw entries);
+        only where the environment's SLURM_JOB_ID is the job the process was placed in."""
+        return self._resolved(pid)[1]
+
+    def _resolved(self, pid: int) -> tuple[JobRef | None, tuple[str, ...]]:
+        if pid not in self._cache:
+            self._cache[pid] = self._lookup(pid)
+        return self._cache[pid]
 
     def forget_except(self, live: Iterable[int]) -> None:
         """Drop PIDs no longer on any GPU, so a reused PID is looked up afresh."""
@@ -162,13 +227,13 @@ class ProcResolver:
         for pid in [p for p in self._cache if p not in keep]:
             del self._cache[pid]
 
-    def _lookup(self, pid: int) -> JobRef | None:
+    def _lookup(self, pid: int) -> tuple[JobRef | None, tuple[str, ...]]:
         base = self.proc_root / str(pid)
         try:
             uid = base.stat().st_uid
             cgroup = (base / "cgroup").read_text(errors="replace")
         except OSError:
-            return None  # exited already, or hidepid: nothing to say
+            return None, ()  # exited already, or hidepid: nothing to say
         env: dict[str, str] = {}
         job_id = job_from_cgroup(cgroup)
         # Another user's environ needs root; the cgroup usually suffices.
@@ -177,42 +242,84 @@ class ProcResolver:
         if job_id is None:
             job_id = env.get("SLURM_JOB_ID")
         if job_id is None or not JOB_ID_RE.match(job_id):
-            return None
-        return JobRef(job_id, env.get("SLURM_JOB_USER") or self.user_of(uid))
+            return None, ()
+        # Another job's environment (a process moved between cgroups) names its GPUs.
+        gpus = gpu_entries(env) if env.get("SLURM_JOB_ID") == job_id else ()
+        return JobRef(job_id, env.get("SLURM_JOB_USER") or self.user_of(uid)), gpus
 
 
 class Attributor:
     def __init__(self, map_dir: JobMapDir | None = None, procs: ProcResolver | None = None):
         self.map_dir = map_dir
         self.procs = procs or ProcResolver()
+        # Environment GPU entries that named no GPU of this node (self-metric, with the
+        # map directory's errors): counted once per process, logged once per entry.
+        self.errors = 0
+        self._counted: set[int] = set()
+        self._warned: set[str] = set()
 
     def attribute(self, readings: Sequence[GpuReading]) -> Mapping[int, tuple[JobRef, ...]]:
         """GPU index -> the jobs holding it (empty tuple: nobody)."""
         mapped = self.map_dir.read() if self.map_dir is not None else None
-        out: dict[int, tuple[JobRef, ...]] = {}
         live: list[int] = []
+        from_procs: dict[int, list[JobRef]] = {}
+        from_env: dict[int, list[JobRef]] = {}  # GPUs a job's environment names
         for r in readings:
             if not r.up:
-                # A GPU lost (XID 79) is still held by its job until the scheduler ends it:
-                # the prolog's map file, or a backend that knows, still names the job, so
-                # the alert can say whose job the fault hit. No /proc: NVML lists nothing.
-                if mapped is not None and r.index in mapped:
-                    out[r.index] = tuple(JobRef(j) for j in mapped[r.index])
-                elif r.jobs:
-                    out[r.index] = tuple(r.jobs)
-                continue
-            from_procs: list[JobRef] = []
+                continue  # NVML lists no process on a lost GPU
             for proc in r.processes or ():
                 live.append(proc.pid)
-                if r.jobs is None:
-                    ref = self.procs.resolve(proc.pid)
-                    if ref is not None and ref not in from_procs:
-                        from_procs.append(ref)
-            known = list(r.jobs) if r.jobs is not None else from_procs
+                if r.jobs is not None:
+                    continue
+                ref = self.procs.resolve(proc.pid)
+                if ref is None:
+                    continue
+                _add(from_procs.setdefault(r.index, []), ref)
+                for index in self._env_gpus(proc.pid, readings):
+                    _add(from_env.setdefault(index, []), ref)
+        out: dict[int, tuple[JobRef, ...]] = {}
+        for r in readings:
+            known = list(r.jobs) if r.jobs is not None else from_procs.get(r.index, [])
             if mapped is not None and r.index in mapped:
+                # A GPU lost (XID 79) is still held by its job until the scheduler ends
+                # it: the prolog's map file still names the job, so the alert can say whose
+                # job the fault hit.
                 users = {ref.job_id: ref.user for ref in known}
                 out[r.index] = tuple(JobRef(j, users.get(j, "")) for j in mapped[r.index])
             else:
-                out[r.index] = tuple(known)
+                # A backend that knows (lost GPUs included); else its own processes' jobs,
+                # then any job whose environment names it (held but idle, or lost: NVML
+                # lists nothing there). A lost GPU nobody names is left out, not "free".
+                held = list(known)
+                for ref in from_env.get(r.index, []) if r.jobs is None else ():
+                    _add(held, ref)
+                if r.up or held:
+                    out[r.index] = tuple(held)
         self.procs.forget_except(live)
+        self._counted &= set(live)
         return out
+
+    def _env_gpus(self, pid: int, readings: Sequence[GpuReading]) -> set[int]:
+        entries = self.procs.job_gpus(pid)
+        if not entries:
+            return set()
+        known, unknown = gpu_indices_of(entries, readings)
+        if unknown and pid not in self._counted:
+            self._counted.add(pid)
+            self.errors += len(unknown)
+            for entry in unknown:
+                if entry not in self._warned:
+                    self._warned.add(entry)
+                    ref = self.procs.resolve(pid)
+                    log.warning(
+                        "job %s: its environment names GPU %r, which is not on this node;"
+                        " its other GPUs are still attributed",
+                        ref.job_id if ref is not None else "?",
+                        entry,
+                    )
+        return known
+
+
+def _add(refs: list[JobRef], ref: JobRef) -> None:
+    if ref not in refs:
+        refs.append(ref)
