@@ -163,7 +163,7 @@ def _job_env(**gpus: str) -> dict[str, str]:
 
 
 def test_gpu_entries_from_the_job_environment():
-    from factoryctl.exporter.attribution import gpu_entries
+    from factoryctl.exporter.job_env import gpu_entries
 
     assert gpu_entries({"SLURM_JOB_GPUS": "0,2", "CUDA_VISIBLE_DEVICES": "0,1"}) == ("0", "2")
     assert gpu_entries({"SLURM_STEP_GPUS": "3", "CUDA_VISIBLE_DEVICES": U[1]}) == ("3", U[1])

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from factoryctl.errors import ConfigError
 from factoryctl.exporter.backend import GpuReading, JobRef
+from factoryctl.exporter.job_env import GPU_ENV_KEYS, gpu_entries, gpu_indices_of
 
 log = logging.getLogger("factoryctl.exporter")
 
@@ -43,9 +44,6 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
 _SLURM_CGROUP_RE = re.compile(r"/job_(\d+)(?:/|$)")
 _UUID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
 _K8S_POD_RE = re.compile(r"pod(" + _UUID + r")")
-# Where a Slurm job's environment names its GPUs, most reliable first.
-GPU_ENV_KEYS = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
-NO_GPU = frozenset({"NoDevFiles", "none", "void"})  # "no GPU here", not an error
 
 
 def job_from_cgroup(text: str) -> str | None:
@@ -72,50 +70,6 @@ def parse_environ(raw: bytes) -> dict[str, str]:
         if sep and key in ENV_KEYS:
             env[key.decode()] = value.decode(errors="replace")
     return env
-
-
-def gpu_entries(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The GPUs a job's environment names: indices from SLURM_JOB_GPUS/SLURM_STEP_GPUS,
-    UUIDs from any of the three (CUDA_VISIBLE_DEVICES only where they are UUIDs)."""
-    out: list[str] = []
-    for key in GPU_ENV_KEYS:
-        for entry in env.get(key, "").split(","):
-            entry = entry.strip()
-            if not entry or entry in NO_GPU:
-                continue
-            if key == "CUDA_VISIBLE_DEVICES" and not entry.upper().startswith(("GPU-", "MIG-")):
-                continue  # renumbered inside the job's cgroup: not this node's index
-            if entry not in out:
-                out.append(entry)
-    return tuple(out)
-
-
-def gpu_indices_of(
-    entries: Iterable[str], readings: Sequence[GpuReading]
-) -> tuple[set[int], list[str]]:
-    """Map entries to this node's GPU indices: (known indices, entries naming nothing here)."""
-    indices = {r.index for r in readings}
-    by_uuid: dict[str, int] = {}
-    for r in readings:
-        for uuid in (r.uuid, *r.mig_uuids):
-            if uuid:
-                by_uuid[uuid.lower()] = r.index
-    known: set[int] = set()
-    unknown: list[str] = []
-    for entry in entries:
-        lowered = entry.lower()
-        if entry.isdigit():
-            index: int | None = int(entry) if int(entry) in indices else None
-        elif lowered.startswith("mig-gpu-"):
-            # Drivers before R470 name a MIG device by its parent: MIG-GPU-<uuid>/<gi>/<ci>.
-            index = by_uuid.get(lowered[len("mig-") :].split("/", 1)[0])
-        else:
-            index = by_uuid.get(lowered)
-        if index is None:
-            unknown.append(entry)
-        else:
-            known.add(index)
-    return known, unknown
 
 
 def parse_map_file(text: str, name: str) -> tuple[list[str], list[str]]:
@@ -243,7 +197,8 @@ class ProcResolver:
             job_id = env.get("SLURM_JOB_ID")
         if job_id is None or not JOB_ID_RE.match(job_id):
             return None, ()
-        # Another job's environment (a process moved between cgroups) names its GPUs.
+        # Only the job's own environment: a process moved into another job's cgroup keeps
+        # the environ it started with, which names the other job's GPUs.
         gpus = gpu_entries(env) if env.get("SLURM_JOB_ID") == job_id else ()
         return JobRef(job_id, env.get("SLURM_JOB_USER") or self.user_of(uid)), gpus
 
