@@ -177,6 +177,23 @@ SCHEMA_CHOICES: Final = ("auto", *SCHEMAS)
 NODE_LABEL_CANDIDATES: Final = ("Hostname", "hostname", "node", "instance")
 
 
+def recorded_query(schema: MetricSchema, window: str) -> str:
+    """Is attribution being recorded (any series within ``window``)? For a scheduler-
+    exporter its always-present gauge, summed: with no job running the allocation is
+    still known (nothing held), and the sum is the jobs whose GPUs Slurm does not name."""
+    if schema.attribution == native.SLURM_GPU_JOB_INFO:
+        return f"sum(last_over_time({native.SLURM_JOBS_GPU_INDICES_UNKNOWN}[{window}]))"
+    mapped = f'{schema.attribution}{{{schema.attribution_label}!=""}}'
+    return f"count(last_over_time({mapped}[{window}]))"
+
+
+def indices_unknown_warning(jobs: float) -> str:
+    return (
+        f"{jobs:.0f} running jobs hold GPUs whose indices Slurm does not give: those GPUs"
+        f" are not attributed ({native.SLURM_JOBS_GPU_INDICES_UNKNOWN})"
+    )
+
+
 def scheduler_attribution_query(window: str) -> str:
     """Does this Prometheus record Slurm's allocation (a scheduler-exporter with --jobs
     scraped within ``window``)? Its always-present gauge says, with no job running too."""

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from factoryctl.model import FactorySnapshot, Node, NodeState
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, dur
-from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning, node_name
+from factoryctl.telemetry.metrics import (
+    NATIVE,
+    MetricSchema,
+    no_gpus_warning,
+    node_name,
+    recorded_query,
+)
 
 if TYPE_CHECKING:
     from factoryctl.telemetry.prometheus_source import PrometheusSource
@@ -69,7 +75,8 @@ def _queries(
             return f'label_replace({expr}, "{schema.node_label}", "$1", "{schema.attribution_node}", "(.*)")'
 
         plan["gpus_allocated"] = f"count {by} (count {per_gpu} ({held(w)}))"
-        plan["attributed"] = f"count {by} ({held(dur(inventory))})"
+        # Recorded at all (a scheduler-exporter: its gauge, with no job running too).
+        plan["attributed"] = recorded_query(schema, dur(inventory))
     return plan
 
 

@@ -29,7 +29,13 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
-from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning
+from factoryctl.telemetry.metrics import (
+    NATIVE,
+    MetricSchema,
+    indices_unknown_warning,
+    no_gpus_warning,
+    recorded_query,
+)
 from factoryctl.telemetry.prom_detect import (
     detect_interval,
     detect_schema,
@@ -130,9 +136,10 @@ class PrometheusSource:
                 held, users = self._attribution(schema, results["job_info"])
             gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
             # dcgm-exporter: attribution only where its job mapping labels series hpc_job.
-            attributed = schema.job_info is not None or bool(
-                "hpc_seen" in results and results["hpc_seen"].vector
-            )
+            seen = results["hpc_seen"].vector if "hpc_seen" in results else []
+            attributed = schema.job_info is not None or bool(seen)
+            if schema.attribution == native.SLURM_GPU_JOB_INFO and seen and seen[0].value > 0:
+                warnings.append(indices_unknown_warning(seen[0].value))
             if not attributed:
                 # No scheduler and no attribution: who holds a GPU is unknown (n/a).
                 unavailable.update(("state", "gpus_allocated", "jobs"))
@@ -234,9 +241,7 @@ class PrometheusSource:
                 f"group by ({label}, {schema.attribution_node}, {schema.gpu_label}, user)"
                 f" (last_over_time({mapped}[{window}]))"
             )
-            plan["hpc_seen"] = (
-                f"count(last_over_time({mapped}[{dur(self.options.inventory_window)}]))"
-            )
+            plan["hpc_seen"] = recorded_query(schema, dur(self.options.inventory_window))
         if telemetry_jobs and schema.job_info is not None:
             plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
             if schema.job_energy is not None and view != "nodes":
