@@ -14,6 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from factoryctl.energy import JobEnergyAccountant
+from factoryctl.exporter.nvml import CLOCK_EVENT_REASONS
 from factoryctl.lab.procs import free_port
 from factoryctl.occupancy import IdleStreaks
 from factoryctl.rollups import THROTTLE_REASONS, NodeGpus, rollup
@@ -217,8 +218,17 @@ class SimTargets:
                 f"DCGM_FI_DEV_GPU_TEMP{{{lab}}} {round(sim.temperature[g])}",
                 f"DCGM_FI_DEV_SM_CLOCK{{{lab}}} {round(sim.sm_clock[g] / 1e6)}",
                 f"DCGM_FI_DEV_XID_ERRORS{{{lab}}} {sim.last_xid[g]}",
+                f"DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{{{lab}}} {self._reasons(sim.throttle[g])}",
             ]
         return "\n".join(out) + "\n"
+
+    @staticmethod
+    def _reasons(throttle: int) -> int:
+        """The simulator's throttle bits as NVML's clock-event reasons mask."""
+        return sum(NVML_BITS[name] for name, bit in THROTTLE_BITS.items() if throttle & bit)
+
+
+NVML_BITS = {name: bit for bit, name in CLOCK_EVENT_REASONS.items()}
 
 
 class SimScheduler:
