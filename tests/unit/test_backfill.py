@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from array import array
 from collections import defaultdict
 from pathlib import Path
 
@@ -167,3 +169,30 @@ def test_rollups_written_agree_with_the_frames(written: tuple[Backfill, Captured
             assert watts == pytest.approx(sum(frame.power[g] for g in mine))
             assert job_util[(j, n, user)] == pytest.approx(sum(frame.utilization[g] for g in mine))
             assert job_gpus[(j, n, user)] == len(mine)
+
+
+def test_an_absent_node_rollup_writes_no_sample(tmp_path: Path) -> None:
+    """A node whose mean is absent at a step (no GPU up) gets no sample there, in both
+    sinks, and the sample count agrees; its other steps are written."""
+    layout = Layout(("n1", "n2"), 1, ({"node": "n1", "gpu": "0", "uuid": "a"},) * 2, "H100")
+    chunk = Chunk.empty({})
+    chunk.stamps += [1000, 2000]
+    chunk.up += b"\x01\x01\x01\x01"
+    chunk.node_rollups[m.NODE_UTILIZATION] = array("d", [0.5, 0.25, math.nan, 0.75])
+    chunk.node_rollups[m.NODE_GPUS] = array("d", [1, 1, 1, 1])
+    chunk.sparse.add(m.NODE_UTILIZATION)
+    vm, om = Captured(), OpenMetricsFile(tmp_path / "x.om")
+    vm.write(layout, chunk)
+    om.write(layout, chunk)
+    om.close()
+    util = {
+        line["metric"]["node"]: (line["values"], line["timestamps"])
+        for line in vm.lines
+        if line["metric"]["__name__"] == m.NODE_UTILIZATION
+    }
+    assert util == {"n1": ([0.5], [1000]), "n2": ([0.25, 0.75], [1000, 2000])}
+    text = (tmp_path / "x.om").read_text()
+    assert 'factoryctl_node_utilization_ratio{node="n1"} 0.5 1.000\n' in text
+    assert text.count("factoryctl_node_utilization_ratio{") == 3
+    assert "nan" not in text.lower()
+    assert chunk.samples(2, 1) == sum(len(line["values"]) for line in vm.lines)
