@@ -70,7 +70,7 @@ NODE_GPUS: Final = "factoryctl_node_gpus"  # GPUs the exporter knows (up or lost
 NODE_GPUS_UP: Final = "factoryctl_node_gpus_up"  # GPUs NVML answers for
 NODE_GPUS_ALLOCATED: Final = "factoryctl_node_gpus_allocated"  # GPUs attributed to >= 1 job
 NODE_GPUS_ACTIVE: Final = "factoryctl_node_gpus_active"  # utilization >= ACTIVE_THRESHOLD
-NODE_GPUS_THROTTLED: Final = "factoryctl_node_gpus_throttled"  # hw slowdown/thermal/power brake
+NODE_GPUS_THROTTLED: Final = "factoryctl_node_gpus_throttled"  # rollups.THROTTLE_REASONS
 NODE_GPUS_XID_RECENT: Final = "factoryctl_node_gpus_xid_recent"  # an XID in the last hour
 NODE_POWER: Final = "factoryctl_node_power_watts"  # sum over up GPUs
 NODE_UTILIZATION: Final = "factoryctl_node_utilization_ratio"  # mean over up GPUs
