@@ -53,7 +53,9 @@ def main() -> int:
         try:
             url = stack.running["victoriametrics"].url
             t0 = time.perf_counter()
-            truth = backfill([JobSeriesOnly(url)], args.gpus, 60, time.time() + args.lead)
+            truth = backfill(
+                [JobSeriesOnly(url)], args.gpus, 60, time.time() + args.lead, rollups=False
+            )
             httpx.get(url + "/internal/force_flush")
             print(f"backfill: {truth.samples:,} samples in {time.perf_counter() - t0:.0f} s")
             wait_served(url, args.gpus, victoria=True, timeout=300)

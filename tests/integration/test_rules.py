@@ -16,11 +16,17 @@ from typing import Any
 import pytest
 import yaml
 
+from factoryctl.telemetry import schema
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "dashboards" / "prometheus"
-RULE_FILES = [RULES_DIR / "recording.rules.yml", RULES_DIR / "alerts.rules.yml"]
+RULE_FILES = [
+    RULES_DIR / "recording.rules.yml",
+    RULES_DIR / "alerts.rules.yml",
+    RULES_DIR / "rollups.rules.yml",
+]
 TEST_FILES = sorted((RULES_DIR / "tests").glob("*.yml"))
 # level:metric:operations, https://prometheus.io/docs/practices/rules/
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z0-9_]+$")
@@ -102,9 +108,49 @@ def test_every_recording_rule_has_a_tested_value() -> None:
     assert records - tested == set()
 
 
+# factoryctl-exporter's rollups (schema.py, "Rollups (issue 13)").
+ROLLUPS = {
+    schema.NODE_GPUS,
+    schema.NODE_GPUS_UP,
+    schema.NODE_GPUS_ALLOCATED,
+    schema.NODE_GPUS_ACTIVE,
+    schema.NODE_GPUS_THROTTLED,
+    schema.NODE_GPUS_XID_RECENT,
+    schema.NODE_POWER,
+    schema.NODE_UTILIZATION,
+    schema.NODE_TEMPERATURE_MAX,
+    schema.NODE_XID_ERRORS,
+    schema.NODE_ENERGY,
+    schema.JOB_GPUS,
+    schema.JOB_GPUS_ACTIVE,
+    schema.JOB_UTILIZATION_SUM,
+    schema.JOB_POWER,
+    schema.JOB_IDLE_SECONDS,
+}
+# What dcgm-exporter cannot give: no XID count (only the last code), no idle spell.
+NOT_ON_DCGM = {schema.NODE_XID_ERRORS, schema.JOB_IDLE_SECONDS}
+
+
 def test_recording_rule_names_follow_the_convention() -> None:
-    bad = [r["record"] for r in _rules("record") if not RECORD_NAME.match(r["record"])]
+    """Except the dcgm rollups, which record factoryctl-exporter's own names."""
+    bad = [
+        r["record"]
+        for r in _rules("record")
+        if not RECORD_NAME.match(r["record"]) and r["record"] not in ROLLUPS
+    ]
     assert bad == []
+
+
+def test_the_dcgm_rollups_record_the_exporters_names() -> None:
+    """Every rollup the exporter writes is recorded for dcgm sites but those dcgm-exporter
+    cannot give, which the rules file names and explains, and nothing else is."""
+    path = RULES_DIR / "rollups.rules.yml"
+    doc = yaml.safe_load(path.read_text())
+    recorded = {r["record"] for g in doc["groups"] for r in g["rules"] if ":" not in r["record"]}
+    assert recorded == ROLLUPS - NOT_ON_DCGM
+    text = path.read_text()
+    for name in NOT_ON_DCGM:
+        assert name in text, f"{name}: say why it is not recorded"
 
 
 def test_every_alert_says_how_bad_what_and_what_to_do() -> None:

@@ -54,6 +54,15 @@ class Chunk:
     up: bytearray = field(default_factory=bytearray)  # 0/1 per GPU, step-major
     info: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # (gpu, job, user)
     job_energy: dict[tuple[int, str], tuple[list[int], list[float]]] = field(default_factory=dict)
+    # Node rollups (``factoryctl.rollups``): metric -> one value per node, step-major like
+    # the gauges; NaN where the series is absent at that step (no GPU up to average),
+    # which only metrics named in ``sparse`` hold. Nothing is written for a NaN.
+    node_rollups: dict[str, array[float]] = field(default_factory=dict)
+    sparse: set[str] = field(default_factory=set)
+    # (node, job) rollups: (metric, node, job_id, user) -> (stamps, values).
+    job_rollups: dict[tuple[str, int, str, str], tuple[list[int], list[float]]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def empty(cls, metrics: dict[str, array[float]]) -> Chunk:
@@ -76,7 +85,21 @@ class Chunk:
             + sum(len(ts) for ts in self.info.values())
             + sum(len(steps) for steps in self.job_gpus(gpn).values())
             + sum(len(ts) for ts, _ in self.job_energy.values())
+            + sum(len(ts) for ts, _ in self.job_rollups.values())
+            + sum(
+                sum(1 for v in values if v == v) if name in self.sparse else len(values)
+                for name, values in self.node_rollups.items()
+            )
         )
+
+    def node_series(self, name: str, i: int, nodes: int) -> tuple[list[float], list[int]]:
+        """One node's values of a node rollup over the chunk, and their stamps (those
+        where it is absent left out)."""
+        values = list(self.node_rollups[name][i::nodes])
+        if name not in self.sparse:
+            return values, self.stamps
+        kept = [(v, t) for v, t in zip(values, self.stamps, strict=True) if v == v]
+        return [v for v, _ in kept], [t for _, t in kept]
 
 
 class Sink(Protocol):
@@ -98,7 +121,14 @@ def _series(layout: Layout, chunk: Chunk) -> list[tuple[dict[str, str], list[flo
     for (i, job), (ts, vals) in chunk.job_energy.items():
         lab = {"__name__": m.JOB_ENERGY, "node": layout.node_names[i], "job_id": job}
         out.append((lab, vals, ts))
+    for (name, i, job, user), (ts, vals) in chunk.job_rollups.items():
+        lab = {"__name__": name, "node": layout.node_names[i], "job_id": job, "user": user}
+        out.append((lab, vals, ts))
     return out
+
+
+def _node_label_set(layout: Layout, name: str, i: int) -> dict[str, str]:
+    return {"__name__": name, "node": layout.node_names[i]}
 
 
 def _per_gpu(chunk: Chunk) -> dict[str, array[float] | bytearray]:
@@ -147,6 +177,20 @@ class VictoriaImport:
             # str() of a list of floats or ints is its JSON (finite values), without
             # json.dumps' per-call encoder set-up; 0/1 series go as ints, cheaper to print.
             lines.extend(heads[g] + str(list(values[g::n])) + tail for g in range(n))
+        nodes = len(layout.node_names)
+        for name in chunk.node_rollups:
+            heads = self._heads.get(name)
+            if heads is None:
+                heads = [
+                    '{"metric":' + dumps(_node_label_set(layout, name, i)) + ',"values":'
+                    for i in range(nodes)
+                ]
+                self._heads[name] = heads
+            for i in range(nodes):
+                vals, ts = chunk.node_series(name, i, nodes)
+                if vals:
+                    stamps = tail if ts is chunk.stamps else ',"timestamps":' + dumps(ts) + "}"
+                    lines.append(heads[i] + str(vals) + stamps)
         for lab, vals, ts in _series(layout, chunk):
             lines.append(dumps({"metric": lab, "values": vals, "timestamps": ts}))
         return "\n".join(lines).encode()
@@ -188,6 +232,19 @@ class OpenMetricsFile:
                 head = heads[g]
                 out.write(
                     "".join([f"{head}{v!r} {s}" for v, s in zip(values[g::n], stamps, strict=True)])
+                )
+        nodes = len(layout.node_names)
+        for name in chunk.node_rollups:
+            heads = self._heads.get(name)
+            if heads is None:
+                heads = [_om_head(_node_label_set(layout, name, i)) for i in range(nodes)]
+                self._heads[name] = heads
+            for i in range(nodes):
+                vals, ts = chunk.node_series(name, i, nodes)
+                out.write(
+                    "".join(
+                        f"{heads[i]}{v!r} {t / 1000:.3f}\n" for v, t in zip(vals, ts, strict=True)
+                    )
                 )
         for lab, vals, ts in _series(layout, chunk):
             head = _om_head(lab)

@@ -70,7 +70,7 @@ NODE_GPUS: Final = "factoryctl_node_gpus"  # GPUs the exporter knows (up or lost
 NODE_GPUS_UP: Final = "factoryctl_node_gpus_up"  # GPUs NVML answers for
 NODE_GPUS_ALLOCATED: Final = "factoryctl_node_gpus_allocated"  # GPUs attributed to >= 1 job
 NODE_GPUS_ACTIVE: Final = "factoryctl_node_gpus_active"  # utilization >= ACTIVE_THRESHOLD
-NODE_GPUS_THROTTLED: Final = "factoryctl_node_gpus_throttled"  # hw slowdown/thermal/power brake
+NODE_GPUS_THROTTLED: Final = "factoryctl_node_gpus_throttled"  # rollups.THROTTLE_REASONS
 NODE_GPUS_XID_RECENT: Final = "factoryctl_node_gpus_xid_recent"  # an XID in the last hour
 NODE_POWER: Final = "factoryctl_node_power_watts"  # sum over up GPUs
 NODE_UTILIZATION: Final = "factoryctl_node_utilization_ratio"  # mean over up GPUs
@@ -83,7 +83,9 @@ NODE_ENERGY: Final = "factoryctl_node_energy_joules_total"  # sum of the GPUs' e
 JOB_GPUS_ACTIVE: Final = "factoryctl_job_gpus_active"  # the job's GPUs here that are active
 JOB_UTILIZATION_SUM: Final = "factoryctl_job_utilization_sum_ratio"  # sum over its GPUs here
 JOB_POWER: Final = "factoryctl_job_power_watts"  # sum over its GPUs here
-JOB_IDLE_SECONDS: Final = "factoryctl_job_idle_seconds"  # shortest idle spell of its GPUs here
+# The longest unbroken idle spell among its up GPUs here (0 when none is idle), as
+# occupancy.job_occupancy defines a job's idle time; job-wide: max over its nodes.
+JOB_IDLE_SECONDS: Final = "factoryctl_job_idle_seconds"
 # The exporter itself
 EXPORTER_BUILD_INFO: Final = "factoryctl_exporter_build_info"  # version, backend
 EXPORTER_COLLECTION_DURATION: Final = "factoryctl_exporter_collection_duration_seconds"
