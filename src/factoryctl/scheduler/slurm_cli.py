@@ -49,6 +49,9 @@ _UNREACHABLE = (
     "authentication failure",
     "unable to establish",
     "communication connection failure",
+    # sacct when slurmdbd is down or unreachable.
+    "problem talking to the database",
+    "slurmdbd",
 )
 _NOT_FOUND = ("invalid node name specified", "not found", "requested reservation is invalid")
 
@@ -170,6 +173,13 @@ class SlurmCLI:
                     raise
                 self.json_unsupported = True
         return parse_scontrol_jobs(self._run(["scontrol", "-o", "-d", "show", "job"]))
+
+    def jobs_between(self, since: float, until: float) -> list[Job]:
+        """Jobs that were eligible or ran in [since, until] from Slurm's accounting
+        (``sacct``, slurmdbd): finished ones long after squeue forgot them."""
+        from factoryctl.scheduler.slurm_accounting import parse_sacct, sacct_argv
+
+        return parse_sacct(self._run(sacct_argv(since, until)))
 
     def reservations(self) -> list[Reservation]:
         text = self._run(["scontrol", "-o", "show", "reservation"])
