@@ -485,14 +485,17 @@ class SlurmCluster:
 
 
 def main() -> None:
-    """``python -m factoryctl.lab.slurm [NODES [RELEASE]]``: a cluster to try factoryctl
-    against, of the host's Slurm or of a lab release (``trixie``: 24.11, ``forky``: 26.05)."""
+    """``python -m factoryctl.lab.slurm [NODES [RELEASE]] [--accounting]``: a cluster to
+    try factoryctl against, of the host's Slurm or of a lab release (``trixie``: 24.11,
+    ``forky``: 26.05); ``--accounting`` adds slurmdbd and MariaDB (sacct answers)."""
     import sys
 
     from factoryctl.lab.debian import release
 
-    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    rel = release(sys.argv[2]) if len(sys.argv) > 2 else DebianRelease(host_codename())
+    accounting = "--accounting" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--accounting"]
+    nodes = int(args[0]) if args else 4
+    rel = release(args[1]) if len(args) > 1 else DebianRelease(host_codename())
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -500,7 +503,7 @@ def main() -> None:
     # SIGTERM (and SIGINT, which a shell's "&" ignores) must still stop every daemon.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    with SlurmCluster(nodes=nodes, release=rel) as cluster:
+    with SlurmCluster(nodes=nodes, release=rel, accounting=accounting) as cluster:
         print(f"export SLURM_CONF={cluster.conf_path}")
         if not rel.native:  # that release's clients, run in its chroot
             print(f"export PATH={cluster.dir / 'bin'}:$PATH")
