@@ -130,15 +130,21 @@ def _runner(rc: int, stdout: str = "", stderr: str = "") -> Any:
 
 
 def test_slurmdbd_down_is_scheduler_unreachable() -> None:
-    cli = SlurmCLI(
-        runner=_runner(
-            1, stderr="sacct: error: Problem talking to the database: Connection refused"
-        )
+    # What sacct 22.05 printed with the lab's slurmdbd stopped (26.05: the same but the
+    # first line's function name).
+    printed = (
+        "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent"
+        " connection to host:localhost:57397: Connection refused\n"
+        "sacct: error: Sending PersistInit msg: Connection refused\n"
+        "sacct: error: Problem talking to the database: Connection refused\n"
     )
-    with pytest.raises(FactoryctlError) as err:
-        cli.jobs_between(0.0, 10.0)
-    assert err.value.status is ExitStatus.SCHEDULER_UNREACHABLE
-    assert "\n" not in err.value.message and "database" in err.value.message
+    for stderr in (printed, "sacct: error: Problem talking to the database: Unknown error"):
+        with pytest.raises(FactoryctlError) as err:
+            SlurmCLI(runner=_runner(1, stderr=stderr)).jobs_between(0.0, 10.0)
+        assert err.value.status is ExitStatus.SCHEDULER_UNREACHABLE
+        assert "\n" not in err.value.message
+        assert err.value.message.startswith("scheduler unreachable (sacct --json -X --allusers)")
+        assert "is slurmdbd running" in err.value.message
 
 
 def test_jobs_between_through_the_cli_backend_and_the_gate() -> None:

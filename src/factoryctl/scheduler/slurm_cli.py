@@ -51,7 +51,6 @@ _UNREACHABLE = (
     "communication connection failure",
     # sacct when slurmdbd is down or unreachable.
     "problem talking to the database",
-    "slurmdbd",
 )
 _NOT_FOUND = ("invalid node name specified", "not found", "requested reservation is invalid")
 
@@ -245,7 +244,8 @@ def classify_error(argv: Sequence[str], message: str) -> FactoryctlError:
     # The command without its Key=value arguments (a reason can be 512 characters).
     what = " ".join(a for a in argv[:4] if "=" not in a)
     if any(m in lowered for m in _UNREACHABLE):
-        hint = "" if "slurmctld" in lowered else " (is slurmctld running, and SLURM_CONF right?)"
+        daemon = "slurmdbd" if argv[0] == "sacct" else "slurmctld"  # sacct asks slurmdbd
+        hint = "" if daemon in lowered else f" (is {daemon} running, and SLURM_CONF right?)"
         return FactoryctlError(
             f"scheduler unreachable ({what}): {first}{hint}", ExitStatus.SCHEDULER_UNREACHABLE
         )
