@@ -188,11 +188,11 @@ def test_accounting_adds_jobs_squeue_forgot_and_squeue_wins_the_rest() -> None:
     outside = _job("1", 1.0, 5.0)
     never = _job("9", None, None, state=JobState.CANCELLED)
     warnings: list[str] = []
-    jobs, known = scheduler_jobs(
+    jobs, known, accounted = scheduler_jobs(
         _Accounted([live], [old, stale, outside, never]), 20.0, 200.0, warnings
     )
     assert {j.job_id: j for j in jobs} == {"7": live, "3": old}
-    assert known == {"1", "3", "7", "9"} and warnings == []
+    assert known == {"1", "3", "7", "9"} and warnings == [] and accounted
 
 
 def test_accounting_down_degrades_the_report_with_a_warning() -> None:
@@ -202,8 +202,8 @@ def test_accounting_down_degrades_the_report_with_a_warning() -> None:
     )
     warnings: list[str] = []
     live = _job("7", 100.0, None)
-    jobs, _ = scheduler_jobs(_Accounted([live], error=down), 20.0, 200.0, warnings)
-    assert jobs == [live]
+    jobs, _, accounted = scheduler_jobs(_Accounted([live], error=down), 20.0, 200.0, warnings)
+    assert jobs == [live] and not accounted
     assert len(warnings) == 1 and "accounting unavailable" in warnings[0]
     assert "Problem talking to the database" in warnings[0]
     # Without accounting at all there is nothing to warn about.

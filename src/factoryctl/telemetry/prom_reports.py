@@ -95,8 +95,9 @@ def parse_rfc3339(text: object) -> float | None:
 
 def scheduler_jobs(
     scheduler: SchedulerView, since: float, until: float, warnings: list[str]
-) -> tuple[list[Job], set[str]]:
-    """The jobs a scheduler knows that ran in [since, until], and every id it listed.
+) -> tuple[list[Job], set[str], bool]:
+    """The jobs a scheduler knows that ran in [since, until], every id it listed, and
+    whether its accounting answered.
 
     squeue's list (running jobs, and finished ones for MinJobAge) plus, where the scheduler
     has an accounting database (``jobs_between``: sacct), every job that ran in the window
@@ -105,10 +106,12 @@ def scheduler_jobs(
     that says so; the scheduler itself failing is an error (the caller's)."""
     listed = list(scheduler.jobs())
     merged: dict[str, Job] = {}
+    accounted = False
     between = getattr(scheduler, "jobs_between", None)
     if callable(between):
         try:
             merged = {j.job_id: j for j in between(since, until)}
+            accounted = True
         except FactoryctlError as err:
             warnings.append(
                 f"accounting unavailable ({err.message}): jobs that ended before the"
@@ -123,4 +126,4 @@ def scheduler_jobs(
         # A job that never started used no energy in any window.
         and not (j.start_time is None and j.state.finished)
     ]
-    return jobs, set(merged)
+    return jobs, set(merged), accounted

@@ -424,7 +424,7 @@ class PrometheusSource:
         schema = self.schema(until)
         forgotten: set[str] = set()
         if self.scheduler is not None:
-            jobs, known = scheduler_jobs(
+            jobs, known, accounted = scheduler_jobs(
                 self.scheduler, since, until, warnings if warnings is not None else []
             )
             if schema.job_info is not None:
@@ -460,7 +460,7 @@ class PrometheusSource:
         for job_id in forgotten:
             e = measured.get(job_id)
             if e is not None and not e.note:
-                measured[job_id] = replace(e, note=FORGOTTEN)
+                measured[job_id] = replace(e, note=NOT_ACCOUNTED if accounted else FORGOTTEN)
         return jobs, measured
 
     def processes(self, node: str, at: float | None = None) -> ProcessTable:
@@ -500,6 +500,11 @@ NO_JOBS = (
 FORGOTTEN = (
     "no longer listed by the scheduler (no accounting database): user and GPUs from the"
     " exporters' attribution, start and end unknown"
+)
+# Where the accounting database answered but did not have the job either.
+NOT_ACCOUNTED = (
+    "in neither the scheduler's list nor its accounting for the window: user and GPUs from"
+    " the exporters' attribution, start and end unknown"
 )
 
 
