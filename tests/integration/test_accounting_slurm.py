@@ -7,6 +7,7 @@ GPUs (same node names and indices) while the release's own Prometheus scrapes th
 ``test_prometheus_slurm``. Cost: one test per generation, 78 s for all three (2 cores,
 1-min load average 3.4): 4-7 s each the accounting cluster's start (slurmdbd creates its
 schema), ~5 s Prometheus', 6 s the jobs' run, the rest Slurm's and the scrapes' pace.
+Plus ~3.5 s for the half-started cluster's clean-up (host release only): ~82 s in all.
 It stops the cluster's slurmdbd at its end: a later test of the fixture must restart it.
 """
 
@@ -24,13 +25,16 @@ import pytest
 from factoryctl.cli.env import Environment
 from factoryctl.cli.main import main
 from factoryctl.errors import ExitStatus, FactoryctlError
+from factoryctl.lab.debian import DebianRelease, host_codename
 from factoryctl.lab.procs import wait_until
 from factoryctl.lab.slurm import SlurmCluster
+from factoryctl.lab.slurmdbd import AccountingDaemons
 from factoryctl.lab.stack import Stack, engine_available
 from factoryctl.model import JobState
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.telemetry.client import PromClient, PromConfig
+from tests.integration.conftest import needs_slurm
 from tests.integration.simexpo import SimTargets
 
 pytestmark = pytest.mark.integration
@@ -177,3 +181,31 @@ def test_accounting_jobs_and_energy_by_account(
     assert status == 0, err
     assert any(w.startswith("accounting unavailable") for w in doc["warnings"]), doc
     assert "accounting unavailable" in err and "Traceback" not in err
+
+
+@needs_slurm
+def test_a_half_started_accounting_cluster_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """slurmdbd failing to start (here: made to) after MariaDB is up: start() raises and
+    MariaDB, munged and everything else it started are stopped by PID. Host release only
+    (the stop path is the same in a chroot); about 2 s."""
+    if not DebianRelease(host_codename()).has("mariadbd", "mariadb-install-db", "slurmdbd"):
+        pytest.skip("needs mariadb-server and slurmdbd on the host (./dev test installs them)")
+    started: list[int] = []
+
+    def fail(self: AccountingDaemons, timeout: float) -> None:
+        started.extend(p.pid for p in self.procs if p.pid is not None)
+        raise RuntimeError("slurmdbd exited (made to fail)")
+
+    monkeypatch.setattr(AccountingDaemons, "start_slurmdbd", fail)
+    cluster = SlurmCluster(nodes=1, gpus_per_node=1, cpus_per_node=2, accounting=True)
+    with pytest.raises(RuntimeError, match="made to fail"):
+        cluster.start()
+    assert len(started) == 2  # munged and mariadbd were running
+    for pid in started:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        ), pid
+    assert not cluster.dir.exists()
