@@ -57,3 +57,13 @@ def slurm_cluster(make_slurm_cluster: Callable[..., SlurmCluster]) -> SlurmClust
 def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
     slurm_cluster.reset()
     yield slurm_cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_accounting_cluster(make_slurm_cluster: Callable[..., SlurmCluster]) -> SlurmCluster:
+    """A small cluster with slurmdbd and its MariaDB (sacct answers), one per release,
+    for the accounting tests only: about 10 s to start (MariaDB's datadir and slurmdbd's
+    schema), which the plain ``slurm_cluster`` does not pay. Jobs leave squeue after 2 s."""
+    return make_slurm_cluster(
+        nodes=2, gpus_per_node=4, cpus_per_node=8, accounting=True, extra_conf=["MinJobAge=2"]
+    )

@@ -20,16 +20,22 @@ Run = Callable[..., Result]
 
 
 class FakeEnergySource:
-    """What ``factoryctl energy`` needs from a source: ``energy_report(since, until)``."""
+    """What ``factoryctl energy`` needs from a source: ``energy_report(since, until)``,
+    which adds what limited the report to ``warnings`` (``limits``: accounting down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: tuple[str, ...] = ()) -> None:
         self.calls: list[tuple[float, float]] = []
+        self.limits = limits
 
     def snapshot(self) -> FactorySnapshot:
         return FactorySnapshot(time=FROZEN_NOW)
 
-    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
+    def energy_report(
+        self, since: float, until: float, warnings: list[str] | None = None
+    ) -> tuple[list[Job], dict[str, JobEnergy]]:
         self.calls.append((since, until))
+        if warnings is not None:
+            warnings.extend(self.limits)
         jobs = [
             Job("1", "ada", "proj-llm", "gpu", allocations=(Allocation("n1", (0, 1)),)),
             Job("2", "ada", "proj-llm", "debug", allocations=(Allocation("n1", (2,)),)),
@@ -59,6 +65,17 @@ def test_energy_by_job_json(run_cli: Run) -> None:
     assert {"kind", "time", "source", "unavailable", "warnings", "items"} <= set(doc)
     assert doc["time"] == FROZEN_NOW and doc["unavailable"] == ["cost", "co2_kg"]
     assert "older than retention" in res.stderr  # said, on stderr
+
+
+def test_energy_report_that_could_not_read_accounting_says_so(run_cli: Run) -> None:
+    down = "accounting unavailable (scheduler unreachable (sacct --json -X): slurmdbd down)"
+    res = run_cli("energy", "--since", "30d", "-o", "json", source=FakeEnergySource((down,)))
+    assert res.status == 0, res.stderr
+    assert json.loads(res.stdout)["warnings"][0] == down
+    assert f"factoryctl: warning: {down}" in res.stderr.splitlines()
+    res = run_cli("energy", "--since", "30d", "--by", "account", source=FakeEnergySource((down,)))
+    assert res.status == 0 and "proj-llm" in res.stdout
+    assert f"factoryctl: warning: {down}" in res.stderr.splitlines()
 
 
 def test_energy_by_user_with_cost_and_co2(run_cli: Run) -> None:

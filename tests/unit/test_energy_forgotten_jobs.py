@@ -16,7 +16,12 @@ import pytest
 from factoryctl.model import Allocation, Job, JobState, Node
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.job_energy import JobEnergy
-from factoryctl.telemetry.prometheus_source import FORGOTTEN, PrometheusSource, SourceOptions
+from factoryctl.telemetry.prometheus_source import (
+    FORGOTTEN,
+    NOT_ACCOUNTED,
+    PrometheusSource,
+    SourceOptions,
+)
 from tests.conftest import Result
 
 T = 1_767_225_600.0
@@ -72,7 +77,9 @@ class ManyNotes:
     def snapshot(self) -> object:
         raise AssertionError("not used")
 
-    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
+    def energy_report(
+        self, since: float, until: float, warnings: list[str] | None = None
+    ) -> tuple[list[Job], dict[str, JobEnergy]]:
         jobs = [Job(str(i), "ada") for i in range(40)]
         return jobs, {j.job_id: JobEnergy(j.job_id, 1.0, "job-counter", FORGOTTEN) for j in jobs}
 
@@ -107,3 +114,32 @@ def test_exporters_without_the_per_job_gpu_gauge_fall_back_to_the_attribution() 
     jobs, _ = PrometheusSource(client, None, opts).energy_report(T - 3600, T)
     assert {j.job_id: j.gpu_count for j in jobs} == {"10": 2, "9": 1}
     assert any(q.startswith("count by (job_id, user, account, node)") for q in asked)
+
+
+class AccountingScheduler(OneJobScheduler):
+    """Slurm with slurmdbd: job 9 ended long ago, squeue forgot it, sacct has it."""
+
+    def __init__(self, accounted: Sequence[Job]) -> None:
+        self.accounted = accounted
+
+    def jobs_between(self, since: float, until: float) -> Sequence[Job]:
+        return self.accounted
+
+
+def test_jobs_squeue_forgot_come_from_accounting_with_their_account() -> None:
+    client = PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(engine))
+    opts = SourceOptions(schema="native", scrape_interval=15.0)
+    ended = Job("9", "ben", "proj-b", "gpu", state=JobState.COMPLETED, start_time=T - 3000,
+                end_time=T - 2000, allocations=(Allocation("n2", (), gpus=1),))  # fmt: skip
+    jobs, energy = PrometheusSource(client, AccountingScheduler([ended]), opts).energy_report(
+        T - 3600, T
+    )
+    by_id = {j.job_id: j for j in jobs}
+    assert by_id["9"] == ended  # accounting's record: account, start and end known
+    assert energy["9"].joules == pytest.approx(800.0) and energy["9"].note == ""
+    # Accounting answered without job 9: the attribution still reports it, saying so.
+    jobs, energy = PrometheusSource(client, AccountingScheduler([]), opts).energy_report(
+        T - 3600, T
+    )
+    assert energy["9"].note == NOT_ACCOUNTED and "accounting" in NOT_ACCOUNTED
+    assert {j.job_id for j in jobs} == {"9", "10"}

@@ -78,7 +78,8 @@ def energy(
                 " (--prometheus URL or [prometheus] url)"
             )
         raise UsageError("factoryctl energy reads Prometheus: pass --prometheus URL (not --demo)")
-    jobs, measured = report(lo, hi)
+    limits: list[str] = []  # what the report could not read (accounting down)
+    jobs, measured = report(lo, hi, warnings=limits)
     settings = env.settings.get("energy", {})
     price = float(settings.get("price_per_kwh", 0.0))
     currency = str(settings.get("currency", ""))
@@ -106,7 +107,7 @@ def energy(
                 "method": e.method if e is not None else "none",
             }
         )
-    warnings = [note_line(ids, note) for note, ids in notes.items()]
+    warnings = [*limits, *(note_line(ids, note) for note, ids in notes.items())]
     if by != "job":
         rows = _group(rows, by)
     for row in rows:

@@ -31,11 +31,14 @@ from pathlib import Path
 # The lab's generations, oldest first; the suite runs its Slurm and engine tests on each.
 RELEASES = ("bookworm", "trixie", "forky")
 # Everything the lab runs from a release: Slurm with slurmrestd and its JWT plugin, munge,
-# and both engines (vmalert and promtool come with them).
+# slurmdbd with its MariaDB (accounting: sacct), and both engines (vmalert and promtool
+# come with them).
 PACKAGES = (
     "slurm-wlm",
     "slurmrestd",
     "slurm-wlm-jwt-plugin",
+    "slurmdbd",
+    "mariadb-server",
     "munge",
     "prometheus",
     "victoria-metrics",
@@ -285,12 +288,15 @@ def _build(codename: str, root: Path, missing: list[str], have: list[str], log: 
         have = []
     _say(log, f"apt-get install in {codename}: {' '.join(missing)}")
     script = (
-        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+        "export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a; apt-get update -qq && "
         "apt-get install -y -qq --no-install-recommends " + " ".join(missing)
     )
-    _run(["chroot", str(root), "/bin/sh", "-c", script], f"apt-get install in {codename}")
     for d in SHARED:
         (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    # With /proc mounted (a private mount namespace, as the lab runs programs): some
+    # packages' scripts need it (mariadb-server's postinst runs systemd-tmpfiles).
+    enter = DebianRelease(codename, root).enter_prefix("/")
+    _run([*enter, "/bin/sh", "-c", script], f"apt-get install in {codename}")
     (root / _STAMP).write_text(json.dumps({"packages": sorted({*have, *missing})}) + "\n")
 
 

@@ -42,6 +42,7 @@ from factoryctl.lab.debian import DebianRelease, host_codename
 from factoryctl.lab.leftovers import is_ours, kill_all, our_processes
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
 from factoryctl.lab.slurm_conf import write_lab_files
+from factoryctl.lab.slurmdbd import AccountingDaemons
 
 # The client programs a release's ``env`` puts first on PATH.
 CLIENTS = ("sinfo", "squeue", "scontrol", "sbatch", "srun", "salloc", "scancel", "sacct",
@@ -73,12 +74,15 @@ class SlurmCluster:
     # Host directories a chroot release must see (what its Prolog/Epilog scripts run).
     shared: Sequence[str] = ()
     release: DebianRelease = field(default_factory=lambda: DebianRelease(host_codename()))
+    # slurmdbd + MariaDB (``factoryctl.lab.slurmdbd``): sacct answers, jobs carry accounts.
+    accounting: bool = False
     dir: Path = field(init=False)
     node_names: list[str] = field(init=False, default_factory=list)
     ctld_port: int = field(init=False, default=0)
     rest_url: str = field(init=False, default="")  # slurmrestd over TCP (JWT), once started
     procs: list[ManagedProcess] = field(init=False, default_factory=list)
     _owns_dir: bool = field(init=False, default=False)
+    dbd: AccountingDaemons | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         width = max(2, len(str(self.nodes + self.extra_nodes)))
@@ -93,6 +97,13 @@ class SlurmCluster:
     @property
     def conf_path(self) -> Path:
         return self.dir / "etc" / "slurm.conf"
+
+    @property
+    def cluster_name(self) -> str:
+        m = re.search(r"^ClusterName=(\S+)", self.conf_path.read_text(), re.M)
+        if m is None:
+            raise RuntimeError(f"no ClusterName in {self.conf_path}")
+        return m.group(1)
 
     @property
     def munge_socket(self) -> Path:
@@ -126,6 +137,13 @@ class SlurmCluster:
                 if self.release.which(name):
                     (bin_dir / name).write_text(self.release.wrapper(name))
                     (bin_dir / name).chmod(0o755)
+        extra_conf = list(self.extra_conf)
+        if self.accounting:
+            # Its daemons go straight into our procs, so stop() reaches a half-started one.
+            self.dbd = AccountingDaemons(
+                self.release, self.dir, self.munge_socket, self.env, procs=self.procs
+            )
+            extra_conf = [*self.dbd.conf_lines(), *extra_conf]
         self.ctld_port = write_lab_files(
             self.dir,
             munge_socket=self.munge_socket,
@@ -135,7 +153,7 @@ class SlurmCluster:
             cpus_per_node=self.cpus_per_node,
             prolog=self.prolog,
             epilog=self.epilog,
-            extra_conf=self.extra_conf,
+            extra_conf=extra_conf,
             slurm_version=self.release.slurm_version(),
             jwt=self.jwt,
         )
@@ -175,6 +193,10 @@ class SlurmCluster:
         self.procs.append(munged.start())
         wait_until(self.munge_socket.exists, 10, "munged socket")
         env = self.env
+        if self.dbd is not None:
+            self.dbd.start_mariadb(timeout)
+            self.dbd.start_slurmdbd(timeout)
+            self.dbd.add_associations(self.cluster_name, ["root"])
         ctld = ManagedProcess(
             "slurmctld",
             self.release.argv("slurmctld", "-D", "-i"),
@@ -463,14 +485,17 @@ class SlurmCluster:
 
 
 def main() -> None:
-    """``python -m factoryctl.lab.slurm [NODES [RELEASE]]``: a cluster to try factoryctl
-    against, of the host's Slurm or of a lab release (``trixie``: 24.11, ``forky``: 26.05)."""
+    """``python -m factoryctl.lab.slurm [NODES [RELEASE]] [--accounting]``: a cluster to
+    try factoryctl against, of the host's Slurm or of a lab release (``trixie``: 24.11,
+    ``forky``: 26.05); ``--accounting`` adds slurmdbd and MariaDB (sacct answers)."""
     import sys
 
     from factoryctl.lab.debian import release
 
-    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    rel = release(sys.argv[2]) if len(sys.argv) > 2 else DebianRelease(host_codename())
+    accounting = "--accounting" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--accounting"]
+    nodes = int(args[0]) if args else 4
+    rel = release(args[1]) if len(args) > 1 else DebianRelease(host_codename())
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -478,7 +503,7 @@ def main() -> None:
     # SIGTERM (and SIGINT, which a shell's "&" ignores) must still stop every daemon.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    with SlurmCluster(nodes=nodes, release=rel) as cluster:
+    with SlurmCluster(nodes=nodes, release=rel, accounting=accounting) as cluster:
         print(f"export SLURM_CONF={cluster.conf_path}")
         if not rel.native:  # that release's clients, run in its chroot
             print(f"export PATH={cluster.dir / 'bin'}:$PATH")

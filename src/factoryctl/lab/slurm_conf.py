@@ -118,7 +118,6 @@ def write_lab_files(
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",
         "SlurmdParameters=config_overrides",
-        "AccountingStorageType=accounting_storage/none",
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={d / 'log' / 'jobcomp.txt'}",
         "ReturnToService=2",
@@ -134,6 +133,9 @@ def write_lab_files(
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
     ]
+    # extra_conf may name slurmdbd (an accounting cluster); a key given twice is ambiguous.
+    if not any(line.startswith("AccountingStorageType=") for line in extra_conf):
+        conf.append("AccountingStorageType=accounting_storage/none")
     if jwt:
         conf += ["AuthAltTypes=auth/jwt", f"AuthAltParameters=jwt_key={jwt_key}"]
     if prolog:

@@ -11,6 +11,7 @@ with ``SCHEDULER_ERROR``. Errors of our own code outside the backend are not tou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +20,8 @@ from factoryctl.model import Job, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest, Scheduler
 
 T = TypeVar("T")
+# Reads a backend may lack: ``jobs_between`` (Slurm's accounting, sacct).
+_OPTIONAL_READS = ("jobs_between",)
 _MAX_DETAIL = 200
 
 
@@ -34,7 +37,11 @@ class CheckedScheduler:
     def __getattr__(self, attr: str) -> Any:
         if attr == "inner":  # not set yet (copy, pickle): no recursion
             raise AttributeError(attr)
-        return getattr(self.inner, attr)
+        found = getattr(self.inner, attr)
+        if attr in _OPTIONAL_READS and callable(found):
+            # A read only some backends have (hasattr says which), behind the gate too.
+            return functools.partial(self._call, attr, found)
+        return found
 
     def __repr__(self) -> str:
         return f"CheckedScheduler({self.inner!r})"

@@ -49,6 +49,8 @@ _UNREACHABLE = (
     "authentication failure",
     "unable to establish",
     "communication connection failure",
+    # sacct when slurmdbd is down or unreachable.
+    "problem talking to the database",
 )
 _NOT_FOUND = ("invalid node name specified", "not found", "requested reservation is invalid")
 
@@ -171,6 +173,13 @@ class SlurmCLI:
                 self.json_unsupported = True
         return parse_scontrol_jobs(self._run(["scontrol", "-o", "-d", "show", "job"]))
 
+    def jobs_between(self, since: float, until: float) -> list[Job]:
+        """Jobs that were eligible or ran in [since, until] from Slurm's accounting
+        (``sacct``, slurmdbd): finished ones long after squeue forgot them."""
+        from factoryctl.scheduler.slurm_accounting import parse_sacct, sacct_argv
+
+        return parse_sacct(self._run(sacct_argv(since, until)))
+
     def reservations(self) -> list[Reservation]:
         text = self._run(["scontrol", "-o", "show", "reservation"])
         return parse_reservations(text)
@@ -241,7 +250,8 @@ def classify_error(argv: Sequence[str], message: str) -> FactoryctlError:
     # The command without its Key=value arguments (a reason can be 512 characters).
     what = " ".join(a for a in argv[:4] if "=" not in a)
     if any(m in lowered for m in _UNREACHABLE):
-        hint = "" if "slurmctld" in lowered else " (is slurmctld running, and SLURM_CONF right?)"
+        daemon = "slurmdbd" if argv[0] == "sacct" else "slurmctld"  # sacct asks slurmdbd
+        hint = "" if daemon in lowered else f" (is {daemon} running, and SLURM_CONF right?)"
         return FactoryctlError(
             f"scheduler unreachable ({what}): {first}{hint}", ExitStatus.SCHEDULER_UNREACHABLE
         )

@@ -143,14 +143,41 @@ class EnergyReader:
 
     def why_unknown(self, job: Job, now: float) -> str:
         """Why a job's GPUs cannot be known, from what Prometheus holds over its time."""
+        return self.why_unknown_all([job], now)[job.job_id]
+
+    def _samples_range(self, job: Job, now: float) -> tuple[float, str] | None:
+        """(end, window) of the question "any GPU samples over the job's time?"; None
+        where it need not be asked."""
+        if self.schema.attribution is None or job.start_time is None:
+            return None
+        end = min(job.end_time if job.end_time is not None else now, now)
+        return end, dur(max(end - job.start_time, 0.0) + 2 * self.interval)
+
+    def why_unknown_all(self, jobs: Sequence[Job], now: float) -> dict[str, str]:
+        """``why_unknown`` of each job, each distinct time range asked once and the ranges
+        at once: a month's 10,000 finished jobs of an array end within a few hundred
+        distinct seconds (one question per job took ~80 % of such a report's time)."""
+        ranges = {j.job_id: self._samples_range(j, now) for j in jobs}
+        distinct = sorted({r for r in ranges.values() if r is not None})
+        marker = self.schema.marker
+
+        def ask(r: tuple[float, str]) -> bool:
+            return bool(self.client.query(f"count(count_over_time({marker}[{r[1]}]))", r[0]).vector)
+
+        with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
+            seen = dict(zip(distinct, pool.map(ask, distinct), strict=True))
+        out = {}
+        for job in jobs:
+            r = ranges[job.job_id]
+            out[job.job_id] = self._why(job, None if r is None else seen[r])
+        return out
+
+    def _why(self, job: Job, seen: bool | None) -> str:
         if self.schema.attribution is None:
             return "its GPUs are unknown: the scheduler does not list them, and no attribution"
-        if job.start_time is None:
+        if job.start_time is None or seen is None:
             return "its GPUs are unknown: no start time, and no attribution recorded for it"
-        end = min(job.end_time if job.end_time is not None else now, now)
-        window = dur(max(end - job.start_time, 0.0) + 2 * self.interval)
-        seen = self.client.query(f"count(count_over_time({self.schema.marker}[{window}]))", end)
-        if not seen.vector:
+        if not seen:
             return (
                 "no GPU samples at all over its time range (older than the retention,"
                 " or exporters were down): its GPUs cannot be known"
@@ -175,12 +202,10 @@ class EnergyReader:
         with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
             results = list(pool.map(lambda j: self._one_job(j, now, since, until), tasks))
         out = {r.job_id: r for r in results}
-        for job in jobs:
-            if job.job_id not in out:
-                # No GPU known to have been held: never "no energy samples for 0 GPUs".
-                out[job.job_id] = JobEnergy(
-                    job.job_id, None, "gpu-counter", self.why_unknown(job, now)
-                )
+        # No GPU known to have been held: never "no energy samples for 0 GPUs".
+        unknown = [j for j in jobs if j.job_id not in out]
+        for job_id, why in self.why_unknown_all(unknown, now).items():
+            out[job_id] = JobEnergy(job_id, None, "gpu-counter", why)
         return out
 
     def _one_job(self, job: Job, now: float, since: float | None, until: float | None) -> JobEnergy:

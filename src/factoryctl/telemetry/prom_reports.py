@@ -9,6 +9,7 @@ from factoryctl.model import Allocation, Job, JobState
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
+from factoryctl.telemetry.scheduler_view import SchedulerView
 from factoryctl.triage import Alert
 
 
@@ -90,3 +91,39 @@ def parse_rfc3339(text: object) -> float | None:
         return value + (float("0." + frac[:6]) if frac[:6].isdigit() else 0.0)
     except ValueError:
         return None
+
+
+def scheduler_jobs(
+    scheduler: SchedulerView, since: float, until: float, warnings: list[str]
+) -> tuple[list[Job], set[str], bool]:
+    """The jobs a scheduler knows that ran in [since, until], every id it listed, and
+    whether its accounting answered.
+
+    squeue's list (running jobs, and finished ones for MinJobAge) plus, where the scheduler
+    has an accounting database (``jobs_between``: sacct), every job that ran in the window
+    however long ago it ended. A job in both is squeue's: the live view of a running job.
+    Accounting that cannot be read leaves a report of what is still known, and a warning
+    that says so; the scheduler itself failing is an error (the caller's)."""
+    listed = list(scheduler.jobs())
+    merged: dict[str, Job] = {}
+    accounted = False
+    between = getattr(scheduler, "jobs_between", None)
+    if callable(between):
+        try:
+            merged = {j.job_id: j for j in between(since, until)}
+            accounted = True
+        except FactoryctlError as err:
+            warnings.append(
+                f"accounting unavailable ({err.message}): jobs that ended before the"
+                " scheduler's memory are only those the exporters' attribution recorded"
+            )
+    merged.update({j.job_id: j for j in listed})
+    jobs = [
+        j
+        for j in merged.values()
+        if (j.start_time is None or j.start_time < until)
+        and (j.end_time is None or j.end_time > since)
+        # A job that never started used no energy in any window.
+        and not (j.start_time is None and j.state.finished)
+    ]
+    return jobs, set(merged), accounted

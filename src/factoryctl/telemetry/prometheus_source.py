@@ -42,7 +42,12 @@ from factoryctl.telemetry.prom_detect import (
     detect_search_delay,
     gpu_key,
 )
-from factoryctl.telemetry.prom_reports import SchedulerRequired, firing_alerts, jobs_seen
+from factoryctl.telemetry.prom_reports import (
+    SchedulerRequired,
+    firing_alerts,
+    jobs_seen,
+    scheduler_jobs,
+)
 from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
     SchedulerView,
@@ -419,23 +424,21 @@ class PrometheusSource:
         return out
 
     # -- reports -------------------------------------------------------------------------
-    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
-        """Jobs that ran in [since, until] and the energy each used inside that window."""
+    def energy_report(
+        self, since: float, until: float, warnings: list[str] | None = None
+    ) -> tuple[list[Job], dict[str, JobEnergy]]:
+        """Jobs that ran in [since, until] and the energy each used inside that window;
+        what limits the report (accounting unreachable) is added to ``warnings``."""
         schema = self.schema(until)
         forgotten: set[str] = set()
         if self.scheduler is not None:
-            listed = list(self.scheduler.jobs())
-            jobs = [
-                j
-                for j in listed
-                if (j.start_time is None or j.start_time < until)
-                and (j.end_time is None or j.end_time > since)
-            ]
+            jobs, known, accounted = scheduler_jobs(
+                self.scheduler, since, until, warnings if warnings is not None else []
+            )
             if schema.job_info is not None:
                 # Slurm forgets a finished job after MinJobAge (5 min) unless an accounting
                 # database answers sacct; the exporters' attribution still knows who held
                 # which GPUs, so those jobs are reported too (no start or end known).
-                known = {j.job_id for j in listed}
                 seen = jobs_seen(self.client, schema, since, until)
                 extra = [j for j in seen if j.job_id not in known]
                 forgotten = {j.job_id for j in extra}
@@ -465,7 +468,7 @@ class PrometheusSource:
         for job_id in forgotten:
             e = measured.get(job_id)
             if e is not None and not e.note:
-                measured[job_id] = replace(e, note=FORGOTTEN)
+                measured[job_id] = replace(e, note=NOT_ACCOUNTED if accounted else FORGOTTEN)
         return jobs, measured
 
     def processes(self, node: str, at: float | None = None) -> ProcessTable:
@@ -506,6 +509,11 @@ NO_JOBS = (
 FORGOTTEN = (
     "no longer listed by the scheduler (no accounting database): user and GPUs from the"
     " exporters' attribution, start and end unknown"
+)
+# Where the accounting database answered but did not have the job either.
+NOT_ACCOUNTED = (
+    "in neither the scheduler's list nor its accounting for the window: user and GPUs from"
+    " the exporters' attribution, start and end unknown"
 )
 
 

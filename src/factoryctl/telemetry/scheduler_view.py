@@ -24,6 +24,15 @@ class SchedulerView(Protocol):
         ...
 
 
+class AccountingView(Protocol):
+    """What a scheduler with an accounting database adds (Slurm: slurmdbd, sacct)."""
+
+    def jobs_between(self, since: float, until: float) -> Sequence[Job]:
+        """Every job that was eligible or ran in [since, until], finished ones long after
+        the scheduler itself forgot them, with start, end, account and GPU count."""
+        ...
+
+
 def nodes_from_gpus(gpus: Iterable[GPU], attributed: bool = True) -> tuple[Node, ...]:
     """Telemetry-only: a node per exporter host, its state guessed from its GPUs.
 
