@@ -142,6 +142,8 @@ class Job:
     end_time: float | None = None  # None while running
     allocations: tuple[Allocation, ...] = ()
     energy_joules: float | None = None  # measured, not estimated; None when unknown
+    # Slurm's AdminComment: where the epilog records the job's energy (energy_record).
+    admin_comment: str = ""
 
     @property
     def gpu_count(self) -> int:

@@ -218,6 +218,13 @@ class SlurmCLI:
     def delete_reservation(self, name: str) -> None:
         self._run(["scontrol", "delete", f"ReservationName={validate_reservation_name(name)}"])
 
+    def set_admin_comment(self, job_id: str, comment: str) -> None:
+        """Replace the job's AdminComment (SlurmUser or an operator may; the job's owner
+        may not). The caller merges: see ``factoryctl.energy_record.merge``."""
+        if not re.fullmatch(r"[0-9]+([_+][0-9]+)?", job_id):
+            raise UsageError(f"invalid job id {job_id!r}")
+        self._run(["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"])
+
 
 def _no_json(err: FactoryctlError) -> bool:
     """Slurm said it has no such JSON option (not: it printed JSON we do not understand)."""

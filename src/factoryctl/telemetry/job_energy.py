@@ -54,10 +54,15 @@ class EnergyReader:
 
     # -- native: the exporter's per-job counters -----------------------------------------
     def job_counters(
-        self, since: float, until: float, job_ids: Iterable[str] | None = None
+        self,
+        since: float,
+        until: float,
+        job_ids: Iterable[str] | None = None,
+        metric: str | None = None,
     ) -> dict[str, float]:
-        """Joules each job used in (since, until], for every job with a counter there."""
-        metric = self.schema.job_energy
+        """Joules each job used in (since, until], for every job with a counter there.
+        ``metric``: another per-(node, job) counter read the same way (GPU-seconds)."""
+        metric = metric or self.schema.job_energy
         if metric is None:
             return {}
         ids = sorted(set(job_ids)) if job_ids is not None else None
