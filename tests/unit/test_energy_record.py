@@ -1,0 +1,224 @@
+"""Issue 12 part 4: the job's energy in Slurm's AdminComment, its format and its merge.
+
+Pure functions and the command's paths that need no Prometheus; the whole path (a real
+slurmctld running the epilog, a real Prometheus) is tests/integration/test_energy_epilog.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from factoryctl.cli.env import Environment
+from factoryctl.cli.main import main
+from factoryctl.energy_record import (
+    MAX_COMMENT,
+    EnergyRecord,
+    RecordError,
+    find_segment,
+    merge,
+    parse_record,
+)
+from factoryctl.errors import ExitStatus
+from factoryctl.model import Job, JobState
+from factoryctl.scheduler.slurm_cli import SlurmCLI
+from factoryctl.scheduler.slurm_json import parse_jobs
+from tests.conftest import FROZEN_NOW, Result
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
+REC = EnergyRecord("4242", 123456.74, 3600.0, 3400.0, "job-counter")
+SEGMENT = (
+    "factoryctl:v1 job=4242 energy_j=123456.7 gpu_s=3600.0 active_gpu_s=3400.0 src=job-counter"
+)
+
+
+def test_segment_is_compact_and_round_trips() -> None:
+    assert REC.segment() == SEGMENT
+    back = parse_record(SEGMENT)
+    assert back == EnergyRecord("4242", 123456.7, 3600.0, 3400.0, "job-counter")
+    # dcgm sites: no active GPU-seconds; the key is left out, and read back as None.
+    dcgm = EnergyRecord("7_3", 10.0, 20.0, None, "gpu-counter")
+    assert "active_gpu_s" not in dcgm.segment()
+    assert parse_record("site text; " + dcgm.segment()) == dcgm
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        (EnergyRecord("42; rm", 1.0), "invalid job id"),
+        (EnergyRecord("42", float("nan")), "not a recordable"),
+        (EnergyRecord("42", -1.0), "not a recordable"),
+        (EnergyRecord("42", 1.0, source="guess"), "unknown energy source"),
+    ],
+)
+def test_unrecordable_values_are_refused(record: EnergyRecord, error: str) -> None:
+    with pytest.raises(RecordError, match=error):
+        record.segment()
+
+
+@pytest.mark.parametrize(
+    ("comment", "error"),
+    [
+        ("factoryctl:v2 job=1 energy_j=1.0 src=job-counter", "v2 is not understood"),
+        ("factoryctl:v1 job=1 src=job-counter", "lacks energy_j="),
+        ("factoryctl:v1 job=1 energy_j=lots src=job-counter", "not a number"),
+        ("factoryctl:v1 job=1 energy_j=-5 src=job-counter", "not a quantity"),
+        ("factoryctl:v1 job=1 energy_j=5 src=estimate", "unknown src"),
+        ("factoryctl:v1 job=1 energy_j=5 oops src=job-counter", "malformed token"),
+    ],
+)
+def test_an_unreadable_segment_of_ours_is_a_loud_error(comment: str, error: str) -> None:
+    with pytest.raises(RecordError, match=error):
+        parse_record(comment)
+
+
+def test_no_segment_is_no_record() -> None:
+    assert parse_record("") is None
+    assert parse_record("reviewed by ops, see ticket 12") is None
+    assert find_segment("a; " + SEGMENT + "; b") == SEGMENT
+
+
+def test_merge_keeps_the_sites_text_and_writes_once() -> None:
+    first = merge("", REC)
+    assert first.comment == SEGMENT
+    # Someone else's note stays, ours is appended after it.
+    site = merge("billing: project X", REC)
+    assert site.comment == "billing: project X; " + SEGMENT
+    # An epilog run twice writes once, whatever surrounds our segment.
+    assert merge(first.comment, REC).comment is None
+    again = merge(site.comment or "", REC)
+    assert again.comment is None and "already recorded for job 4242" in again.reason
+
+
+def test_merge_replaces_only_our_stale_segment() -> None:
+    stale = "before; factoryctl:v1 job=1 energy_j=5.0 src=job-counter; after"
+    new = merge(stale, REC)
+    assert new.comment == f"before; {SEGMENT}; after"
+    unreadable = merge("factoryctl:v9 whatever; after", REC)
+    assert unreadable.comment == f"{SEGMENT}; after"
+
+
+def test_merge_leaves_an_encoded_or_full_comment_intact() -> None:
+    # Princeton jobstats keeps one base64 record there: anything appended corrupts it.
+    js = merge("JS1:eyJncHVzIjogOH0=", REC)
+    assert js.comment is None and "left intact" in js.reason
+    long = "x" * (MAX_COMMENT - 10)
+    full = merge(long, REC)
+    assert full.comment is None and "no room" in full.reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["squeue_22.05.json", "squeue_24.11.json", "squeue_26.05.json", "scontrol_job_26.05.json"],
+)
+def test_admin_comment_is_read_from_every_generations_json(name: str) -> None:
+    doc = json.loads((FIXTURES / name).read_text())
+    assert all("admin_comment" in j for j in doc["jobs"]), "the field this relies on"
+    doc["jobs"][0]["admin_comment"] = "ops note; " + SEGMENT
+    jobs = parse_jobs(json.dumps(doc), name)
+    assert jobs[0].admin_comment == "ops note; " + SEGMENT
+    assert parse_record(jobs[0].admin_comment) is not None
+    assert all(j.admin_comment == "" for j in jobs[1:])
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.argvs: list[list[str]] = []
+
+    def __call__(
+        self, argv: Sequence[str], env: Mapping[str, str] | None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        self.argvs.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+
+def test_set_admin_comment_is_one_scontrol_update() -> None:
+    runner = Runner()
+    SlurmCLI(runner=runner).set_admin_comment("42", "a; " + SEGMENT)
+    assert runner.argvs == [["scontrol", "update", "JobId=42", f"AdminComment=a; {SEGMENT}"]]
+    with pytest.raises(Exception, match="invalid job id"):
+        SlurmCLI(runner=runner).set_admin_comment("42 Partition=x", "")
+    assert len(runner.argvs) == 1
+
+
+class Jobs:
+    """A scheduler that lists jobs and records AdminComment writes."""
+
+    name = "fake"
+
+    def __init__(self, *jobs: Job) -> None:
+        self.listed = list(jobs)
+        self.written: list[tuple[str, str]] = []
+
+    def jobs(self) -> list[Job]:
+        return self.listed
+
+    def set_admin_comment(self, job_id: str, comment: str) -> None:
+        self.written.append((job_id, comment))
+
+
+def _run(scheduler: Jobs, *argv: str, **environ: str) -> Result:
+    """factoryctl in-process with this scheduler and a fixed clock."""
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(
+        stdout=out,
+        stderr=err,
+        stdin_isatty=False,
+        environ={"HOME": "/nonexistent", **environ},
+        clock=lambda: FROZEN_NOW,
+    )
+    env.scheduler_factory = lambda _env: scheduler  # type: ignore[assignment,return-value]
+    status = main(list(argv), env)
+    return Result(status, out.getvalue(), err.getvalue())
+
+
+ENDED = Job(
+    "4242",
+    "ada",
+    state=JobState.COMPLETED,
+    start_time=FROZEN_NOW - 3600,
+    end_time=FROZEN_NOW - 60,
+)
+
+
+def test_job_epilog_run_twice_writes_once_without_asking_prometheus() -> None:
+    done = Jobs(replace(ENDED, admin_comment="ops; " + SEGMENT))
+    # No Prometheus is configured: an already recorded job never needs one.
+    res = _run(done, "job-epilog", "4242")
+    assert res.status == 0, res.stderr
+    assert res.stdout.startswith("job 4242: nothing written: already recorded")
+    assert done.written == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (("job-epilog", "42;x"), ExitStatus.USAGE, "invalid job id '42;x'"),
+        (("job-epilog", "--timeout", "0", "4242"), ExitStatus.USAGE, "--timeout must be positive"),
+        (("job-epilog", "99"), ExitStatus.NOT_FOUND, "job 99 is not known to the scheduler"),
+        (("job-epilog", "4242"), ExitStatus.CONFIG, "no Prometheus URL configured"),
+    ],
+)
+def test_job_epilog_bad_input_is_one_line_and_writes_nothing(
+    argv: tuple[str, ...], status: ExitStatus, message: str
+) -> None:
+    sched = Jobs(ENDED)
+    res = _run(sched, *argv)
+    assert res.status == status, res
+    assert res.stdout == ""
+    assert len(res.stderr.splitlines()) == 1 and message in res.stderr, res.stderr
+    assert sched.written == []
+
+
+def test_job_epilog_unreachable_prometheus_writes_nothing() -> None:
+    sched = Jobs(ENDED)
+    res = _run(sched, "job-epilog", "4242", FACTORYCTL_PROMETHEUS_URL="http://127.0.0.1:9")
+    assert res.status == ExitStatus.TELEMETRY_UNREACHABLE, res
+    assert len(res.stderr.splitlines()) == 1
+    assert sched.written == []
