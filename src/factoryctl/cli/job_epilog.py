@@ -39,12 +39,47 @@ def _find(scheduler: Scheduler, job_id: str) -> Job:
     raise NotFoundError(f"job {job_id} is not known to the scheduler (MinJobAge passed?)")
 
 
-def _already(job: Job) -> EnergyRecord | None:
+def _current(scheduler: Scheduler, job: Job) -> str:
+    """The AdminComment as it stands. Once a job has ended, the accounting database's copy
+    is the one that changes (see ``SlurmCLI.set_admin_comment``); without accounting,
+    slurmctld's is all there is."""
+    if job.state.finished:
+        try:
+            accounted = checked(scheduler).accounted_admin_comment(job.job_id)
+        except FactoryctlError:
+            accounted = None  # no accounting here: the write will say so
+        if accounted is not None:
+            return accounted
+    return job.admin_comment
+
+
+def _already(job_id: str, comment: str) -> EnergyRecord | None:
     try:
-        record = parse_record(job.admin_comment)
+        record = parse_record(comment)
     except RecordError:
         return None  # ours but unreadable: merge() replaces it
-    return record if record is not None and record.job_id == job.job_id else None
+    return record if record is not None and record.job_id == job_id else None
+
+
+def _write(scheduler: Scheduler, job_id: str, comment: str, deadline: float, env: Any) -> None:
+    """Write, retrying while slurmdbd has not yet stored the job's end (it gets it from
+    slurmctld asynchronously): until ``deadline``, then the last error stands."""
+    while True:
+        try:
+            checked(scheduler).set_admin_comment(job_id, comment)
+            return
+        except FactoryctlError as err:
+            if "not in the accounting database" not in err.message:
+                if "sacctmgr" in err.message:
+                    raise FactoryctlError(
+                        f"job {job_id} has ended, so only Slurm's accounting can take its"
+                        f" AdminComment, and it did not: {err.message}",
+                        err.status,
+                    ) from None
+                raise
+            if env.clock() + 1.0 > deadline:
+                raise
+            time.sleep(1.0)
 
 
 @click.command("job-epilog")
@@ -75,7 +110,7 @@ def job_epilog(job_id: str, timeout: float, dry_run: bool) -> None:
     deadline = started + timeout
     scheduler = env.scheduler()
     job = _find(scheduler, job_id)
-    done = _already(job)
+    done = _already(job_id, _current(scheduler, job))
     if done is not None:
         # An epilog run twice writes once; Prometheus is not even asked.
         _report(env, job, None, f"already recorded: {done.segment()}", written=False)
@@ -104,13 +139,13 @@ def job_epilog(job_id: str, timeout: float, dry_run: bool) -> None:
     if wait > 0:
         time.sleep(wait)
     record = job_totals(source, job, max(env.clock(), ready))
-    current = _find(scheduler, job_id).admin_comment  # it may have changed while we waited
-    plan = merge(current, record)
+    # It may have changed while we waited.
+    plan = merge(_current(scheduler, _find(scheduler, job_id)), record)
     if plan.comment is None:
         _report(env, job, record, plan.reason, written=False)
         return
     if not dry_run:
-        checked(scheduler).set_admin_comment(job_id, plan.comment)
+        _write(scheduler, job_id, plan.comment, deadline, env)
     _report(env, job, record, plan.reason if not dry_run else "dry run", written=not dry_run,
             comment=plan.comment)  # fmt: skip
 

@@ -89,6 +89,13 @@ class CheckedScheduler:
             )
         self._call("set_admin_comment", write, job_id, comment)
 
+    def accounted_admin_comment(self, job_id: str) -> str | None:
+        read = getattr(self.inner, "accounted_admin_comment", None)
+        if read is None:
+            return None  # no accounting reader: slurmctld's copy is all there is
+        result: str | None = self._call("accounted_admin_comment", read, job_id)
+        return result
+
 
 def checked(scheduler: Scheduler) -> CheckedScheduler:
     """``scheduler`` behind the gate (once: a checked scheduler is returned as it is)."""

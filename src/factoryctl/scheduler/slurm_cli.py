@@ -220,10 +220,43 @@ class SlurmCLI:
 
     def set_admin_comment(self, job_id: str, comment: str) -> None:
         """Replace the job's AdminComment (SlurmUser or an operator may; the job's owner
-        may not). The caller merges: see ``factoryctl.energy_record.merge``."""
-        if not re.fullmatch(r"[0-9]+([_+][0-9]+)?", job_id):
-            raise UsageError(f"invalid job id {job_id!r}")
-        self._run(["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"])
+        may not). The caller merges: see ``factoryctl.energy_record.merge``.
+
+        slurmctld takes it while the job runs; once it has ended, every generation
+        (22.05, 24.11, 26.05) answers "Job has already finished", and only the accounting
+        database can still change it: ``sacctmgr modify job`` (as Princeton's jobstats
+        does), which is where ``sacct`` reads it."""
+        _job_id(job_id)
+        try:
+            self._run(["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"])
+            return
+        except FactoryctlError as err:
+            if "already finished" not in err.message.lower():
+                raise
+        argv = ["sacctmgr", "-i", "modify", "job", "where", f"jobid={job_id}", "set"]
+        out = self._run([*argv, f"AdminComment={comment}"])
+        if "nothing modified" in out.lower() or job_id not in out.split():
+            raise FactoryctlError(
+                f"sacctmgr modified no job {job_id}: not in the accounting database (yet)",
+                ExitStatus.SCHEDULER_ERROR,
+            )
+
+    def accounted_admin_comment(self, job_id: str) -> str | None:
+        """The AdminComment the accounting database holds (None: it holds no such job).
+        After the job's end it is the authority: slurmctld's copy is not updated."""
+        _job_id(job_id)
+        out = self._run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,AdminComment"])
+        for line in out.splitlines():
+            listed, sep, text = line.partition("|")
+            if sep and listed == job_id:
+                return text
+        return None
+
+
+def _job_id(job_id: str) -> str:
+    if not re.fullmatch(r"[0-9]+([_+][0-9]+)?", job_id):
+        raise UsageError(f"invalid job id {job_id!r}")
+    return job_id
 
 
 def _no_json(err: FactoryctlError) -> bool:
