@@ -201,7 +201,7 @@ def test_job_epilog_run_twice_writes_once_without_asking_prometheus() -> None:
     [
         (("job-epilog", "42;x"), ExitStatus.USAGE, "invalid job id '42;x'"),
         (("job-epilog", "--timeout", "0", "4242"), ExitStatus.USAGE, "--timeout must be positive"),
-        (("job-epilog", "99"), ExitStatus.NOT_FOUND, "job 99 is not known to the scheduler"),
+        (("job-epilog", "99"), ExitStatus.NOT_FOUND, "job 99 is known neither to slurmctld"),
         (("job-epilog", "4242"), ExitStatus.CONFIG, "no Prometheus URL configured"),
     ],
 )

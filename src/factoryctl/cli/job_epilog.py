@@ -33,10 +33,24 @@ RESERVE_SECONDS = 5.0
 
 
 def _find(scheduler: Scheduler, job_id: str) -> Job:
+    """slurmctld's record (GPUs, exact times), else the accounting database's: slurmctld
+    purges a job MinJobAge after its end (2 s at some sites)."""
     for job in scheduler.jobs():
         if job.job_id == job_id:
             return job
-    raise NotFoundError(f"job {job_id} is not known to the scheduler (MinJobAge passed?)")
+    accounted = _accounted(scheduler, job_id)
+    if accounted is not None:
+        return accounted
+    raise NotFoundError(
+        f"job {job_id} is known neither to slurmctld (MinJobAge passed?) nor to accounting"
+    )
+
+
+def _accounted(scheduler: Scheduler, job_id: str) -> Job | None:
+    try:
+        return checked(scheduler).accounted_job(job_id)
+    except FactoryctlError:
+        return None  # no accounting here: slurmctld's copy is all there is
 
 
 def _current(scheduler: Scheduler, job: Job) -> str:
@@ -44,12 +58,9 @@ def _current(scheduler: Scheduler, job: Job) -> str:
     is the one that changes (see ``SlurmCLI.set_admin_comment``); without accounting,
     slurmctld's is all there is."""
     if job.state.finished:
-        try:
-            accounted = checked(scheduler).accounted_admin_comment(job.job_id)
-        except FactoryctlError:
-            accounted = None  # no accounting here: the write will say so
+        accounted = _accounted(scheduler, job.job_id)
         if accounted is not None:
-            return accounted
+            return accounted.admin_comment
     return job.admin_comment
 
 
@@ -139,8 +150,7 @@ def job_epilog(job_id: str, timeout: float, dry_run: bool) -> None:
     if wait > 0:
         time.sleep(wait)
     record = job_totals(source, job, max(env.clock(), ready))
-    # It may have changed while we waited.
-    plan = merge(_current(scheduler, _find(scheduler, job_id)), record)
+    plan = merge(_current(scheduler, job), record)  # it may have changed while we waited
     if plan.comment is None:
         _report(env, job, record, plan.reason, written=False)
         return

@@ -89,11 +89,11 @@ class CheckedScheduler:
             )
         self._call("set_admin_comment", write, job_id, comment)
 
-    def accounted_admin_comment(self, job_id: str) -> str | None:
-        read = getattr(self.inner, "accounted_admin_comment", None)
+    def accounted_job(self, job_id: str) -> Job | None:
+        read = getattr(self.inner, "accounted_job", None)
         if read is None:
             return None  # no accounting reader: slurmctld's copy is all there is
-        result: str | None = self._call("accounted_admin_comment", read, job_id)
+        result: Job | None = self._call("accounted_job", read, job_id)
         return result
 
 

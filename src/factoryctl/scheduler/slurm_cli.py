@@ -13,6 +13,7 @@ scheduler. A whole node set goes to scontrol as one hostlist: one call for 1,000
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 
 from factoryctl import hostlists
 from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError, UsageError
-from factoryctl.model import Job, Node
+from factoryctl.model import Job, JobState, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
 from factoryctl.scheduler.slurm_json import SlurmShapeError, parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
+    JOB_STATES,
     parse_reservations,
     parse_scontrol_jobs,
     parse_scontrol_nodes,
@@ -115,10 +117,13 @@ class SlurmCLI:
     json_unsupported: bool = False
     scontrol_json_unsupported: bool = False
 
-    def _run(self, argv: list[str]) -> str:
+    def _run(self, argv: list[str], extra_env: Mapping[str, str] | None = None) -> str:
         self.calls.append(argv)
+        env = self.env
+        if extra_env:
+            env = {**(os.environ if env is None else env), **extra_env}
         try:
-            result = self.runner(argv, self.env, self.timeout)
+            result = self.runner(argv, env, self.timeout)
         except FileNotFoundError:
             raise FactoryctlError(
                 f"{argv[0]} not found: is Slurm installed on this host?",
@@ -233,6 +238,12 @@ class SlurmCLI:
         except FactoryctlError as err:
             if "already finished" not in err.message.lower():
                 raise
+        if comment != comment.lower() and self._sacctmgr_lowercases():
+            raise FactoryctlError(
+                f"job {job_id}: this sacctmgr lowercases the whole AdminComment, which would"
+                f" change the text already there ({comment[:40]!r}); left intact",
+                ExitStatus.REFUSED,
+            )
         argv = ["sacctmgr", "-i", "modify", "job", "where", f"jobid={job_id}", "set"]
         out = self._run([*argv, f"AdminComment={comment}"])
         if "nothing modified" in out.lower() or job_id not in out.split():
@@ -241,15 +252,40 @@ class SlurmCLI:
                 ExitStatus.SCHEDULER_ERROR,
             )
 
-    def accounted_admin_comment(self, job_id: str) -> str | None:
-        """The AdminComment the accounting database holds (None: it holds no such job).
-        After the job's end it is the authority: slurmctld's copy is not updated."""
+    def _sacctmgr_lowercases(self) -> bool:
+        """Whether ``sacctmgr modify job`` lowercases what it sets: 22.05's does (quoted
+        or not; seen on the lab), 24.11's and 26.05's keep the case. Versions between,
+        and any we cannot read, are taken to lowercase: the site's text is not ours to
+        risk."""
+        text = self._run(["sacctmgr", "--version"])
+        m = re.search(r"(\d+)\.(\d+)", text)
+        return m is None or (int(m.group(1)), int(m.group(2))) < (24, 11)
+
+    def accounted_job(self, job_id: str) -> Job | None:
+        """The job as the accounting database holds it (None: it holds no such job), with
+        the AdminComment: after the job's end that copy is the authority (slurmctld's is
+        no longer updated, and is purged MinJobAge after the end). Times as epoch seconds
+        (``SLURM_TIME_FORMAT=%s``); the comment last, as it may hold the separator."""
         _job_id(job_id)
-        out = self._run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,AdminComment"])
+        fields = "JobID,User,Account,Partition,State,Start,End,AdminComment"
+        argv = ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", fields]
+        out = self._run(argv, {"SLURM_TIME_FORMAT": "%s"})
         for line in out.splitlines():
-            listed, sep, text = line.partition("|")
-            if sep and listed == job_id:
-                return text
+            parts = line.split("|", 7)
+            if len(parts) < 8 or parts[0] != job_id:
+                continue
+            _, user, account, partition, state, start, end, comment = parts
+            status = JOB_STATES.get(state.split(" ")[0], JobState.UNKNOWN)
+            return Job(
+                job_id=job_id,
+                user=user,
+                account=account,
+                partition=partition,
+                state=status,
+                start_time=float(start) if start.isdigit() and int(start) > 0 else None,
+                end_time=float(end) if end.isdigit() and int(end) > 0 else None,
+                admin_comment=comment,
+            )
         return None
 
 
