@@ -25,7 +25,7 @@ from factoryctl.energy_record import (
     merge,
     parse_record,
 )
-from factoryctl.errors import ExitStatus
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Job, JobState
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.scheduler.slurm_json import parse_jobs
@@ -128,23 +128,86 @@ def test_admin_comment_is_read_from_every_generations_json(name: str) -> None:
 
 
 class Runner:
-    def __init__(self) -> None:
+    """Answers each program as scripted: {program: (returncode, stdout, stderr)}."""
+
+    def __init__(self, **answers: tuple[int, str, str]) -> None:
         self.argvs: list[list[str]] = []
+        self.answers = answers
 
     def __call__(
         self, argv: Sequence[str], env: Mapping[str, str] | None, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         self.argvs.append(list(argv))
-        return subprocess.CompletedProcess(list(argv), 0, "", "")
+        key = argv[0] + ("_version" if "--version" in argv else "")
+        code, out, err = self.answers.get(key, (0, "", ""))
+        return subprocess.CompletedProcess(list(argv), code, out, err)
 
 
-def test_set_admin_comment_is_one_scontrol_update() -> None:
+def test_set_admin_comment_is_one_scontrol_update_while_the_job_runs() -> None:
     runner = Runner()
     SlurmCLI(runner=runner).set_admin_comment("42", "a; " + SEGMENT)
     assert runner.argvs == [["scontrol", "update", "JobId=42", f"AdminComment=a; {SEGMENT}"]]
     with pytest.raises(Exception, match="invalid job id"):
         SlurmCLI(runner=runner).set_admin_comment("42 Partition=x", "")
     assert len(runner.argvs) == 1
+
+
+FINISHED = (1, "", "Job has already finished for job 42")
+
+
+def test_a_finished_jobs_comment_goes_through_sacctmgr() -> None:
+    runner = Runner(scontrol=FINISHED, sacctmgr=(0, " Modified jobs...\n  42 submitted", ""))
+    SlurmCLI(runner=runner).set_admin_comment("42", SEGMENT)
+    assert runner.argvs[1] == [
+        "sacctmgr", "-i", "modify", "job", "where", "jobid=42", "set", f"AdminComment={SEGMENT}"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answers", "status", "message"),
+    [
+        # slurmdbd has not stored the job yet: the epilog retries this one until --timeout.
+        (
+            {"sacctmgr": (0, " Nothing modified\n", "")},
+            ExitStatus.SCHEDULER_ERROR,
+            "not in the accounting database",
+        ),
+        # No slurmdbd: once the job has ended, nothing can take its AdminComment.
+        (
+            {"sacctmgr": (1, "", "You are not running a supported accounting_storage plugin")},
+            ExitStatus.SCHEDULER_ERROR,
+            "not running a supported accounting_storage",
+        ),
+        # 22.05's sacctmgr lowercases the whole value: a site's capitals are not ours to lose.
+        (
+            {"sacctmgr_version": (0, "slurm-wlm 22.05.8\n", "")},
+            ExitStatus.REFUSED,
+            "lowercases the whole AdminComment",
+        ),
+    ],
+)
+def test_a_finished_job_that_cannot_be_written_says_why(
+    answers: dict[str, tuple[int, str, str]], status: ExitStatus, message: str
+) -> None:
+    runner = Runner(
+        scontrol=FINISHED, **{"sacctmgr_version": (0, "slurm 24.11.5\n", ""), **answers}
+    )
+    with pytest.raises(FactoryctlError, match=message) as err:
+        SlurmCLI(runner=runner).set_admin_comment("42", "Billing X; " + SEGMENT)
+    assert err.value.status == status
+    if status is ExitStatus.REFUSED:
+        assert not any(a[:3] == ["sacctmgr", "-i", "modify"] for a in runner.argvs)
+
+
+def test_accounting_holds_the_job_after_slurmctld_forgot_it() -> None:
+    line = f"42|ada|proj-a|gpu|CANCELLED by 0|1767200000|1767203600|ops | note; {SEGMENT}\n"
+    runner = Runner(sacct=(0, line, ""))
+    job = SlurmCLI(runner=runner).accounted_job("42")
+    assert job is not None
+    assert (job.user, job.account, job.state) == ("ada", "proj-a", JobState.CANCELLED)
+    assert (job.start_time, job.end_time) == (1767200000.0, 1767203600.0)
+    assert job.admin_comment == f"ops | note; {SEGMENT}"  # the separator inside survives
+    assert SlurmCLI(runner=Runner(sacct=(0, "", ""))).accounted_job("42") is None
 
 
 class Jobs:
