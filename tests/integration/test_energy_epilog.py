@@ -232,8 +232,12 @@ def test_epilog_writes_energy_into_the_accounting(
         assert subprocess.run([str(tmp_path / "epilog.sh")], env=rerun, timeout=60).returncode == 0
         assert f"job {plain}: nothing written: already recorded" in _log(tmp_path)
         assert _sacct_comment(cluster, plain) == comment
+        given = (tmp_path / f"epilog-env-{plain}").read_text().splitlines()
+        names = sorted(line.split("=")[0] for line in given if line.startswith("SLURM"))
+        assert "SLURM_JOB_ID" in names and not any(n == "PATH" for n in names)
         print(f"slurm {slurm_release.codename}: {comment}; the truth {truth[plain]:.1f} J"
-              f" ({error:+.3%}), {held:.1f} GPU-s held")  # fmt: skip
+              f" ({error:+.3%}), {held:.1f} GPU-s held; EpilogSlurmctld's environment:"
+              f" {' '.join(names)}")  # fmt: skip
 
 
 def test_epilog_with_prometheus_unreachable_never_holds_the_job(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from factoryctl.cli.env import Environment
@@ -26,9 +27,12 @@ from factoryctl.energy_record import (
     parse_record,
 )
 from factoryctl.errors import ExitStatus, FactoryctlError
-from factoryctl.model import Job, JobState
+from factoryctl.model import FactorySnapshot, Job, JobState
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.scheduler.slurm_json import parse_jobs
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.job_energy import JobEnergy
+from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
 from tests.conftest import FROZEN_NOW, Result
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
@@ -285,3 +289,72 @@ def test_job_epilog_unreachable_prometheus_writes_nothing() -> None:
     assert res.status == ExitStatus.TELEMETRY_UNREACHABLE, res
     assert len(res.stderr.splitlines()) == 1
     assert sched.written == []
+
+
+# -- read back: the recorded figure where Prometheus holds nothing -------------------------
+def _source(handler: object, schema: str) -> PrometheusSource:
+    client = PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+    options = SourceOptions(schema, scrape_interval=15.0, search_delay=0.0)
+    return PrometheusSource(client, options=options, clock=lambda: FROZEN_NOW)
+
+
+def _empty(req: httpx.Request) -> httpx.Response:
+    """A Prometheus past its retention: every query answers, with nothing."""
+    return httpx.Response(
+        200, json={"status": "success", "data": {"resultType": "vector", "result": []}}
+    )
+
+
+OLD = replace(ENDED, admin_comment="ops; " + SEGMENT)
+
+
+@pytest.mark.parametrize("schema", ["native", "dcgm"])
+def test_a_job_older_than_retention_gets_the_recorded_figure(schema: str) -> None:
+    src = _source(_empty, schema)
+    (e,) = src.job_energy([OLD], now=FROZEN_NOW).values()
+    assert (e.joules, e.method) == (123456.7, "admin-comment")
+    assert "AdminComment record (job-counter)" in e.note
+    # Without a record the job's energy stays unknown, never 0.
+    (none,) = src.job_energy([ENDED], now=FROZEN_NOW).values()
+    assert none.joules is None and none.method != "admin-comment"
+
+
+def test_a_recorded_figure_is_never_cut_by_a_window() -> None:
+    src = _source(_empty, "dcgm")
+    assert OLD.start_time is not None
+    (e,) = src.job_energy([OLD], FROZEN_NOW, OLD.start_time + 60, FROZEN_NOW).values()
+    assert e.joules is None and "time range cuts the job" in e.note
+    (inside,) = src.job_energy([OLD], FROZEN_NOW, OLD.start_time - 60, FROZEN_NOW).values()
+    assert inside.joules == 123456.7
+
+
+def test_an_unreadable_record_says_so() -> None:
+    bad = replace(ENDED, admin_comment="factoryctl:v7 job=4242 energy_j=1.0 src=job-counter")
+    (e,) = _source(_empty, "dcgm").job_energy([bad], now=FROZEN_NOW).values()
+    assert e.joules is None and "v7 is not understood" in e.note
+
+
+class RecordedSource:
+    def snapshot(self) -> FactorySnapshot:
+        return FactorySnapshot(time=FROZEN_NOW)
+
+    def energy_report(self, since: float, until: float) -> tuple[list[Job], dict[str, JobEnergy]]:
+        fresh = replace(ENDED, job_id="7")
+        note = "energy from Slurm's AdminComment record (job-counter): Prometheus holds none"
+        return [OLD, fresh], {
+            "4242": JobEnergy("4242", 123456.7, "admin-comment", note),
+            "7": JobEnergy("7", 1000.0, "job-counter"),
+        }
+
+
+def test_energy_says_which_source_each_figure_came_from(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("energy", "--since", "2h", "-o", "json", source=RecordedSource())
+    assert res.status == 0, res.stderr
+    doc = json.loads(res.stdout)
+    sources = {i["job_id"]: i["energy_source"] for i in doc["items"]}
+    assert sources == {"4242": "admin-comment", "7": "job-counter"}
+    assert doc["warnings"] == [
+        "job 4242: energy from Slurm's AdminComment record (job-counter): Prometheus holds none"
+    ]
+    table = run_cli("energy", "--since", "2h", source=RecordedSource())
+    assert "job 4242: energy from Slurm's AdminComment record" in table.stderr
