@@ -36,6 +36,7 @@ from factoryctl.lab.stack import Stack, engine_available
 from factoryctl.model import Job
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.sim import SimConfig, SimFactory, Workload
+from factoryctl.telemetry.job_energy import from_admin_comment
 from tests.integration.simexpo import SimTargets
 
 pytestmark = pytest.mark.integration
@@ -216,6 +217,14 @@ def test_epilog_writes_energy_into_the_accounting(
         assert record.gpu_seconds is not None and record.active_gpu_seconds is not None
         assert abs(record.gpu_seconds - held) <= 1.5, (record, held)
         assert 0 < record.active_gpu_seconds <= record.gpu_seconds
+        # Read back from the accounting database (sacct) as energy/job do for a job older
+        # than Prometheus' retention: the recorded figure, said to be the record's.
+        accounted = scheduler.accounted_job(plain)
+        assert accounted is not None and accounted.admin_comment == comment
+        assert accounted.start_time is not None and accounted.end_time is not None
+        back = from_admin_comment(accounted)
+        assert back is not None and back.method == "admin-comment"
+        assert back.joules == record.energy_joules
         # The site's note: kept first, ours after it; where sacctmgr would lowercase the
         # whole comment (22.05), left exactly as it was, and the log says why.
         kept = _sacct_comment(cluster, foreign) or ""
