@@ -159,8 +159,12 @@ def test_set_admin_comment_is_one_scontrol_update_while_the_job_runs() -> None:
 FINISHED = (1, "", "Job has already finished for job 42")
 
 
-def test_a_finished_jobs_comment_goes_through_sacctmgr() -> None:
-    runner = Runner(scontrol=FINISHED, sacctmgr=(0, " Modified jobs...\n  42 submitted", ""))
+@pytest.mark.parametrize(
+    "refusal", [FINISHED, (1, "", "slurm_update error: Invalid job id specified")]
+)
+def test_a_finished_jobs_comment_goes_through_sacctmgr(refusal: tuple[int, str, str]) -> None:
+    """Ended, or ended and purged from slurmctld already (MinJobAge): slurmdbd takes it."""
+    runner = Runner(scontrol=refusal, sacctmgr=(0, " Modified jobs...\n  42 submitted", ""))
     SlurmCLI(runner=runner).set_admin_comment("42", SEGMENT)
     assert runner.argvs[1] == [
         "sacctmgr", "-i", "modify", "job", "where", "jobid=42", "set", f"AdminComment={SEGMENT}"

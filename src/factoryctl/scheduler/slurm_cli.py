@@ -230,13 +230,16 @@ class SlurmCLI:
         slurmctld takes it while the job runs; once it has ended, every generation
         (22.05, 24.11, 26.05) answers "Job has already finished", and only the accounting
         database can still change it: ``sacctmgr modify job`` (as Princeton's jobstats
-        does), which is where ``sacct`` reads it."""
+        does), which is where ``sacct`` reads it. A job slurmctld has purged already
+        (MinJobAge after its end) reads "Invalid job id": the same way out."""
         _job_id(job_id)
         try:
             self._run(["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"])
             return
         except FactoryctlError as err:
-            if "already finished" not in err.message.lower():
+            # Ended, or ended and already purged (MinJobAge): the accounting's to change.
+            said = err.message.lower()
+            if "already finished" not in said and "invalid job id" not in said:
                 raise
         if comment != comment.lower() and self._sacctmgr_lowercases():
             raise FactoryctlError(
