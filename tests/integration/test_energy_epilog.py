@@ -107,7 +107,10 @@ def _log(where: Path) -> str:
 def _why(cluster: SlurmCluster, where: Path) -> str:
     ctld = (cluster.dir / "log" / "slurmctld.log").read_text().splitlines()
     said = [line for line in ctld if "pilog" in line or "error" in line][-5:]
-    return f"log: {_log(where)!r}; slurmctld: {said}"
+    ps = subprocess.run(["ps", "-eo", "pid,etimes,args"], capture_output=True, text=True)
+    ours = [line.strip() for line in ps.stdout.splitlines() if "job-epilog" in line]
+    sacct = cluster.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,AdminComment"]).stdout
+    return f"log: {_log(where)!r}; still running: {ours}; sacct: {sacct!r}; slurmctld: {said}"
 
 
 def _play(targets: SimTargets, scheduler: SlurmCLI, job_ids: list[str]) -> tuple[dict, float]:
@@ -204,7 +207,8 @@ def test_epilog_writes_energy_into_the_accounting(
 
         try:
             wait_until(lambda: recorded(plain), 30, "the AdminComment", interval=0.3)
-            wait_until(lambda: _log(tmp_path).count("\n") >= 3, 20, "every job's epilog")
+            # Each epilog is bounded by FACTORYCTL_EPILOG_TIMEOUT=20 s (+2 s to kill).
+            wait_until(lambda: _log(tmp_path).count("\n") >= 3, 25, "every job's epilog")
         except TimeoutError:
             pytest.fail(f"not every AdminComment written: {_why(cluster, tmp_path)}")
         log = _log(tmp_path)
