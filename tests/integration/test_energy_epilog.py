@@ -106,11 +106,15 @@ def _log(where: Path) -> str:
 
 def _why(cluster: SlurmCluster, where: Path) -> str:
     ctld = (cluster.dir / "log" / "slurmctld.log").read_text().splitlines()
-    said = [line for line in ctld if "pilog" in line or "error" in line][-5:]
+    said = [line for line in ctld if "pilog" in line.lower() or "script" in line][-8:]
     ps = subprocess.run(["ps", "-eo", "pid,etimes,args"], capture_output=True, text=True)
     ours = [line.strip() for line in ps.stdout.splitlines() if "job-epilog" in line]
     sacct = cluster.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,AdminComment"]).stdout
-    return f"log: {_log(where)!r}; still running: {ours}; sacct: {sacct!r}; slurmctld: {said}"
+    files = sorted(p.name for p in where.iterdir())
+    return (
+        f"log: {_log(where)!r}; files: {files}; still running: {ours}; sacct: {sacct!r};"
+        f" slurmctld: {said}"
+    )
 
 
 def _play(targets: SimTargets, scheduler: SlurmCLI, job_ids: list[str]) -> tuple[dict, float]:
