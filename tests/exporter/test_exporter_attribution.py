@@ -141,3 +141,97 @@ def test_backend_known_jobs_are_used_without_proc(tmp_path):
     r = GpuReading(index=0, uuid="u", processes=(GpuProcess(5),), jobs=(JobRef("9", "eve"),))
     assert attr.attribute([r])[0] == (JobRef("9", "eve"),)
     assert attr.attribute([GpuReading(index=1, uuid="v", up=False)]) == {}
+
+
+# -- the GPUs a job's environment names (SLURM_JOB_GPUS, Slurm 25.11+ UUIDs) --------------
+
+U = [f"GPU-{i:08x}-1111-2222-3333-44445555666{i}" for i in range(4)]
+
+
+def uuid_reading(index: int, pids: list[int], up: bool = True, mig=()) -> GpuReading:
+    return GpuReading(
+        index=index,
+        uuid=U[index],
+        up=up,
+        mig_uuids=tuple(mig),
+        processes=tuple(GpuProcess(p) for p in pids) if up else None,
+    )
+
+
+def _job_env(**gpus: str) -> dict[str, str]:
+    return {"SLURM_JOB_ID": "77", "SLURM_JOB_USER": "ada", **gpus}
+
+
+def test_gpu_entries_from_the_job_environment():
+    from factoryctl.exporter.job_env import gpu_entries
+
+    assert gpu_entries({"SLURM_JOB_GPUS": "0,2", "CUDA_VISIBLE_DEVICES": "0,1"}) == ("0", "2")
+    assert gpu_entries({"SLURM_STEP_GPUS": "3", "CUDA_VISIBLE_DEVICES": U[1]}) == ("3", U[1])
+    assert gpu_entries({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}) == ()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        _job_env(SLURM_JOB_GPUS="1,3"),  # indices (every Slurm generation)
+        _job_env(CUDA_VISIBLE_DEVICES=f"{U[1]},{U[3].upper()}"),  # Slurm 25.11+: UUIDs
+        _job_env(SLURM_STEP_GPUS="1", CUDA_VISIBLE_DEVICES=f"{U[3]}"),
+        # Renumbered inside the job's cgroup (0,1): never read as the node's 0 and 1.
+        _job_env(SLURM_JOB_GPUS="1,3", CUDA_VISIBLE_DEVICES="0,1"),
+    ],
+)
+def test_a_job_holds_the_gpus_its_environment_names(tmp_path, env):
+    """Job 77 runs a process on GPU 1 only; GPU 3 is its too (idle inside the job)."""
+    proc = tmp_path / "proc"
+    make_proc(proc, 100, CG_V2, env)
+    attr = Attributor(None, ProcResolver(proc, user_of=str))
+    out = attr.attribute([uuid_reading(i, [100] if i == 1 else []) for i in range(4)])
+    assert out == {0: (), 1: (JobRef("77", "ada"),), 2: (), 3: (JobRef("77", "ada"),)}
+    assert attr.errors == 0
+
+
+def test_mig_devices_map_to_their_gpu(tmp_path):
+    proc = tmp_path / "proc"
+    mig = "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    # A MIG device the backend lists under GPU 2, and the old parent-named form of GPU 0.
+    make_proc(proc, 100, CG_V2, _job_env(CUDA_VISIBLE_DEVICES=f"{mig},MIG-{U[0]}/1/0"))
+    attr = Attributor(None, ProcResolver(proc, user_of=str))
+    readings = [uuid_reading(0, []), uuid_reading(1, []), uuid_reading(2, [100], mig=[mig])]
+    out = attr.attribute(readings)
+    assert out[0] == out[2] == (JobRef("77", "ada"),) and out[1] == ()
+    assert attr.errors == 0
+
+
+def test_unknown_entries_count_as_errors_and_the_known_still_attribute(tmp_path, caplog):
+    proc = tmp_path / "proc"
+    stranger = "GPU-ffffffff-0000-0000-0000-000000000000"
+    make_proc(proc, 100, CG_V2, _job_env(CUDA_VISIBLE_DEVICES=f"{U[2]},{stranger}"))
+    make_proc(proc, 200, CG_V2, _job_env(SLURM_JOB_GPUS="2,9"))  # no GPU 9 here
+    attr = Attributor(None, ProcResolver(proc, user_of=str))
+    readings = [uuid_reading(0, [100, 200]), uuid_reading(1, []), uuid_reading(2, [])]
+    with caplog.at_level(logging.WARNING, "factoryctl.exporter"):
+        for _ in range(3):
+            out = attr.attribute(readings)
+    assert out[0] == out[2] == (JobRef("77", "ada"),) and out[1] == ()  # never guessed
+    assert attr.errors == 2  # once per process, not per collection
+    warned = [r.message for r in caplog.records]
+    assert len(warned) == 2 and any(stranger in m for m in warned)
+
+
+def test_a_lost_gpu_is_held_by_the_job_whose_environment_names_it(tmp_path):
+    """XID 79: NVML lists no process on GPU 1, but the job still holds it."""
+    proc = tmp_path / "proc"
+    make_proc(proc, 100, CG_V2, _job_env(SLURM_JOB_GPUS="0,1"))
+    attr = Attributor(None, ProcResolver(proc, user_of=str))
+    out = attr.attribute([uuid_reading(0, [100]), uuid_reading(1, [], up=False)])
+    assert out[1] == (JobRef("77", "ada"),)
+
+
+def test_another_jobs_environment_names_no_gpu(tmp_path):
+    """The cgroup says job 4242, the environ job 999 (a process moved between cgroups):
+    the environ's GPUs are not job 4242's."""
+    proc = tmp_path / "proc"
+    make_proc(proc, 100, CG_V1, {"SLURM_JOB_ID": "999", "SLURM_JOB_GPUS": "1"})
+    attr = Attributor(None, ProcResolver(proc, user_of=str))
+    out = attr.attribute([uuid_reading(0, [100]), uuid_reading(1, [])])
+    assert out[0][0].job_id == "4242" and out[1] == ()

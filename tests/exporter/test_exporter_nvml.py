@@ -227,3 +227,25 @@ def test_allow_no_gpu_picks_nvml_up_once_it_starts(tmp_path):
     assert registry.get_sample_value(build, {"version": "0.1.0", "backend": "nvml"}) == 1
     backend.close()
     assert not fake.initialised
+
+
+def test_slurm_25_11_uuids_attribute_idle_gpus_and_count_strangers(tmp_path):
+    """Job 77's process runs on GPU 0; CUDA_VISIBLE_DEVICES holds UUIDs (Slurm 25.11+):
+    GPU 1 (idle) is the job's too; a UUID of no GPU here is a job-map error, not a guess."""
+    from exporter_fakes import make_proc
+
+    env = {
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_USER": "ada",
+        "CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b,GPU-elsewhere",
+    }
+    make_proc(tmp_path / "proc", 11, "0::/system.slice/slurmstepd.scope/job_77/step_0\n", env)
+    gpus = [FakeGpu("GPU-a", procs=[(11, 2**30)]), FakeGpu("GPU-b"), FakeGpu("GPU-c")]
+    _fake, _backend, exporter, reg = make(gpus, tmp_path)
+    exporter.collect_once(1000.0)
+    exporter.collect_once(1001.0)
+    info = "factoryctl_gpu_job_info"
+    for i, uuid in ((0, "GPU-a"), (1, "GPU-b")):
+        assert reg.get_sample_value(info, labels(i, uuid, job_id="77", user="ada")) == 1
+    assert reg.get_sample_value(info, labels(2, "GPU-c", job_id="77", user="ada")) is None
+    assert reg.get_sample_value("factoryctl_exporter_job_map_errors_total") == 1

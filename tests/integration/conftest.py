@@ -22,6 +22,7 @@ from tests.integration.telemetry_lab import (  # noqa: F401 (fixtures)
     hpc_engine_url,
     lab,
     scenario,
+    slurm_engine_url,
 )
 
 needs_slurm = pytest.mark.skipif(

@@ -127,6 +127,9 @@ class SimTargets:
             out.append(f"{m.GPU_ENERGY}{{{base}}} {sim.energy[g]}")
             out.append(f"{m.GPU_TEMPERATURE}{{{base}}} {sim.temperature[g]}")
             out.append(f'{m.GPU_XID_ERRORS}{{{base},xid="79"}} {sim.xid_total[g]}')
+            out.append(f'{m.GPU_ECC_ERRORS}{{{base},type="uncorrected"}} {sim.ecc_uncorrected[g]}')
+            if sim.last_xid_time[g]:
+                out.append(f"{m.GPU_LAST_XID_TIME}{{{base}}} {sim.last_xid_time[g]}")
             owner = sim.owner[g]
             if owner is not None:
                 out.append(

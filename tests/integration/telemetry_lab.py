@@ -4,11 +4,20 @@ Every engine of every Debian generation the lab runs (Prometheus 2.42/2.53/3.5 a
 VictoriaMetrics 1.79/1.112/1.145) scrapes the same simulated nodes at once, so the
 scenario's jobs run once for all six.
 
+A third, one-engine stack (the newest Prometheus) scrapes the plain dcgm view and a
+``factoryctl scheduler-exporter`` serving the simulator's jobs as Slurm's allocation
+(``factoryctl_slurm_gpu_job_info``): a dcgm-exporter site without a job mapping whose
+attribution history comes from the scheduler. Cost: one more Prometheus for the session,
+scraping three targets at 1 s: 0.2 s to start, its first scrape (~6 s alone, measured at
+load 7 on 2 cores) waited for alongside the other stacks', ~1 s to stop.
+
 Fixtures (import them into a test module): ``lab`` (session), ``engine_url`` (one per
-engine and release) and ``scenario`` (jobs run once while every engine scrapes)."""
+engine and release), ``hpc_engine_url``, ``slurm_engine_url`` and ``scenario`` (jobs run
+once while every engine scrapes)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +32,7 @@ from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.sim.jobs import SimJob
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prom_detect import detect_search_delay
-from tests.integration.simexpo import SimTargets
+from tests.integration.simexpo import SimScheduler, SimTargets
 
 # "prometheus@bookworm", "victoriametrics@bookworm", "prometheus@trixie", ...
 ENGINES = tuple(f"{e}@{r}" for r in RELEASES for e in ("prometheus", "victoriametrics"))
@@ -40,6 +49,49 @@ class Lab:
     # GPU), scraped by engines of their own: its series would double the dcgm GPUs above.
     dcgm_hpc: SimTargets | None = None
     hpc_stack: Stack | None = None
+    # dcgm-exporter without a mapping, plus a scheduler-exporter: one Prometheus.
+    slurm_stack: Stack | None = None
+
+
+class SimSchedulerExporter:
+    """``factoryctl scheduler-exporter``'s cache, registry and server in this process,
+    over the simulator's scheduler (what Slurm would say), re-read every ``interval``."""
+
+    def __init__(self, targets: SimTargets, interval: float = 0.25) -> None:
+        import io
+
+        from factoryctl.cli.env import Environment
+        from factoryctl.cli.scheduler_exporter import NodeCache, make_registry
+        from factoryctl.exporter.server import MetricsServer
+
+        env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={})
+        fake = SimScheduler(targets)
+        env.scheduler_factory = lambda _env: fake  # type: ignore[assignment,return-value]
+        self.cache = NodeCache(env)
+        self.server = MetricsServer(make_registry(self.cache), "127.0.0.1:0")
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sim-scheduler-exporter")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def start(self) -> SimSchedulerExporter:
+        self.cache.read()
+        self.server.start()
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.cache.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -67,13 +119,25 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         hpc_engines,
         scrape_interval="1s",
     )
+    sched = SimSchedulerExporter(dcgm).start()
+    slurm_stack = Stack(
+        tmp_path_factory.mktemp("lab-slurm-attribution"),
+        list(dcgm.addresses.values()),
+        hpc_engines[:1],
+        scrape_interval="1s",
+        scheduler_targets=[sched.address],
+    )
     try:
         stack.start()
         hpc_stack.start()
+        slurm_stack.start()
         stack.wait_scraped(timeout=60)
         hpc_stack.wait_scraped(timeout=60)
-        yield Lab(sim, native, dcgm, stack, started, hpc, hpc_stack)
+        slurm_stack.wait_scraped(timeout=60)
+        yield Lab(sim, native, dcgm, stack, started, hpc, hpc_stack, slurm_stack)
     finally:
+        slurm_stack.stop()
+        sched.stop()
         hpc_stack.stop()
         stack.stop()
         native.stop()
@@ -89,6 +153,14 @@ def hpc_engine_url(request: pytest.FixtureRequest, lab: Lab) -> str:
         if name.startswith(request.param):
             return engine.url
     pytest.skip(f"no {request.param} available here")
+
+
+@pytest.fixture
+def slurm_engine_url(lab: Lab) -> str:
+    """The engine scraping dcgm-exporter without a mapping and a scheduler-exporter."""
+    if lab.slurm_stack is None or not lab.slurm_stack.running:
+        pytest.skip("no engine for the scheduler-exporter's attribution here")
+    return next(iter(lab.slurm_stack.running.values())).url
 
 
 @pytest.fixture(params=ENGINES)
@@ -160,7 +232,10 @@ def scenario(lab) -> Scenario:
     now(lambda: (sim.release("502"), sim.release("503")))
     end = time.time()
     # Both engines must have scraped past the last end (VictoriaMetrics lags ~1-2 s).
-    hpc_engines = lab.hpc_stack.running.values() if lab.hpc_stack is not None else ()
+    hpc_engines = [
+        *(lab.hpc_stack.running.values() if lab.hpc_stack is not None else ()),
+        *(lab.slurm_stack.running.values() if lab.slurm_stack is not None else ()),
+    ]
     for engine, metrics in [
         *((e, (*NATIVE_SERIES, *DCGM_SERIES)) for e in lab.stack.running.values()),
         *((e, DCGM_SERIES) for e in hpc_engines),

@@ -2,7 +2,8 @@
 Prometheus's attribution history, never from the scheduler, which forgets them (Slurm
 answers ``gres_detail: []`` for a finished job). Checked against the simulator's truth
 on every engine: native sites by the exact per-job counters (0.5 %), dcgm-exporter sites
-with HPC job mapping by the attributed GPUs' counters over [start, end] (1 %)."""
+with HPC job mapping, or with ``factoryctl scheduler-exporter`` recording Slurm's
+allocation, by the attributed GPUs' counters over [start, end] (1 %)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,50 @@ def test_dcgm_without_job_mapping_says_why(lab, scenario: Scenario, engine_url: 
     # The running job keeps the scheduler's allocation: measured, no note.
     assert snap.job(scenario.running).energy_joules is not None
     assert scenario.running not in snap.job_notes
+
+
+def test_dcgm_with_the_scheduler_exporters_attribution(
+    lab, scenario: Scenario, slurm_engine_url: str, tmp_path: Path
+) -> None:
+    """dcgm-exporter without a job mapping, and a scheduler-exporter scraped beside it:
+    a finished job's GPUs come from the Slurm allocation it recorded while the job ran
+    (``factoryctl_slurm_gpu_job_info``), through the snapshot and the CLI."""
+    from factoryctl.telemetry.job_energy import EnergyReader
+    from factoryctl.telemetry.schema import SLURM_GPU_JOB_INFO
+
+    src = source(slurm_engine_url, "dcgm", lab.dcgm)
+    snap = _check(src, scenario, lab.dcgm, DCGM_TOLERANCE, f"dcgm+scheduler {slurm_engine_url}")
+    schema = src.schema(snap.time)
+    assert schema.attribution == SLURM_GPU_JOB_INFO and schema.node_label == "Hostname"
+    reader = EnergyReader(src.client, schema, src.interval(snap.time))
+    held = reader.attributed_gpus([snap.job(j) for j in scenario.finished], snap.time)
+    for job_id in scenario.finished:
+        keys = {(a.node, i) for a in held[job_id] for i in a.gpu_indices}
+        assert keys == truth_keys(lab.dcgm, job_id), job_id
+    _cli_after_the_end(lab, scenario, src, lab.dcgm, DCGM_TOLERANCE, tmp_path)
+
+
+def test_dcgm_without_scheduler_jobs_from_the_scheduler_exporter(
+    lab, scenario: Scenario, slurm_engine_url: str, tmp_path: Path
+) -> None:
+    """--scheduler none on that site: the running job, its user and the nodes' allocation
+    from the recorded Slurm allocation, keyed on the exporter's ``node`` label."""
+    from tests.integration.test_prometheus_cli import cli
+
+    n0, n1 = lab.sim.node_names
+    jobs = cli("--prometheus", slurm_engine_url, "jobs", "-o", "json", home=tmp_path)
+    assert jobs.status == 0, jobs.stderr
+    items = jobs.json()["items"]
+    assert [(i["job_id"], i["user"], i["gpus"], i["nodes"]) for i in items] == [
+        (scenario.running, "dana", 2, n1)
+    ]
+    assert jobs.stderr == ""
+    nodes = cli("--prometheus", slurm_engine_url, "nodes", "-o", "json", home=tmp_path).json()
+    assert "state" not in nodes["unavailable"]
+    assert {i["name"]: (i["gpus_total"], i["gpus_allocated"]) for i in nodes["items"]} == {
+        n0: (4, 0),
+        n1: (4, 2),
+    }
 
 
 def _cli(src: PrometheusSource, *argv: str, home: Path) -> tuple[int, str, str]:

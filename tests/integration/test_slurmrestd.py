@@ -160,6 +160,11 @@ def test_drain_and_resume(cluster: SlurmCluster, jwt_rest: SlurmRestd) -> None:
         assert jwt_rest.writer.calls == []
     else:
         assert [argv[:2] for argv in jwt_rest.writer.calls] == [["scontrol", "update"]] * 2
+    # What the rollout does where Slurm kept the reason after the resume (24.11 without
+    # accounting storage): a blank reason, the node staying in service.
+    jwt_rest.clear_reason(["gpu02"])
+    assert _show_node(cluster, "gpu02")[0] == "IDLE"
+    assert not _show_node(cluster, "gpu02")[1].strip()
 
 
 def test_an_unknown_node_is_not_found(cluster: SlurmCluster, jwt_rest: SlurmRestd) -> None:

@@ -125,6 +125,8 @@ def test_invalid_regex_names_the_problem() -> None:
         (":job 1234", "job", "1234"),
         (":drain", "drain", ""),
         (":q", "quit", ""),
+        (":rollouts", "view", "rollouts"),
+        (":ro", "view", "rollouts"),
     ],
 )
 def test_parse_command(text: str, verb: str, arg: str) -> None:

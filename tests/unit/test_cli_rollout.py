@@ -188,3 +188,35 @@ def test_list_shows_campaigns_of_other_state_directories_from_slurm(cli: CLI) ->
     )
     status, out, _ = cli("rollout", "list")
     assert status == 0 and "elsewhere" in out and "bob" in out
+
+
+def test_plan_says_whether_the_telemetry_gate_is_on(cli: CLI) -> None:
+    start = ("rollout", "start", "n01", "--reason", "fw", "--dry-run")
+    _, out, _ = cli(*start)
+    assert "telemetry gate: off (no Prometheus configured): GPU telemetry is not checked" in out
+    _, out, _ = cli("--prometheus", "http://127.0.0.1:9", *start, "--no-telemetry-gate")
+    assert "telemetry gate: off (--no-telemetry-gate)" in out
+    _, out, _ = cli("--prometheus", "http://127.0.0.1:9", *start, "--gpu-wait", "90s")
+    assert "telemetry gate: before resuming, the GPUs Slurm expects report (Prometheus at " in out
+    assert "waiting up to 90s" in out and "-> check" not in out and "-> telemetry gate ->" in out
+
+
+def test_unreachable_telemetry_fails_the_node_and_resume_needs_prometheus(cli: CLI) -> None:
+    from factoryctl.lab.procs import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: every read is refused
+    status, _, err = cli(
+        "--prometheus", url, "rollout", "start", "n[01-03]", "--reason", "fw",
+        "--gpu-wait", "1s", "--max-failures", "1", "--yes",
+    )  # fmt: skip
+    assert status == ExitStatus.ROLLOUT_BREAKER, err
+    assert "n01 failed (gpus failed: cannot read GPU telemetry: cannot reach Prometheus" in err
+    assert cli.slurm.n["n01"].reason.startswith("factoryctl rollout ")
+    assert ": gpus failed: fw (erin)" in cli.slurm.n["n01"].reason
+    status, _, err = cli("rollout", "resume", "--yes")
+    assert status == ExitStatus.REFUSED and len(err.strip().splitlines()) == 1
+    assert "gates on GPU telemetry" in err and "--prometheus URL" in err
+    (journal,) = cli.journals()
+    assert not [r for r in journal.read_text().splitlines() if '"control"' in r]  # untouched
+    status, _, err = cli("rollout", "abort", "--yes")  # abort needs no telemetry
+    assert status == ExitStatus.ROLLOUT_ABORTED, err

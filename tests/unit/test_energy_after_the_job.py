@@ -155,3 +155,24 @@ def test_a_finished_job_whose_gpus_cannot_be_known_says_why(others: bool, needle
     assert energy.joules is None
     assert needle in energy.note
     assert "no energy samples for its GPUs" not in energy.note
+
+
+def test_gpus_of_a_finished_job_from_the_scheduler_exporters_history() -> None:
+    """dcgm-exporter without a job mapping, with ``factoryctl scheduler-exporter``: the
+    GPUs come from Slurm's allocation as recorded, keyed on its ``node`` label."""
+    fake = AttributionProm(
+        [
+            {"job_id": "42", "node": "dgx01", "gpu": "0"},
+            {"job_id": "42", "node": "dgx01", "gpu": "3"},
+            {"job_id": "42", "node": "dgx02", "gpu": "1"},
+        ]
+    )
+    schema = DCGM.with_scheduler_attribution()
+    held = reader(fake, schema).attributed_gpus([FINISHED], T)
+    assert held == {"42": (Allocation("dgx01", (0, 3)), Allocation("dgx02", (1,)))}
+    assert fake.queries == [
+        "max by (job_id, node, gpu) (max_over_time(factoryctl_slurm_gpu_job_info"
+        '{job_id=~"42"}[3060000ms]))'
+    ]
+    note = reader(AttributionProm([]), schema).gpu_counters([FINISHED], T)["42"].note
+    assert "no attribution recorded for it (factoryctl_slurm_gpu_job_info)" in note

@@ -56,6 +56,9 @@ class TypeErrorScheduler:
     def resume(self, nodes: Sequence[str]) -> None:
         self._boom()
 
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        self._boom()
+
     def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
         self._boom()
 

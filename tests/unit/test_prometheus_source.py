@@ -116,8 +116,9 @@ def test_dcgm_snapshot_converts_units_and_marks_what_it_cannot_say(label: str) -
     assert "memory_utilization" in snap.unavailable  # not in the default dcgm counters
     assert "power_limit_watts" in snap.unavailable
     # Aggregation stays on the server: one selector for all gauges, no per-GPU queries
-    # (two more ask for dcgm-exporter's job mapping, which this site does not have).
-    assert len(fake.queries) <= 8
+    # (two more ask for dcgm-exporter's job mapping, which this site does not have, and
+    # one, at detection, whether a scheduler-exporter records Slurm's allocation).
+    assert len(fake.queries) <= 9
     # Without a scheduler or a job mapping, who holds a GPU is unknown: never "idle".
     assert {"state", "gpus_allocated", "jobs"} <= snap.unavailable
     assert {n.state.value for n in snap.nodes} == {"unknown"}
@@ -245,3 +246,56 @@ def test_freshness_window_adds_the_engines_own_search_delay(
         client, None, SourceOptions(schema="native", scrape_interval=15.0, search_delay=1.0)
     )
     assert told.window(0.0) == 31.0  # [prometheus] search_delay wins, nothing asked
+
+
+class SlurmAttributedDcgmProm(FakeDcgmProm):
+    """The same dcgm site, with a scheduler-exporter recording Slurm's allocation: job 7
+    (ada, account ml) holds dgx01's GPU 1, under the exporter's own ``node`` label
+    (``held=False``: no job runs); ``unknown`` jobs hold GPUs Slurm names no index of."""
+
+    def __init__(self, held: bool = True, unknown: int = 0) -> None:
+        super().__init__()
+        self.held, self.unknown = held, unknown
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        q = parse_qs(req.content.decode()).get("query", [""])[0]
+        gauge = "(last_over_time(factoryctl_slurm_jobs_gpu_indices_unknown"
+        if q.startswith(("count" + gauge, "sum" + gauge)):  # one series; its value
+            self.queries.append(q)
+            value = 1 if q.startswith("count") else self.unknown
+            return httpx.Response(200, json=vector([({}, value)]))
+        if q.startswith("group by (job_id, node, gpu, user)"):
+            self.queries.append(q)
+            held = {"job_id": "7", "node": "dgx01", "gpu": "1", "user": "ada"}
+            return httpx.Response(200, json=vector([(held, 1)] if self.held else []))
+        return super().__call__(req)
+
+
+def test_dcgm_site_with_a_scheduler_exporter_attributes_from_it() -> None:
+    fake = SlurmAttributedDcgmProm()
+    src = make_source(fake, schema="dcgm")  # forced: the attribution is still looked for
+    snap = src.snapshot()
+    schema = src.schema(T)
+    assert schema.attribution == "factoryctl_slurm_gpu_job_info"
+    assert schema.attribution_node == "node" and schema.node_label == "Hostname"
+    assert snap.gpu("dgx01", 1).job_ids == ("7",)
+    assert snap.gpu("dgx01", 0).job_ids == ()
+    assert [(j.job_id, j.user) for j in snap.jobs] == [("7", "ada")]
+    assert "jobs" not in snap.unavailable and "state" not in snap.unavailable
+    assert snap.warnings == ()
+
+
+def test_a_scheduler_exporter_with_no_job_running_still_knows_the_gpus_are_free() -> None:
+    """Recorded, nothing held: idle, never n/a; jobs Slurm names no GPU of are said."""
+    snap = make_source(SlurmAttributedDcgmProm(held=False, unknown=2), schema="dcgm").snapshot()
+    assert snap.jobs == () and "state" not in snap.unavailable
+    assert {n.state.value for n in snap.nodes} == {"idle"}
+    assert snap.warnings == (
+        "2 running jobs hold GPUs whose indices Slurm does not give: those GPUs are not"
+        " attributed (factoryctl_slurm_jobs_gpu_indices_unknown)",
+    )
+
+
+def test_dcgm_site_without_a_scheduler_exporter_keeps_hpc_job() -> None:
+    src = make_source(FakeDcgmProm(), schema="dcgm")
+    assert src.schema(T).attribution_label == "hpc_job"

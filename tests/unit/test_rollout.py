@@ -56,7 +56,8 @@ class FakeSlurm:
 
     name = "fake"
 
-    def __init__(self, count: int = 8) -> None:
+    def __init__(self, count: int = 8, keeps_reason: bool = False) -> None:
+        self.keeps_reason = keeps_reason  # Slurm 24.11 without accounting storage
         self.now = 1000.0
         self.n = {f"n{i:02d}": FakeNode() for i in range(1, count + 1)}
         self.calls: list[tuple[str, str]] = []
@@ -107,8 +108,13 @@ class FakeSlurm:
         for name in nodes:
             self.calls.append(("resume", name))
             node = self.n[name]
-            node.reason = ""
+            node.reason = node.reason if self.keeps_reason else ""
             node.state = NodeState.MIXED if node.jobs_until > self.now else NodeState.IDLE
+
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        for name in nodes:
+            self.calls.append(("clear_reason", name))
+            self.n[name].reason = " "
 
     def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
         for name in nodes:
@@ -461,3 +467,18 @@ def test_a_step_missing_from_the_audit_log_is_copied_on_resume(h: Harness) -> No
     ]
     audit = [(r["node"], r["phase"]) for r in h.audit.records() if r["event"] == "step"]
     assert audit == journal and ("n01", DRAINING) in audit
+
+
+@pytest.mark.parametrize("keeps", [False, True], ids=["clears", "keeps-like-24.11"])
+def test_nodes_back_in_service_keep_no_campaign_reason(tmp_path: Path, keeps: bool) -> None:
+    slurm = FakeSlurm(keeps_reason=keeps)
+    slurm.n["n02"].jobs_until = 1e9  # outlives the drain timeout: drain undone, skipped
+    h = Harness(slurm, Store(tmp_path / "rollouts"), tmp_path)
+    status, runner = h.start(max_unavailable="2", drain_timeout=3.0, reboot=True)
+    assert status is ExitStatus.PARTIAL
+    assert runner.campaign.nodes["n02"].phase == SKIPPED
+    for name, node in slurm.n.items():
+        assert not node.reason.startswith("factoryctl rollout "), (name, node)
+    cleared = sorted(n for what, n in slurm.calls if what == "clear_reason")
+    # Only where Slurm kept ours: a generation that clears it is left alone.
+    assert cleared == (sorted(slurm.n) if keeps else [])

@@ -13,7 +13,7 @@ from factoryctl.cli.env import Environment
 from factoryctl.cli.main import main
 from factoryctl.cli.scheduler_exporter import NodeCache, make_registry
 from factoryctl.errors import ExitStatus, FactoryctlError
-from factoryctl.model import Job, Node, NodeState
+from factoryctl.model import Allocation, Job, JobState, Node, NodeState
 from factoryctl.telemetry import schema
 
 
@@ -22,8 +22,9 @@ def SchedulerUnreachable(message: str) -> FactoryctlError:
 
 
 class FakeScheduler:
-    def __init__(self, nodes: Sequence[Node]) -> None:
+    def __init__(self, nodes: Sequence[Node], jobs: Sequence[Job] = ()) -> None:
         self.result: Sequence[Node] | Exception = nodes
+        self.job_list: Sequence[Job] | Exception = jobs
 
     def nodes(self) -> Sequence[Node]:
         if isinstance(self.result, Exception):
@@ -31,7 +32,9 @@ class FakeScheduler:
         return self.result
 
     def jobs(self) -> Sequence[Job]:
-        return ()
+        if isinstance(self.job_list, Exception):
+            raise self.job_list
+        return self.job_list
 
 
 NODES = [
@@ -103,3 +106,49 @@ def test_demo_serves_over_http(tmp_path: Any) -> None:
     names = {fam.name for fam in text_string_to_metric_families(text)}
     assert {schema.NODE_STATE_INFO, schema.NODE_GPUS_EXPECTED, schema.NODE_PARTITION_INFO} <= names
     assert not proc.alive()
+
+
+RUNNING = [
+    Job("77", "ada", "ml", state=JobState.RUNNING, allocations=(Allocation("gpu01", (3, 5)),)),
+    Job("78", "ben", state=JobState.RUNNING, allocations=(Allocation("gpu02", (), gpus=4),)),
+]
+
+
+def test_once_serves_the_running_jobs_gpus() -> None:
+    env, out, err = _env(FakeScheduler(NODES, RUNNING))
+    assert main(["scheduler-exporter", "--once"], env) == 0, err.getvalue()
+    got = _samples(out.getvalue())
+    held = {
+        dict(labels)["gpu"]
+        for (name, labels), v in got.items()
+        if name == schema.SLURM_GPU_JOB_INFO and v == 1
+    }
+    assert held == {"3", "5"}
+    one = (("account", "ml"), ("gpu", "3"), ("job_id", "77"), ("node", "gpu01"), ("user", "ada"))
+    assert got[(schema.SLURM_GPU_JOB_INFO, one)] == 1
+    assert got[(schema.SLURM_JOBS_GPU_INDICES_UNKNOWN, ())] == 1  # job 78: not invented
+
+
+def test_no_jobs_serves_the_node_view_only() -> None:
+    env, out, err = _env(FakeScheduler(NODES, RUNNING))
+    assert main(["scheduler-exporter", "--once", "--no-jobs"], env) == 0, err.getvalue()
+    names = {name for name, _ in _samples(out.getvalue())}
+    assert schema.NODE_STATE_INFO in names
+    assert not names & {schema.SLURM_GPU_JOB_INFO, schema.SLURM_JOBS_GPU_INDICES_UNKNOWN}
+
+
+def test_a_failed_jobs_read_keeps_the_last_view_of_both() -> None:
+    fake = FakeScheduler(NODES, RUNNING)
+    env, _out, err = _env(fake)
+    cache = NodeCache(env)
+    registry = make_registry(cache)
+    assert cache.refresh()
+    fake.result = [Node("gpu09", NodeState.IDLE, gpu_count=8)]
+    fake.job_list = SchedulerUnreachable("squeue: slurmctld down")
+    assert not cache.refresh()
+    get = registry.get_sample_value
+    assert get(schema.NODE_GPUS_EXPECTED, {"node": "gpu01"}) == 8  # not half a new view
+    labels = {"node": "gpu01", "gpu": "5", "job_id": "77", "user": "ada", "account": "ml"}
+    assert get(schema.SLURM_GPU_JOB_INFO, labels) == 1
+    assert get("factoryctl_scheduler_view_failures_total") == 1
+    assert "squeue: slurmctld down" in err.getvalue()

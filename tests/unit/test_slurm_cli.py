@@ -180,3 +180,10 @@ def test_falls_back_to_scontrol_without_json() -> None:
         ["scontrol", "-o"],
         ["scontrol", "-o"],
     ]
+
+
+def test_clear_reason_is_a_blank_reason_and_no_state_change() -> None:
+    # Slurm ignores an empty Reason=: a blank is what clears a reason 24.11 kept.
+    runner = FakeRunner()
+    SlurmCLI(runner=runner).clear_reason(["gpu01", "gpu02"])
+    assert runner.argvs == [["scontrol", "update", "NodeName=gpu[01-02]", "Reason= "]]

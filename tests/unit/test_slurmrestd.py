@@ -395,3 +395,14 @@ def test_open_needs_a_url_and_keeps_jwt_away_from_scontrol(tmp_path: Path) -> No
     rest = open_slurmrestd({"slurmrestd_url": "http://h:6820", "jwt_file": str(token)}, {})
     assert rest.client.headers["X-SLURM-USER-TOKEN"] == "from-file"
     assert "X-SLURM-USER-NAME" not in rest.client.headers  # the token names its user
+
+
+def test_clear_reason_posts_a_blank_reason_only() -> None:
+    server = FakeServer("24.11")
+    rest, ran = _rest(server)
+    rest.clear_reason(["gpu01", "gpu03"])
+    version = GENERATIONS["24.11"][0]
+    assert server.requests[1:] == [
+        ("POST", f"/slurm/{version}/nodes/", {"name": ["gpu[01,03]"], "reason": " "}),
+    ]
+    assert ran == []

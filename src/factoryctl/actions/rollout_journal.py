@@ -74,6 +74,9 @@ class NodeRecord:
     step: str = ""  # the failed step, for FAILED
     note: str = ""
     attempts: int = 0
+    work_start: float = 0.0  # when it was drained: the telemetry gate's baseline instant
+    back: float = 0.0  # when it registered again after its reboot
+    baseline: dict[str, Any] | None = None  # the gate's counters at work_start
 
 
 @dataclass
@@ -149,6 +152,15 @@ def replay(records: Sequence[Mapping[str, Any]]) -> Campaign:
             node.step = str(rec.get("step", ""))
             node.note = str(rec.get("note", ""))
             node.attempts = int(rec.get("attempts", node.attempts))
+            if node.phase == "drained":
+                node.work_start = node.since
+            elif node.phase == "rebooted":
+                node.back = node.since
+        elif event == "baseline":
+            # The gate's counters at the work's start: a resumed campaign compares with these.
+            campaign.nodes.setdefault(str(rec["node"]), NodeRecord()).baseline = dict(
+                rec["counters"]
+            )
         elif event == "control":
             controls += 1
             action = rec.get("action")

@@ -20,14 +20,15 @@ EXEC = "exec"  # --exec started
 REBOOT = "reboot"  # reboot about to be issued
 REBOOT_ISSUED = "reboot-issued"  # scontrol reboot returned
 CHECK = "check"  # --check started
+GATE = "gate"  # telemetry gate: waiting for the GPUs, then comparing error counters
 RESUMING = "resuming"  # resume about to be issued
 DONE = "done"
 SKIPPED = "skipped"  # left in service: drain timed out, or out of service by someone else
 FAILED = "failed"  # left drained, reason names the campaign and the failed step
 TERMINAL = frozenset({DONE, SKIPPED, FAILED})
-IN_FLIGHT = frozenset({DRAINING, EXEC, REBOOT, REBOOT_ISSUED, CHECK, RESUMING})
+IN_FLIGHT = frozenset({DRAINING, EXEC, REBOOT, REBOOT_ISSUED, CHECK, GATE, RESUMING})
 # Between steps (a runner cut off right after writing one continues from there).
-BETWEEN = frozenset({"drained", "rebooted", "check-passed"})
+BETWEEN = frozenset({"drained", "rebooted", "check-passed", "gate-passed"})
 ACTIVE = IN_FLIGHT | BETWEEN
 
 # Campaign statuses.

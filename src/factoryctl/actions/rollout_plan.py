@@ -89,6 +89,10 @@ class RolloutSpec:
     step_timeout: float = 3600.0
     max_failures: int | None = None
     force: bool = False
+    # The telemetry gate: where it reads (None: off), why it is off, how long GPUs may take.
+    telemetry: str | None = None
+    telemetry_off: str = "no Prometheus configured"
+    gpu_wait: float = 120.0
 
 
 def partition_of(targets: Sequence[str], nodes: Sequence[Node]) -> list[Node]:
@@ -194,6 +198,8 @@ def build_rollout_plan(
         steps.append("reboot")
     if check_argv:
         steps.append("check")
+    if spec.telemetry is not None:
+        steps.append("telemetry gate")
     steps.append("resume" if spec.next_state == "resume" else "leave down")
     return {
         "kind": "rollout-plan",
@@ -223,6 +229,11 @@ def build_rollout_plan(
         "reboot_timeout": spec.reboot_timeout,
         "step_timeout": spec.step_timeout,
         "max_failures": spec.max_failures,
+        "telemetry_gate": (
+            {"on": True, "source": spec.telemetry, "gpu_wait": spec.gpu_wait}
+            if spec.telemetry is not None
+            else {"on": False, "why": spec.telemetry_off}
+        ),
         "partition": sorted(n.name for n in partition),
         "refusals": refusals,
     }

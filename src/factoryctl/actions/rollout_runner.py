@@ -7,9 +7,11 @@ nodes after ``--max-failures`` failed ones.
 
 The parts: ``rollout_phases`` (node phases, campaign statuses, the reason format),
 ``rollout_journal`` (the fsync'ed journal, its replay, the store and its locks),
-``rollout_plan`` (checks and the plan, before anything changes), ``rollout_steps`` (one
-node's steps, and what a cut-off runner left) and this module (the campaign loop, and
-``rollout pause|abort`` as control records the loop reads on every tick).
+``rollout_plan`` (checks and the plan, before anything changes), ``rollout_records``
+(journal, then audit log, then event), ``rollout_work`` (the ``--exec``/``--check``
+processes), ``rollout_gate`` (the telemetry gate), ``rollout_steps`` (one node's steps) and
+this module (the campaign loop, what a cut-off runner left, and ``rollout pause|abort`` as
+control records the loop reads on every tick).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from factoryctl.actions.rollout_steps import Emit, NodeSteps, kill_session
 from factoryctl.errors import ExitStatus, FactoryctlError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runner(NodeSteps):
     # -- capacity -------------------------------------------------------------------------
     def out_of_service(self) -> set[str]:
@@ -78,6 +80,28 @@ class Runner(NodeSteps):
             self.campaign.abort_requested = fresh.abort_requested
             self.campaign.controls_seen = fresh.controls_seen
 
+    # -- reconcile what a cut-off runner left ---------------------------------------------
+    def reconcile(self) -> None:
+        for name, rec in self.campaign.nodes.items():
+            node = self._nodes.get(name)
+            if node is None:
+                continue
+            failure = self.campaign.stored_reason(f"{rec.step} failed")
+            if rec.phase == FAILED and self._ours(node) and not node.reason.startswith(failure):
+                # Cut off between the record and the reason. A failed node an operator
+                # has put back since (not ours any more) is theirs: left alone.
+                self._set_failed_reason(name, failure)
+            elif rec.phase == SKIPPED and rec.step == "drain" and self._ours(node):
+                with contextlib.suppress(FactoryctlError):
+                    self.scheduler.resume([name])
+            elif (
+                rec.phase == DONE
+                and self._spec("next_state") == "resume"
+                and self._ours(node)
+                and not node.state.in_service
+            ):
+                self._issue_resume(name)
+
     # -- the loop -----------------------------------------------------------------------------
     def _sync_audit(self) -> None:
         """A runner killed between a journal record and its audit copy left the audit log
@@ -101,11 +125,21 @@ class Runner(NodeSteps):
         left = len(self.campaign.nodes) - self.campaign.count(*TERMINAL)
         self.status(RUNNING, f"{left} node(s) to go")
         try:
-            return self._loop()
+            status = self._loop()
         except BaseException:
             for work in self.work.values():
                 kill_session(work.proc)
             raise
+        self._sweep_reasons()
+        return status
+
+    def _sweep_reasons(self) -> None:
+        """Nodes given back during the run (drain undone, skipped, aborted) may still
+        show this campaign's reason where Slurm keeps one after a resume: blank them."""
+        if self._read():
+            for name in self.campaign.nodes:
+                if name in self._nodes:
+                    self.clear_stale_reason(self._nodes[name])
 
     def _loop(self) -> ExitStatus:
         while True:

@@ -13,25 +13,20 @@ service.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from factoryctl.actions.audit import AuditLog
-from factoryctl.actions.plan import Verb
-from factoryctl.actions.rollout_journal import Campaign, Journal, Store
+from factoryctl.actions import rollout_work
+from factoryctl.actions.rollout_gate import Counters, TelemetryGate
 from factoryctl.actions.rollout_phases import (
     CHECK,
     DONE,
     DRAINING,
     EXEC,
     FAILED,
+    GATE,
     REBOOT,
     REBOOT_ISSUED,
     RESUMING,
@@ -39,105 +34,27 @@ from factoryctl.actions.rollout_phases import (
     owned_by_campaign,
 )
 from factoryctl.actions.rollout_plan import substitute
+from factoryctl.actions.rollout_records import Emit, Records
+from factoryctl.actions.rollout_work import Work, kill_session
 from factoryctl.errors import FactoryctlError
 from factoryctl.model import Node, NodeState
 from factoryctl.scheduler.base import NextState, Scheduler
 
-
-@dataclass
-class Work:
-    """A running --exec or --check (its own session, so abort stops all it started)."""
-
-    step: str
-    proc: subprocess.Popen[bytes]
-    started: float
-    log: Path
+__all__ = ["Emit", "NodeSteps", "kill_session"]
 
 
-Emit = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class NodeSteps:
+@dataclass(kw_only=True)
+class NodeSteps(Records):
     """The runner's state and its per-node steps; ``rollout_runner.Runner`` adds the
     campaign loop (capacity, control, the end of the campaign) on top."""
 
-    store: Store
-    campaign: Campaign
     scheduler: Scheduler
-    audit: AuditLog
     environ: Mapping[str, str]
-    emit: Emit
-    clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     interval: float = 1.0
+    gate: TelemetryGate | None = None  # None: the telemetry gate is off (the plan says so)
     work: dict[str, Work] = field(default_factory=dict)
     _nodes: dict[str, Node] = field(default_factory=dict)
-
-    # -- records --------------------------------------------------------------------------
-    @property
-    def journal(self) -> Journal:
-        return self.store.journal(self.campaign.id)
-
-    def _audit(self, event: str, **extra: Any) -> None:
-        self.audit.append(
-            {
-                "id": self.campaign.id,
-                "event": event,
-                "time": self.clock(),
-                "user": self.campaign.user,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "verb": Verb.ROLLOUT.value,
-                "nodes": self.campaign.summary()["nodes"],
-                "reason": self.campaign.stored_reason(),
-                **extra,
-            }
-        )
-
-    def phase(self, node: str, phase: str, **extra: Any) -> None:
-        """Journal first (fsync), then the audit log, then the event: the order a crash
-        must find them in."""
-        now = self.clock()
-        rec = self.campaign.nodes[node]
-        record = {"event": "node", "node": node, "phase": phase, "time": now, **extra}
-        self.journal.append(record)
-        rec.phase, rec.since = phase, now
-        if phase == DRAINING and not extra.get("retry"):
-            rec.drain_since = now
-        rec.step = str(extra.get("step", ""))
-        rec.note = str(extra.get("note", ""))
-        self._audit("step", node=node, phase=phase, **extra)
-        done = self.campaign.count(DONE)
-        self.emit(
-            {
-                "event": "node",
-                "campaign": self.campaign.id,
-                "node": node,
-                "phase": phase,
-                "time": now,
-                "done": done,
-                "failed": self.campaign.count(FAILED),
-                "total": len(self.campaign.nodes),
-                **extra,
-            }
-        )
-
-    def status(self, status: str, message: str) -> None:
-        self.campaign.status, self.campaign.message = status, message
-        self.journal.append(
-            {"event": "status", "status": status, "message": message, "time": self.clock()}
-        )
-        self.emit(
-            {
-                "event": "campaign",
-                "campaign": self.campaign.id,
-                "status": status,
-                "message": message,
-                "time": self.clock(),
-                **{k: v for k, v in self.campaign.summary().items() if k not in ("message",)},
-            }
-        )
 
     # -- Slurm ------------------------------------------------------------------------------
     def _read(self) -> bool:
@@ -174,25 +91,15 @@ class NodeSteps:
             )
 
     def _start_work(self, name: str, step: str) -> None:
-        template = self._spec(step) or []
-        argv = substitute(template, name)
+        argv = substitute(self._spec(step) or [], name)
         log = self.store.directory / self.campaign.id / f"{name}.{step}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         rec = self.campaign.nodes[name]
         self.phase(name, EXEC if step == "exec" else CHECK, argv=argv, attempts=rec.attempts + 1)
-        with open(log, "ab") as out:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=dict(self.environ),
-                    start_new_session=True,
-                )
-            except OSError as err:
-                self._fail(name, step, f"cannot run {argv[0]}: {err.strerror}")
-                return
+        try:
+            proc = rollout_work.start(argv, log, self.environ)
+        except OSError as err:
+            self._fail(name, step, f"cannot run {argv[0]}: {err.strerror}")
+            return
         self.work[name] = Work(step, proc, self.clock(), log)
         # Its PID (and session): whoever cleans up after a kill -9 of this runner can find it.
         self.journal.append(
@@ -201,21 +108,15 @@ class NodeSteps:
 
     def _poll_work(self, name: str) -> str | None:
         """'ok', 'failed: ...' or None while it runs."""
-        work = self.work[name]
-        code = work.proc.poll()
-        if code is None:
-            if self.clock() - work.started > float(self._spec("step_timeout") or 3600):
-                kill_session(work.proc)
-                del self.work[name]
-                return f"timed out after {self._spec('step_timeout'):.0f}s"
-            return None
-        del self.work[name]
-        if code == 0:
-            return "ok"
-        tail = _last_line(work.log)
-        return f"exit status {code}" + (f": {tail}" if tail else "")
+        timeout = float(self._spec("step_timeout") or 3600)
+        verdict = rollout_work.verdict(self.work[name], self.clock(), timeout)
+        if verdict is not None:
+            del self.work[name]
+        return verdict
 
     def _after_drained(self, name: str) -> None:
+        if self.gate is not None:
+            self._baseline(name)
         if self._spec("exec"):
             self._start_work(name, "exec")
         else:
@@ -242,7 +143,58 @@ class NodeSteps:
         if self._spec("check"):
             self._start_work(name, "check")
         else:
+            self._after_check(name)
+
+    def _after_check(self, name: str) -> None:
+        if self.gate is not None:
+            self.phase(name, GATE, note=f"waiting up to {self.gate.wait:.0f}s for its GPUs")
+        else:
             self._finish(name)
+
+    # -- the telemetry gate (rollout_gate) -------------------------------------------------
+    def _baseline(self, name: str) -> None:
+        """The error counters at the work's start, journaled; one that cannot be read now
+        is asked for again at the gate, at the same instant."""
+        assert self.gate is not None
+        rec = self.campaign.nodes[name]
+        try:
+            counters = self.gate.baseline(name, rec.work_start)
+        except FactoryctlError as err:
+            self.emit(
+                {
+                    "event": "warning",
+                    "campaign": self.campaign.id,
+                    "node": name,
+                    "message": f"GPU error baseline not read now ({err.message}); "
+                    "the gate asks again for the same instant",
+                }
+            )
+            return
+        rec.baseline = counters.to_record()
+        self.journal.append(
+            {"event": "baseline", "node": name, "time": self.clock(), "counters": rec.baseline}
+        )
+
+    def _advance_gate(self, name: str, node: Node) -> None:
+        assert self.gate is not None
+        rec = self.campaign.nodes[name]
+        verdict = self.gate.evaluate(
+            name,
+            expected_gpus=node.gpu_count,
+            started=rec.since,
+            fresh_after=rec.back,
+            baseline=Counters.from_record(rec.baseline) if rec.baseline else None,
+            work_start=rec.work_start,
+            now=self.clock(),
+        )
+        if verdict.pending:
+            return
+        if not verdict.passed:
+            self._fail(name, verdict.step, verdict.note)
+            return
+        self.phase(name, "gate-passed", note=verdict.note)
+        rec.phase = "gate-passed"
+        self._finish(name)
 
     def _finish(self, name: str) -> None:
         if self._spec("next_state") == "down":
@@ -298,7 +250,13 @@ class NodeSteps:
             else:
                 self.phase(name, "check-passed")
                 rec.phase = "check-passed"
+                self._after_check(name)
+        elif rec.phase == GATE:
+            if self.gate is None:  # resumed where the gate is off: the plan said so
+                self.phase(name, "gate-passed", note="telemetry gate off in this run")
                 self._finish(name)
+            else:
+                self._advance_gate(name, node)
         elif rec.phase == REBOOT:
             # Cut off around scontrol reboot: Slurm says whether it was issued.
             if state is NodeState.REBOOTING:
@@ -321,15 +279,39 @@ class NodeSteps:
         elif rec.phase == RESUMING:
             if state.in_service:
                 self.phase(name, DONE)
+                self.clear_stale_reason(node)
             elif state is NodeState.DRAINING and not self._ours(node):
                 self.phase(name, DONE, note=f"drained by someone else since: {node.reason}")
             else:
                 self._issue_resume(name)
-        elif rec.phase in ("drained", "rebooted", "check-passed"):
+        elif rec.phase in ("drained", "rebooted", "check-passed", "gate-passed"):
             # Cut off right after one of these: continue from there.
-            {"drained": self._after_drained, "rebooted": self._after_reboot}.get(
-                rec.phase, self._finish
-            )(name)
+            {
+                "drained": self._after_drained,
+                "rebooted": self._after_reboot,
+                "check-passed": self._after_check,
+            }.get(rec.phase, self._finish)(name)
+
+    def clear_stale_reason(self, node: Node) -> None:
+        """A node back in service that still shows this campaign's reason: Slurm 24.11
+        with AccountingStorageType=accounting_storage/none keeps a drain's reason after
+        the resume (measured on 24.11.5; 22.05 and 26.05 clear it. Slurm frees the reason
+        on that path through its accounting layer's node-up, which likely does nothing
+        without a database in 24.11). Slurm ignores an empty Reason=, so it is blanked;
+        ours only, never anyone else's."""
+        if not (node.state.in_service and self._ours(node)):
+            return
+        try:
+            self.scheduler.clear_reason([node.name])
+        except FactoryctlError as err:
+            self.emit(
+                {
+                    "event": "warning",
+                    "campaign": self.campaign.id,
+                    "node": node.name,
+                    "message": f"could not clear the stale reason: {err.message}",
+                }
+            )
 
     def _skip_timed_out(self, name: str) -> None:
         jobs = ", ".join(
@@ -359,43 +341,3 @@ class NodeSteps:
             self.scheduler.drain([name], self.campaign.stored_reason())
         except FactoryctlError as err:
             self._fail(name, "drain", err.message)
-
-    # -- reconcile what a cut-off runner left ---------------------------------------------
-    def reconcile(self) -> None:
-        for name, rec in self.campaign.nodes.items():
-            node = self._nodes.get(name)
-            if node is None:
-                continue
-            failure = self.campaign.stored_reason(f"{rec.step} failed")
-            if rec.phase == FAILED and self._ours(node) and not node.reason.startswith(failure):
-                # Cut off between the record and the reason. A failed node an operator
-                # has put back since (not ours any more) is theirs: left alone.
-                self._set_failed_reason(name, failure)
-            elif rec.phase == SKIPPED and rec.step == "drain" and self._ours(node):
-                with contextlib.suppress(FactoryctlError):
-                    self.scheduler.resume([name])
-            elif (
-                rec.phase == DONE
-                and self._spec("next_state") == "resume"
-                and self._ours(node)
-                and not node.state.in_service
-            ):
-                self._issue_resume(name)
-
-
-def kill_session(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-def _last_line(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 2000))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip()[:200] if lines else ""

@@ -62,7 +62,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "scheduler-exporter": Entry(
         "factoryctl.cli.scheduler_exporter:scheduler_exporter",
-        "Serve the scheduler's node states, reasons, partitions and GPU counts to Prometheus.",
+        "Serve the scheduler's node states, GPU counts and running jobs' GPUs to Prometheus.",
     ),
     "energy": Entry(
         "factoryctl.cli.energy:energy",

@@ -75,6 +75,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
             "What Prometheus would scrape, once, from the demo:",
             "factoryctl --demo scheduler-exporter --once",
         ),
+        (
+            "Node view only, where an exporter already attributes GPUs to jobs:",
+            "factoryctl --scheduler slurm scheduler-exporter --no-jobs",
+        ),
     ],
     "factoryctl completion": [
         ("Enable completion in bash:", 'eval "$(factoryctl completion bash)"'),

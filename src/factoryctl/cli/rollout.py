@@ -15,6 +15,7 @@ import click
 from factoryctl import hostlists
 from factoryctl.actions.guards import RefusedError
 from factoryctl.actions.outcome import operator
+from factoryctl.actions.rollout_gate import TelemetryGate
 from factoryctl.actions.rollout_journal import Campaign, Store
 from factoryctl.actions.rollout_phases import (
     ABORTED,
@@ -25,8 +26,8 @@ from factoryctl.actions.rollout_phases import (
     new_campaign_id,
 )
 from factoryctl.actions.rollout_plan import RolloutSpec, build_rollout_plan, create, refusal
+from factoryctl.actions.rollout_records import Emit
 from factoryctl.actions.rollout_runner import Runner, control, write_events
-from factoryctl.actions.rollout_steps import Emit
 from factoryctl.actions.timespec import parse_duration
 from factoryctl.cli.actions import audit_log, blast_radius
 from factoryctl.cli.common import get_env
@@ -99,6 +100,7 @@ def render_plan(plan: dict[str, Any]) -> str:
         f"waves are rolling: a node starts when another finishes; jobs are never killed: a "
         f"node whose jobs outlive --drain-timeout ({plan['drain_timeout']:.0f}s) is skipped",
         f"a node that fails a step {plan['on_failure']}",
+        _gate_line(plan.get("telemetry_gate") or {"on": False, "why": "not recorded"}),
     ]
     if plan["jobs"]:
         users = sorted({j["user"] for j in plan["jobs"]})
@@ -108,6 +110,37 @@ def render_plan(plan: dict[str, Any]) -> str:
     for why in plan["refusals"]:
         lines.append(f"REFUSED: {why}")
     return "\n".join(lines)
+
+
+def _gate_line(gate: dict[str, Any]) -> str:
+    if gate.get("on"):
+        return (
+            f"telemetry gate: before resuming, the GPUs Slurm expects report ({gate['source']}; "
+            f"waiting up to {float(gate['gpu_wait']):.0f}s after the work) and no new XID or "
+            "uncorrectable ECC since the node was drained"
+        )
+    return f"telemetry gate: off ({gate.get('why', '')}): GPU telemetry is not checked"
+
+
+def _telemetry(env: Environment) -> Any:
+    """The gate's reader over the configured Prometheus (joined with nothing: Slurm's
+    Gres count comes from the runner's own reads)."""
+    from factoryctl.telemetry.gpu_health import PromGpuTelemetry
+    from factoryctl.telemetry.prom_open import source_from_settings
+
+    return PromGpuTelemetry(source_from_settings(env.settings))
+
+
+def _gate(env: Environment, spec: dict[str, Any]) -> TelemetryGate | None:
+    gate = spec.get("telemetry_gate") or {}
+    if not gate.get("on"):
+        return None
+    if not env.settings.get("prometheus", {}).get("url"):
+        raise RefusedError(
+            f"campaign {spec.get('id')} gates on GPU telemetry ({gate.get('source')}), but no "
+            "Prometheus is configured here: pass --prometheus URL (or set [prometheus] url)"
+        )
+    return TelemetryGate(_telemetry(env), float(gate.get("gpu_wait", 120.0)))
 
 
 def _emitter(env: Environment) -> Emit:
@@ -171,7 +204,9 @@ def _refuse(env: Environment, plan: dict[str, Any], message: str, argv: list[str
     )
 
 
-def _runner(env: Environment, store: Store, campaign: Campaign) -> Runner:
+def _runner(
+    env: Environment, store: Store, campaign: Campaign, gate: TelemetryGate | None
+) -> Runner:
     return Runner(
         store=store,
         campaign=campaign,
@@ -181,6 +216,7 @@ def _runner(env: Environment, store: Store, campaign: Campaign) -> Runner:
         emit=_emitter(env),
         clock=env.clock,
         interval=float(env.environ.get("FACTORYCTL_ROLLOUT_INTERVAL", "1") or 1),
+        gate=gate,
     )
 
 
@@ -188,14 +224,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM as ^C: stop the commands we started, keep the journal
 
 
-def _run(env: Environment, store: Store, campaign: Campaign) -> int:
+def _run(
+    env: Environment, store: Store, campaign: Campaign, gate: TelemetryGate | None = None
+) -> int:
     import signal
     import threading
 
     with store.runner_lock(campaign.id) as got:
         if not got:
             raise RefusedError(f"campaign {campaign.id} is being run by another process")
-        runner = _runner(env, store, campaign)
+        runner = _runner(env, store, campaign, gate)
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
@@ -262,6 +300,18 @@ def rollout() -> None:
     metavar="K",
     help="Circuit breaker: after K failed nodes no new node starts; the campaign pauses.",
 )
+@click.option(
+    "--no-telemetry-gate",
+    is_flag=True,
+    help="Do not gate resumes on GPU telemetry (the plan says the gate is off).",
+)
+@click.option(
+    "--gpu-wait",
+    default="2m",
+    show_default=True,
+    metavar="DURATION",
+    help="Telemetry gate: how long a node's GPUs may take to report before it fails.",
+)
 @click.option("--force", is_flag=True, help="Override the blast-radius guard.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
@@ -280,6 +330,8 @@ def start(
     reboot_timeout: str,
     step_timeout: str,
     max_failures: int | None,
+    no_telemetry_gate: bool,
+    gpu_wait: str,
     force: bool,
     dry_run: bool,
     yes: bool,
@@ -289,7 +341,9 @@ def start(
 
     Each node: drain (reason 'factoryctl rollout ID: REASON (USER)'), wait until DRAINED
     (jobs outliving --drain-timeout: skipped, drain undone, never killed), --exec, --reboot
-    and wait for slurmd to register, --check, then resume. A node failing a step stays
+    and wait for slurmd to register, --check, the telemetry gate (with a Prometheus
+    configured: the GPUs Slurm expects report, no new XID or uncorrectable ECC since the
+    drain), then resume. A node failing a step stays
     drained with the step in its reason; the campaign goes on. At most --max-unavailable
     nodes of the partition are out of service at once, counting those out already. The
     journal ($XDG_STATE_HOME/factoryctl/rollouts/ID.jsonl) makes it crash-safe:
@@ -316,6 +370,8 @@ def start(
         step_timeout=parse_duration(step_timeout),
         max_failures=max_failures,
         force=force,
+        gpu_wait=parse_duration(gpu_wait),
+        **_gate_spec(env, no_telemetry_gate),
     )
     store = _store(env)
     scheduler = env.scheduler()
@@ -365,7 +421,16 @@ def start(
                 "plan": plan,
             }
         )
-    return _run(env, store, campaign)
+    return _run(env, store, campaign, _gate(env, campaign.spec))
+
+
+def _gate_spec(env: Environment, off: bool) -> dict[str, Any]:
+    url = env.settings.get("prometheus", {}).get("url")
+    if off:
+        return {"telemetry": None, "telemetry_off": "--no-telemetry-gate"}
+    if not url:
+        return {"telemetry": None, "telemetry_off": "no Prometheus configured"}
+    return {"telemetry": _telemetry(env).describe()}
 
 
 def _campaign_id(store: Store, campaign_id: str | None) -> str:
@@ -390,12 +455,13 @@ def resume_command(campaign_id: str | None, reason: str, yes: bool, output: str 
         raise RefusedError(f"campaign {campaign.id} is {campaign.status}: nothing to resume")
     if store.running(campaign.id):
         raise RefusedError(f"campaign {campaign.id} is running in another process")
+    gate = _gate(env, campaign.spec)  # before anything is written: refused means untouched
     left = len(campaign.nodes) - campaign.count(*TERMINAL)
     _confirm(env, f"resume rollout {campaign.id} ({left} node(s) left)?", yes)
     control(store, campaign.id, "resume", operator(env.environ), reason, env.clock())
     campaign = store.load(campaign.id)
     campaign.spec["resumed"] = True
-    return _run(env, store, campaign)
+    return _run(env, store, campaign, gate)
 
 
 @rollout.command("pause")

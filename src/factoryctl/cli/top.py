@@ -7,7 +7,7 @@ and every scripted command stay light.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -71,6 +71,20 @@ def demo_console(env: Environment, demo: DemoSource) -> tuple[SnapshotSource, Ac
     return live, action_backend(env, DemoScheduler(demo.sim), lock=live.lock)
 
 
+def rollouts_loader(env: Environment) -> Callable[[], list[tuple[Any, str]]]:
+    """What ``:rollouts`` shows: this state directory's campaigns, as ``factoryctl rollout
+    list`` reads them (run in the console's rollouts worker, off the event loop)."""
+    from factoryctl.actions.rollout_journal import Store
+    from factoryctl.cli.actions import audit_log
+
+    store = Store(audit_log(env).path.parent / "rollouts")
+
+    def load() -> list[tuple[Any, str]]:
+        return [(c, store.effective_status(c)) for c in store.campaigns()]
+
+    return load
+
+
 def open_console(
     env: Environment,
     source: SnapshotSource,
@@ -93,6 +107,7 @@ def open_console(
         clock=env.clock,
         actions=actions,
         keymap=keymap_from_settings(env),
+        rollouts=rollouts_loader(env),
     )
     run_app(app)
 

@@ -44,6 +44,9 @@ class GpuReading:
     pci_bus_id: str = ""
     serial: str = ""
     mig_mode: str = ""  # "enabled" / "disabled" / "" when unsupported
+    # Its MIG devices' UUIDs (``MIG-...``), where the backend lists them: a job's
+    # CUDA_VISIBLE_DEVICES may name those instead of the GPU's own UUID.
+    mig_uuids: tuple[str, ...] = ()
     # Activity and memory
     utilization: float | None = None
     memory_bandwidth_utilization: float | None = None

@@ -143,7 +143,7 @@ class Exporter:
             collections=prev.collections + 1,
             failures=prev.failures,
             skipped=self.skipped,
-            job_map_errors=0 if map_dir is None else map_dir.errors,
+            job_map_errors=(0 if map_dir is None else map_dir.errors) + self.attributor.errors,
         )
         self._snapshot = snap
         return snap

@@ -269,6 +269,7 @@ class SnapshotCollector(Collector):
         yield errors
         yield CounterMetricFamily(
             "factoryctl_exporter_job_map_errors",
-            "Garbage lines and unreadable files met in the job-map directory.",
+            "Garbage lines and unreadable files met in the job-map directory, and GPUs a"
+            " job's environment names that are not on this node (never guessed).",
             value=snap.job_map_errors,
         )

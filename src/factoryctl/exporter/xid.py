@@ -12,12 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from factoryctl.exporter.backend import XidCount
-
-if TYPE_CHECKING:
-    from factoryctl.exporter.nvml import Nvml
+from factoryctl.exporter.nvml_lib import XID_CRITICAL_ERROR_EVENT, Nvml, NvmlError, NvmlTimeout
 
 log = logging.getLogger("factoryctl.exporter")
 
@@ -79,8 +77,6 @@ class XidWatcher(threading.Thread):
             return None
 
     def run(self) -> None:
-        from factoryctl.exporter.nvml import XID_CRITICAL_ERROR_EVENT, NvmlError, NvmlTimeout
-
         try:
             event_set = self.nvml.call("nvmlEventSetCreate")
         except NvmlError as exc:

@@ -62,6 +62,11 @@ class Scheduler(Protocol):
 
     def resume(self, nodes: Sequence[str]) -> None: ...
 
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        """Blank the reason of nodes back in service: Slurm 24.11 without an accounting
+        database keeps a drain's reason after the resume (see docs/rollout.md)."""
+        ...
+
     def reboot(
         self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState
     ) -> None: ...

@@ -70,6 +70,9 @@ class CheckedScheduler:
     def resume(self, nodes: Sequence[str]) -> None:
         self._call("resume", self.inner.resume, nodes)
 
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        self._call("clear_reason", self.inner.clear_reason, nodes)
+
     def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
         self._call("reboot", self.inner.reboot, nodes, reason, asap, next_state)
 

@@ -71,6 +71,12 @@ class DemoScheduler:
         for n in nodes:
             self.sim.set_admin(n, drain=False, down=False, reason="")
 
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        self._check(nodes)
+        self.calls.append(("clear_reason", tuple(nodes)))
+        for n in nodes:
+            self.sim.set_admin(n, reason="")
+
     def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
         self._check(nodes)
         text = validate_reason(reason)

@@ -190,6 +190,12 @@ class SlurmCLI:
         hl = validate_nodes(nodes)
         self._run(["scontrol", "update", f"NodeName={hl}", "State=RESUME"])
 
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        # Slurm ignores an empty Reason= (it sets only a non-empty one): a blank is the
+        # closest to "none" scontrol allows on a node in service.
+        hl = validate_nodes(nodes)
+        self._run(["scontrol", "update", f"NodeName={hl}", "Reason= "])
+
     def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
         hl = validate_nodes(nodes)
         text = validate_reason(reason)

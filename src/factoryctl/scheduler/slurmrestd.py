@@ -287,6 +287,10 @@ class SlurmRestd:
         hl = validate_nodes(nodes)
         self._update_nodes(hl, {"state": ["RESUME"]}, lambda: self.writer.resume(nodes))
 
+    def clear_reason(self, nodes: Sequence[str]) -> None:
+        hl = validate_nodes(nodes)  # a blank, as with scontrol: an empty reason is ignored
+        self._update_nodes(hl, {"reason": " "}, lambda: self.writer.clear_reason(nodes))
+
     def reboot(self, nodes: Sequence[str], reason: str, asap: bool, next_state: NextState) -> None:
         self.writer.reboot(nodes, reason, asap, next_state)
 

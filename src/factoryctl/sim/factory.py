@@ -27,29 +27,15 @@ from operator import add, mul, not_
 
 from factoryctl.model import JobState
 from factoryctl.sim import names
+from factoryctl.sim.config import SimConfig
 from factoryctl.sim.jobs import JobGenerator, SimJob
-from factoryctl.sim.workload import H100, THROTTLE_BITS, GPUSpec, Readings, Workload, sample
+from factoryctl.sim.workload import THROTTLE_BITS, Readings, Workload, sample
 
 # XID codes with their effect. 79: fallen off the bus. 48/94/95: ECC (DBE, contained,
 # uncontained). 13/31/43: application faults, the user's and not the hardware's.
 XID_LOST = {79}
 XID_ECC = {48, 94, 95}
 XID_KILLS_JOB = {79, 94, 95}
-
-
-@dataclass(frozen=True, slots=True)
-class SimConfig:
-    nodes: int = 64
-    gpus_per_node: int = 8
-    seed: int = 0
-    start_time: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-    node_prefix: str = "gpu"
-    node_names: tuple[str, ...] = ()  # overrides nodes/node_prefix when given
-    partition: str = "gpu"
-    target_occupancy: float = 0.85
-    jobs: bool = True  # False: GPUs are assigned from outside (exporter lab mode)
-    faults_per_node_day: float = 0.0  # random faults; 0 keeps tests deterministic
-    spec: GPUSpec = H100
 
 
 @dataclass(frozen=True, slots=True)

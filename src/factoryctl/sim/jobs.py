@@ -6,14 +6,12 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from factoryctl.model import JobState
 from factoryctl.sim import names
+from factoryctl.sim.config import SimConfig
 from factoryctl.sim.workload import Workload
-
-if TYPE_CHECKING:
-    from factoryctl.sim.factory import SimConfig
 
 T = TypeVar("T")
 

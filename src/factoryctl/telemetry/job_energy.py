@@ -161,7 +161,7 @@ class EnergyReader:
         hi = min(now, max((j.end_time or now) for j in timed) + slack)
         if hi <= lo:
             return {}
-        node, gpu = self.schema.node_label, self.schema.gpu_label
+        node, gpu = self.schema.attribution_node, self.schema.gpu_label
         held: dict[str, dict[str, set[int]]] = {}
         for ids in label_matchers(sorted({j.job_id for j in timed})):
             res = self.client.query(
@@ -170,7 +170,7 @@ class EnergyReader:
                 hi,
             )
             for s in res.vector:
-                key = self._key(s.labels)
+                key = self._key(s.labels, node)
                 job_id = s.labels.get(label, "")
                 if key is not None and job_id:
                     held.setdefault(job_id, {}).setdefault(key[0], set()).add(key[1])
@@ -194,9 +194,10 @@ class EnergyReader:
                 " or exporters were down): its GPUs cannot be known"
             )
         where = (
-            "factoryctl_gpu_job_info"
+            self.schema.attribution
             if self.schema.attribution_label == "job_id"
-            else "no hpc_job label: dcgm-exporter without HPC job mapping"
+            else "no hpc_job label: dcgm-exporter without HPC job mapping, and no"
+            " factoryctl scheduler-exporter"
         )
         return f"no attribution recorded for it ({where}): its GPUs cannot be known"
 
@@ -303,9 +304,12 @@ class EnergyReader:
         note = f"{missing} of {len(keys)} GPUs had no energy samples" if missing else ""
         return JobEnergy(job.job_id, total, "gpu-counter", note)
 
-    def _key(self, labels: dict[str, str] | object) -> tuple[str, int] | None:
+    def _key(self, labels: dict[str, str] | object, node: str = "") -> tuple[str, int] | None:
         assert isinstance(labels, dict)
         try:
-            return (node_name(labels, self.schema.node_label), int(labels[self.schema.gpu_label]))
+            return (
+                node_name(labels, node or self.schema.node_label),
+                int(labels[self.schema.gpu_label]),
+            )
         except (KeyError, ValueError):
             return None

@@ -57,6 +57,14 @@ class MetricSchema:
     # copied per job with ``hpc_job`` (absent where the site has no job mapping).
     attribution: str | None = None
     attribution_label: str = "job_id"
+    # The label naming the node on the attribution series, where it is not ``node_label``:
+    # ``factoryctl scheduler-exporter`` writes Slurm's node name in ``node`` beside a
+    # dcgm-exporter's ``Hostname``. None: ``node_label``.
+    attribution_node_label: str | None = None
+
+    @property
+    def attribution_node(self) -> str:
+        return self.attribution_node_label or self.node_label
 
     def unavailable(self) -> frozenset[str]:
         """GPU fields this schema can never provide."""
@@ -65,6 +73,17 @@ class MetricSchema:
 
     def with_node_label(self, label: str) -> MetricSchema:
         return replace(self, node_label=label)
+
+    def with_scheduler_attribution(self) -> MetricSchema:
+        """This schema, with ``factoryctl scheduler-exporter``'s Slurm allocation as the
+        attribution history (dcgm-exporter sites without a job mapping). Used instead of
+        ``hpc_job`` where both exist: Slurm's allocation is the authority."""
+        return replace(
+            self,
+            attribution=native.SLURM_GPU_JOB_INFO,
+            attribution_label="job_id",
+            attribution_node_label="node",
+        )
 
 
 # Fields computed from several series; they appear as keys in ``gauges`` only when simple.
@@ -156,6 +175,29 @@ DCGM: Final = MetricSchema(
 SCHEMAS: Final = {s.name: s for s in (NATIVE, DCGM)}
 SCHEMA_CHOICES: Final = ("auto", *SCHEMAS)
 NODE_LABEL_CANDIDATES: Final = ("Hostname", "hostname", "node", "instance")
+
+
+def recorded_query(schema: MetricSchema, window: str) -> str:
+    """Is attribution being recorded (any series within ``window``)? For a scheduler-
+    exporter its always-present gauge, summed: with no job running the allocation is
+    still known (nothing held), and the sum is the jobs whose GPUs Slurm does not name."""
+    if schema.attribution == native.SLURM_GPU_JOB_INFO:
+        return f"sum(last_over_time({native.SLURM_JOBS_GPU_INDICES_UNKNOWN}[{window}]))"
+    mapped = f'{schema.attribution}{{{schema.attribution_label}!=""}}'
+    return f"count(last_over_time({mapped}[{window}]))"
+
+
+def indices_unknown_warning(jobs: float) -> str:
+    return (
+        f"{jobs:.0f} running jobs hold GPUs whose indices Slurm does not give: those GPUs"
+        f" are not attributed ({native.SLURM_JOBS_GPU_INDICES_UNKNOWN})"
+    )
+
+
+def scheduler_attribution_query(window: str) -> str:
+    """Does this Prometheus record Slurm's allocation (a scheduler-exporter with --jobs
+    scraped within ``window``)? Its always-present gauge says, with no job running too."""
+    return f"count(last_over_time({native.SLURM_JOBS_GPU_INDICES_UNKNOWN}[{window}]))"
 
 
 def detection_query() -> str:

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from factoryctl.model import FactorySnapshot, Node, NodeState
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, dur
-from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning, node_name
+from factoryctl.telemetry.metrics import (
+    NATIVE,
+    MetricSchema,
+    no_gpus_warning,
+    node_name,
+    recorded_query,
+)
 
 if TYPE_CHECKING:
     from factoryctl.telemetry.prometheus_source import PrometheusSource
@@ -60,8 +66,17 @@ def _queries(
         )
     elif telemetry_jobs and schema.attribution is not None:
         mapped = f'{schema.attribution}{{{schema.attribution_label}!=""}}'
-        plan["gpus_allocated"] = f"count {by} (count {per_gpu} (last_over_time({mapped}[{w}])))"
-        plan["attributed"] = f"count {by} (last_over_time({mapped}[{dur(inventory)}]))"
+
+        def held(window: str) -> str:
+            expr = f"last_over_time({mapped}[{window}])"
+            if schema.attribution_node == schema.node_label:
+                return expr
+            # The scheduler-exporter names the node ``node``; the rows key on the schema's.
+            return f'label_replace({expr}, "{schema.node_label}", "$1", "{schema.attribution_node}", "(.*)")'
+
+        plan["gpus_allocated"] = f"count {by} (count {per_gpu} ({held(w)}))"
+        # Recorded at all (a scheduler-exporter: its gauge, with no job running too).
+        plan["attributed"] = recorded_query(schema, dur(inventory))
     return plan
 
 

@@ -19,10 +19,12 @@ from factoryctl.telemetry.metrics import (
     detection_query,
     node_label_of,
     node_name,
+    scheduler_attribution_query,
 )
 
 GpuKey = tuple[str, int]
 DEFAULT_INTERVAL = 15.0
+SCHEDULER_LOOKBACK = "1d"
 
 
 def detect_schema(client: PromClient, at: float, forced: str = "auto") -> MetricSchema:
@@ -36,6 +38,11 @@ def detect_schema(client: PromClient, at: float, forced: str = "auto") -> Metric
         probe = client.query(f"topk(1, {schema.marker})", at)
         if probe.vector:
             schema = schema.with_node_label(node_label_of(probe.vector[0].labels))
+        # A scheduler-exporter writing Slurm's allocation: the attribution history there.
+        # Looked for over a day, so a site where no job ran for hours still counts.
+        recorded = client.query(scheduler_attribution_query(SCHEDULER_LOOKBACK), at)
+        if recorded.vector and recorded.vector[0].value > 0:
+            schema = schema.with_scheduler_attribution()
     return schema
 
 

@@ -35,7 +35,13 @@ from factoryctl.telemetry.job_energy import (
     dur,
     from_admin_comment,
 )
-from factoryctl.telemetry.metrics import NATIVE, MetricSchema, no_gpus_warning
+from factoryctl.telemetry.metrics import (
+    NATIVE,
+    MetricSchema,
+    indices_unknown_warning,
+    no_gpus_warning,
+    recorded_query,
+)
 from factoryctl.telemetry.prom_detect import (
     detect_interval,
     detect_schema,
@@ -136,9 +142,10 @@ class PrometheusSource:
                 held, users = self._attribution(schema, results["job_info"])
             gpus = self._gpus(schema, results, wanted, xid_gauge, unavailable, held)
             # dcgm-exporter: attribution only where its job mapping labels series hpc_job.
-            attributed = schema.job_info is not None or bool(
-                "hpc_seen" in results and results["hpc_seen"].vector
-            )
+            seen = results["hpc_seen"].vector if "hpc_seen" in results else []
+            attributed = schema.job_info is not None or bool(seen)
+            if schema.attribution == native.SLURM_GPU_JOB_INFO and seen and seen[0].value > 0:
+                warnings.append(indices_unknown_warning(seen[0].value))
             if not attributed:
                 # No scheduler and no attribution: who holds a GPU is unknown (n/a).
                 unavailable.update(("state", "gpus_allocated", "jobs"))
@@ -239,16 +246,15 @@ class PrometheusSource:
         if fields is None and schema.gpu_energy is not None:
             plan["energy_today"] = _energy_today_query(schema, t, window)
         if telemetry_jobs and schema.job_info is None and schema.attribution is not None:
-            # dcgm-exporter's job mapping: each allocated GPU's series, copied per job.
+            # dcgm-exporter's job mapping: each allocated GPU's series, copied per job; or
+            # the scheduler-exporter's Slurm allocation (with the job's user).
             label = schema.attribution_label
             mapped = f'{schema.attribution}{{{label}!=""}}'
             plan["job_info"] = (
-                f"group by ({label}, {schema.node_label}, {schema.gpu_label})"
+                f"group by ({label}, {schema.attribution_node}, {schema.gpu_label}, user)"
                 f" (last_over_time({mapped}[{window}]))"
             )
-            plan["hpc_seen"] = (
-                f"count(last_over_time({mapped}[{dur(self.options.inventory_window)}]))"
-            )
+            plan["hpc_seen"] = recorded_query(schema, dur(self.options.inventory_window))
         if telemetry_jobs and schema.job_info is not None:
             plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
             if schema.job_energy is not None and view != "nodes":
@@ -337,8 +343,10 @@ class PrometheusSource:
     ) -> tuple[dict[GpuKey, tuple[str, ...]], dict[str, str]]:
         held: dict[GpuKey, set[str]] = {}
         users: dict[str, str] = {}
+        # The attribution's own node label (the scheduler-exporter's ``node`` on a dcgm site).
+        by = replace(schema, node_label=schema.attribution_node)
         for s in res.vector:
-            key = gpu_key(schema, s.labels)
+            key = gpu_key(by, s.labels)
             job_id = s.labels.get(schema.attribution_label, "")
             if key is None or not job_id:
                 continue
@@ -511,8 +519,9 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
 
 NO_JOBS = (
     "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"
-    " dcgm-exporter's hpc_job label): jobs, node state and allocation are unknown;"
-    " configure [scheduler] or dcgm-exporter's HPC job mapping"
+    " dcgm-exporter's hpc_job label nor factoryctl scheduler-exporter's"
+    f" {native.SLURM_GPU_JOB_INFO}): jobs, node state and allocation are unknown;"
+    " configure [scheduler], dcgm-exporter's HPC job mapping or factoryctl scheduler-exporter"
 )
 
 FORGOTTEN = (

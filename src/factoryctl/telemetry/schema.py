@@ -98,3 +98,13 @@ NODE_STATE_INFO: Final = "factoryctl_node_state_info"  # node, state (a NodeStat
 NODE_STATE_SINCE: Final = "factoryctl_node_state_since_timestamp_seconds"  # node; state entered
 NODE_PARTITION_INFO: Final = "factoryctl_node_partition_info"  # node, partition; 1 per membership
 NODE_GPUS_EXPECTED: Final = "factoryctl_node_gpus_expected"  # node; GPUs configured (Slurm Gres)
+# Slurm's allocation as attribution history, for dcgm-exporter sites without a job mapping:
+# ``factoryctl scheduler-exporter`` writes one series per (node, GPU index, running job),
+# value 1, from the job's GRES detail. Prometheus then remembers who held which GPU when,
+# after Slurm has forgotten (a finished job's ``gres_detail`` is empty). The console's dcgm
+# schema reads it like GPU_JOB_INFO (``metrics.with_scheduler_attribution``).
+SLURM_GPU_JOB_INFO: Final = "factoryctl_slurm_gpu_job_info"  # node, gpu, job_id, user, account
+# Running jobs that hold GPUs whose indices Slurm does not give (no GRES detail, a GRES
+# without IDX): counted, never invented. Always written, 0 included: its presence is how
+# the console knows this site records Slurm's attribution (detection).
+SLURM_JOBS_GPU_INDICES_UNKNOWN: Final = "factoryctl_slurm_jobs_gpu_indices_unknown"

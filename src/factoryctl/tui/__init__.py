@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from factoryctl.tui.app import FactoryApp
     from factoryctl.tui.backend import ActionBackend, SnapshotSource
+    from factoryctl.tui.rollout_rows import Loader
 
 
 def make_app(
@@ -24,6 +25,7 @@ def make_app(
     actions: ActionBackend | None = None,
     keymap: Mapping[str, str] | None = None,
     history: int = 60,
+    rollouts: Loader | None = None,
 ) -> FactoryApp:
     """The one way to build the console, for the CLI, the tests and the benchmark.
 
@@ -31,6 +33,7 @@ def make_app(
     the refresh key (tests use this so nothing happens behind their back). ``clock``
     gives "now" for ages (tests freeze it). ``actions`` is the action layer; ``None``
     means no actions (as with ``readonly``). ``keymap`` maps binding ids to keys.
+    ``rollouts`` reads the campaign journals for ``:rollouts`` (None: the view says so).
     """
     from factoryctl.tui.app import FactoryApp
 
@@ -42,6 +45,7 @@ def make_app(
         actions=actions,
         keymap=keymap,
         history=history,
+        rollouts=rollouts,
     )
 
 

@@ -58,12 +58,13 @@ class FactoryApp(ConsoleBase):
         Binding("2", "view('nodes')", "Nodes", show=False, id="view_nodes"),
         Binding("3", "view('jobs')", "Jobs", show=False, id="view_jobs"),
         Binding("4", "view('triage')", "Triage", show=False, id="view_triage"),
+        Binding("5", "view('rollouts')", "Rollouts", show=False, id="view_rollouts"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
     def show_view(self, view: str, arg: str = "", *, push: bool = True) -> None:
         if push and self.view_stack[-1] != (view, arg):
-            if view in ("overview", *TABLE_VIEWS):
+            if view in ("overview", "rollouts", *TABLE_VIEWS):
                 # Top-level views replace the trail, as k9s does with :nodes / :jobs.
                 self.view_stack = (
                     [(view, arg)] if view == "overview" else [("overview", ""), (view, arg)]
@@ -74,8 +75,10 @@ class FactoryApp(ConsoleBase):
         self._render_detail()
         if view == "triage":
             self._start_triage()
+        if view == "rollouts":
+            self._start_rollouts()
         self._start_processes()
-        widget = self.query_one(f"#{view}")
+        widget = self.query_one("#rollout-campaigns" if view == "rollouts" else f"#{view}")
         if widget.can_focus:
             widget.focus()
         self._update_chrome()
@@ -102,6 +105,9 @@ class FactoryApp(ConsoleBase):
             self.show_view("node-detail", event.key)
         elif event.table.id == "jobs":
             self.show_view("job-detail", event.key)
+        elif event.table.id == "rollout-campaigns":
+            self.rollout_shown = event.key
+            self._start_rollouts()
         elif event.table.id == "triage":
             problem = self.triage_problems[int(event.key)]
             if problem.node:
@@ -304,7 +310,8 @@ class FactoryApp(ConsoleBase):
         self.push_screen(HelpScreen(self.help_text()))
 
     def help_text(self) -> Text:
-        return help_text(self)
+        keymap = getattr(self, "_keymap", {}) or {}
+        return help_text(self.BINDINGS, keymap, self.actions_backend is not None)
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

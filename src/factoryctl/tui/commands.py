@@ -1,6 +1,6 @@
 """The ``:`` command language, parsed without Textual (k9s habits).
 
-``:nodes``, ``:jobs``, ``:overview``, ``:triage``, ``:node NAME``, ``:job ID``, ``:drain`` /
+``:nodes``, ``:jobs``, ``:overview``, ``:triage``, ``:rollouts``, ``:node NAME``, ``:job ID``, ``:drain`` /
 ``:resume`` / ``:reboot`` / ``:maint`` (on marked rows), ``:help``, ``:quit``.
 """
 
@@ -23,6 +23,9 @@ VIEWS = {
     "triage": "triage",
     "problems": "triage",
     "t": "triage",
+    "rollouts": "rollouts",
+    "rollout": "rollouts",
+    "ro": "rollouts",
 }
 ACTIONS = ("drain", "resume", "reboot", "maint")
 OTHER = ("help", "quit", "q", "pause", "refresh")

@@ -28,7 +28,15 @@ from factoryctl.tui.backend import ActionBackend, SnapshotSource
 from factoryctl.tui.frame import Frame, build_frame
 from factoryctl.tui.gcpolicy import PollGc
 from factoryctl.tui.history import History
-from factoryctl.tui.messages import FetchFailed, ProcessesFetched, SnapshotFetched, TriageReady
+from factoryctl.tui.messages import (
+    FetchFailed,
+    ProcessesFetched,
+    RolloutsFetched,
+    SnapshotFetched,
+    TriageReady,
+)
+from factoryctl.tui.rollout_rows import Loader
+from factoryctl.tui.rollouts_view import RolloutsView
 from factoryctl.tui.rows import JOB_COLUMNS, NODE_COLUMNS, TRIAGE_COLUMNS, triage_rows
 from factoryctl.tui.table import VirtualTable
 from factoryctl.tui.views import (
@@ -48,6 +56,7 @@ VIEW_TITLES = {
     "triage": "triage",
     "node-detail": "node",
     "job-detail": "job",
+    "rollouts": "rollouts",
 }
 
 
@@ -84,8 +93,13 @@ class ConsoleBase(App[None]):
         actions: ActionBackend | None = None,
         keymap: Mapping[str, str] | None = None,
         history: int = 60,
+        rollouts: Loader | None = None,
     ) -> None:
         super().__init__()
+        # Reads the campaign journals (``factoryctl rollout list``'s); None: no state dir.
+        self.rollouts_loader = rollouts
+        self.rollout_shown: str | None = None  # the campaign whose nodes :rollouts shows
+        self._rollouts_worker: Worker[None] | None = None
         self.source = source
         self.readonly = readonly
         self.refresh_seconds = refresh
@@ -123,6 +137,7 @@ class ConsoleBase(App[None]):
             yield VirtualTable(TRIAGE_COLUMNS, id="triage")
             yield DetailView(id="node-detail")
             yield DetailView(id="job-detail")
+            yield RolloutsView(id="rollouts")
         yield Static("", id="status")
         yield Input(id="prompt", disabled=True)  # enabled only while prompting
         yield Footer()
@@ -138,7 +153,55 @@ class ConsoleBase(App[None]):
     def _tick(self) -> None:
         if not self.paused:
             self.poll()
+            self._start_rollouts()
         self._update_status()
+
+    # -- :rollouts ------------------------------------------------------------------------
+    def _start_rollouts(self) -> None:
+        """Read the journals while the view is open, one read at a time (as triage)."""
+        w = self._rollouts_worker
+        if self.current_view != "rollouts" or (w is not None and not w.is_finished):
+            return
+        self._rollouts_worker = self._fetch_rollouts(self.rollout_shown)
+
+    @work(thread=True, exclusive=True, group="rollouts", exit_on_error=False)
+    def _fetch_rollouts(self, wanted: str | None) -> None:
+        from factoryctl.tui import rollout_rows as rr
+
+        loader = self.rollouts_loader
+        if loader is None:
+            msg = "rollouts: no state directory known to this console (factoryctl top has one)"
+            self.post_message(RolloutsFetched(msg, [], "", [], ""))
+            return
+        try:
+            read = rr.RolloutsRead(tuple(loader()), self.clock())
+        except Exception as err:  # a journal we cannot read: say so, keep the console
+            self.post_message(RolloutsFetched(f"rollouts: {describe(err)}", [], "", [], ""))
+            return
+        chosen = rr.pick(read, wanted)
+        if chosen is None:
+            self.post_message(
+                RolloutsFetched("No campaigns (factoryctl rollout start).", [], "", [], "")
+            )
+            return
+        campaign, status = chosen
+        frame = self.frame  # Slurm's state of each node, as of the last poll
+        states = {n.name: n.state.value for n in frame.snapshot.nodes} if frame else {}
+        self.post_message(
+            RolloutsFetched(
+                f"{len(read.campaigns)} campaign(s); Enter shows one's nodes",
+                rr.campaign_rows(read),
+                rr.summary(campaign, status),
+                rr.node_rows(campaign, states, read.at),
+                campaign.id,
+            )
+        )
+
+    def on_rollouts_fetched(self, message: RolloutsFetched) -> None:
+        self.rollout_shown = message.shown or None
+        self.query_one(RolloutsView).show(
+            message.summary, message.campaigns, message.title, message.nodes
+        )
 
     def poll(self) -> None:
         """Start a poll unless one is still running: polls never overlap or queue up."""
@@ -344,3 +407,4 @@ class ConsoleBase(App[None]):
 
     def action_refresh(self) -> None:
         self.poll()
+        self._start_rollouts()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.text import Text
 from textual.binding import Binding
 
 from factoryctl.tui.commands import KNOWN
 
-if TYPE_CHECKING:
-    from factoryctl.tui.app import FactoryApp
 
-
-def help_text(app: FactoryApp) -> Text:
-    """Every key (as remapped), the table keys, the commands and the filter syntax."""
+def help_text(bindings: Sequence[object], keymap: Mapping[str, str], can_act: bool) -> Text:
+    """Every key (as remapped by ``keymap``, binding id -> key), the table keys, the
+    commands and the filter syntax. ``can_act``: the actions backend is configured."""
     text = Text()
     text.append("factoryctl top: keys\n\n", style="bold")
-    for key, binding in _bindings_by_id(app):
-        if binding.action.startswith("act(") and app.actions_backend is None:
+    for key, binding in _bindings_by_id(bindings, keymap):
+        if binding.action.startswith("act(") and not can_act:
             continue
         text.append(f"  {key:<14}", style="bold cyan")
         text.append(f"{binding.description}  [{binding.id}]\n")
@@ -33,9 +30,9 @@ def help_text(app: FactoryApp) -> Text:
     )
     text.append("    triage: V severity K kind N node G GPU U users S summary\n")
     text.append("\nCommands (:)\n", style="bold")
-    text.append("  :overview :nodes :jobs :triage :node NAME :job ID\n")
+    text.append("  :overview :nodes :jobs :triage :rollouts :node NAME :job ID\n")
     text.append("  :pause :refresh :help :quit\n")
-    if app.actions_backend is not None:
+    if can_act:
         text.append("  :drain :resume :reboot :maint   act on marked nodes\n")
     text.append("\nFilter (/): a case-insensitive regex; !regex keeps rows that do not match.\n")
     text.append("Esc clears the filter, then goes back. ctrl+p opens the command palette.\n")
@@ -43,8 +40,9 @@ def help_text(app: FactoryApp) -> Text:
     return text
 
 
-def _bindings_by_id(app: FactoryApp) -> Iterable[tuple[str, Binding]]:
-    keymap = getattr(app, "_keymap", {}) or {}
-    for b in app.BINDINGS:
+def _bindings_by_id(
+    bindings: Sequence[object], keymap: Mapping[str, str]
+) -> Iterable[tuple[str, Binding]]:
+    for b in bindings:
         if isinstance(b, Binding) and b.id:
             yield keymap.get(b.id, b.key), b

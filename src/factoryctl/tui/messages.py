@@ -52,3 +52,17 @@ class ProcessesFetched(Message):
     def __init__(self, table: ProcessTable) -> None:
         super().__init__()
         self.table = table
+
+
+class RolloutsFetched(Message):
+    """The journals read and the ``:rollouts`` rows built, in the rollouts worker."""
+
+    def __init__(
+        self, summary: str, campaigns: list[Row], title: str, nodes: list[Row], shown: str
+    ) -> None:
+        super().__init__()
+        self.summary = summary
+        self.campaigns = campaigns
+        self.title = title
+        self.nodes = nodes
+        self.shown = shown  # the campaign whose nodes these are ("" none)
