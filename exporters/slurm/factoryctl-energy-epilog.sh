@@ -16,7 +16,12 @@
 # factoryctl-energy) and to $FACTORYCTL_EPILOG_LOG if set, and the exit status is 0.
 # Idempotent: a job whose AdminComment already holds its segment is not written again.
 set -u
-[ -r /etc/default/factoryctl-energy-epilog ] && . /etc/default/factoryctl-energy-epilog
+# Its assignments reach factoryctl (set -a exports them): FACTORYCTL_PROMETHEUS_URL, ...
+if [ -r /etc/default/factoryctl-energy-epilog ]; then
+    set -a
+    . /etc/default/factoryctl-energy-epilog
+    set +a
+fi
 export PATH=${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 FACTORYCTL=${FACTORYCTL:-factoryctl}
 TIMEOUT=${FACTORYCTL_EPILOG_TIMEOUT:-30}
