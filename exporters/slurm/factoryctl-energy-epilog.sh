@@ -43,12 +43,19 @@ if [[ ! $TIMEOUT =~ ^[0-9]+$ ]] || [ "$TIMEOUT" -lt 1 ]; then
     TIMEOUT=30
 fi
 if [ "$DETACH" = 1 ]; then
-    # Slurm waits for this script (and may kill its process group): hand the work to a
-    # process in its own session and return now.
-    if FACTORYCTL_EPILOG_DETACH=0 setsid -f "$0" </dev/null >/dev/null 2>&1; then
-        exit 0
-    fi
-    log "job $job: setsid failed; recording in the foreground"
+    # Slurm waits for this script: hand the work to a process in its own session and
+    # return. Not before that process has its session: 24.11 and 26.05 kill the script's
+    # process group as it exits (seen: one job in three lost its record with `setsid -f`).
+    FACTORYCTL_EPILOG_DETACH=0 setsid "$0" </dev/null >/dev/null 2>&1 &
+    child=$!
+    i=0
+    while [ $i -lt 200 ]; do
+        sid=$(awk '{print $6}' "/proc/$child/stat" 2>/dev/null) || break  # gone: done
+        [ "$sid" = "$child" ] && break
+        sleep 0.01
+        i=$((i + 1))
+    done
+    exit 0
 fi
 # The command's own --timeout leaves it time to give up cleanly; `timeout` is the hard
 # bound (TERM, then KILL 2 s later) should anything hang.
