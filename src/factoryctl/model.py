@@ -142,6 +142,11 @@ class Job:
     end_time: float | None = None  # None while running
     allocations: tuple[Allocation, ...] = ()
     energy_joules: float | None = None  # measured, not estimated; None when unknown
+    # Where ``energy_joules`` came from: job-counter | gpu-counter | admin-comment | none
+    # ("" where no source measured the job).
+    energy_source: str = ""
+    # Slurm's AdminComment: where the epilog records the job's energy (energy_record).
+    admin_comment: str = ""
 
     @property
     def gpu_count(self) -> int:

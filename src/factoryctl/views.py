@@ -186,6 +186,7 @@ def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         "power_watts": occ.power_watts if running else None,
         "energy_joules": job.energy_joules,
         "energy_kwh": None if job.energy_joules is None else joules_to_kwh(job.energy_joules),
+        "energy_source": job.energy_source or "none",
     }
 
 

@@ -146,7 +146,11 @@ class SimTargets:
                 out.append(f"{m.GPU_PROCESS_USED_MEMORY}{{{base},{who}}} {p.memory_bytes}")
         out += self._rollups(node, spells)
         for job_id, totals in self.accountants[node].jobs.items():
-            out.append(f'{m.JOB_ENERGY}{{node="{node}",job_id="{job_id}"}} {totals.energy_joules}')
+            # The exporter's three per-job counters, from the same accountant.
+            labels = f'{{node="{node}",job_id="{job_id}"}}'
+            out.append(f"{m.JOB_ENERGY}{labels} {totals.energy_joules}")
+            out.append(f"{m.JOB_GPU_SECONDS}{labels} {totals.gpu_seconds}")
+            out.append(f"{m.JOB_ACTIVE_GPU_SECONDS}{labels} {totals.active_gpu_seconds}")
         return "\n".join(out) + "\n"
 
     def _rollups(self, node: str, spells: list[float | None]) -> list[str]:

@@ -210,3 +210,15 @@ def test_accounting_down_degrades_the_report_with_a_warning() -> None:
     warnings.clear()
     assert scheduler_jobs(_Squeue([live]), 20.0, 200.0, warnings)[0] == [live]
     assert warnings == []
+
+
+@pytest.mark.parametrize("tag", GENERATIONS)
+def test_admin_comment_from_accounting_is_read_and_null_is_empty(tag: str) -> None:
+    doc = _doc(tag)
+    jobs = doc["jobs"]
+    assert parse_sacct(json.dumps(doc))[0].admin_comment == ""  # as recorded: none yet
+    jobs[0]["comment"]["administrator"] = "site note; factoryctl:v1 job=7 energy_j=12.5"
+    assert parse_sacct(json.dumps(doc))[0].admin_comment.endswith("energy_j=12.5")
+    jobs[0]["comment"] = ["not", "an", "object"]
+    with pytest.raises(SlurmShapeError, match="'comment'"):
+        parse_sacct(json.dumps(doc))

@@ -105,6 +105,9 @@ def energy(
                 "end_time": job.end_time,
                 "energy_joules": joules,
                 "method": e.method if e is not None else "none",
+                # Where the figure came from (admin-comment: Slurm's record, when
+                # Prometheus holds nothing for the job).
+                "energy_source": e.method if e is not None and joules is not None else "none",
             }
         )
     warnings = [*limits, *(note_line(ids, note) for note, ids in notes.items())]

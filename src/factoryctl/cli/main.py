@@ -68,6 +68,10 @@ COMMANDS: dict[str, Entry] = {
         "factoryctl.cli.energy:energy",
         "Energy by job, user, account or partition between --since and --until (kWh).",
     ),
+    "job-epilog": Entry(
+        "factoryctl.cli.job_epilog:job_epilog",
+        "Record a finished job's GPU energy in its Slurm AdminComment (slurmctld epilog).",
+    ),
     "completion": Entry(
         "factoryctl.cli.completion:completion",
         "Print a shell completion script.",

@@ -89,6 +89,23 @@ class CheckedScheduler:
     def delete_reservation(self, name: str) -> None:
         self._call("delete_reservation", self.inner.delete_reservation, name)
 
+    def set_admin_comment(self, job_id: str, comment: str) -> None:
+        """Only backends that can write a job's AdminComment have it (Slurm's CLI)."""
+        write = getattr(self.inner, "set_admin_comment", None)
+        if write is None:
+            raise FactoryctlError(
+                f"scheduler {self.name} cannot write a job's AdminComment (use --scheduler slurm)",
+                ExitStatus.CONFIG,
+            )
+        self._call("set_admin_comment", write, job_id, comment)
+
+    def accounted_job(self, job_id: str) -> Job | None:
+        read = getattr(self.inner, "accounted_job", None)
+        if read is None:
+            return None  # no accounting reader: slurmctld's copy is all there is
+        result: Job | None = self._call("accounted_job", read, job_id)
+        return result
+
 
 def checked(scheduler: Scheduler) -> CheckedScheduler:
     """``scheduler`` behind the gate (once: a checked scheduler is returned as it is)."""

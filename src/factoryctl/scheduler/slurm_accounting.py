@@ -99,6 +99,14 @@ def map_job(r: Record) -> Job:
     if not user:
         raise r._bad("user", user, "a user name")
     start, end = t.time("start"), t.time("end")
+    # The job's AdminComment (where ``factoryctl job-epilog`` records its energy) is
+    # ``comment.administrator``: null when empty up to 22.05, "" since.
+    comment = r.data.get("comment")
+    admin = ""
+    if comment is not None:
+        if not isinstance(comment, Mapping):
+            raise r._bad("comment", comment, "an object with 'administrator'")
+        admin = Record(comment, r.shape, "job comment").text("administrator", default="")
     return Job(
         job_id=str(r.number("job_id")),
         user=user,
@@ -109,6 +117,7 @@ def map_job(r: Record) -> Job:
         start_time=start,
         end_time=end if state.finished else None,
         allocations=allocations(hosts, gpus_allocated(r)),
+        admin_comment=admin,
     )
 
 

@@ -13,6 +13,7 @@ scheduler. A whole node set goes to scontrol as one hostlist: one call for 1,000
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 
 from factoryctl import hostlists
 from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError, UsageError
-from factoryctl.model import Job, Node
+from factoryctl.model import Job, JobState, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
 from factoryctl.scheduler.slurm_json import SlurmShapeError, parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
+    JOB_STATES,
     parse_reservations,
     parse_scontrol_jobs,
     parse_scontrol_nodes,
@@ -117,10 +119,13 @@ class SlurmCLI:
     json_unsupported: bool = False
     scontrol_json_unsupported: bool = False
 
-    def _run(self, argv: list[str]) -> str:
+    def _run(self, argv: list[str], extra_env: Mapping[str, str] | None = None) -> str:
         self.calls.append(argv)
+        env = self.env
+        if extra_env:
+            env = {**(os.environ if env is None else env), **extra_env}
         try:
-            result = self.runner(argv, self.env, self.timeout)
+            result = self.runner(argv, env, self.timeout)
         except FileNotFoundError:
             raise FactoryctlError(
                 f"{argv[0]} not found: is Slurm installed on this host?",
@@ -232,6 +237,80 @@ class SlurmCLI:
 
     def delete_reservation(self, name: str) -> None:
         self._run(["scontrol", "delete", f"ReservationName={validate_reservation_name(name)}"])
+
+    def set_admin_comment(self, job_id: str, comment: str) -> None:
+        """Replace the job's AdminComment (SlurmUser or an operator may; the job's owner
+        may not). The caller merges: see ``factoryctl.energy_record.merge``.
+
+        slurmctld takes it while the job runs; once it has ended, every generation
+        (22.05, 24.11, 26.05) answers "Job has already finished", and only the accounting
+        database can still change it: ``sacctmgr modify job`` (as Princeton's jobstats
+        does), which is where ``sacct`` reads it. A job slurmctld has purged already
+        (MinJobAge after its end) reads "Invalid job id": the same way out."""
+        _job_id(job_id)
+        try:
+            self._run(["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"])
+            return
+        except FactoryctlError as err:
+            # Ended, or ended and already purged (MinJobAge): the accounting's to change.
+            said = err.message.lower()
+            if "already finished" not in said and "invalid job id" not in said:
+                raise
+        if comment != comment.lower() and self._sacctmgr_lowercases():
+            raise FactoryctlError(
+                f"job {job_id}: this sacctmgr lowercases the whole AdminComment, which would"
+                f" change the text already there ({comment[:40]!r}); left intact",
+                ExitStatus.REFUSED,
+            )
+        argv = ["sacctmgr", "-i", "modify", "job", "where", f"jobid={job_id}", "set"]
+        out = self._run([*argv, f"AdminComment={comment}"])
+        if "nothing modified" in out.lower() or job_id not in out.split():
+            raise FactoryctlError(
+                f"sacctmgr modified no job {job_id}: not in the accounting database (yet)",
+                ExitStatus.SCHEDULER_ERROR,
+            )
+
+    def _sacctmgr_lowercases(self) -> bool:
+        """Whether ``sacctmgr modify job`` lowercases what it sets: 22.05's does (quoted
+        or not; seen on the lab), 24.11's and 26.05's keep the case. Versions between,
+        and any we cannot read, are taken to lowercase: the site's text is not ours to
+        risk."""
+        text = self._run(["sacctmgr", "--version"])
+        m = re.search(r"(\d+)\.(\d+)", text)
+        return m is None or (int(m.group(1)), int(m.group(2))) < (24, 11)
+
+    def accounted_job(self, job_id: str) -> Job | None:
+        """The job as the accounting database holds it (None: it holds no such job), with
+        the AdminComment: after the job's end that copy is the authority (slurmctld's is
+        no longer updated, and is purged MinJobAge after the end). Times as epoch seconds
+        (``SLURM_TIME_FORMAT=%s``); the comment last, as it may hold the separator."""
+        _job_id(job_id)
+        fields = "JobID,User,Account,Partition,State,Start,End,AdminComment"
+        argv = ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", fields]
+        out = self._run(argv, {"SLURM_TIME_FORMAT": "%s"})
+        for line in out.splitlines():
+            parts = line.split("|", 7)
+            if len(parts) < 8 or parts[0] != job_id:
+                continue
+            _, user, account, partition, state, start, end, comment = parts
+            status = JOB_STATES.get(state.split(" ")[0], JobState.UNKNOWN)
+            return Job(
+                job_id=job_id,
+                user=user,
+                account=account,
+                partition=partition,
+                state=status,
+                start_time=float(start) if start.isdigit() and int(start) > 0 else None,
+                end_time=float(end) if end.isdigit() and int(end) > 0 else None,
+                admin_comment=comment,
+            )
+        return None
+
+
+def _job_id(job_id: str) -> str:
+    if not re.fullmatch(r"[0-9]+([_+][0-9]+)?", job_id):
+        raise UsageError(f"invalid job id {job_id!r}")
+    return job_id
 
 
 def _no_json(err: FactoryctlError) -> bool:

@@ -290,6 +290,7 @@ def map_job(r: Record) -> Job:
         start_time=start if state is not JobState.PENDING else None,
         end_time=end if state.finished else None,
         allocations=allocations,
+        admin_comment=r.text("admin_comment", default=""),
     )
 
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from factoryctl.energy import counter_increase
+from factoryctl.energy_record import RecordError, parse_record
 from factoryctl.model import Allocation, Job
 from factoryctl.telemetry.client import MATCHER_BUDGET, PromClient, label_matcher, label_matchers
 from factoryctl.telemetry.edges import Point, gpu_energy_between
@@ -37,8 +38,40 @@ PARALLEL_QUERIES = 8
 class JobEnergy:
     job_id: str
     joules: float | None
-    method: str  # job-counter | gpu-counter
+    method: str  # job-counter | gpu-counter | admin-comment | none
     note: str = ""  # why the figure is missing or partial
+
+
+def from_admin_comment(
+    job: Job, since: float | None = None, until: float | None = None
+) -> JobEnergy | None:
+    """The figure the slurmctld epilog recorded in the job's AdminComment (``job-epilog``),
+    for a job Prometheus no longer holds (older than its retention) or never held. None
+    where there is no record. The record is the whole job's: a window that cuts the job
+    gets no figure from it (a note says so), never a share guessed from it."""
+    try:
+        record = parse_record(job.admin_comment)
+    except RecordError as err:
+        return JobEnergy(job.job_id, None, "none", f"its AdminComment record: {err}")
+    if record is None or record.job_id != job.job_id:
+        return None
+    cut = (since is not None and (job.start_time is None or job.start_time < since)) or (
+        until is not None and (job.end_time is None or job.end_time > until)
+    )
+    if cut:
+        return JobEnergy(
+            job.job_id,
+            None,
+            "none",
+            "Prometheus holds no energy for it, and its AdminComment record is the whole"
+            " job's while the time range cuts the job",
+        )
+    return JobEnergy(
+        job.job_id,
+        record.energy_joules,
+        "admin-comment",
+        f"energy from Slurm's AdminComment record ({record.source}): Prometheus holds none",
+    )
 
 
 def dur(seconds: float) -> str:
@@ -54,10 +87,15 @@ class EnergyReader:
 
     # -- native: the exporter's per-job counters -----------------------------------------
     def job_counters(
-        self, since: float, until: float, job_ids: Iterable[str] | None = None
+        self,
+        since: float,
+        until: float,
+        job_ids: Iterable[str] | None = None,
+        metric: str | None = None,
     ) -> dict[str, float]:
-        """Joules each job used in (since, until], for every job with a counter there."""
-        metric = self.schema.job_energy
+        """Joules each job used in (since, until], for every job with a counter there.
+        ``metric``: another per-(node, job) counter read the same way (GPU-seconds)."""
+        metric = metric or self.schema.job_energy
         if metric is None:
             return {}
         ids = sorted(set(job_ids)) if job_ids is not None else None

@@ -28,7 +28,13 @@ from factoryctl.processes import ProcessTable
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
-from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, EnergyReader, JobEnergy, dur
+from factoryctl.telemetry.job_energy import (
+    PARALLEL_QUERIES,
+    EnergyReader,
+    JobEnergy,
+    dur,
+    from_admin_comment,
+)
 from factoryctl.telemetry.metrics import (
     NATIVE,
     MetricSchema,
@@ -158,7 +164,9 @@ class PrometheusSource:
                 }
                 energy = {j: JobEnergy(j, v, "job-counter") for j, v in now_values.items()}
         jobs = [
-            replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
+            replace(j, energy_joules=energy[j.job_id].joules, energy_source=energy[j.job_id].method)
+            if j.job_id in energy
+            else j
             for j in jobs
         ]
         if not gpus:
@@ -182,7 +190,12 @@ class PrometheusSource:
             scheduler_error="; ".join(failures),
             energy_today_joules=today_joules,
             energy_today_since=None if today_joules is None else local_midnight(t),
-            job_notes={e.job_id: e.note for e in energy.values() if e.note and e.joules is None},
+            # Why a figure is missing, or where one came from other than Prometheus.
+            job_notes={
+                e.job_id: e.note
+                for e in energy.values()
+                if e.note and (e.joules is None or e.method == "admin-comment")
+            },
         )
 
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
@@ -420,6 +433,14 @@ class PrometheusSource:
             rest = [replace(j, allocations=held[j.job_id]) if j.job_id in held else j for j in rest]
             out.update(reader.gpu_counters(rest, t, since, until))
         for job in jobs:
+            known = out.get(job.job_id)
+            if (known is None or known.joules is None) and job.admin_comment:
+                recorded = from_admin_comment(job, since, until)
+                if recorded is not None and recorded.joules is None and known is not None:
+                    # Both say why: Prometheus' gap and why the record cannot fill it.
+                    recorded = replace(known, note=f"{known.note}; {recorded.note}")
+                if recorded is not None:
+                    out[job.job_id] = recorded
             out.setdefault(job.job_id, JobEnergy(job.job_id, None, "none", "no energy data"))
         return out
 
