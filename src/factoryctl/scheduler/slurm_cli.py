@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from factoryctl import hostlists
 from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError, UsageError
 from factoryctl.model import Job, Node
-from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest
+from factoryctl.scheduler.base import NextState, NodeStatus, Reservation, ReservationRequest
 from factoryctl.scheduler.slurm_json import SlurmShapeError, parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
+    SINFO_STATES_FORMAT,
     parse_reservations,
     parse_scontrol_jobs,
     parse_scontrol_nodes,
+    parse_sinfo_states,
 )
 
 Runner = Callable[
@@ -156,6 +158,13 @@ class SlurmCLI:
                 "scontrol -o show node listed no nodes", ExitStatus.SCHEDULER_ERROR
             )
         return nodes
+
+    def node_states(self) -> dict[str, NodeStatus]:
+        """Every node's state, reason and allocated GPUs, without its configuration: one
+        grouped ``sinfo`` (0.06 s at 12,500 nodes, where the JSON node list takes 0.6 s
+        in Slurm and as long again to parse). ``node_cache`` reads this every poll."""
+        argv = ["sinfo", "--noheader", "--all", "-O", SINFO_STATES_FORMAT]
+        return parse_sinfo_states(self._run(argv))
 
     def jobs(self) -> list[Job]:
         if not self.json_unsupported:
