@@ -19,7 +19,7 @@ import pytest
 from factoryctl.cli.env import Environment
 from factoryctl.cli.main import main
 from factoryctl.errors import ExitStatus, FactoryctlError
-from factoryctl.model import Job, Node, NodeState
+from factoryctl.model import Job, JobState, Node, NodeState
 from factoryctl.scheduler.base import NodeStatus
 from factoryctl.scheduler.checked import checked
 from factoryctl.scheduler.node_cache import NodeCache, merge_states, node_cache
@@ -298,3 +298,38 @@ def test_nodes_command_reads_no_jobs(tmp_path: Path) -> None:
     status = main(["--scheduler", "slurm", "nodes", "-o", "json"], env)
     assert status == 0, env.stderr.getvalue()  # type: ignore[attr-defined]
     assert calls == ["scontrol --json show node"]  # no squeue: the nodes view shows no job
+
+
+# -- a plan reads the running jobs alone ---------------------------------------------------
+def test_running_jobs_asks_squeue_for_them_and_keeps_only_running_ones() -> None:
+    calls: list[str] = []
+    slurm = slurm_from_fixtures(calls)
+    every = slurm.jobs()
+    running = slurm.running_jobs()
+    assert calls[-1] == "squeue --json --states=RUNNING,SUSPENDED,COMPLETING,CONFIGURING"
+    # The fixture holds finished and pending jobs too: a Slurm that ignores --states
+    # (22.05) still yields the running ones alone.
+    assert any(j.state is not JobState.RUNNING for j in every)
+    assert running == [j for j in every if j.state is JobState.RUNNING] and running
+
+
+def test_a_plan_reads_running_jobs_through_the_gate(tmp_path: Path) -> None:
+    calls: list[str] = []
+    env = environment(tmp_path, slurm_from_fixtures(calls))
+    status = main(
+        ["--scheduler", "slurm", "drain", "gpu01", "--dry-run", "--reason", "x", "-o", "json"],
+        env,
+    )
+    assert status == 0, env.stderr.getvalue()  # type: ignore[attr-defined]
+    assert [c.split()[:3] for c in calls] == [
+        ["scontrol", "--json", "show"],
+        ["squeue", "--json", "--states=RUNNING,SUSPENDED,COMPLETING,CONFIGURING"],
+    ]
+
+    class NoRunningJobs:  # a backend with jobs() alone: the gate falls back to it
+        name = "plain"
+
+        def jobs(self) -> list[Job]:
+            return [Job("7", "carol"), Job("8", "dave", state=JobState.PENDING)]
+
+    assert [j.job_id for j in checked(NoRunningJobs()).running_jobs()] == ["7", "8"]  # type: ignore[arg-type]
