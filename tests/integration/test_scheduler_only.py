@@ -222,3 +222,37 @@ def test_a_finished_job_still_counts_its_gpus(slurm: SlurmCluster, tmp_path: Pat
         doc = json.loads(res.stdout)
         assert doc["job"]["gpus"] == gpus, doc
         assert [a["count"] for a in doc["allocations"]] == [gpus // nodes] * nodes, doc
+
+
+def test_grouped_sinfo_states_agree_with_the_json_node_list(slurm: SlurmCluster) -> None:
+    """The node cache's per-poll read (issue 13, part 5) says what the full JSON list says
+    of every node: state, reason (a "|" in it too) and GPUs allocated; a plan's job read
+    lists the running jobs alone. About 2 s a release."""
+    from factoryctl.scheduler.node_cache import NodeCache
+    from factoryctl.scheduler.slurm_cli import SlurmCLI
+
+    job = slurm.sbatch("-w", "gpu01", "--gres=gpu:3")
+    held = slurm.sbatch("--hold")
+    slurm.wait_job_running(job)
+    reason = "PSU swap | ticket 42"
+    slurm.scontrol("update", "NodeName=gpu02", "State=DRAIN", f"Reason={reason}", check=True)
+    slurm.scontrol("update", "NodeName=gpu03", "State=DOWN", "Reason=cable", check=True)
+    cli = SlurmCLI(env=slurm.env)
+    full = cli.nodes()
+    states = cli.node_states()
+    assert sorted(states) == sorted(n.name for n in full) == slurm.live_nodes
+    for node in full:
+        got = states[node.name]
+        assert (got.state, got.reason, got.gpus_allocated) == (
+            node.state,
+            node.reason,
+            node.gpus_allocated,
+        ), node
+    assert states["gpu01"].gpus_allocated == 3 and states["gpu02"].reason == reason
+    # A plan's read: the running job alone, on every release (22.05 ignores --states).
+    assert [j.job_id for j in cli.running_jobs()] == [job]
+    assert held in {j.job_id for j in cli.jobs()}
+    # A poll through the cache after a full read merges onto it: nothing reread.
+    cache = NodeCache(cli)
+    assert cache.nodes() == full
+    assert cache.nodes() == full and (cache.full_reads, cache.state_reads) == (1, 1)

@@ -207,7 +207,9 @@ def test_slurm_printing_a_shape_we_do_not_know_is_one_line_exit_12(
     )
 
 
-@pytest.mark.parametrize("argv", [("jobs",), ("job", "7"), ("nodes", "-o", "json")], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv", [("jobs",), ("job", "7"), ("node", "gpu01", "-o", "json")], ids=" ".join
+)
 def test_a_raw_error_inside_the_slurm_mapping_is_one_line_exit_12(
     tmp_path: Path, argv: tuple[str, ...]
 ) -> None:

@@ -55,7 +55,10 @@ def prepare(scheduler: Scheduler, request: Request, radius: BlastRadius) -> Plan
     nodes = scheduler.nodes()
     targets = resolve_targets(request.nodes, nodes)
     assert set(targets) == set(names)
-    jobs = scheduler.jobs()
+    # Only running jobs enter a plan: where the backend can read those alone (Slurm
+    # 23.02+), the pending ones are never printed nor parsed.
+    read_running = getattr(scheduler, "running_jobs", None)
+    jobs = read_running() if callable(read_running) else scheduler.jobs()
     plan = build_plan(
         request.verb,
         targets,

@@ -63,8 +63,13 @@ class Environment:
             elif self.demo:
                 self._source = open_source(self.settings, demo=True)
             else:
-                # One scheduler object for the views and the actions: the checked one.
-                joined = None if self.settings["scheduler"]["type"] == "none" else self.scheduler()
+                # The views read the checked scheduler through a node cache (configuration
+                # kept across polls, state fresh at each); actions read it directly.
+                joined = None
+                if self.settings["scheduler"]["type"] != "none":
+                    from factoryctl.scheduler.node_cache import node_cache
+
+                    joined = node_cache(self.scheduler())
                 self._source = open_source(self.settings, False, joined, clock=self.clock)
         return self._source
 

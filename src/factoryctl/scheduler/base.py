@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from factoryctl.model import Job, Node
+from factoryctl.model import Job, Node, NodeState
 
 
 class NextState(StrEnum):
@@ -36,6 +36,15 @@ class Reservation:
     @property
     def maintenance(self) -> bool:
         return "MAINT" in self.flags
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """What changes about a node from poll to poll (its configuration does not)."""
+
+    state: NodeState
+    reason: str
+    gpus_allocated: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,12 @@ class CheckedScheduler:
     def jobs(self) -> list[Job]:
         return self._call("jobs", self.inner.jobs)
 
+    def running_jobs(self) -> list[Job]:
+        """The running jobs, read cheaply where the backend can (``SlurmCLI``), else
+        every job (a plan keeps the running ones either way)."""
+        read = getattr(self.inner, "running_jobs", None)
+        return self._call("jobs", read if callable(read) else self.inner.jobs)
+
     def reservations(self) -> list[Reservation]:
         return self._call("reservations", self.inner.reservations)
 

@@ -18,6 +18,7 @@ cannot place at all (no ``meta``, or a grouped ``sinfo`` summary) is an error to
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ KNOWN_PARSERS = ("v0.0.38", "v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44
 _PARSER = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
 
 
+@functools.lru_cache(maxsize=64)  # asked once per record: 12,500 times per node list
 def parser_key(version: str) -> tuple[int, ...]:
     m = _PARSER.search(version)
     return tuple(int(x) for x in m.groups()) if m else ()

@@ -9,14 +9,16 @@ without JSON support.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from datetime import datetime
 
 import hostlist
 
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Allocation, Job, JobState, Node, NodeState
-from factoryctl.scheduler.base import Reservation
+from factoryctl.scheduler.base import NodeStatus, Reservation
 
 _BASE = {
     "idle": NodeState.IDLE,
@@ -36,6 +38,13 @@ def map_node_state(base: str, flags: Iterable[str]) -> NodeState:
     """``MIXED+DRAIN`` -> DRAINING, ``IDLE+DRAIN`` -> DRAINED, ``DOWN+REBOOT_ISSUED`` ->
     REBOOTING, ``IDLE+MAINTENANCE+RESERVED`` -> MAINT. Order matters: a drained node in a
     maintenance window is drained first (that is what keeps jobs off it)."""
+    return _map_node_state(base, tuple(flags))
+
+
+# A factory has a handful of distinct (state, flags) pairs and GRES strings across its
+# 12,500 nodes: each is worked out once per process.
+@functools.lru_cache(maxsize=1024)
+def _map_node_state(base: str, flags: tuple[str, ...]) -> NodeState:
     base = base.lower().rstrip("*~#!%$@^-")
     flagset = {f.upper() for f in flags}
     if flagset & {"REBOOT_ISSUED", "REBOOT_REQUESTED"}:
@@ -60,6 +69,7 @@ _GRES_COUNT = re.compile(r"^gpu(?::[^:(]+)?:(\d+)")
 _GRES_IDX = re.compile(r"IDX:([0-9,\-]+)")
 
 
+@functools.lru_cache(maxsize=1024)
 def gpu_count(gres: str) -> int:
     """``gpu:8``, ``gpu:h100:8(S:0-1)``, ``gpu:2(IDX:0-1)`` -> count; several GRES comma-joined."""
     total = 0
@@ -219,4 +229,38 @@ def parse_reservations(text: str) -> list[Reservation]:
                 state=f.get("State", ""),
             )
         )
+    return out
+
+
+# ``sinfo --noheader -O`` with these fields: one line per group of nodes that share every
+# field (and partition), so a 12,500-node factory prints a handful of lines. Reason comes
+# last because it is the one field that may contain the separator.
+SINFO_STATES_FORMAT = "NodeList:|,StateComplete:|,GresUsed:|,Reason:"
+
+
+def parse_sinfo_states(text: str) -> dict[str, NodeStatus]:
+    """Each node's state, reason and allocated GPUs from ``SINFO_STATES_FORMAT`` lines
+    (``gpu[0005-1000]|down+not_responding|gpu:0|no slurmd``). A line of another shape is
+    an error, never skipped: a node left out would be shown with an old state."""
+    out: dict[str, NodeStatus] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", 3)
+        if len(parts) != 4 or not parts[0] or not parts[1]:
+            raise FactoryctlError(
+                f"sinfo -O {SINFO_STATES_FORMAT}: line not understood: {line[:80]!r}",
+                ExitStatus.SCHEDULER_ERROR,
+            )
+        names, compound, gres_used, reason = parts
+        base, flags = split_state(compound.strip())
+        # sinfo prints "none" where a node has no reason (the JSON has "").
+        reason = reason.rstrip()
+        status = NodeStatus(
+            map_node_state(base, flags),
+            "" if reason == "none" else reason,
+            gpu_count(gres_used.strip()),
+        )
+        for name in hostlist.expand_hostlist(names.strip()):
+            out[name] = status
     return out

