@@ -75,6 +75,7 @@ class FactoryApp(ConsoleBase):
         if view == "triage":
             self._start_triage()
         self._start_processes()
+        self._start_detail_gpus()
         widget = self.query_one(f"#{view}")
         if widget.can_focus:
             widget.focus()
