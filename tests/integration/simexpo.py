@@ -16,8 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from factoryctl.energy import JobEnergyAccountant
 from factoryctl.lab.procs import free_port
 from factoryctl.occupancy import IdleStreaks
+from factoryctl.rollups import THROTTLE_REASONS, NodeGpus, rollup
 from factoryctl.sim import SimFactory
 from factoryctl.sim.processes import gpu_processes
+from factoryctl.sim.workload import THROTTLE_BITS
 from factoryctl.telemetry import schema as m
 
 # Power changes one step after a job starts or ends: keep that lag far below a scrape.
@@ -138,16 +140,59 @@ class SimTargets:
             for p in procs:
                 who = f'pid="{p.pid}",name="{p.name}",user="{p.user}",job_id="{p.job_id}"'
                 out.append(f"{m.GPU_PROCESS_USED_MEMORY}{{{base},{who}}} {p.memory_bytes}")
-        held: dict[tuple[str, str], int] = {}
-        for _, g in self._gpus(node):
-            owner = sim.owner[g]
-            if owner is not None and sim.up[g]:
-                held[(owner.job_id, owner.user)] = held.get((owner.job_id, owner.user), 0) + 1
-        for (job_id, user), n in held.items():
-            out.append(f'{m.JOB_GPUS}{{node="{node}",job_id="{job_id}",user="{user}"}} {n}')
+        out += self._rollups(node, spells)
         for job_id, totals in self.accountants[node].jobs.items():
             out.append(f'{m.JOB_ENERGY}{{node="{node}",job_id="{job_id}"}} {totals.energy_joules}')
         return "\n".join(out) + "\n"
+
+    def _rollups(self, node: str, spells: list[float | None]) -> list[str]:
+        """The node's and its jobs' rollups, by the function factoryctl-exporter uses."""
+        sim, lo = self.sim, self.sim.node_index[node] * self.sim.gpn
+        hi = lo + sim.gpn
+        hw = sum(bit for name, bit in THROTTLE_BITS.items() if name in THROTTLE_REASONS)
+        rolled, jobs = rollup(
+            NodeGpus(
+                up=sim.up[lo:hi],
+                utilization=sim.utilization[lo:hi],
+                power_watts=sim.power[lo:hi],
+                temperature_celsius=sim.temperature[lo:hi],
+                throttled=[t & hw for t in sim.throttle[lo:hi]],
+                last_xid_time=sim.last_xid_time[lo:hi],
+                xid_errors=sim.xid_total[lo:hi],
+                energy_joules=sim.energy[lo:hi],
+                idle_seconds=spells[lo:hi],
+                jobs=[((o.job_id, o.user),) if o else () for o in sim.owner[lo:hi]],
+            ),
+            sim.now,
+        )
+        out = []
+        for name, value in (
+            (m.NODE_GPUS, rolled.gpus),
+            (m.NODE_GPUS_UP, rolled.gpus_up),
+            (m.NODE_GPUS_ALLOCATED, rolled.gpus_allocated),
+            (m.NODE_GPUS_ACTIVE, rolled.gpus_active),
+            (m.NODE_GPUS_THROTTLED, rolled.gpus_throttled),
+            (m.NODE_GPUS_XID_RECENT, rolled.gpus_xid_recent),
+            (m.NODE_POWER, rolled.power_watts),
+            (m.NODE_UTILIZATION, rolled.utilization),
+            (m.NODE_TEMPERATURE_MAX, rolled.temperature_max_celsius),
+            (m.NODE_XID_ERRORS, rolled.xid_errors),
+            (m.NODE_ENERGY, rolled.energy_joules),
+        ):
+            if value is not None:
+                out.append(f'{name}{{node="{node}"}} {value}')
+        for j in jobs:
+            lab = f'node="{node}",job_id="{j.job_id}",user="{j.user}"'
+            for name, value in (
+                (m.JOB_GPUS, j.gpus),
+                (m.JOB_GPUS_ACTIVE, j.gpus_active),
+                (m.JOB_UTILIZATION_SUM, j.utilization_sum),
+                (m.JOB_POWER, j.power_watts),
+                (m.JOB_IDLE_SECONDS, j.idle_seconds),
+            ):
+                if value is not None:
+                    out.append(f"{name}{{{lab}}} {value}")
+        return out
 
     def _dcgm(self, node: str) -> str:
         sim, out = self.sim, []

@@ -122,3 +122,48 @@ def test_views_at_a_time(written: tuple[Backfill, Captured, Path]) -> None:
     assert sum(n["gpus_total"] for n in nodes.values()) == GPUS
     assert sum(n["power_watts"] for n in nodes.values()) == pytest.approx(sum(frame.power))
     assert result.jobs_attributed(result.start, result.end) >= set(jobs)
+
+
+def _at(vm: Captured, name: str, t: float) -> dict[tuple[str, ...], float]:
+    """Each series of ``name`` at step ``t``, keyed by its label values but the name."""
+    ms, out = round(t * 1000), {}
+    for line in vm.lines:
+        lab = line["metric"]
+        if lab["__name__"] == name and ms in line["timestamps"]:
+            key = tuple(v for k, v in sorted(lab.items()) if k != "__name__")
+            out[key] = line["values"][line["timestamps"].index(ms)]
+    return out
+
+
+def test_rollups_written_agree_with_the_frames(written: tuple[Backfill, Captured, Path]) -> None:
+    """The node and (node, job) rollups at a step are the aggregation of that step's
+    per-GPU frame and attribution: the views reading rollups see what the raw path does."""
+    result, vm, _ = written
+    for frame in (result.frames[40], result.frames[-1]):
+        t = frame.time
+        truth = result.nodes_at(t) if frame is result.frames[-1] else None
+        power, util = _at(vm, m.NODE_POWER, t), _at(vm, m.NODE_UTILIZATION, t)
+        temp, gpus = _at(vm, m.NODE_TEMPERATURE_MAX, t), _at(vm, m.NODE_GPUS, t)
+        gpn = result.sim.gpn
+        assert len(power) == len(result.sim.node_names) == GPUS // gpn
+        for i, name in enumerate(result.sim.node_names):
+            lo, hi = i * gpn, (i + 1) * gpn
+            assert power[(name,)] == pytest.approx(sum(frame.power[lo:hi]))
+            assert util[(name,)] == pytest.approx(sum(frame.utilization[lo:hi]) / gpn)
+            assert temp[(name,)] == max(frame.temperature[lo:hi])
+            assert gpus[(name,)] == gpn
+            if truth is not None:
+                assert power[(name,)] == pytest.approx(truth[name]["power_watts"])
+        held: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for g, job in enumerate(frame.owners):
+            if job is not None:
+                held[(result.sim.node_names[g // gpn], job)].append(g)
+        job_power = _at(vm, m.JOB_POWER, t)
+        job_util = _at(vm, m.JOB_UTILIZATION_SUM, t)
+        job_gpus = _at(vm, m.JOB_GPUS, t)
+        assert {(n, j) for j, n, _ in job_power} == set(held)
+        for (j, n, user), watts in job_power.items():
+            mine = held[(n, j)]
+            assert watts == pytest.approx(sum(frame.power[g] for g in mine))
+            assert job_util[(j, n, user)] == pytest.approx(sum(frame.utilization[g] for g in mine))
+            assert job_gpus[(j, n, user)] == len(mine)

@@ -20,6 +20,7 @@ from factoryctl.exporter.attribution import Attributor
 from factoryctl.exporter.backend import Backend, GpuReading, JobRef, XidCount
 from factoryctl.exporter.processes import ProcessDescriber, ProcessInfo
 from factoryctl.occupancy import IdleStreaks
+from factoryctl.rollups import JobRollup, NodeGpus, NodeRollup, is_throttled, rollup
 
 log = logging.getLogger("factoryctl.exporter")
 
@@ -44,6 +45,10 @@ class Snapshot:
     processes: Mapping[int, tuple[ProcessInfo, ...]] = field(default_factory=dict)
     jobs: Mapping[str, JobCounters] = field(default_factory=dict)
     xids: Mapping[int, XidCount] = field(default_factory=dict)
+    # The node's and its jobs' rollups (``factoryctl.rollups``), computed once per
+    # collection so a scrape only formats them; None before the first collection.
+    node_rollup: NodeRollup | None = None
+    job_rollups: tuple[JobRollup, ...] = ()
     nvml_errors: Mapping[str, int] = field(default_factory=dict)
     duration_seconds: float = 0.0
     last_success: float | None = None
@@ -123,12 +128,15 @@ class Exporter:
             log.info("collection recovered")
             self._last_failure = ""
         map_dir = self.attributor.map_dir
+        gpu_energy = {i: c.value for i, c in self._gpu_energy.items()}
+        xids = self.backend.xids()
+        node_rollup, job_rollups = _rollups(now, readings, attribution, gpu_energy, idle, xids)
         snap = Snapshot(
             node=self.node,
             backend=self.backend.name,
             time=now,
             readings=readings,
-            gpu_energy={i: c.value for i, c in self._gpu_energy.items()},
+            gpu_energy=gpu_energy,
             attribution=attribution,
             idle_seconds=idle,
             processes=described,
@@ -136,7 +144,9 @@ class Exporter:
                 job_id: JobCounters(t.energy_joules, t.gpu_seconds, t.active_gpu_seconds)
                 for job_id, t in self.accountant.jobs.items()
             },
-            xids=self.backend.xids(),
+            xids=xids,
+            node_rollup=node_rollup,
+            job_rollups=job_rollups,
             nvml_errors=dict(self.backend.error_counts()),
             duration_seconds=time.perf_counter() - started,
             last_success=now,
@@ -218,6 +228,37 @@ class Exporter:
         self._holders = holders
         jobs = {(node, i): list(ids) for i, ids in holders.items() if ids}
         self.accountant.observe(now, energy, jobs, utilization)
+
+
+def _rollups(
+    now: float,
+    readings: tuple[GpuReading, ...],
+    attribution: Mapping[int, tuple[JobRef, ...]],
+    gpu_energy: Mapping[int, float],
+    idle: Mapping[int, float],
+    xids: Mapping[int, XidCount],
+) -> tuple[NodeRollup, tuple[JobRollup, ...]]:
+    """The rollups of exactly the values this collection exports per GPU."""
+    none = XidCount()
+    tallies = [xids.get(r.index, none) for r in readings]
+    return rollup(
+        NodeGpus(
+            up=[r.up for r in readings],
+            utilization=[r.utilization for r in readings],
+            power_watts=[r.power_watts for r in readings],
+            temperature_celsius=[r.temperature_celsius for r in readings],
+            throttled=[is_throttled(r.clock_events) for r in readings],
+            last_xid_time=[t.last_time for t in tallies],
+            xid_errors=[float(sum(t.counts.values())) for t in tallies],
+            energy_joules=[gpu_energy.get(r.index) for r in readings],
+            idle_seconds=[idle.get(r.index) for r in readings],
+            jobs=[
+                tuple((ref.job_id, ref.user) for ref in attribution.get(r.index, ()))
+                for r in readings
+            ],
+        ),
+        now,
+    )
 
 
 def _replace(snap: Snapshot, **changes: object) -> Snapshot:

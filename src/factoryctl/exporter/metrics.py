@@ -52,6 +52,7 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         yield from self._gpu_families(snap)
+        yield from self._node_rollup_families(snap)
         yield from self._job_families(snap)
         yield from self._self_families(snap)
 
@@ -196,21 +197,14 @@ class SnapshotCollector(Collector):
         job_info = GaugeMetricFamily(
             s.GPU_JOB_INFO, "A job holds the GPU; value 1.", labels=[*_GPU, "job_id", "user"]
         )
-        gpus: dict[tuple[str, str], int] = {}
         for index, refs in sorted(snap.attribution.items()):
             r = by_index.get(index)
             if r is None:
                 continue
             for ref in refs:
                 job_info.add_metric([node, str(index), r.uuid, ref.job_id, ref.user], 1.0)
-                gpus[(ref.job_id, ref.user)] = gpus.get((ref.job_id, ref.user), 0) + 1
         yield job_info
-        held_now = GaugeMetricFamily(
-            s.JOB_GPUS, "GPUs the job holds on this node.", labels=["node", "job_id", "user"]
-        )
-        for (job_id, user), count in sorted(gpus.items()):
-            held_now.add_metric([node, job_id, user], float(count))
-        yield held_now
+        yield from self._job_rollup_families(snap)
         labels = ["node", "job_id"]
         energy = CounterMetricFamily(
             _counter_name(s.JOB_ENERGY), "Energy of the job's GPUs on this node.", labels=labels
@@ -228,6 +222,78 @@ class SnapshotCollector(Collector):
             held.add_metric([node, job_id], c.gpu_seconds)
             active.add_metric([node, job_id], c.active_gpu_seconds)
         yield from (energy, held, active)
+
+    def _node_rollup_families(self, snap: Snapshot) -> Iterator[Metric]:
+        """One series per family for the node (``factoryctl.rollups``); the mean, sum and
+        max are absent while no GPU is up, and everything is absent before the first
+        collection."""
+        r = snap.node_rollup
+        if r is None:
+            return
+        labels = [snap.node]
+        for name, help_text, value in (
+            (s.NODE_GPUS, "GPUs the exporter knows, up or lost.", r.gpus),
+            (s.NODE_GPUS_UP, "GPUs NVML answers for.", r.gpus_up),
+            (s.NODE_GPUS_ALLOCATED, "GPUs attributed to at least one job.", r.gpus_allocated),
+            (s.NODE_GPUS_ACTIVE, "Up GPUs at or over the active threshold.", r.gpus_active),
+            (
+                s.NODE_GPUS_THROTTLED,
+                "Up GPUs with a hardware or thermal clock-event reason active.",
+                r.gpus_throttled,
+            ),
+            (s.NODE_GPUS_XID_RECENT, "GPUs with an XID in the last hour.", r.gpus_xid_recent),
+            (s.NODE_POWER, "Power draw summed over up GPUs.", r.power_watts),
+            (s.NODE_UTILIZATION, "Utilization averaged over up GPUs.", r.utilization),
+            (s.NODE_TEMPERATURE_MAX, "The hottest up GPU.", r.temperature_max_celsius),
+        ):
+            if value is not None:
+                fam = GaugeMetricFamily(name, help_text, labels=["node"])
+                fam.add_metric(labels, float(value))
+                yield fam
+        xid = CounterMetricFamily(
+            _counter_name(s.NODE_XID_ERRORS), "XID events on the node's GPUs.", labels=["node"]
+        )
+        xid.add_metric(labels, r.xid_errors)
+        yield xid
+        if r.energy_joules is not None:
+            energy = CounterMetricFamily(
+                _counter_name(s.NODE_ENERGY), "Energy counters summed.", labels=["node"]
+            )
+            energy.add_metric(labels, r.energy_joules)
+            yield energy
+
+    def _job_rollup_families(self, snap: Snapshot) -> Iterator[Metric]:
+        """Per (node, job): GPUs held, active GPUs, utilization and power sums, the longest
+        idle spell; each absent for a job where none of its GPUs can say."""
+        labels = ["node", "job_id", "user"]
+        gpus = GaugeMetricFamily(s.JOB_GPUS, "GPUs the job holds on this node.", labels=labels)
+        active = GaugeMetricFamily(
+            s.JOB_GPUS_ACTIVE, "The job's active GPUs on this node.", labels=labels
+        )
+        util = GaugeMetricFamily(
+            s.JOB_UTILIZATION_SUM,
+            "Utilization summed over the job's up GPUs on this node.",
+            labels=labels,
+        )
+        power = GaugeMetricFamily(
+            s.JOB_POWER, "Power summed over the job's up GPUs on this node.", labels=labels
+        )
+        idle = GaugeMetricFamily(
+            s.JOB_IDLE_SECONDS,
+            "Longest current idle spell among the job's up GPUs on this node.",
+            labels=labels,
+        )
+        for j in snap.job_rollups:
+            key = [snap.node, j.job_id, j.user]
+            gpus.add_metric(key, float(j.gpus))
+            active.add_metric(key, float(j.gpus_active))
+            if j.utilization_sum is not None:
+                util.add_metric(key, j.utilization_sum)
+            if j.power_watts is not None:
+                power.add_metric(key, j.power_watts)
+            if j.idle_seconds is not None:
+                idle.add_metric(key, j.idle_seconds)
+        yield from (gpus, active, util, power, idle)
 
     def _self_families(self, snap: Snapshot) -> Iterator[Metric]:
         build = GaugeMetricFamily(

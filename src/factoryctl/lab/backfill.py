@@ -13,6 +13,11 @@ interval to the owner it saw when the interval began). That is what a reader of
 ``factoryctl_job_energy_joules_total`` must find, and it differs from the simulator's exact
 ``true_energy`` by the part of a step after a job ended, which the next owner's counter
 never sees.
+
+Rollups (``factoryctl.rollups``, the per-node and per-(node, job) series) are computed at
+each step by the function the exporter uses, from the simulator's state, so a backfilled
+factory serves them like a real one. ``factoryctl_job_gpus`` comes from the attribution
+(the two agree: the rollup counts the same holders).
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from factoryctl.lab.backfill_sinks import Chunk, Layout, Sink
+from factoryctl.occupancy import IdleStreaks
+from factoryctl.rollups import THROTTLE_REASONS, NodeGpus, rollup
 from factoryctl.sim import SimConfig, SimFactory
+from factoryctl.sim.workload import THROTTLE_BITS
 from factoryctl.telemetry import schema as m
 
 STEP = 15.0
@@ -200,6 +208,9 @@ class _Exporters:
         self.owner: list[str | None] = [o.job_id if o else None for o in sim.owner]
         self.totals: dict[tuple[int, str], float] = {}  # the counter per (node, job)
         self.cum: dict[str, float] = {}  # per job, all nodes
+        self.idle = IdleStreaks()  # each GPU's idle spell, as its exporter keeps it
+        # The simulator's throttle bits that count as throttled (hardware/thermal reasons).
+        self.hw_throttle = sum(b for name, b in THROTTLE_BITS.items() if name in THROTTLE_REASONS)
 
     def observe(self, chunk: Chunk) -> None:
         sim, result, prev, prev_owner, totals = (
@@ -246,6 +257,67 @@ class _Exporters:
             result.counter_values.setdefault(job, array("d")).append(self.cum[job])
         for job in {o for o in prev_owner if o is not None}:
             result.attributed[job] = (result.attributed.get(job, (t, t))[0], t)
+        self._rollups(chunk, ts)
+
+    def _rollups(self, chunk: Chunk, ts: int) -> None:
+        sim, out = self.sim, chunk.rollups
+        now, gpn, up, util = sim.now, sim.gpn, sim.up, sim.utilization
+        self.idle.observe(now, util, self.owner, up)
+        spells = self.idle.seconds(now, util)
+        mask = self.hw_throttle
+        throttled = [t & mask for t in sim.throttle]
+        jobs = [((o.job_id, o.user),) if o is not None else () for o in sim.owner]
+        power, temp, xid_time = sim.power, sim.temperature, sim.last_xid_time
+        xids, energy = sim.xid_total, sim.energy
+        for i in range(len(sim.node_names)):
+            lo, hi = i * gpn, (i + 1) * gpn
+            node, held = rollup(
+                NodeGpus(
+                    up=up[lo:hi],
+                    utilization=util[lo:hi],
+                    power_watts=power[lo:hi],
+                    temperature_celsius=temp[lo:hi],
+                    throttled=throttled[lo:hi],
+                    last_xid_time=xid_time[lo:hi],
+                    xid_errors=xids[lo:hi],
+                    energy_joules=energy[lo:hi],
+                    idle_seconds=spells[lo:hi],
+                    jobs=jobs[lo:hi],
+                ),
+                now,
+            )
+            for name, value in (
+                (m.NODE_GPUS, node.gpus),
+                (m.NODE_GPUS_UP, node.gpus_up),
+                (m.NODE_GPUS_ALLOCATED, node.gpus_allocated),
+                (m.NODE_GPUS_ACTIVE, node.gpus_active),
+                (m.NODE_GPUS_THROTTLED, node.gpus_throttled),
+                (m.NODE_GPUS_XID_RECENT, node.gpus_xid_recent),
+                (m.NODE_POWER, node.power_watts),
+                (m.NODE_UTILIZATION, node.utilization),
+                (m.NODE_TEMPERATURE_MAX, node.temperature_max_celsius),
+                (m.NODE_XID_ERRORS, node.xid_errors),
+                (m.NODE_ENERGY, node.energy_joules),
+            ):
+                if value is not None:
+                    series = out.get((name, i, "", ""))
+                    if series is None:
+                        series = out[(name, i, "", "")] = ([], [])
+                    series[0].append(ts)
+                    series[1].append(float(value))
+            for j in held:
+                for name, value in (
+                    (m.JOB_GPUS_ACTIVE, j.gpus_active),
+                    (m.JOB_UTILIZATION_SUM, j.utilization_sum),
+                    (m.JOB_POWER, j.power_watts),
+                    (m.JOB_IDLE_SECONDS, j.idle_seconds),
+                ):
+                    if value is not None:
+                        series = out.get((name, i, j.job_id, j.user))
+                        if series is None:
+                            series = out[(name, i, j.job_id, j.user)] = ([], [])
+                        series[0].append(ts)
+                        series[1].append(float(value))
 
     def frame(self) -> Frame:
         sim = self.sim

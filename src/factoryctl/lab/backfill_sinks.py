@@ -54,6 +54,12 @@ class Chunk:
     up: bytearray = field(default_factory=bytearray)  # 0/1 per GPU, step-major
     info: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)  # (gpu, job, user)
     job_energy: dict[tuple[int, str], tuple[list[int], list[float]]] = field(default_factory=dict)
+    # The rollups (``factoryctl.rollups``): (metric, node, job_id, user) -> (stamps, values);
+    # job_id and user are "" for the per-node ones. A series absent at a step (no GPU up
+    # to average) has no sample there.
+    rollups: dict[tuple[str, int, str, str], tuple[list[int], list[float]]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def empty(cls, metrics: dict[str, array[float]]) -> Chunk:
@@ -76,6 +82,7 @@ class Chunk:
             + sum(len(ts) for ts in self.info.values())
             + sum(len(steps) for steps in self.job_gpus(gpn).values())
             + sum(len(ts) for ts, _ in self.job_energy.values())
+            + sum(len(ts) for ts, _ in self.rollups.values())
         )
 
 
@@ -97,6 +104,11 @@ def _series(layout: Layout, chunk: Chunk) -> list[tuple[dict[str, str], list[flo
         out.append((lab, [float(counts[t]) for t in stamps], stamps))
     for (i, job), (ts, vals) in chunk.job_energy.items():
         lab = {"__name__": m.JOB_ENERGY, "node": layout.node_names[i], "job_id": job}
+        out.append((lab, vals, ts))
+    for (name, i, job, user), (ts, vals) in chunk.rollups.items():
+        lab = {"__name__": name, "node": layout.node_names[i]}
+        if job:
+            lab |= {"job_id": job, "user": user}
         out.append((lab, vals, ts))
     return out
 

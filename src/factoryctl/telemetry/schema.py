@@ -83,7 +83,9 @@ NODE_ENERGY: Final = "factoryctl_node_energy_joules_total"  # sum of the GPUs' e
 JOB_GPUS_ACTIVE: Final = "factoryctl_job_gpus_active"  # the job's GPUs here that are active
 JOB_UTILIZATION_SUM: Final = "factoryctl_job_utilization_sum_ratio"  # sum over its GPUs here
 JOB_POWER: Final = "factoryctl_job_power_watts"  # sum over its GPUs here
-JOB_IDLE_SECONDS: Final = "factoryctl_job_idle_seconds"  # shortest idle spell of its GPUs here
+# The longest unbroken idle spell among its up GPUs here (0 when none is idle), as
+# occupancy.job_occupancy defines a job's idle time; job-wide: max over its nodes.
+JOB_IDLE_SECONDS: Final = "factoryctl_job_idle_seconds"
 # The exporter itself
 EXPORTER_BUILD_INFO: Final = "factoryctl_exporter_build_info"  # version, backend
 EXPORTER_COLLECTION_DURATION: Final = "factoryctl_exporter_collection_duration_seconds"
