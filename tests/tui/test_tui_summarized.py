@@ -17,6 +17,7 @@ from tui_fakes import FakeClock, demo, settle, text_of
 
 from factoryctl.model import GPU, FactorySnapshot
 from factoryctl.summaries import is_problem, summarized
+from factoryctl.triage import triage
 from factoryctl.tui import make_app
 from factoryctl.tui.frame import build_frame
 from factoryctl.tui.history import History
@@ -122,3 +123,15 @@ async def test_console_on_summaries_fetches_gpus_only_for_the_detail_shown(
         text = text_of(app.query_one("#job-detail #body", Static))
         shown = {tuple(ln.split()[:2]) for ln in text.splitlines()}
         assert {(n, str(i)) for n, i in job.gpu_keys()} <= shown
+
+
+def test_triage_finds_the_same_problems_on_summaries(full: FactorySnapshot) -> None:
+    # With a scheduler's view (every node declares its GPUs): a summarized snapshot must
+    # not read "no GPU objects of this node" as a silent exporter.
+    nodes = tuple(replace(n, gpu_count=8) for n in full.nodes)
+    snap = replace(full, nodes=nodes)
+    want = [(p.severity, p.kind, p.summary) for p in triage(snap)]
+    got = [(p.severity, p.kind, p.summary) for p in triage(summarized(snap))]
+    assert got == want
+    kinds = {k for _, k, _ in want}
+    assert {"gpu_lost", "idle_allocated"} <= kinds and "exporter_silent" not in kinds
