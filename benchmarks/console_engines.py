@@ -44,7 +44,6 @@ STEP = 15.0
 # -- the child: one console, one source, figures as JSON on stdout ----------------------
 def child(url: str | None, gpus: int, polls: int, keys: int) -> None:
     import asyncio
-    import resource
     from urllib.parse import parse_qsl
 
     import factoryctl
@@ -119,7 +118,10 @@ def child(url: str | None, gpus: int, polls: int, keys: int) -> None:
             out["key_down"] = await key_latency(app, table, "down", keys)
 
     asyncio.run(console())
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's own peak (ru_maxrss carries the parent's over fork + exec).
+    with open("/proc/self/status", encoding="ascii") as status:
+        hwm = next(ln for ln in status if ln.startswith("VmHWM:"))
+    out["peak_rss"] = int(hwm.split()[1]) * 1024
     print(json.dumps(out))
 
 

@@ -82,6 +82,7 @@ class RollupEngine:
                 s.NODE_GPUS: len(gs),
                 s.NODE_GPUS_UP: len(up),
                 s.NODE_GPUS_ALLOCATED: sum(1 for g in gs if g.job_ids),
+                s.NODE_GPUS_THROTTLED: sum(1 for g in up if g.throttle_reasons),
                 s.NODE_GPUS_ACTIVE: sum(1 for g in up if (g.utilization or 0) >= ACTIVE_THRESHOLD),
                 s.NODE_POWER: sum(g.power_watts or 0 for g in up),
                 s.NODE_UTILIZATION: sum(g.utilization or 0 for g in up) / len(up),
@@ -126,9 +127,12 @@ class RollupEngine:
                     for job in g.job_ids:
                         counted[(g.node, job)] = counted.get((g.node, job), 0) + 1
             return _vector(({"node": n, "job_id": j}, c) for (n, j), c in counted.items())
-        if q.startswith(f"last_over_time({s.GPU_UP}[") and q.endswith(" == 0"):
+        lost = re.fullmatch(rf'last_over_time\({s.GPU_UP}\{{node=~"([^"]*)"\}}\[\w+\]\) == 0', q)
+        if lost:
             return _vector(
-                ({"node": g.node, "gpu": str(g.index), "uuid": ""}, 0) for g in GPUS if not g.up
+                ({"node": g.node, "gpu": str(g.index), "uuid": ""}, 0)
+                for g in GPUS
+                if not g.up and re.fullmatch(lost.group(1), g.node)
             )
         if q.startswith(f"last_over_time({s.GPU_TEMPERATURE}[") and " >= " in q:
             hot = float(q.rsplit(" ", 1)[1])
@@ -141,7 +145,10 @@ class RollupEngine:
         if m and self.rollups:
             metric = m.group(1)
             if m.group(2) == "node":
-                return _vector(({"node": n}, v[metric]) for n, v in nodes.items())
+                positive = q.endswith(" > 0")  # a filter: only the nodes with any
+                return _vector(
+                    ({"node": n}, v[metric]) for n, v in nodes.items() if v[metric] or not positive
+                )
             return _vector(
                 ({"node": n, "job_id": j, "user": USERS[j]}, v[metric])
                 for (n, j), v in jobs.items()
@@ -267,6 +274,9 @@ def test_console_poll_from_rollups_is_the_summarized_factory() -> None:
         ("n2", NodeState.MIXED),
     ]
     assert not _per_gpu_queries(engine.queries), engine.queries
+    # Per-GPU series only where a node's rollup shows a problem: n2 lost a GPU.
+    per_gpu = [q for q in engine.queries if "factoryctl_gpu_" in q]
+    assert per_gpu and all('node=~"n2"' in q for q in per_gpu), per_gpu
     # The frame from it matches the one from every GPU (nodes and jobs as the rollups say).
     full = FactorySnapshot(
         time=T, nodes=snap.nodes, gpus=truth.gpus, jobs=truth.jobs, unavailable=snap.unavailable

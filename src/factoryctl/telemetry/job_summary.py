@@ -28,7 +28,7 @@ from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
 from factoryctl.telemetry.prom_context import PromContext, run_queries
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS, gpu_key
-from factoryctl.telemetry.results import Sample
+from factoryctl.telemetry.results import QueryResult, Sample
 from factoryctl.views import job_identity
 
 Row = dict[str, Any]
@@ -157,25 +157,33 @@ PER_JOB = frozenset(
 PairKey = tuple[str, str]  # (node, job_id)
 
 
-def reporting_on(
-    source: PromContext, schema: MetricSchema, nodes: list[str], window: float, t: float
-) -> dict[PairKey, float]:
+def reporting_query(schema: MetricSchema, nodes: list[str], window: float) -> str | None:
     """Reporting GPUs per (node, job) on the nodes that lost a GPU, counted per GPU: a
-    small, filtered join (no query at all on a healthy factory)."""
+    small, filtered join (None, no query at all, on a healthy factory)."""
     util = schema.gauges.get("utilization")
     if not nodes or util is None or schema.job_info is None:
-        return {}
+        return None
     w = dur(window)
     sel = f'{{{schema.node_label}=~"{label_matcher(nodes)}"}}'
     on = f"on ({schema.node_label}, {schema.gpu_label}) group_right"
-    q = (
+    return (
         f"count by ({schema.node_label}, job_id) (last_over_time({util.metric}{sel}[{w}])"
         f" * {on} last_over_time({schema.job_info}{sel}[{w}]))"
     )
+
+
+def reporting_from(schema: MetricSchema, result: QueryResult) -> dict[PairKey, float]:
     return {
         (node_name(s.labels, schema.node_label), s.labels.get("job_id", "")): s.value
-        for s in source.client.query(q, t).vector
+        for s in result.vector
     }
+
+
+def reporting_on(
+    source: PromContext, schema: MetricSchema, nodes: list[str], window: float, t: float
+) -> dict[PairKey, float]:
+    q = reporting_query(schema, nodes, window)
+    return {} if q is None else reporting_from(schema, source.client.query(q, t))
 
 
 def _pairs(series: Sequence[Sample]) -> dict[PairKey, float]:

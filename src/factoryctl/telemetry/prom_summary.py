@@ -4,11 +4,14 @@ At 100,000 GPUs every per-GPU metric is a 100,000-sample vector to fetch and par
 Overview, Nodes and Jobs views need one figure per node and per job, and by name only
 the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
 
-* the node rollups (``factoryctl_node_*``), one series per node each;
-* the (node, job) rollups, one series per node a job runs on;
-* a filtered query per problem kind (``== 0``, ``>= 85``, ``== 1``): the engine scans
-  every GPU, only the matches come back;
-* energy since midnight from the node energy counters (12,500 series, not 100,000).
+* round 1: the node rollups (``factoryctl_node_*``), one series per node each; the
+  (node, job) rollups, one series per node a job runs on; energy since midnight from the
+  node energy counters (12,500 series, not 100,000);
+* round 2, only where round 1 found any: the per-GPU series of the few nodes with a lost
+  GPU, a GPU at or over 85 C or a throttled GPU (``factoryctl_node_gpus_throttled``: a
+  hardware or thermal slowdown; a software power cap alone is normal under load and not
+  listed), filtered to those nodes and to the matching values. A factory-wide filter
+  (``gpu_up == 0`` over every GPU) cost the engine ~1 s per kind at 100,000 GPUs.
 
 The caller (``PrometheusSource.snapshot``) joins the scheduler and job energy as for the
 per-GPU snapshot and returns a summarized ``FactorySnapshot``.
@@ -23,8 +26,14 @@ from factoryctl.energy import local_midnight
 from factoryctl.model import GPU, Job, JobSummary, Node, NodeSummary
 from factoryctl.summaries import HOT_CELSIUS
 from factoryctl.telemetry import schema as native
+from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
-from factoryctl.telemetry.job_summary import from_rollups, reporting_on, rollup_jobs
+from factoryctl.telemetry.job_summary import (
+    from_rollups,
+    reporting_from,
+    reporting_query,
+    rollup_jobs,
+)
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
 from factoryctl.telemetry.prom_context import PromContext, run_queries
@@ -61,13 +70,8 @@ def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dic
         f"last_over_time({native.NODE_GPUS}[{w}])"
         f" > on (node) last_over_time({native.NODE_GPUS_UP}[{w}])"
     )
-    temp = schema.gauges.get("temperature_celsius")
-    if temp is not None:
-        out["hot"] = f"last_over_time({temp.metric}[{w}]) >= {HOT_CELSIUS / temp.scale:g}"
-    if schema is NATIVE:
-        out["lost"] = f"last_over_time({native.GPU_UP}[{w}]) == 0"
-        out["throttled"] = f"last_over_time({native.GPU_CLOCK_EVENT}[{w}]) == 1"
-    if schema.last_xid_gauge is not None:
+    out["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
+    if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
         out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
     if schema.job_energy is not None:
         out["job_energy"] = f"sum by (job_id) (last_over_time({schema.job_energy}[{w}]))"
@@ -79,6 +83,38 @@ def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dic
         f"sum(clamp_min({node_energy} - on (node) last_over_time({native.NODE_ENERGY}[{w}]"
         f" offset {ago}), 0))"
     )
+    return out
+
+
+# Past this many nodes a round-2 query filters by value only (the alternation would near
+# VictoriaMetrics' 16 KiB query limit, and so many problem nodes are a factory-wide event).
+FILTER_NODES = 300
+
+
+def problem_plan(
+    schema: MetricSchema,
+    window: float,
+    lost: list[str],
+    hot: list[str],
+    throttled: list[str],
+) -> dict[str, str]:
+    """Round 2: the problem GPUs, read only on the nodes whose rollups show them."""
+    w = dur(window)
+
+    def on(nodes: list[str]) -> str:
+        if len(nodes) > FILTER_NODES:
+            return ""
+        return f'{{{schema.node_label}=~"{label_matcher(nodes)}"}}'
+
+    out = {}
+    temp = schema.gauges.get("temperature_celsius")
+    if hot and temp is not None:
+        limit = HOT_CELSIUS / temp.scale
+        out["hot"] = f"last_over_time({temp.metric}{on(hot)}[{w}]) >= {limit:g}"
+    if lost and schema is NATIVE:
+        out["lost"] = f"last_over_time({native.GPU_UP}{on(lost)}[{w}]) == 0"
+    if throttled and schema is NATIVE:
+        out["throttled"] = f"last_over_time({native.GPU_CLOCK_EVENT}{on(throttled)}[{w}]) == 1"
     return out
 
 
@@ -97,13 +133,20 @@ def read(source: PromContext, t: float) -> Summaries:
         for k in ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
         if not values.get(k) and values["reporting"]
     }
+    job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
+    degraded = [s.labels.get("node", "") for s in job_results["degraded"].vector]
+    hot = [n for n, v in values.get("temperature_max_celsius", {}).items() if v >= HOT_CELSIUS]
+    second = problem_plan(schema, window, degraded, hot, sorted(values["gpus_throttled"]))
+    reporting = reporting_query(schema, degraded, window)
+    if reporting is not None:
+        second["reporting"] = reporting
+    results.update(run_queries(source.client, second, t))
     blind = schema.job_info is None and not values.get("attributed")
     names = sorted(values["gpus_total"].keys() | values["reporting"].keys())
     nodes = [node_from_counts(n, values, blind) for n in names]
     summaries = {n: _node_summary(n, values) for n in names}
-    job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
-    degraded = [s.labels.get("node", "") for s in job_results["degraded"].vector]
-    per_job = from_rollups(job_results, reporting_on(source, schema, degraded, window, t))
+    counted = reporting_from(schema, results["reporting"]) if "reporting" in results else {}
+    per_job = from_rollups(job_results, counted)
     jobs = rollup_jobs(job_results["held"].vector)
     job_summaries = {j.job_id: _job_summary(j.job_id, per_job) for j in jobs}
     today = results["energy_today"].scalar() if "energy_today" in results else None
