@@ -35,6 +35,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "scrape_interval": 0.0,  # seconds; 0: detect from the targets API or the data
         # seconds from scrape to searchable; -1: ask the engine (VictoriaMetrics >= 1.112: 5)
         "search_delay": -1.0,
+        # the node/job rollups (issue 13): auto (use them where the engine has them) | on | off
+        "rollups": "auto",
         "ca_file": "",
         "cert_file": "",
         "key_file": "",

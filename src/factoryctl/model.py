@@ -168,6 +168,35 @@ class Job:
         return max(0.0, end - self.start_time)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """One node's GPUs summed up: what a view of nodes needs, without the GPUs.
+
+    A source holding the rollups (issue 13) reads these from them; ``summaries``
+    computes the same from GPU objects. Means, sums and maxima are over up GPUs; None:
+    no up GPU says (never a 0 that reads as an idle, cold node)."""
+
+    gpus: int
+    gpus_up: int
+    gpus_allocated: int
+    gpus_active: int  # up, utilization >= occupancy.ACTIVE_THRESHOLD
+    utilization: float | None = None  # mean
+    power_watts: float | None = None  # sum
+    temperature_max_celsius: float | None = None
+    xid_total: float | None = None  # sum of the GPUs' XID counters
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One running job's GPUs summed up (what the Jobs view shows), without the GPUs."""
+
+    reporting: int  # the job's GPUs that report a utilization
+    mean_utilization: float | None
+    idle_gpus: int  # reporting, below the active threshold
+    idle_seconds: float | None  # the longest idle spell among its GPUs
+    power_watts: float | None = None
+
+
 # In a snapshot's ``unavailable``: no GPU telemetry at all (``gpus`` is empty because
 # nothing was measured, not because the factory has no GPUs): the scheduler alone.
 GPU_TELEMETRY = "gpu_telemetry"
@@ -179,6 +208,11 @@ class FactorySnapshot:
 
     ``gpus`` is any sequence of GPUs: a tuple, or a ``GpuColumns`` (gpu_columns.py) that
     builds GPU objects only when they are read, which a source of 100,000 GPUs gives.
+
+    A *summarized* snapshot (``node_summaries`` not empty) carries every node's and
+    running job's figures in ``node_summaries``/``job_summaries`` and, in ``gpus``, only
+    the GPUs worth naming one by one (lost, recent XID, hot, throttled): the console at
+    100,000 GPUs fetches what its screen shows, not every GPU's series.
     """
 
     time: float
@@ -200,6 +234,8 @@ class FactorySnapshot:
     # Why a job's energy is unknown, by job id: said only about the jobs a view shows
     # (``views.job_note_lines``), never as a warning about every job of the factory.
     job_notes: Mapping[str, str] = field(default_factory=dict)
+    node_summaries: Mapping[str, NodeSummary] = field(default_factory=dict)
+    job_summaries: Mapping[str, JobSummary] = field(default_factory=dict)
     _table: list[GpuColumns] = field(default_factory=list, init=False, repr=False, compare=False)
     _node_index: dict[str, Node] = field(
         default_factory=dict, init=False, repr=False, compare=False

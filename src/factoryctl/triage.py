@@ -260,26 +260,34 @@ def _node_problems(
 
 
 def _idle_problems(snapshot: FactorySnapshot) -> Iterable[Problem]:
+    summarized = bool(snapshot.node_summaries)
     for job in snapshot.jobs:
         if job.state.finished:
             continue
-        gpus = snapshot.gpus_of_job(job)
-        idle = [
-            g
-            for g in gpus
-            if g.up and g.utilization is not None and g.utilization < ACTIVE_THRESHOLD
-        ]
-        if idle:
+        if summarized:
+            # Counts from the job's rollups: which nodes its idle GPUs are on is not kept.
+            summary = snapshot.job_summaries.get(job.job_id)
+            n_idle, n_gpus = (summary.idle_gpus if summary else 0), job.gpu_count
+            nodes = list(job.nodes) if len(job.nodes) == 1 else []
+        else:
+            gpus = snapshot.gpus_of_job(job)
+            idle = [
+                g
+                for g in gpus
+                if g.up and g.utilization is not None and g.utilization < ACTIVE_THRESHOLD
+            ]
+            n_idle, n_gpus = len(idle), len(gpus)
             nodes = sorted({g.node for g in idle})
+        if n_idle:
             yield Problem(
-                Severity.WARNING if len(idle) == len(gpus) else Severity.INFO,
+                Severity.WARNING if n_idle == n_gpus else Severity.INFO,
                 "idle_allocated",
-                f"job {job.job_id} ({job.user}) holds {len(idle)} of {len(gpus)} GPUs idle",
+                f"job {job.job_id} ({job.user}) holds {n_idle} of {n_gpus} GPUs idle",
                 nodes[0] if len(nodes) == 1 else None,
                 None,
                 ((job.job_id, job.user),),
                 job.start_time,
-                f"tell {job.user}: job {job.job_id} holds {len(idle)} idle GPUs (scancel {job.job_id} if abandoned)",
+                f"tell {job.user}: job {job.job_id} holds {n_idle} idle GPUs (scancel {job.job_id} if abandoned)",
             )
 
 
@@ -308,8 +316,14 @@ def _silent_exporters(snapshot: FactorySnapshot) -> Iterable[Problem]:
     for node in snapshot.nodes:
         if node.state in (NodeState.DOWN, NodeState.REBOOTING):
             continue
-        gpus = snapshot.gpus_of_node(node.name)
-        if node.gpu_count and (not gpus or all(g.utilization is None and g.up for g in gpus)):
+        if snapshot.node_summaries:
+            # Summarized: the node's rollup is its exporter's voice (GPUs up, readings).
+            summary = snapshot.node_summaries.get(node.name)
+            silent = summary is None or (summary.gpus_up > 0 and summary.utilization is None)
+        else:
+            gpus = snapshot.gpus_of_node(node.name)
+            silent = not gpus or all(g.utilization is None and g.up for g in gpus)
+        if node.gpu_count and silent:
             yield Problem(
                 Severity.WARNING,
                 "exporter_silent",

@@ -310,6 +310,34 @@ async def test_polls_never_overlap_and_the_loop_stays_responsive(source: DemoSou
         assert len(table(app, "nodes").all_rows) == 16
 
 
+async def test_a_slow_poll_keeps_the_screen_and_says_how_old_the_data_is(
+    source: DemoSource,
+) -> None:
+    slow, clock = BlockingSource(source), FakeClock()
+    slow.release.set()
+    app = app_for(slow, clock=clock)
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        first = app.frame
+        assert first is not None
+        slow.release.clear()
+        await pilot.press("r")  # this poll hangs in the engine
+        assert slow.entered.wait(5)
+        clock.t = first.snapshot.time + 3
+        app._update_status()
+        assert "SLOW" not in text_of(app.query_one("#status", Static))  # not late yet
+        clock.t = first.snapshot.time + 30
+        await pilot.press("2")  # keys are still handled
+        app._update_status()
+        status = text_of(app.query_one("#status", Static))
+        assert "SLOW: data is 30s old" in status and "running for 30s" in status, status
+        assert app.frame is first and app.current_view == "nodes"
+        slow.release.set()
+        await settle(pilot)
+        assert app.polls == 2
+        assert "SLOW" not in text_of(app.query_one("#status", Static))
+
+
 async def test_pause_stops_timed_polls_but_not_a_manual_refresh(source: DemoSource) -> None:
     app = app_for(source)
     async with app.run_test() as pilot:

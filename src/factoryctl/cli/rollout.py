@@ -126,9 +126,9 @@ def _telemetry(env: Environment) -> Any:
     """The gate's reader over the configured Prometheus (joined with nothing: Slurm's
     Gres count comes from the runner's own reads)."""
     from factoryctl.telemetry.gpu_health import PromGpuTelemetry
-    from factoryctl.telemetry.prom_open import source_from_settings
+    from factoryctl.telemetry.prom_open import open_prometheus_source
 
-    return PromGpuTelemetry(source_from_settings(env.settings))
+    return PromGpuTelemetry(open_prometheus_source(env.settings))
 
 
 def _gate(env: Environment, spec: dict[str, Any]) -> TelemetryGate | None:

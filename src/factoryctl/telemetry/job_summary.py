@@ -6,24 +6,30 @@ both, as in ``occupancy.job_occupancy``), then reduced ``by (job_id)``: mean, 10
 percentile (PromQL's ``quantile`` interpolates like ``occupancy.percentile``), idle count,
 sums. Only the attribution itself comes back per GPU, for the allocations. With a
 scheduler the allocation is not in Prometheus, so the per-GPU path is used instead.
+
+Where the engine holds the (node, job) rollups (issue 13) the allocations, GPU counts,
+mean utilization, idle GPUs, idle spell and power come from them (one series per node a
+job runs on, summed here); only the 10th percentile and the memory, which no sum can
+give, are still joined per GPU on the engine. A node that lost a GPU is read per GPU for
+its jobs' reporting counts, so the means stay those of the GPUs that report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from factoryctl.energy import joules_to_kwh
 from factoryctl.model import Allocation, FactorySnapshot, Job, Node, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD
-from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, dur
+from factoryctl.telemetry import schema as native
+from factoryctl.telemetry.client import label_matcher
+from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
-from factoryctl.telemetry.prom_detect import gpu_key
+from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_detect import NO_ROLLUPS, gpu_key
+from factoryctl.telemetry.results import QueryResult, Sample
 from factoryctl.views import job_identity
-
-if TYPE_CHECKING:
-    from factoryctl.telemetry.prometheus_source import PrometheusSource
 
 Row = dict[str, Any]
 
@@ -63,8 +69,34 @@ def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, st
     return plan
 
 
+def rollup_plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, str]:
+    """The (node, job) rollups as they stand, plus the two per-GPU joins no sum can give."""
+    w = dur(window)
+    plan = {
+        key: f"last_over_time({metric}[{w}])"
+        for key, metric in (
+            ("held", native.JOB_GPUS),
+            ("active", native.JOB_GPUS_ACTIVE),
+            ("util_sum", native.JOB_UTILIZATION_SUM),
+            ("power_watts", native.JOB_POWER),
+            ("idle_seconds", native.JOB_IDLE_SECONDS),
+        )
+    }
+    # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
+    plan["degraded"] = (
+        f"last_over_time({native.NODE_GPUS}[{w}])"
+        f" > on (node) last_over_time({native.NODE_GPUS_UP}[{w}])"
+    )
+    plan["nodes"] = f"last_over_time({native.NODE_GPUS}[{dur(inventory)}])"
+    raw = _plan(schema, window, inventory)
+    for key in ("low_utilization", "memory_used_bytes", "energy_joules"):
+        if key in raw:
+            plan[key] = raw[key]
+    return plan
+
+
 def job_rows(
-    source: PrometheusSource, at: float | None = None
+    source: PromContext, at: float | None = None
 ) -> tuple[FactorySnapshot, list[Row]] | None:
     """Snapshot (nodes and jobs, no GPUs) and one row per running job; None where this
     path does not apply (a scheduler is configured, or the schema has no attribution)."""
@@ -74,22 +106,35 @@ def job_rows(
     failures: list[str] = []
     if schema.job_info is None or source.scheduler_view(t, warnings, failures) is not None:
         return None
-    plan = _plan(schema, source.window(t), source.options.inventory_window)
     client = source.client
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
-        futures = {k: pool.submit(client.query, q, t) for k, q in plan.items()}
-        results = {k: f.result() for k, f in futures.items()}
+    window = source.window(t)
+    rollups = source.rollups(t)
+    if rollups:
+        plan = rollup_plan(schema, window, source.options.inventory_window)
+    else:
+        plan = _plan(schema, window, source.options.inventory_window)
+        if source.options.rollups == "auto":
+            warnings.append(NO_ROLLUPS)
+    results = run_queries(client, plan, t)
     per_job: dict[str, dict[str, float]] = {
         k: {s.labels.get("job_id", ""): s.value for s in r.vector}
         for k, r in results.items()
-        if k not in ("held", "nodes")
+        if k in PER_JOB
     }
     scale = schema.gauges["utilization"].scale if "utilization" in schema.gauges else 1.0
     for key in ("mean_utilization", "low_utilization"):
         per_job[key] = {j: v * scale for j, v in per_job.get(key, {}).items()}
-    jobs = _jobs(schema, results["held"].vector)
+    if rollups:
+        degraded = [s.labels.get("node", "") for s in results["degraded"].vector]
+        reporting = reporting_on(source, schema, degraded, window, t)
+        per_job.update(from_rollups(results, reporting))
+        jobs = rollup_jobs(results["held"].vector)
+        label = "node"
+    else:
+        jobs = _jobs(schema, results["held"].vector)
+        label = schema.node_label
     rows = [_row(job, per_job, t) for job in jobs]
-    node_names = sorted(node_name(s.labels, schema.node_label) for s in results["nodes"].vector)
+    node_names = sorted(node_name(s.labels, label) for s in results["nodes"].vector)
     warnings.extend(client.warnings)
     client.warnings.clear()
     snap = FactorySnapshot(
@@ -102,6 +147,104 @@ def job_rows(
         scheduler_error="; ".join(failures),
     )
     return snap, rows
+
+
+# Results already reduced ``by (job_id)`` on the engine.
+PER_JOB = frozenset(
+    {"mean_utilization", "low_utilization", "reporting", "idle_gpus", "memory_used_bytes"}
+    | {"power_watts", "idle_seconds", "energy_joules"}
+)
+PairKey = tuple[str, str]  # (node, job_id)
+
+
+def reporting_query(schema: MetricSchema, nodes: list[str], window: float) -> str | None:
+    """Reporting GPUs per (node, job) on the nodes that lost a GPU, counted per GPU: a
+    small, filtered join (None, no query at all, on a healthy factory)."""
+    util = schema.gauges.get("utilization")
+    if not nodes or util is None or schema.job_info is None:
+        return None
+    w = dur(window)
+    sel = f'{{{schema.node_label}=~"{label_matcher(nodes)}"}}'
+    on = f"on ({schema.node_label}, {schema.gpu_label}) group_right"
+    return (
+        f"count by ({schema.node_label}, job_id) (last_over_time({util.metric}{sel}[{w}])"
+        f" * {on} last_over_time({schema.job_info}{sel}[{w}]))"
+    )
+
+
+def reporting_from(schema: MetricSchema, result: QueryResult) -> dict[PairKey, float]:
+    return {
+        (node_name(s.labels, schema.node_label), s.labels.get("job_id", "")): s.value
+        for s in result.vector
+    }
+
+
+def reporting_on(
+    source: PromContext, schema: MetricSchema, nodes: list[str], window: float, t: float
+) -> dict[PairKey, float]:
+    q = reporting_query(schema, nodes, window)
+    return {} if q is None else reporting_from(schema, source.client.query(q, t))
+
+
+def _pairs(series: Sequence[Sample]) -> dict[PairKey, float]:
+    return {(s.labels.get("node", ""), s.labels.get("job_id", "")): s.value for s in series}
+
+
+def from_rollups(
+    results: Mapping[str, Any], reporting: Mapping[PairKey, float]
+) -> dict[str, dict[str, float]]:
+    """The per-job columns from (node, job) rollups, summed over the job's nodes.
+
+    Mean utilization is over reporting GPUs, as ``occupancy.job_occupancy``: a node's
+    utilization sum divided by its GPUs, except on nodes with a lost GPU where the
+    reporting count was read per GPU. Idle GPUs are reporting minus active."""
+    held = _pairs(results["held"].vector)
+    active = _pairs(results["active"].vector)
+    util_sum = _pairs(results["util_sum"].vector)
+    sums: dict[str, list[float]] = {}  # job -> [utilization sum, reporting, active]
+    for pair, total in util_sum.items():
+        acc = sums.setdefault(pair[1], [0.0, 0.0, 0.0])
+        acc[0] += total
+        acc[1] += reporting.get(pair, held.get(pair, 0.0))
+        acc[2] += active.get(pair, 0.0)
+    out: dict[str, dict[str, float]] = {"mean_utilization": {}, "idle_gpus": {}, "reporting": {}}
+    for job_id, (total, counted, busy) in sums.items():
+        if counted > 0:
+            out["mean_utilization"][job_id] = total / counted
+            out["idle_gpus"][job_id] = counted - busy
+            out["reporting"][job_id] = counted
+    for key in ("power_watts", "idle_seconds"):
+        agg: dict[str, float] = {}
+        for s in results[key].vector:
+            job_id = s.labels.get("job_id", "")
+            agg[job_id] = (
+                agg.get(job_id, 0.0) + s.value
+                if key == "power_watts"
+                else max(agg.get(job_id, 0.0), s.value)
+            )
+        out[key] = agg
+    return out
+
+
+def rollup_jobs(held: Sequence[Sample]) -> list[Job]:
+    """Jobs from ``factoryctl_job_gpus``: per node how many GPUs, not which (the jobs view
+    shows counts and node lists, never indices)."""
+    users: dict[str, str] = {}
+    alloc: dict[str, dict[str, int]] = {}
+    for s in held:
+        job_id, node = s.labels.get("job_id", ""), s.labels.get("node", "")
+        if not job_id or not node:
+            continue
+        users[job_id] = s.labels.get("user", "")
+        alloc.setdefault(job_id, {})[node] = int(s.value)
+    return [
+        Job(
+            job_id=job_id,
+            user=users[job_id],
+            allocations=tuple(Allocation(node, (), gpus=n) for node, n in sorted(by_node.items())),
+        )
+        for job_id, by_node in sorted(alloc.items())
+    ]
 
 
 def _jobs(schema: MetricSchema, held: Any) -> list[Job]:
@@ -142,4 +285,6 @@ def _row(job: Job, per_job: Mapping[str, Mapping[str, float]], now: float) -> Ro
         "power_watts": get("power_watts"),
         "energy_joules": energy,
         "energy_kwh": None if energy is None else joules_to_kwh(energy),
+        # The only energy this path reads is the exporter's per-job counter.
+        "energy_source": "none" if energy is None else "job-counter",
     }

@@ -14,16 +14,12 @@ note, never an empty one that would read as "no processes".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from factoryctl.processes import GpuProcessRow, ProcessTable, sort_rows, unavailable
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import NATIVE
-
-if TYPE_CHECKING:
-    from factoryctl.telemetry.prometheus_source import PrometheusSource
+from factoryctl.telemetry.prom_context import PromContext
 
 DCGM_NOTE = (
     "dcgm-exporter exports no per-process series: run factoryctl-exporter on the node"
@@ -31,7 +27,7 @@ DCGM_NOTE = (
 )
 
 
-def node_processes(source: PrometheusSource, node: str, t: float) -> ProcessTable:
+def node_processes(source: PromContext, node: str, t: float) -> ProcessTable:
     schema = source.schema(t)
     if schema is not NATIVE:
         return unavailable(node, DCGM_NOTE)

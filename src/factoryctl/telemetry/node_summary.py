@@ -1,8 +1,11 @@
-"""``factoryctl nodes`` from per-node aggregates computed by the engine.
+"""``factoryctl nodes`` from per-node aggregates.
 
-The nodes view shows no GPU, so it never fetches per-GPU vectors: counts, sums, means and
-maxima ``by (node)`` come back as one small vector each (12,500 samples at 100k GPUs
-instead of 100,000 per metric). Rows have exactly the keys of ``views.node_rows``; every
+The nodes view shows no GPU, so it never fetches per-GPU vectors. Where the engine holds
+the node rollups (``factoryctl_node_*``, issue 13) each column is one rollup read as it
+stands: no aggregation on the query path at all. Elsewhere counts, sums, means and maxima
+``by (node)`` are computed by the engine from every GPU's series and come back as one
+small vector each (12,500 samples at 100k GPUs instead of 100,000 per metric), with a
+one-line hint to install the rules. Rows have exactly the keys of ``views.node_rows``; every
 "latest value" is ``last_over_time(...[source.window()])`` (2 scrape intervals + search delay), so backfilled data without
 staleness markers reads the same as live data.
 """
@@ -10,12 +13,11 @@ staleness markers reads the same as live data.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from factoryctl.model import FactorySnapshot, Node, NodeState
 from factoryctl.telemetry import schema as native
-from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, dur
+from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import (
     NATIVE,
     MetricSchema,
@@ -23,11 +25,44 @@ from factoryctl.telemetry.metrics import (
     node_name,
     recorded_query,
 )
-
-if TYPE_CHECKING:
-    from factoryctl.telemetry.prometheus_source import PrometheusSource
+from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_detect import NO_ROLLUPS
 
 Row = dict[str, Any]
+
+# Each column's rollup; rollups are in base units (ratios, watts) already.
+ROLLUP_COLUMNS = {
+    "reporting": native.NODE_GPUS_UP,
+    "gpus_allocated": native.NODE_GPUS_ALLOCATED,
+    "utilization": native.NODE_UTILIZATION,
+    "power_watts": native.NODE_POWER,
+    "temperature_max_celsius": native.NODE_TEMPERATURE_MAX,
+    "xid_total": native.NODE_XID_ERRORS,
+}
+# Read as "not measured here" when no node has the series (dcgm-exporter has no XID
+# counter to sum, so its recorded rollups may lack it).
+OPTIONAL_ROLLUPS = ("xid_total", "utilization", "power_watts", "temperature_max_celsius")
+
+
+def rollup_queries(
+    schema: MetricSchema, window: float, inventory: float, telemetry_jobs: bool
+) -> dict[str, str]:
+    """One rollup per column, its latest value within the freshness window (the GPUs
+    known: within the inventory window, so a dead exporter's node still counts them)."""
+    w = dur(window)
+    plan = {"gpus_total": f"last_over_time({native.NODE_GPUS}[{dur(inventory)}])"}
+    for key, metric in ROLLUP_COLUMNS.items():
+        if key == "gpus_allocated" and not telemetry_jobs:
+            continue  # the scheduler says who holds what
+        plan[key] = f"last_over_time({metric}[{w}])"
+    # Rollups report a node's GPUs up; a node whose GPUs are all lost is not reporting.
+    plan["reporting"] = f"{plan['reporting']} > 0"
+    if telemetry_jobs and schema.job_info is None and schema.attribution is not None:
+        # dcgm-exporter: whether its job mapping labels anything at all (else "unknown").
+        mapped = f'{schema.attribution}{{{schema.attribution_label}!=""}}'
+        by = f"by ({schema.node_label})"
+        plan["attributed"] = f"count {by} (last_over_time({mapped}[{dur(inventory)}]))"
+    return plan
 
 
 def _queries(
@@ -80,9 +115,7 @@ def _queries(
     return plan
 
 
-def node_rows(
-    source: PrometheusSource, at: float | None = None
-) -> tuple[FactorySnapshot, list[Row]]:
+def node_rows(source: PromContext, at: float | None = None) -> tuple[FactorySnapshot, list[Row]]:
     """The nodes view: a snapshot holding nodes only, and one row per node."""
     t = source.clock() if at is None else at
     schema = source.schema(t)
@@ -90,20 +123,33 @@ def node_rows(
     warnings: list[str] = []
     failures: list[str] = []
     sched = source.scheduler_view(t, warnings, failures)
-    plan = _queries(schema, window, source.options.inventory_window, sched is None)
+    inventory = source.options.inventory_window
+    rollups = source.rollups(t)
+    if rollups:
+        plan = rollup_queries(schema, window, inventory, sched is None)
+    else:
+        plan = _queries(schema, window, inventory, sched is None)
+        if source.options.rollups == "auto":
+            warnings.append(NO_ROLLUPS)
     client = source.client
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
-        futures = {k: pool.submit(client.query, q, t) for k, q in plan.items()}
-        values: dict[str, dict[str, float]] = {
-            k: {node_name(s.labels, schema.node_label): s.value for s in f.result().vector}
-            for k, f in futures.items()
-        }
+    # Rollups name the node ``node`` whatever the schema (the recording rules relabel).
+    label = "node" if rollups else schema.node_label
+    values: dict[str, dict[str, float]] = {
+        k: {node_name(s.labels, label): s.value for s in r.vector}
+        for k, r in run_queries(client, plan, t).items()
+    }
+    if rollups:
+        util_scale = 1.0
+        for key in OPTIONAL_ROLLUPS:
+            if key in plan and not values[key] and values["reporting"]:
+                del plan[key]  # no node has it: not measured here, never 0
+    else:
+        util_scale = schema.gauges["utilization"].scale if "utilization" in schema.gauges else 1.0
     if values.get("xid_total"):
         # As in the per-GPU path: where XIDs are counted at all, a reporting node without
         # any XID series has had none (0), not an unknown number.
         for name in values["reporting"]:
             values["xid_total"].setdefault(name, 0.0)
-    util_scale = schema.gauges["utilization"].scale if "utilization" in schema.gauges else 1.0
     values["utilization"] = {n: v * util_scale for n, v in values.get("utilization", {}).items()}
     # No scheduler and no attribution (dcgm-exporter without job mapping): who holds a
     # GPU, and so a node's state, is unknown.
@@ -112,7 +158,7 @@ def node_rows(
         nodes = sched[0]
     else:
         nodes = [
-            _node_from_counts(n, values, blind)
+            node_from_counts(n, values, blind)
             for n in sorted(values["gpus_total"].keys() | values["reporting"].keys())
         ]
     rows = [_row(node, values, blind) for node in nodes]
@@ -138,7 +184,7 @@ def node_rows(
     return snap, rows
 
 
-def _node_from_counts(
+def node_from_counts(
     name: str, values: Mapping[str, Mapping[str, float]], blind: bool = False
 ) -> Node:
     total = int(values["gpus_total"].get(name, 0))

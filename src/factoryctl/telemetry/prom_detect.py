@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from factoryctl.durations import parse_duration
 from factoryctl.errors import FactoryctlError
+from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.metrics import (
     NATIVE,
@@ -64,6 +65,22 @@ def detect_interval(client: PromClient, schema: MetricSchema, at: float) -> floa
             times = [t for t, _ in raw.matrix[0].points]
             return float(statistics.median(b - a for a, b in itertools.pairwise(times)))
     return DEFAULT_INTERVAL
+
+
+def detect_rollups(client: PromClient, at: float, inventory_window: float) -> bool:
+    """Whether the engine holds the node rollups (issue 13): written by factoryctl-exporter
+    or recorded by the shipped rules from dcgm-exporter's series. One count over ~1 series
+    per node, answered as one number."""
+    ms = max(1, round(inventory_window * 1000))
+    found = client.query(f"count(last_over_time({native.NODE_GPUS}[{ms}ms]))", at).scalar()
+    return bool(found)
+
+
+NO_ROLLUPS = (
+    "no GPU rollups (factoryctl_node_gpus) in the engine: reading every GPU's series, slow at"
+    " scale; install dashboards/prometheus/rollups.rules.yml (Prometheus or vmalert) or"
+    " upgrade factoryctl-exporter"
+)
 
 
 _FLUSH = re.compile(r'^flag\{name="inmemoryDataFlushInterval", value="([^"]+)"', re.M)

@@ -6,13 +6,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from factoryctl.errors import ConfigError
 from factoryctl.telemetry.auth import PromAuth
 from factoryctl.telemetry.client import PromClient, PromConfig
-from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from factoryctl.telemetry.prom_context import SourceOptions
+from factoryctl.telemetry.prometheus_source import PrometheusSource
 from factoryctl.telemetry.scheduler_view import SchedulerView
 
+ROLLUP_MODES = ("auto", "on", "off")
 
-def source_from_settings(
+
+def open_prometheus_source(
     settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
 ) -> PrometheusSource:
     """The source the CLI uses: client from ``[prometheus]`` settings, joined with
@@ -40,9 +44,15 @@ def source_from_settings(
             auth=auth,
         )
     )
+    rollups = str(p.get("rollups", "auto"))
+    if rollups not in ROLLUP_MODES:
+        raise ConfigError(
+            f"[prometheus] rollups must be one of {', '.join(ROLLUP_MODES)}, not {rollups!r}"
+        )
     options = SourceOptions(
         schema=str(p.get("schema", "auto")),
         scrape_interval=float(p["scrape_interval"]) if p.get("scrape_interval") else None,
         search_delay=None if float(p.get("search_delay", -1.0)) < 0 else float(p["search_delay"]),
+        rollups=rollups,
     )
     return PrometheusSource(client, scheduler, options)

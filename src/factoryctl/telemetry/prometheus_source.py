@@ -25,16 +25,17 @@ from factoryctl.energy import local_midnight
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, Node
 from factoryctl.processes import ProcessTable
+from factoryctl.telemetry import prom_summary
 from factoryctl.telemetry import schema as native
-from factoryctl.telemetry.client import PromClient
+from factoryctl.telemetry.client import PromClient, label_matcher
 from factoryctl.telemetry.gpu_fields import MULTI_SERIES, VIEW_FIELDS, native_multi
 from factoryctl.telemetry.job_energy import (
-    PARALLEL_QUERIES,
     EnergyReader,
     JobEnergy,
     dur,
     from_admin_comment,
 )
+from factoryctl.telemetry.job_summary import job_rows
 from factoryctl.telemetry.metrics import (
     NATIVE,
     MetricSchema,
@@ -42,8 +43,13 @@ from factoryctl.telemetry.metrics import (
     no_gpus_warning,
     recorded_query,
 )
+from factoryctl.telemetry.node_processes import node_processes
+from factoryctl.telemetry.node_summary import node_rows
+from factoryctl.telemetry.prom_context import SourceOptions, run_queries
 from factoryctl.telemetry.prom_detect import (
+    NO_ROLLUPS,
     detect_interval,
+    detect_rollups,
     detect_schema,
     detect_search_delay,
     gpu_key,
@@ -65,15 +71,6 @@ from factoryctl.triage import Alert
 GpuKey = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceOptions:
-    schema: str = "auto"  # auto | native | dcgm
-    scrape_interval: float | None = None  # None: ask the targets API, then the data
-    search_delay: float | None = None  # None: ask the engine (VictoriaMetrics >= 1.112: 5 s)
-    inventory_window: float = 600.0  # a GPU silent for longer than this is forgotten
-    finished_lookback: float = 6 * 3600.0  # finished jobs shown by the scheduler join
-
-
 @dataclass
 class PrometheusSource:
     client: PromClient
@@ -83,6 +80,7 @@ class PrometheusSource:
     _schema: MetricSchema | None = None
     _interval: float | None = None
     _delay: float | None = None
+    _rollups: bool | None = None
 
     # -- detection -----------------------------------------------------------------------
     def schema(self, at: float) -> MetricSchema:
@@ -107,6 +105,16 @@ class PrometheusSource:
             known = self.options.search_delay
             self._delay = known if known is not None else detect_search_delay(self.client)
         return 2 * self.interval(at) + self._delay
+
+    def rollups(self, at: float) -> bool:
+        """Whether the views read the rollups (``factoryctl_node_*``, ``factoryctl_job_*``)
+        instead of every GPU's series: asked once, like the schema."""
+        if self._rollups is None:
+            mode = self.options.rollups
+            self._rollups = mode == "on" or (
+                mode == "auto" and detect_rollups(self.client, at, self.options.inventory_window)
+            )
+        return self._rollups
 
     def describe(self, at: float) -> str:
         """The source as its JSON envelope names it (``prometheus:native``)."""
@@ -198,20 +206,78 @@ class PrometheusSource:
             },
         )
 
+    def console_snapshot(self, at: float | None = None) -> FactorySnapshot:
+        """What the console's screen shows: a summarized snapshot from the rollups (node
+        and job summaries, the problem GPUs only) where the engine holds them, else the
+        full per-GPU snapshot. ``factoryctl top`` polls this."""
+        t = self.clock() if at is None else at
+        if not self.rollups(t):
+            snap = self.snapshot(t)
+            if self.options.rollups == "auto":
+                snap = replace(snap, warnings=(*snap.warnings, NO_ROLLUPS))
+            return snap
+        schema = self.schema(t)
+        warnings: list[str] = []
+        failures: list[str] = []
+        sched = self.scheduler_view(t, warnings, failures)
+        got = prom_summary.read(self, t)
+        if sched is not None:
+            nodes, jobs = sched
+            energy = self.job_energy(jobs, t)
+        else:
+            nodes, jobs = got.nodes, got.jobs
+            energy = {j: JobEnergy(j, v, "job-counter") for j, v in got.job_energy.items()}
+        jobs = [
+            replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
+            for j in jobs
+        ]
+        if not got.node_summaries:
+            warnings.append(no_gpus_warning(schema))
+        warnings.extend(self.client.warnings)
+        self.client.warnings.clear()
+        today = got.energy_today_joules
+        return FactorySnapshot(
+            time=t,
+            nodes=tuple(nodes),
+            gpus=tuple(got.problem_gpus),
+            jobs=tuple(jobs),
+            source=f"prometheus:{schema.name}",
+            unavailable=frozenset(set(schema.unavailable()) | got.unavailable),
+            warnings=tuple(dict.fromkeys(warnings)),
+            scheduler_error="; ".join(failures),
+            energy_today_joules=today,
+            energy_today_since=None if today is None else local_midnight(t),
+            job_notes={e.job_id: e.note for e in energy.values() if e.note and e.joules is None},
+            node_summaries=got.node_summaries,
+            job_summaries=got.job_summaries,
+        )
+
+    def gpus_of_nodes(self, nodes: Sequence[str], at: float | None = None) -> tuple[GPU, ...]:
+        """Every GPU of ``nodes`` with every field, fetched for these nodes only: what a
+        detail view shows of a summarized snapshot (a node, or a job's first nodes)."""
+        t = self.clock() if at is None else at
+        schema = self.schema(t)
+        names = list(dict.fromkeys(nodes))[:DETAIL_NODES]
+        if not names:
+            return ()
+        plan, wanted, xid_gauge = self._plan(schema, t, None, None, True, names)
+        results = self._run(plan, t)
+        held: dict[GpuKey, tuple[str, ...]] = {}
+        if "job_info" in results:
+            held, _ = self._attribution(schema, results["job_info"])
+        gpus = self._gpus(schema, results, wanted, xid_gauge, set(), held)
+        return tuple(gpus[k] for k in sorted(gpus))
+
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
         return self.snapshot(view=view)
 
     def job_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]] | None:
         """``factoryctl jobs`` from per-job aggregates; None where a scheduler holds the
         allocations (the caller then takes the per-GPU snapshot)."""
-        from factoryctl.telemetry.job_summary import job_rows
-
         return job_rows(self)
 
     def node_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
         """``factoryctl nodes`` from per-node aggregates (no per-GPU vectors at all)."""
-        from factoryctl.telemetry.node_summary import node_rows
-
         return node_rows(self)
 
     def _plan(
@@ -221,13 +287,21 @@ class PrometheusSource:
         fields: frozenset[str] | None,
         view: str | None,
         telemetry_jobs: bool,
+        nodes: Sequence[str] = (),
     ) -> tuple[dict[str, str], set[str], str | None]:
-        """Every query a snapshot needs, by name; plus the GPU fields and XID gauge wanted."""
+        """Every query a snapshot needs, by name; plus the GPU fields and XID gauge wanted.
+        ``nodes``: only these nodes' series (a detail view), no factory-wide figure."""
         window = dur(self.window(t))
+        only = f'{schema.node_label}=~"{label_matcher(nodes)}"' if nodes else ""
+
+        def sel(*matchers: str) -> str:
+            inner = ",".join(m for m in (*matchers, only) if m)
+            return f"{{{inner}}}" if inner else ""
+
         plan = {
-            "inventory": f"last_over_time({schema.inventory}"
+            "inventory": f"last_over_time({schema.inventory}{sel()}"
             f"[{dur(self.options.inventory_window)}])",
-            "reporting": f"last_over_time({schema.marker}[{window}])",
+            "reporting": f"last_over_time({schema.marker}{sel()}[{window}])",
         }
         wanted = set(schema.gauges) if fields is None else set(fields) & set(schema.gauges)
         if "memory_total_bytes" in wanted and schema is not NATIVE:
@@ -238,40 +312,38 @@ class PrometheusSource:
         xid_gauge = schema.last_xid_gauge if fields is None or "last_xid" in fields else None
         names = "|".join(simple + ([xid_gauge] if xid_gauge else []))
         if names:
-            plan["gauges"] = f'{{__name__=~"{names}"}}'
+            plan["gauges"] = sel(f'__name__=~"{names}"')
         if schema is NATIVE:
+            uncorrected = sel('type="uncorrected"')
             multi = {
-                "xid_total": f"sum by (node, gpu) ({native.GPU_XID_ERRORS})",
-                "ecc_uncorrected_total": (
-                    f'sum by (node, gpu) ({native.GPU_ECC_ERRORS}{{type="uncorrected"}})'
-                ),
-                "throttle_reasons": f"{native.GPU_CLOCK_EVENT} == 1",
+                "xid_total": f"sum by (node, gpu) ({native.GPU_XID_ERRORS}{sel()})",
+                "ecc_uncorrected_total": f"sum by (node, gpu) ({native.GPU_ECC_ERRORS}{uncorrected})",
+                "throttle_reasons": f"{native.GPU_CLOCK_EVENT}{sel()} == 1",
             }
             plan.update({k: v for k, v in multi.items() if k in wanted})
-        if fields is None and schema.gpu_energy is not None:
+        if fields is None and schema.gpu_energy is not None and not nodes:
             plan["energy_today"] = _energy_today_query(schema, t, window)
         if telemetry_jobs and schema.job_info is None and schema.attribution is not None:
             # dcgm-exporter's job mapping: each allocated GPU's series, copied per job; or
             # the scheduler-exporter's Slurm allocation (with the job's user).
             label = schema.attribution_label
-            mapped = f'{schema.attribution}{{{label}!=""}}'
+            not_empty = f'{label}!=""'
+            mapped = f"{schema.attribution}{sel(not_empty)}"
             plan["job_info"] = (
                 f"group by ({label}, {schema.attribution_node}, {schema.gpu_label}, user)"
                 f" (last_over_time({mapped}[{window}]))"
             )
             plan["hpc_seen"] = recorded_query(schema, dur(self.options.inventory_window))
         if telemetry_jobs and schema.job_info is not None:
-            plan["job_info"] = f"last_over_time({schema.job_info}[{window}])"
-            if schema.job_energy is not None and view != "nodes":
+            plan["job_info"] = f"last_over_time({schema.job_info}{sel()}[{window}])"
+            if schema.job_energy is not None and view != "nodes" and not nodes:
                 plan["job_energy"] = (
                     f"sum by (job_id) (last_over_time({schema.job_energy}[{window}]))"
                 )
         return plan, wanted, xid_gauge
 
     def _run(self, plan: Mapping[str, str], t: float) -> dict[str, QueryResult]:
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
-            futures = {name: pool.submit(self.client.query, q, t) for name, q in plan.items()}
-            return {name: f.result() for name, f in futures.items()}
+        return run_queries(self.client, plan, t)
 
     def _gpus(
         self,
@@ -494,8 +566,6 @@ class PrometheusSource:
 
     def processes(self, node: str, at: float | None = None) -> ProcessTable:
         """The processes on one node's GPUs (only that node's series are fetched)."""
-        from factoryctl.telemetry.node_processes import node_processes
-
         return node_processes(self, node, self.clock() if at is None else at)
 
     def alerts(self) -> list[Alert]:
@@ -519,6 +589,9 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
         f" - {by} (last_over_time({metric}[{window}] offset {ago})), 0))"
     )
 
+
+# A detail view fetches the GPUs of at most this many nodes (a job's first nodes).
+DETAIL_NODES = 64
 
 NO_JOBS = (
     "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"
@@ -555,14 +628,4 @@ def _held_by(jobs: Sequence[Job]) -> dict[GpuKey, tuple[str, ...]]:
     return {k: tuple(v) for k, v in held.items()}
 
 
-def open_prometheus_source(
-    settings: Mapping[str, Mapping[str, Any]], scheduler: SchedulerView | None = None
-) -> PrometheusSource:
-    """The source the CLI uses, from ``[prometheus]`` settings and the scheduler the
-    environment opened (None: telemetry alone)."""
-    from factoryctl.telemetry.prom_open import source_from_settings
-
-    return source_from_settings(settings, scheduler)
-
-
-__all__ = ["Allocation", "PrometheusSource", "SourceOptions", "open_prometheus_source"]
+__all__ = ["Allocation", "PrometheusSource", "SourceOptions"]

@@ -35,9 +35,9 @@ def open_source(
             faults_per_node_day=d["faults_per_node_day"],
         )
     if settings["prometheus"]["url"]:
-        from factoryctl.telemetry import prometheus_source
+        from factoryctl.telemetry.prom_open import open_prometheus_source
 
-        source: FactorySource = prometheus_source.open_prometheus_source(settings, scheduler)
+        source: FactorySource = open_prometheus_source(settings, scheduler)
         return source
     if scheduler is not None:
         from factoryctl.telemetry.scheduler_source import SchedulerSource

@@ -78,6 +78,7 @@ class FactoryApp(ConsoleBase):
         if view == "rollouts":
             self._start_rollouts()
         self._start_processes()
+        self._start_detail_gpus()
         widget = self.query_one("#rollout-campaigns" if view == "rollouts" else f"#{view}")
         if widget.can_focus:
             widget.focus()

@@ -21,6 +21,15 @@ class SnapshotSource(Protocol):
     def snapshot(self) -> FactorySnapshot: ...
 
 
+def poll_snapshot(source: object) -> FactorySnapshot:
+    """One console poll: the source's ``console_snapshot()`` where it has one (what the
+    screen shows, summarized at scale: Prometheus with rollups), else ``snapshot()``."""
+    take = getattr(source, "console_snapshot", None)
+    snap = take() if callable(take) else source.snapshot()  # type: ignore[attr-defined]
+    assert isinstance(snap, FactorySnapshot)
+    return snap
+
+
 class Action(StrEnum):
     DRAIN = "drain"
     RESUME = "resume"

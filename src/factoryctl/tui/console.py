@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -21,14 +22,16 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 from textual.worker import Worker
 
 from factoryctl.errors import FactoryctlError
+from factoryctl.model import GPU
 from factoryctl.processes import ProcessTable, processes_of, unavailable
 from factoryctl.triage import Problem, triage
 from factoryctl.tui import fmt
-from factoryctl.tui.backend import ActionBackend, SnapshotSource
+from factoryctl.tui.backend import ActionBackend, SnapshotSource, poll_snapshot
 from factoryctl.tui.frame import Frame, build_frame
 from factoryctl.tui.gcpolicy import PollGc
 from factoryctl.tui.history import History
 from factoryctl.tui.messages import (
+    DetailGpusFetched,
     FetchFailed,
     ProcessesFetched,
     RolloutsFetched,
@@ -115,12 +118,17 @@ class ConsoleBase(App[None]):
         self.last_render_seconds: float | None = None  # poll start to painted screen
         self.last_apply_seconds: float | None = None  # event-loop time to apply a frame
         self._poll_worker: Worker[None] | None = None
+        self._poll_started: float | None = None  # clock time the running poll began
         self.triage_problems: list[Problem] = []
         self.triage_time: float | None = None  # snapshot time the triage list is for
         self._triage_worker: Worker[None] | None = None
         # The shown node's GPU processes: fetched for that one node only, off the loop.
         self.node_processes: ProcessTable | None = None
         self._processes_worker: Worker[None] | None = None
+        # A summarized snapshot's detail views: the shown node's or job's GPUs, fetched
+        # for it alone (key "node:NAME" / "job:ID", the GPUs, an error).
+        self.detail_gpus: tuple[str, tuple[GPU, ...], str] | None = None
+        self._detail_worker: Worker[None] | None = None
         self._timer: Timer | None = None
         self.gc_policy = PollGc()
         if keymap:
@@ -208,6 +216,7 @@ class ConsoleBase(App[None]):
         w = self._poll_worker
         if w is not None and not w.is_finished:
             return
+        self._poll_started = self.clock()
         self._poll_worker = self._fetch()
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
@@ -216,7 +225,7 @@ class ConsoleBase(App[None]):
         try:
             # No cyclic GC while ~100,000 objects are made; frozen once built (gcpolicy).
             with self.gc_policy.building():
-                snapshot = self.source.snapshot()
+                snapshot = poll_snapshot(self.source)
                 frame = build_frame(snapshot, self._history, self.clock())
         except Exception as err:  # any source failure: keep the old data, say why
             self.post_message(FetchFailed(describe(err), started))
@@ -230,6 +239,8 @@ class ConsoleBase(App[None]):
             self._history = message.frame.history
             self.error = None
             self.frame = message.frame
+            self._poll_started = None  # this poll is over, whatever its worker's state
+            self._update_status()  # a late poll's "SLOW" goes with the data it waited for
         done = time.perf_counter()
         self.last_apply_seconds = done - applying  # time the event loop was busy with it
         self.last_poll_seconds = done - message.started
@@ -270,6 +281,10 @@ class ConsoleBase(App[None]):
         w = event.worker
         if w is self._triage_worker and w.is_finished and self.current_view == "triage":
             self._start_triage()
+        if w is self._detail_worker and w.is_finished:
+            target = self._detail_target()
+            if target is not None and (self.detail_gpus or ("",))[0] != target[0]:
+                self._start_detail_gpus()
         # A process fetch finished while the user moved to another node: fetch that one.
         if w is self._processes_worker and w.is_finished:
             shown = self._shown_node()
@@ -298,6 +313,45 @@ class ConsoleBase(App[None]):
             table = unavailable(node, f"fetch failed: {describe(err)}")
         self.post_message(ProcessesFetched(table))
 
+    def _detail_target(self) -> tuple[str, tuple[str, ...]] | None:
+        """(key, nodes) whose GPUs the shown detail needs, on a summarized snapshot."""
+        frame = self.frame
+        if frame is None or not frame.snapshot.node_summaries:
+            return None
+        view, arg = self.view_stack[-1]
+        if view == "node-detail":
+            return (f"node:{arg}", (arg,))
+        job = frame.snapshot.job(arg) if view == "job-detail" else None
+        return None if job is None else (f"job:{arg}", job.nodes)
+
+    def _start_detail_gpus(self) -> None:
+        """Fetch the shown detail's GPUs, one fetch at a time (as processes are)."""
+        target = self._detail_target()
+        fetch = getattr(self.source, "gpus_of_nodes", None)
+        w = self._detail_worker
+        if target is None or not callable(fetch) or (w is not None and not w.is_finished):
+            return
+        self._detail_worker = self._fetch_detail_gpus(target[0], target[1], fetch)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def _fetch_detail_gpus(
+        self, key: str, nodes: tuple[str, ...], fetch: Callable[[tuple[str, ...]], Any]
+    ) -> None:
+        try:
+            self.post_message(DetailGpusFetched(key, tuple(fetch(nodes))))
+        except Exception as err:  # said in the detail, never a crash
+            self.post_message(DetailGpusFetched(key, (), f"fetch failed: {describe(err)}"))
+
+    def on_detail_gpus_fetched(self, message: DetailGpusFetched) -> None:
+        self.detail_gpus = (message.key, message.gpus, message.error)
+        if message.error:
+            self.say(f"GPUs of {message.key}: {message.error}", "error")
+        self._render_detail()
+
+    def _shown_gpus(self, key: str) -> tuple[GPU, ...] | None:
+        got = self.detail_gpus
+        return got[1] if got is not None and got[0] == key else None
+
     def on_processes_fetched(self, message: ProcessesFetched) -> None:
         if message.table.node == self._shown_node():
             self.node_processes = message.table
@@ -306,6 +360,7 @@ class ConsoleBase(App[None]):
     def on_fetch_failed(self, message: FetchFailed) -> None:
         self.polls += 1
         self.error = message.error
+        self._poll_started = None
         self.say(f"poll failed: {message.error}", "error")
 
     def watch_frame(self, frame: Frame | None) -> None:
@@ -316,6 +371,7 @@ class ConsoleBase(App[None]):
         self.query_one("#jobs", VirtualTable).set_rows(frame.jobs)
         self.query_one(OverviewView).show(frame)
         self._render_detail()
+        self._start_detail_gpus()
         if self.current_view == "triage":
             self._start_triage()
         self._start_processes()
@@ -365,9 +421,14 @@ class ConsoleBase(App[None]):
     def _update_status(self) -> None:
         status = self.query_one("#status", Static)
         frame = self.frame
-        status.set_class(self.error is not None, "stale")
+        late = self._late_poll()
+        status.set_class(self.error is not None or late is not None, "stale")
         status.set_class(self.paused and self.error is None, "paused")
-        if self.error is not None:
+        if late is not None and frame is not None and self.error is None:
+            # A slow engine: the screen keeps the last data and says how old it is.
+            age = fmt.age(self.clock() - frame.snapshot.time)
+            status.update(f"SLOW: data is {age} old; a poll has been running for {late}")
+        elif self.error is not None:
             if frame is None:
                 status.update(f"NO DATA: {self.error}")
             else:
@@ -381,6 +442,15 @@ class ConsoleBase(App[None]):
             every = f"every {self.refresh_seconds:g}s" if self.refresh_seconds else "on demand (r)"
             status.update(f"live: polling {every}")
 
+    def _late_poll(self) -> str | None:
+        """How long the running poll has taken, once it is late: past two refresh
+        periods (or 5 s, polling on demand). None when no poll is running or it is not."""
+        w, started = self._poll_worker, self._poll_started
+        if w is None or w.is_finished or started is None:
+            return None
+        running = self.clock() - started
+        return fmt.age(running) if running > max(2 * (self.refresh_seconds or 0), 5.0) else None
+
     def say(self, message: str, severity: str = "information") -> None:
         """Tell the user something, and keep it where tests and bug reports can read it."""
         self.messages.append((severity, message))
@@ -393,10 +463,12 @@ class ConsoleBase(App[None]):
             w = self.query_one("#node-detail", DetailView)
             procs = self.node_processes
             procs = procs if procs is not None and procs.node == arg else None
-            w.set_body(node_detail(self.frame, arg, self.size.width, procs))
+            gpus = self._shown_gpus(f"node:{arg}")
+            w.set_body(node_detail(self.frame, arg, self.size.width, procs, gpus))
         elif view == "job-detail":
             w = self.query_one("#job-detail", DetailView)
-            w.set_body(job_detail(self.frame, arg, self.size.width))
+            gpus = self._shown_gpus(f"job:{arg}")
+            w.set_body(job_detail(self.frame, arg, self.size.width, gpus))
 
     def action_heat_metric(self) -> None:
         metric = self.query_one(HeatMap).toggle_metric()

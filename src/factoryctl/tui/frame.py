@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from factoryctl.model import FactorySnapshot
-from factoryctl.tui.gpuscan import scan_gpus
+from factoryctl.tui.gpuscan import scan_gpus, scan_summaries
 from factoryctl.tui.history import History
 from factoryctl.tui.overview import Summary, summarize
 from factoryctl.tui.rows import JOB_COLUMNS, Row, job_rows, node_rows
@@ -23,14 +23,16 @@ class Frame:
     summary: Summary
     gpu_utilization: tuple[float | None, ...]  # node order; None: down or silent
     gpu_power: tuple[float | None, ...]  # power / power limit, same order
-    gpus_per_node: int
+    gpus_per_node: int  # 0: the values above are one per node (a summarized snapshot)
     history: History
     fetched_at: float  # clock time the poll finished
 
 
 def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) -> Frame:
-    gpn = max((n.gpu_count for n in snapshot.nodes), default=0)
-    scan = scan_gpus(snapshot)  # the one pass over every GPU
+    summarized = bool(snapshot.node_summaries)
+    gpn = 0 if summarized else max((n.gpu_count for n in snapshot.nodes), default=0)
+    # The one pass over every GPU, or over every node's summary.
+    scan = scan_summaries(snapshot) if summarized else scan_gpus(snapshot)
     jobs = tuple(job_rows(snapshot))
     names = [c.name for c in JOB_COLUMNS]
     idle_column, for_column = names.index("IDLE"), names.index("FOR")
@@ -46,6 +48,9 @@ def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) 
         gpu_utilization=tuple(scan.utilization),
         gpu_power=tuple(scan.power_ratio),
         gpus_per_node=gpn,
-        history=history.append(snapshot, scan.history_utilization, scan.history_power),
+        # Per-GPU sparklines need every GPU's samples, which a summarized poll never has.
+        history=history
+        if summarized
+        else history.append(snapshot, scan.history_utilization, scan.history_power),
         fetched_at=fetched_at,
     )

@@ -20,8 +20,9 @@ from typing import Any
 
 from factoryctl.gpu_columns import GpuColumns
 from factoryctl.model import GPU, FactorySnapshot
+from factoryctl.summaries import HOT_CELSIUS
 
-HOT_CELSIUS = 85.0
+__all__ = ["HOT_CELSIUS", "GpuScan", "NodeAgg", "scan_gpus", "scan_summaries"]
 NAN = float("nan")
 
 
@@ -100,6 +101,39 @@ def scan_gpus(snapshot: FactorySnapshot) -> GpuScan:
     scan.power_ratio = _power_ratio(power0, power_nones, col("power_limit_watts"), down)
     scan.history_utilization = array("f", _patched(util0, util_nones, NAN))
     scan.history_power = array("f", _patched(power0, power_nones, NAN))
+    return scan
+
+
+def scan_summaries(snapshot: FactorySnapshot) -> GpuScan:
+    """A summarized snapshot's scan: per node from its summary, the problem lists from
+    the few GPUs it holds, and the heat map's values one per node (in node order)."""
+    scan = scan_gpus(snapshot)  # the problem GPUs only: cheap
+    nodes: dict[str, NodeAgg] = {}
+    power, power_known = 0.0, 0
+    utilization: list[float | None] = []
+    for node in snapshot.nodes:
+        s = snapshot.node_summaries.get(node.name)
+        if s is None:  # the scheduler names it, telemetry never saw it
+            utilization.append(None)
+            continue
+        util_n = s.gpus_up if s.utilization is not None else 0
+        power_n = s.gpus_up if s.power_watts is not None else 0
+        nodes[node.name] = NodeAgg(
+            (s.utilization or 0.0) * util_n,
+            util_n,
+            s.power_watts or 0.0,
+            power_n,
+            s.temperature_max_celsius,
+            s.xid_total or 0.0,
+            s.gpus - s.gpus_up,
+        )
+        power += s.power_watts or 0.0
+        power_known += power_n
+        utilization.append(s.utilization)
+    scan.nodes, scan.power, scan.power_known = nodes, power, power_known
+    scan.utilization = utilization
+    # No power limits in the rollups: the power layer has nothing to divide by.
+    scan.power_ratio = [None] * len(utilization)
     return scan
 
 

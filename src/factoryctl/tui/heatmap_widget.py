@@ -114,7 +114,10 @@ class HeatMap(Widget):
         else:
             bins = bin_values(values, cols * rows)
             per = bins[0].count if bins else 0
-            title = f"{label}, mean per cell of ~{per} GPUs (red x: a GPU down; h: switch)"
+            if gpn:
+                title = f"{label}, mean per cell of ~{per} GPUs (red x: a GPU down; h: switch)"
+            else:  # one value per node (a summarized poll): cells average nodes
+                title = f"{label}, mean per cell of ~{per} nodes (red x: no GPU up; h: switch)"
             for r in range(rows):
                 grid.append([_cell(b.mean, b.down) for b in bins[r * cols : (r + 1) * cols]])
         # The title wraps as text does; trailing blanks go, as ``Text.rstrip`` did.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from factoryctl.model import GPU
 from factoryctl.processes import ProcessTable
 from factoryctl.triage import Problem
 from factoryctl.tui.backend import ActionPlan, ActionResult
@@ -66,3 +67,14 @@ class RolloutsFetched(Message):
         self.title = title
         self.nodes = nodes
         self.shown = shown  # the campaign whose nodes these are ("" none)
+
+
+class DetailGpusFetched(Message):
+    """The GPUs of the node or job a detail view shows, fetched for it alone (a
+    summarized snapshot holds only the problem GPUs). ``key``: "node:NAME" or "job:ID"."""
+
+    def __init__(self, key: str, gpus: tuple[GPU, ...], error: str = "") -> None:
+        super().__init__()
+        self.key = key
+        self.gpus = gpus
+        self.error = error

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from factoryctl.model import FactorySnapshot, Node, NodeState
 from factoryctl.occupancy import Occupancy, factory_occupancy, job_occupancy
+from factoryctl.summaries import summary_occupancy
 from factoryctl.triage import XID_APPLICATION, XID_HARDWARE
 from factoryctl.tui import fmt
 from factoryctl.tui.gpuscan import HOT_CELSIUS, GpuScan, scan_gpus
@@ -54,8 +55,12 @@ def summarize(
     return Summary(
         nodes_by_state=by_state,
         node_count=len(snapshot.nodes),
-        occupancy=factory_occupancy(snapshot),
-        down_gpus=len(scan.down),
+        occupancy=summary_occupancy(snapshot)
+        if snapshot.node_summaries
+        else factory_occupancy(snapshot),
+        down_gpus=sum(a.down_gpus for a in scan.nodes.values())
+        if snapshot.node_summaries
+        else len(scan.down),
         power_watts=scan.power if scan.power_known else None,
         jobs_running=sum(1 for j in snapshot.jobs if j.state.value == "running"),
         jobs_pending=sum(1 for j in snapshot.jobs if j.state.value == "pending"),

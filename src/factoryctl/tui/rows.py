@@ -154,10 +154,17 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
     mean: float | None = None
     idle: int | None = None
     spell: float | None = None
-    if job.state is JobState.RUNNING:
+    if job.state is JobState.RUNNING and snapshot.node_summaries:
+        # A summarized poll: the job's rollups, summed over its nodes by the source.
+        summary = snapshot.job_summaries.get(job.job_id)
+        if summary is not None:
+            mean, idle, spell = summary.mean_utilization, summary.idle_gpus, summary.idle_seconds
+        else:
+            idle = 0  # as job_utilization: no GPU reporting, none counted idle
+    elif job.state is JobState.RUNNING:
         mean, idle, spell = job_utilization(snapshot, job)
-        if spell is not None:
-            spell = cap_idle(spell, job, snapshot.time)
+    if spell is not None:
+        spell = cap_idle(spell, job, snapshot.time)
     gpu_count = job.gpu_count
     state = job.state.value
     flag = efficiency_flag(mean, idle or 0, gpu_count)

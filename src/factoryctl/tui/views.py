@@ -4,6 +4,7 @@ computes more than what fits on screen."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -15,7 +16,7 @@ from textual.widgets import Static
 
 from factoryctl.energy import local_midnight
 from factoryctl.formats import format_value
-from factoryctl.model import FactorySnapshot
+from factoryctl.model import GPU, FactorySnapshot
 from factoryctl.processes import ProcessTable
 from factoryctl.tui import fmt
 from factoryctl.tui.frame import Frame
@@ -113,9 +114,16 @@ class DetailView(VerticalScroll):
 
 
 def _gpu_table(
-    frame: Frame, keys: list[tuple[str, int]], width: int, *, show_jobs: bool = True
+    frame: Frame,
+    keys: list[tuple[str, int]],
+    width: int,
+    *,
+    show_jobs: bool = True,
+    lookup: FactorySnapshot | None = None,
 ) -> Table:
-    snap = frame.snapshot
+    """``lookup``: where the GPUs are, when not in the frame's snapshot (fetched for a
+    detail view of a summarized snapshot)."""
+    snap = lookup or frame.snapshot
     spark = max(8, min(frame.history.capacity, (width - 64) // 2))
     table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
     for name, just in (
@@ -195,9 +203,26 @@ def _processes(table: ProcessTable | None) -> list[RenderableType]:
     return [Text("Processes on its GPUs", style="bold"), procs]
 
 
+def _detail_gpus(
+    frame: Frame, gpus: Sequence[GPU] | None
+) -> tuple[FactorySnapshot | None, Text | None]:
+    """Where a detail view finds its GPUs: the snapshot itself, or (summarized) the GPUs
+    fetched for the view; and what to say while they are not there yet."""
+    if not frame.snapshot.node_summaries:
+        return None, None
+    if gpus is None:
+        return FactorySnapshot(time=frame.snapshot.time), Text("GPUs: loading…", style="dim")
+    return FactorySnapshot(time=frame.snapshot.time, gpus=tuple(gpus)), None
+
+
 def node_detail(
-    frame: Frame | None, name: str, width: int, processes: ProcessTable | None = None
+    frame: Frame | None,
+    name: str,
+    width: int,
+    processes: ProcessTable | None = None,
+    gpus: Sequence[GPU] | None = None,
 ) -> RenderableType:
+    """``gpus``: this node's GPUs, fetched for the view (a summarized snapshot)."""
     if frame is None:
         return Text("waiting for the first snapshot…", style="dim")
     snap = frame.snapshot
@@ -215,12 +240,13 @@ def node_detail(
         head.append(f"\nreason: {node.reason}", style="yellow")
         if node.reason_time is not None:
             head.append(f" (since {fmt.utc(node.reason_time)})", style="yellow")
-    keys = [g.key for g in snap.gpus_of_node(name)]
+    lookup, loading = _detail_gpus(frame, gpus)
+    keys = [g.key for g in (lookup or snap).gpus_of_node(name)]
     jobs = Table(box=None, padding=(0, 1), header_style="bold", title_justify="left")
     for col in ("JOBID", "USER", "GPUS HERE", "RUNTIME", "KWH", "NAME"):
         jobs.add_column(col, no_wrap=True)
     for job in snap.jobs_on_node(name):
-        here = sum(len(a.gpu_indices) for a in job.allocations if a.node == name)
+        here = sum(a.count for a in job.allocations if a.node == name)
         jobs.add_row(
             job.job_id,
             job.user,
@@ -229,7 +255,8 @@ def node_detail(
             fmt.kwh(job.energy_joules),
             job.name,
         )
-    parts: list[RenderableType] = [head, Text(""), _gpu_table(frame, keys, width), Text("")]
+    table = loading or _gpu_table(frame, keys, width, lookup=lookup)
+    parts: list[RenderableType] = [head, Text(""), table, Text("")]
     parts.extend([*_processes(processes), Text("")])
     parts.append(Text("Jobs on this node", style="bold") if jobs.row_count else Text("no jobs"))
     if jobs.row_count:
@@ -238,7 +265,10 @@ def node_detail(
     return Group(*parts)
 
 
-def job_detail(frame: Frame | None, job_id: str, width: int) -> RenderableType:
+def job_detail(
+    frame: Frame | None, job_id: str, width: int, gpus: Sequence[GPU] | None = None
+) -> RenderableType:
+    """``gpus``: the GPUs of this job's (first) nodes, fetched for the view (summarized)."""
     if frame is None:
         return Text("waiting for the first snapshot…", style="dim")
     snap = frame.snapshot
@@ -264,7 +294,12 @@ def job_detail(frame: Frame | None, job_id: str, width: int) -> RenderableType:
     if job.state.finished:
         parts.append(Text("finished: its GPUs may now belong to other jobs", style="dim"))
     else:
-        parts.append(_gpu_table(frame, list(job.gpu_keys()), width, show_jobs=False))
+        lookup, loading = _detail_gpus(frame, gpus)
+        if lookup is None:
+            keys = list(job.gpu_keys())
+        else:  # a summarized job holds GPU counts per node: its GPUs say they are its
+            keys = [g.key for g in lookup.gpus if job.job_id in g.job_ids]
+        parts.append(loading or _gpu_table(frame, keys, width, show_jobs=False, lookup=lookup))
     parts.append(_samples_note(frame))
     return Group(*parts)
 

@@ -1,0 +1,292 @@
+"""``factoryctl top`` and ``nodes``/``jobs -o json`` on a real engine holding a big factory.
+
+    .venv/bin/python benchmarks/console_engines.py --engine victoriametrics --gpus 100000 \\
+        --baseline /tmp/consolebase/src
+
+Backfills ``--minutes`` (default 30) of a simulated factory at 15 s into a fresh
+VictoriaMetrics (JSON import) or Prometheus (TSDB blocks by promtool), one engine per run,
+stopped by PID at the end (``factoryctl.lab.backfill``: the exporter's per-GPU series and
+its node and job rollups). Then, for this checkout and for ``--baseline`` (another
+checkout's ``src``, e.g. the branch point: ``git archive <sha> src | tar -x -C DIR``), each
+in a new process:
+
+* the console headless (Textual renders every frame): poll start -> rendered screen on
+  the Overview and the Nodes view, key -> screen scrolling the Nodes view, peak RSS;
+* the bare poll (``console_snapshot()`` where the source has one, else ``snapshot()``)
+  and ``build_frame``; curl sending the very queries that poll sent, one after the other;
+* ``factoryctl nodes -o json`` and ``jobs -o json`` as a user runs them, against curl
+  sending the queries they send (this checkout's queries, recorded).
+
+Also the same console figures with the simulator as its source (``--sim``), for
+comparison. Prints a Markdown table for docs/benchmarks.md with the 1-min load average
+(the machine is shared: compare figures of one run only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+SRC = HERE.parent.parent / "src"
+STEP = 15.0
+
+
+# -- the child: one console, one source, figures as JSON on stdout ----------------------
+def child(url: str | None, gpus: int, polls: int, keys: int) -> None:
+    import asyncio
+    from urllib.parse import parse_qsl
+
+    import factoryctl
+    from factoryctl.tui import make_app
+    from factoryctl.tui.frame import build_frame
+    from factoryctl.tui.history import History
+
+    sys.path.insert(0, str(HERE.parent))
+    from tui_bench import after_refresh, key_latency
+
+    sent: list[dict[str, str]] = []
+    source: Any
+    if url is None:
+        from factoryctl.telemetry.demo import DemoSource
+
+        source = DemoSource.create(nodes=gpus // 8, gpus_per_node=8, seed=1, warmup=0)
+        clock = lambda: source.sim.now  # noqa: E731
+    else:
+        import httpx
+
+        from factoryctl.telemetry.client import PromClient, PromConfig
+        from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+
+        inner = httpx.HTTPTransport()
+
+        class Recorder(httpx.BaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                form = dict(parse_qsl(request.content.decode()))
+                sent.append({"path": request.url.path, **form})
+                return inner.handle_request(request)
+
+        client = PromClient(PromConfig(url, timeout=600), transport=Recorder())
+        options = SourceOptions(schema="native", scrape_interval=STEP)
+        source = PrometheusSource(client, None, options)
+        clock = time.time
+    poll = getattr(source, "console_snapshot", None) or source.snapshot
+    out: dict[str, Any] = {"factoryctl": factoryctl.__file__}
+    bare, frames = [], []
+    for i in range(polls):
+        first = len(sent)
+        t = time.perf_counter()
+        snap = poll()
+        bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        build_frame(snap, History(), clock())
+        frames.append(time.perf_counter() - t)
+        if i == 0:
+            out["queries"] = sent[first:]
+    out["bare_poll"], out["build_frame"] = bare, frames
+    out["summarized"] = bool(getattr(snap, "node_summaries", None))
+    out["gpu_objects"] = len(snap.gpus)
+
+    async def console() -> None:
+        app = make_app(source, refresh=None, clock=clock)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            for view in ("overview", "nodes"):
+                app.show_view(view)
+                await after_refresh(app)
+                samples = []
+                for _ in range(polls):
+                    before = app.polls
+                    app.last_render_seconds = None
+                    app.poll()
+                    while app.polls == before or app.last_render_seconds is None:
+                        await app.workers.wait_for_complete()
+                        await pilot.pause()
+                    samples.append(app.last_render_seconds)
+                out[f"poll_to_screen_{view}"] = samples
+            table = app.query_one("#nodes")
+            out["key_down"] = await key_latency(app, table, "down", keys)
+
+    asyncio.run(console())
+    # VmHWM: this process's own peak (ru_maxrss carries the parent's over fork + exec).
+    with open("/proc/self/status", encoding="ascii") as status:
+        hwm = next(ln for ln in status if ln.startswith("VmHWM:"))
+    out["peak_rss"] = int(hwm.split()[1]) * 1024
+    print(json.dumps(out))
+
+
+# -- the parent: engine, backfill, children, curl, table --------------------------------
+def run_child(src: Path, url: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [sys.executable, str(HERE), "--child", "--gpus", str(args.gpus)]
+    argv += ["--polls", str(args.polls), "--keys", str(args.keys)]
+    if url is not None:
+        argv += ["--url", url]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        # Reported, not fatal: the other side's figures still count (the per-GPU console
+        # of the branch point exceeds VictoriaMetrics' default 300,000-series search limit
+        # at 100,000 GPUs). The last line of its stderr says why.
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"
+        print(f"console child failed ({src}): {last[:400]}", flush=True)
+        return {"failed": last, "factoryctl": str(src), "peak_rss": 0, "gpu_objects": "-"}
+    doc: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not doc["factoryctl"].startswith(str(src)):
+        raise SystemExit(f"child imported {doc['factoryctl']}, not {src}")
+    return doc
+
+
+def cli_seconds(src: Path, url: str, command: str, runs: int) -> list[float]:
+    from factoryctl.lab.promql_timing import command_seconds, telemetry_only_env
+
+    env = {**telemetry_only_env(url, STEP), "PYTHONPATH": str(src)}
+    argv = [sys.executable, "-m", "factoryctl", command, "-o", "json"]
+    return [command_seconds(argv, env)[0] for _ in range(runs)]
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--url")
+    p.add_argument("--engine", choices=("victoriametrics", "prometheus"))
+    p.add_argument("--gpus", type=int, default=100_000)
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--polls", type=int, default=3)
+    p.add_argument("--keys", type=int, default=50)
+    p.add_argument("--runs", type=int, default=3, help="timed runs of nodes/jobs -o json")
+    p.add_argument("--baseline", type=Path, help="another checkout's src: the 'before'")
+    p.add_argument("--sim", action="store_true", help="also the simulator as the source")
+    p.add_argument("--lead", type=float, default=3600.0, help="seconds past now the backfill ends")
+    args = p.parse_args()
+    if args.child:
+        child(args.url, args.gpus, args.polls, args.keys)
+        return 0
+    if args.engine is None:
+        p.error("--engine is required")
+
+    from factoryctl.lab.backfill import backfill
+    from factoryctl.lab.backfill_sinks import (
+        OpenMetricsFile,
+        VictoriaImport,
+        create_blocks,
+        wait_served,
+    )
+    from factoryctl.lab.promql_timing import curl_seconds, recorded_queries
+    from factoryctl.lab.stack import Stack
+
+    sides = [("after", SRC)] + ([("before", args.baseline.resolve())] if args.baseline else [])
+    with tempfile.TemporaryDirectory(prefix="factoryctl-console-") as tmp_name:
+        tmp = Path(tmp_name)
+        stack: Stack | None = None
+        try:
+            t0 = time.perf_counter()
+            end = time.time() + args.lead
+            if args.engine == "victoriametrics":
+                stack = Stack(tmp / "vm", [], ("victoriametrics",)).start()
+                url = stack.running["victoriametrics"].url
+                truth = backfill([VictoriaImport(url)], args.gpus, args.minutes, end=end)
+            else:
+                om = tmp / "backfill.om"
+                truth = backfill([OpenMetricsFile(om)], args.gpus, args.minutes, end=end)
+                create_blocks(om, tmp / "prom" / "prometheus", timeout=7200)
+                om.unlink()
+                stack = Stack(tmp / "prom", [], ("prometheus",)).start()
+                url = stack.running["prometheus"].url
+            loaded = time.perf_counter() - t0
+            wait_served(url, args.gpus, timeout=600, victoria=args.engine == "victoriametrics")
+            print(
+                f"# {args.gpus:,} GPUs, {args.minutes:g} min at {STEP:g} s on {args.engine}: "
+                f"{truth.samples:,} samples loaded in {loaded:.0f} s",
+                flush=True,
+            )
+            figures: dict[str, dict[str, Any]] = {}
+            for label, src in sides:
+                doc = run_child(src, url, args)
+                if "queries" in doc:
+                    doc["curl"] = [curl_seconds(url, doc["queries"]) for _ in range(args.polls)]
+                for command in ("nodes", "jobs"):
+                    doc[command] = cli_seconds(src, url, command, args.runs)
+                figures[label] = doc
+                # As soon as each side is done: a later failure keeps these figures.
+                print(f"{label}: {json.dumps({k: v for k, v in doc.items() if k != 'queries'})}")
+                print(f"{label} queries: {json.dumps(doc.get('queries', []))}", flush=True)
+            curl_cli = {
+                c: med(
+                    [curl_seconds(url, recorded_queries(url, c, STEP)) for _ in range(args.runs)]
+                )
+                for c in ("nodes", "jobs")
+            }
+            sim = run_child(SRC, None, args) if args.sim else None
+        finally:
+            if stack is not None:
+                stack.stop()
+    report(args, figures, curl_cli, sim)
+    return 0
+
+
+def report(
+    args: argparse.Namespace,
+    figures: dict[str, dict[str, Any]],
+    curl_cli: dict[str, float],
+    sim: dict[str, Any] | None,
+) -> None:
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cpus, python "
+        f"{platform.python_version()}; 1-min load average {os.getloadavg()[0]:.2f}"
+    )
+    print("| measure | " + " | ".join(figures) + (" | simulator source |" if sim else " |"))
+    print("|---|" + "---|" * (len(figures) + (1 if sim else 0)))
+    rows = [
+        ("console poll -> rendered screen, Overview", "poll_to_screen_overview", "s"),
+        ("console poll -> rendered screen, Nodes", "poll_to_screen_nodes", "s"),
+        ("bare poll (the source's snapshot)", "bare_poll", "s"),
+        ("curl, the poll's queries one by one", "curl", "s"),
+        ("build_frame", "build_frame", "s"),
+        ("key -> screen, Nodes, down (median)", "key_down", "ms"),
+        ("`factoryctl nodes -o json`", "nodes", "s"),
+        ("`factoryctl jobs -o json`", "jobs", "s"),
+    ]
+    for title, key, unit in rows:
+        cells = []
+        for doc in [*figures.values(), *([sim] if sim else [])]:
+            v = doc.get(key)
+            if not v:
+                cells.append("-")
+            elif unit == "ms":
+                cells.append(f"{med(v) * 1000:.1f} ms")
+            else:
+                cells.append(f"{med(v):.2f} s")
+        print(f"| {title} | " + " | ".join(cells) + " |")
+    peaks = [
+        f"{d['peak_rss'] / 2**20:.0f} MiB" for d in [*figures.values(), *([sim] if sim else [])]
+    ]
+    print("| peak RSS of the console process | " + " | ".join(peaks) + " |")
+    queries = [str(len(d.get("queries", []))) for d in [*figures.values(), *([sim] if sim else [])]]
+    print("| queries per poll | " + " | ".join(queries) + " |")
+    objs = [str(d["gpu_objects"]) for d in [*figures.values(), *([sim] if sim else [])]]
+    print("| GPU objects per poll | " + " | ".join(objs) + " |")
+    for label, doc in figures.items():
+        if "failed" in doc:
+            print(f"{label}: the console failed: {doc['failed']}")
+    print(
+        f"curl, the queries of `nodes -o json` {curl_cli['nodes']:.2f} s, "
+        f"of `jobs -o json` {curl_cli['jobs']:.2f} s (this checkout's queries)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

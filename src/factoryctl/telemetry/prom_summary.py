@@ -1,0 +1,217 @@
+"""The console's poll from the rollups: what the screen shows, not every GPU's series.
+
+At 100,000 GPUs every per-GPU metric is a 100,000-sample vector to fetch and parse; the
+Overview, Nodes and Jobs views need one figure per node and per job, and by name only
+the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
+
+* round 1: the node rollups (``factoryctl_node_*``), one series per node each; the
+  (node, job) rollups, one series per node a job runs on; energy since midnight from the
+  node energy counters (12,500 series, not 100,000);
+* round 2, only where round 1 found any: the per-GPU series of the few nodes with a lost
+  GPU, a GPU at or over 85 C or a throttled GPU (``factoryctl_node_gpus_throttled``: a
+  hardware or thermal slowdown; a software power cap alone is normal under load and not
+  listed), filtered to those nodes and to the matching values. A factory-wide filter
+  (``gpu_up == 0`` over every GPU) cost the engine ~1 s per kind at 100,000 GPUs.
+
+The caller (``PrometheusSource.snapshot``) joins the scheduler and job energy as for the
+per-GPU snapshot and returns a summarized ``FactorySnapshot``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from factoryctl.energy import local_midnight
+from factoryctl.model import GPU, Job, JobSummary, Node, NodeSummary
+from factoryctl.summaries import HOT_CELSIUS
+from factoryctl.telemetry import schema as native
+from factoryctl.telemetry.client import label_matcher
+from factoryctl.telemetry.job_energy import dur
+from factoryctl.telemetry.job_summary import (
+    from_rollups,
+    reporting_from,
+    reporting_query,
+    rollup_jobs,
+)
+from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
+from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
+from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_detect import GpuKey, gpu_key
+from factoryctl.telemetry.results import QueryResult
+
+JOB_ROLLUPS = {
+    "held": native.JOB_GPUS,
+    "active": native.JOB_GPUS_ACTIVE,
+    "util_sum": native.JOB_UTILIZATION_SUM,
+    "power_watts": native.JOB_POWER,
+    "idle_seconds": native.JOB_IDLE_SECONDS,
+}
+
+
+@dataclass
+class Summaries:
+    nodes: list[Node]  # from telemetry; the caller prefers the scheduler's
+    node_summaries: dict[str, NodeSummary]
+    jobs: list[Job]  # from the rollups' attribution (GPU counts per node)
+    job_summaries: dict[str, JobSummary]
+    problem_gpus: list[GPU]
+    energy_today_joules: float | None = None
+    job_energy: dict[str, float] = field(default_factory=dict)  # the job counters now
+    unavailable: set[str] = field(default_factory=set)
+
+
+def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dict[str, str]:
+    w = dur(window)
+    out = {f"node:{k}": q for k, q in rollup_queries(schema, window, inventory, True).items()}
+    out["node:gpus_active"] = f"last_over_time({native.NODE_GPUS_ACTIVE}[{w}])"
+    out.update({f"job:{k}": f"last_over_time({m}[{w}])" for k, m in JOB_ROLLUPS.items()})
+    out["job:degraded"] = (
+        f"last_over_time({native.NODE_GPUS}[{w}])"
+        f" > on (node) last_over_time({native.NODE_GPUS_UP}[{w}])"
+    )
+    out["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
+    if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
+        out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
+    if schema.job_energy is not None:
+        out["job_energy"] = f"sum by (job_id) (last_over_time({schema.job_energy}[{w}]))"
+    # Energy since local midnight from the node counters (each sums its GPUs' counters,
+    # up or lost, so it never goes backwards while the exporter runs).
+    ago = dur(max(0.001, t - local_midnight(t)))
+    node_energy = f"last_over_time({native.NODE_ENERGY}[{w}])"
+    out["energy_today"] = (
+        f"sum(clamp_min({node_energy} - on (node) last_over_time({native.NODE_ENERGY}[{w}]"
+        f" offset {ago}), 0))"
+    )
+    return out
+
+
+# Past this many nodes a round-2 query filters by value only (the alternation would near
+# VictoriaMetrics' 16 KiB query limit, and so many problem nodes are a factory-wide event).
+FILTER_NODES = 300
+
+
+def problem_plan(
+    schema: MetricSchema,
+    window: float,
+    lost: list[str],
+    hot: list[str],
+    throttled: list[str],
+) -> dict[str, str]:
+    """Round 2: the problem GPUs, read only on the nodes whose rollups show them."""
+    w = dur(window)
+
+    def on(nodes: list[str]) -> str:
+        if len(nodes) > FILTER_NODES:
+            return ""
+        return f'{{{schema.node_label}=~"{label_matcher(nodes)}"}}'
+
+    out = {}
+    temp = schema.gauges.get("temperature_celsius")
+    if hot and temp is not None:
+        limit = HOT_CELSIUS / temp.scale
+        out["hot"] = f"last_over_time({temp.metric}{on(hot)}[{w}]) >= {limit:g}"
+    if lost and schema is NATIVE:
+        out["lost"] = f"last_over_time({native.GPU_UP}{on(lost)}[{w}]) == 0"
+    if throttled and schema is NATIVE:
+        out["throttled"] = f"last_over_time({native.GPU_CLOCK_EVENT}{on(throttled)}[{w}]) == 1"
+    return out
+
+
+def read(source: PromContext, t: float) -> Summaries:
+    schema = source.schema(t)
+    window = source.window(t)
+    queries = plan(schema, t, window, source.options.inventory_window)
+    results = run_queries(source.client, queries, t)
+    values: dict[str, dict[str, float]] = {
+        k[5:]: {node_name(s.labels, "node"): s.value for s in r.vector}
+        for k, r in results.items()
+        if k.startswith("node:")
+    }
+    unavailable = {
+        k
+        for k in ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
+        if not values.get(k) and values["reporting"]
+    }
+    job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
+    degraded = [s.labels.get("node", "") for s in job_results["degraded"].vector]
+    hot = [n for n, v in values.get("temperature_max_celsius", {}).items() if v >= HOT_CELSIUS]
+    second = problem_plan(schema, window, degraded, hot, sorted(values["gpus_throttled"]))
+    reporting = reporting_query(schema, degraded, window)
+    if reporting is not None:
+        second["reporting"] = reporting
+    results.update(run_queries(source.client, second, t))
+    blind = schema.job_info is None and not values.get("attributed")
+    names = sorted(values["gpus_total"].keys() | values["reporting"].keys())
+    nodes = [node_from_counts(n, values, blind) for n in names]
+    summaries = {n: _node_summary(n, values) for n in names}
+    counted = reporting_from(schema, results["reporting"]) if "reporting" in results else {}
+    per_job = from_rollups(job_results, counted)
+    jobs = rollup_jobs(job_results["held"].vector)
+    job_summaries = {j.job_id: _job_summary(j.job_id, per_job) for j in jobs}
+    today = results["energy_today"].scalar() if "energy_today" in results else None
+    energy = results.get("job_energy")
+    return Summaries(
+        nodes=nodes,
+        node_summaries=summaries,
+        jobs=jobs,
+        job_summaries=job_summaries,
+        problem_gpus=_problem_gpus(schema, results),
+        energy_today_joules=today if values["reporting"] else None,
+        job_energy={s.labels.get("job_id", ""): s.value for s in energy.vector} if energy else {},
+        unavailable=unavailable | ({"state", "gpus_allocated"} if blind else set()),
+    )
+
+
+def _node_summary(name: str, values: Mapping[str, Mapping[str, float]]) -> NodeSummary:
+    def get(key: str) -> float | None:
+        return values.get(key, {}).get(name)
+
+    up = int(get("reporting") or 0)
+    return NodeSummary(
+        gpus=int(get("gpus_total") or 0),
+        gpus_up=up,
+        gpus_allocated=int(get("gpus_allocated") or 0),
+        gpus_active=int(get("gpus_active") or 0),
+        # A node with no GPU up has no current readings: None, never 0.
+        utilization=get("utilization") if up else None,
+        power_watts=get("power_watts") if up else None,
+        temperature_max_celsius=get("temperature_max_celsius") if up else None,
+        xid_total=get("xid_total"),
+    )
+
+
+def _job_summary(job_id: str, per_job: Mapping[str, Mapping[str, float]]) -> JobSummary:
+    idle = per_job["idle_gpus"].get(job_id)
+    return JobSummary(
+        reporting=int(per_job["reporting"].get(job_id, 0)),
+        mean_utilization=per_job["mean_utilization"].get(job_id),
+        idle_gpus=int(idle or 0),
+        idle_seconds=per_job["idle_seconds"].get(job_id),
+        power_watts=per_job["power_watts"].get(job_id),
+    )
+
+
+def _problem_gpus(schema: MetricSchema, results: Mapping[str, QueryResult]) -> list[GPU]:
+    """GPU objects for the few GPUs the filtered queries matched, with what matched."""
+    fields: dict[GpuKey, dict[str, object]] = {}
+
+    def put(key: GpuKey | None, **kv: object) -> None:
+        if key is not None:
+            fields.setdefault(key, {}).update(kv)
+
+    temp = schema.gauges.get("temperature_celsius")
+    for s in results["hot"].vector if "hot" in results else ():
+        put(gpu_key(schema, s.labels), temperature_celsius=s.value * (temp.scale if temp else 1))
+    for s in results["lost"].vector if "lost" in results else ():
+        put(gpu_key(schema, s.labels), up=False)
+    for s in results["xid"].vector if "xid" in results else ():
+        put(gpu_key(schema, s.labels), last_xid=int(s.value))
+    reasons: dict[GpuKey, list[str]] = {}
+    for s in results["throttled"].vector if "throttled" in results else ():
+        key = gpu_key(schema, s.labels)
+        if key is not None:
+            reasons.setdefault(key, []).append(s.labels.get("reason", "?"))
+    for key, names in reasons.items():
+        put(key, throttle_reasons=tuple(sorted(names)))
+    return [GPU(node=k[0], index=k[1], **kv) for k, kv in sorted(fields.items())]  # type: ignore[arg-type]

@@ -1,0 +1,295 @@
+"""``factoryctl nodes`` and ``jobs`` from the rollups (issue 13), on a fake engine.
+
+The fake engine holds a small factory as GPU objects and answers each rollup query the
+way factoryctl-exporter's rollups define it (sums, means and counts over up GPUs). The rows
+the rollup path builds must equal the rows the pure per-GPU path (``views``) builds from
+the same GPUs, and no query may ask for the whole per-GPU vector. Cost: milliseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from factoryctl import views
+from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, NodeState
+from factoryctl.occupancy import ACTIVE_THRESHOLD, percentile
+from factoryctl.summaries import is_problem, job_summaries, node_summaries
+from factoryctl.telemetry import schema as s
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.prom_context import SourceOptions
+from factoryctl.telemetry.prom_detect import NO_ROLLUPS
+from factoryctl.telemetry.prometheus_source import PrometheusSource
+from factoryctl.tui.frame import build_frame
+from factoryctl.tui.history import History
+
+T = 1_767_225_600.0
+
+
+def _gpu(node: str, i: int, util: float, jobs: tuple[str, ...], up: bool = True) -> GPU:
+    return GPU(
+        node=node,
+        index=i,
+        up=up,
+        utilization=util if up else None,
+        power_watts=100.0 + 500 * util if up else None,
+        temperature_celsius=40.0 + 40 * util + i if up else None,
+        memory_used_bytes=1e9 * (i + 1) if up else None,
+        idle_seconds=(60.0 * (i + 1) if util < ACTIVE_THRESHOLD else 0.0) if up else None,
+        xid_total=float(i % 2),
+        job_ids=jobs,
+    )
+
+
+# n1: job a on 0-1, job b on 2-3. n2: job b on 0-2, GPU 1 lost; GPU 3 free.
+GPUS = [
+    _gpu("n1", 0, 0.9, ("a",)),
+    _gpu("n1", 1, 0.02, ("a",)),
+    _gpu("n1", 2, 0.5, ("b",)),
+    _gpu("n1", 3, 0.7, ("b",)),
+    _gpu("n2", 0, 0.01, ("b",)),
+    _gpu("n2", 1, 0.0, ("b",), up=False),
+    _gpu("n2", 2, 0.6, ("b",)),
+    _gpu("n2", 3, 0.0, ()),
+]
+USERS = {"a": "alice", "b": "bob"}
+
+
+def _vector(items: Iterable[tuple[dict[str, str], float]]) -> httpx.Response:
+    result = [{"metric": m, "value": [T, repr(v)]} for m, v in items]
+    return httpx.Response(
+        200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
+    )
+
+
+class RollupEngine:
+    """Answers the console's queries from ``GPUS``; ``rollups=False``: an engine without."""
+
+    def __init__(self, rollups: bool = True) -> None:
+        self.rollups = rollups
+        self.queries: list[str] = []
+
+    def node_values(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for node in sorted({g.node for g in GPUS}):
+            gs = [g for g in GPUS if g.node == node]
+            up = [g for g in gs if g.up]
+            out[node] = {
+                s.NODE_GPUS: len(gs),
+                s.NODE_GPUS_UP: len(up),
+                s.NODE_GPUS_ALLOCATED: sum(1 for g in gs if g.job_ids),
+                s.NODE_GPUS_THROTTLED: sum(1 for g in up if g.throttle_reasons),
+                s.NODE_GPUS_ACTIVE: sum(1 for g in up if (g.utilization or 0) >= ACTIVE_THRESHOLD),
+                s.NODE_POWER: sum(g.power_watts or 0 for g in up),
+                s.NODE_UTILIZATION: sum(g.utilization or 0 for g in up) / len(up),
+                s.NODE_TEMPERATURE_MAX: max(g.temperature_celsius or 0 for g in up),
+                s.NODE_XID_ERRORS: sum(g.xid_total or 0 for g in gs),
+            }
+        return out
+
+    def job_values(self) -> dict[tuple[str, str], dict[str, float]]:
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        for g in GPUS:
+            for job in g.job_ids:
+                v = out.setdefault((g.node, job), dict.fromkeys(JOB_ROLLUPS, 0.0))
+                v[s.JOB_GPUS] += 1
+                if g.up and g.utilization is not None:
+                    v[s.JOB_GPUS_ACTIVE] += g.utilization >= ACTIVE_THRESHOLD
+                    v[s.JOB_UTILIZATION_SUM] += g.utilization
+                    v[s.JOB_POWER] += g.power_watts or 0
+                    v[s.JOB_IDLE_SECONDS] = max(v[s.JOB_IDLE_SECONDS], g.idle_seconds or 0)
+        return out
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        if req.url.path != "/api/v1/query":
+            return httpx.Response(404)
+        q = parse_qs(req.content.decode())["query"][0]
+        self.queries.append(q)
+        nodes, jobs = self.node_values(), self.job_values()
+        if q.startswith(f"count(last_over_time({s.NODE_GPUS}["):
+            return _vector([({}, len(nodes))] if self.rollups else [])
+        if " > on (node) " in q:  # nodes with a lost GPU
+            return _vector(
+                ({"node": n}, v[s.NODE_GPUS])
+                for n, v in nodes.items()
+                if v[s.NODE_GPUS] > v[s.NODE_GPUS_UP]
+            )
+        if q.startswith(f"count by (node, job_id) (last_over_time({s.GPU_UTILIZATION}{{"):
+            wanted = re.search(r'node=~"([^"]*)"', q)
+            assert wanted is not None
+            counted: dict[tuple[str, str], int] = {}
+            for g in GPUS:
+                if g.up and re.fullmatch(wanted.group(1), g.node):
+                    for job in g.job_ids:
+                        counted[(g.node, job)] = counted.get((g.node, job), 0) + 1
+            return _vector(({"node": n, "job_id": j}, c) for (n, j), c in counted.items())
+        lost = re.fullmatch(rf'last_over_time\({s.GPU_UP}\{{node=~"([^"]*)"\}}\[\w+\]\) == 0', q)
+        if lost:
+            return _vector(
+                ({"node": g.node, "gpu": str(g.index), "uuid": ""}, 0)
+                for g in GPUS
+                if not g.up and re.fullmatch(lost.group(1), g.node)
+            )
+        if q.startswith(f"last_over_time({s.GPU_TEMPERATURE}[") and " >= " in q:
+            hot = float(q.rsplit(" ", 1)[1])
+            return _vector(
+                ({"node": g.node, "gpu": str(g.index)}, g.temperature_celsius)
+                for g in GPUS
+                if g.up and (g.temperature_celsius or 0) >= hot
+            )
+        m = re.match(r"last_over_time\((factoryctl_(node|job)_\w+)\[", q)
+        if m and self.rollups:
+            metric = m.group(1)
+            if m.group(2) == "node":
+                positive = q.endswith(" > 0")  # a filter: only the nodes with any
+                return _vector(
+                    ({"node": n}, v[metric]) for n, v in nodes.items() if v[metric] or not positive
+                )
+            return _vector(
+                ({"node": n, "job_id": j, "user": USERS[j]}, v[metric])
+                for (n, j), v in jobs.items()
+            )
+        if q.startswith("quantile by (job_id) (0.1,"):
+            return _vector(({"job_id": j}, p) for j, p in self.per_job_p10().items())
+        if q.startswith(f"sum by (job_id) ((last_over_time({s.GPU_MEMORY_USED}"):
+            used: dict[str, float] = {}
+            for g in GPUS:
+                for job in g.job_ids:
+                    if g.memory_used_bytes is not None:
+                        used[job] = used.get(job, 0.0) + g.memory_used_bytes
+            return _vector(({"job_id": j}, v) for j, v in used.items())
+        return _vector([])
+
+    def per_job_p10(self) -> dict[str, float]:
+        utils: dict[str, list[float]] = {}
+        for g in GPUS:
+            for job in g.job_ids:
+                if g.utilization is not None:
+                    utils.setdefault(job, []).append(g.utilization)
+        return {j: p for j, u in utils.items() if (p := percentile(u, 0.1)) is not None}
+
+
+JOB_ROLLUPS = (s.JOB_GPUS, s.JOB_GPUS_ACTIVE, s.JOB_UTILIZATION_SUM, s.JOB_POWER)
+JOB_ROLLUPS += (s.JOB_IDLE_SECONDS,)
+
+
+def _source(engine: RollupEngine, rollups: str = "auto") -> PrometheusSource:
+    client = PromClient(PromConfig("http://vm:8428"), transport=httpx.MockTransport(engine))
+    opts = SourceOptions(schema="native", scrape_interval=15.0, search_delay=0.0, rollups=rollups)
+    return PrometheusSource(client, None, opts, clock=lambda: T)
+
+
+def _truth() -> FactorySnapshot:
+    jobs = []
+    for job_id, user in USERS.items():
+        held: dict[str, list[int]] = {}
+        for g in GPUS:
+            if job_id in g.job_ids:
+                held.setdefault(g.node, []).append(g.index)
+        allocs = tuple(Allocation(n, tuple(i)) for n, i in sorted(held.items()))
+        jobs.append(Job(job_id=job_id, user=user, allocations=allocs))
+    return FactorySnapshot(time=T, gpus=tuple(GPUS), jobs=tuple(jobs))
+
+
+def _per_gpu_queries(queries: list[str]) -> list[str]:
+    """Queries that would bring back one sample per GPU: a per-GPU series neither reduced
+    by an aggregation nor filtered to a few nodes."""
+    return [
+        q
+        for q in queries
+        if "factoryctl_gpu_" in q
+        and not re.match(r"(sum|avg|max|count|quantile) by \((job_id|node, job_id)\)", q)
+        and not re.search(r" (==|>=) [0-9.]+$", q)  # a filter: only the matches come back
+    ]
+
+
+def test_nodes_from_rollups_equal_the_per_gpu_rows() -> None:
+    engine = RollupEngine()
+    snap, rows = _source(engine).node_rows_for_view()
+    truth = _truth()
+    want = views.node_rows(
+        FactorySnapshot(time=T, nodes=snap.nodes, gpus=truth.gpus, jobs=truth.jobs)
+    )
+    assert rows == want
+    assert [r["state"] for r in rows] == ["allocated", "mixed"]
+    assert NO_ROLLUPS not in snap.warnings
+    assert not _per_gpu_queries(engine.queries), engine.queries
+
+
+def test_jobs_from_rollups_equal_the_per_gpu_rows() -> None:
+    engine = RollupEngine()
+    done = _source(engine).job_rows_for_view()
+    assert done is not None
+    snap, rows = done
+    want = views.job_rows(_truth())
+    keys = ("job_id", "user", "gpus", "nodes", "mean_utilization", "low_utilization")
+    keys += ("idle_gpus", "idle_seconds", "memory_used_bytes", "power_watts")
+    assert [{k: r[k] for k in keys} for r in rows] == pytest.approx(
+        [{k: r[k] for k in keys} for r in want]
+    )
+    assert set(rows[0]) == set(want[0])  # the same keys as the per-GPU path
+    # Job b's lost GPU on n2: the mean is over its 4 reporting GPUs, not its 5 held.
+    assert rows[1]["gpus"] == 5 and rows[1]["idle_gpus"] == 1
+    assert not _per_gpu_queries(engine.queries), engine.queries
+    # The lost GPU's node is the only one read per GPU.
+    filtered = [q for q in engine.queries if "node=~" in q]
+    assert len(filtered) == 1 and '"n2"' in filtered[0]
+    assert [n.name for n in snap.nodes] == ["n1", "n2"]
+
+
+def test_without_rollups_the_raw_path_runs_with_a_hint() -> None:
+    engine = RollupEngine(rollups=False)
+    snap, _ = _source(engine).node_rows_for_view()
+    assert NO_ROLLUPS in snap.warnings
+    assert any(q.startswith("count by (node)") for q in engine.queries)
+    # Said off: no detection query and no hint.
+    quiet = RollupEngine(rollups=True)
+    snap, _ = _source(quiet, rollups="off").node_rows_for_view()
+    assert NO_ROLLUPS not in snap.warnings
+    assert not any(q.startswith(f"count(last_over_time({s.NODE_GPUS}") for q in quiet.queries)
+
+
+def test_detection_is_asked_once() -> None:
+    engine = RollupEngine()
+    src = _source(engine)
+    src.node_rows_for_view()
+    src.node_rows_for_view()
+    probes = [q for q in engine.queries if q.startswith(f"count(last_over_time({s.NODE_GPUS}")]
+    assert len(probes) == 1
+
+
+def test_console_poll_from_rollups_is_the_summarized_factory() -> None:
+    engine = RollupEngine()
+    snap = _source(engine).console_snapshot()
+    truth = _truth()
+    assert dict(snap.node_summaries) == node_summaries(truth)
+    assert dict(snap.job_summaries) == pytest.approx(job_summaries(truth))
+    assert [g.key for g in snap.gpus] == [g.key for g in GPUS if is_problem(g)] == [("n2", 1)]
+    assert [(n.name, n.state) for n in snap.nodes] == [
+        ("n1", NodeState.ALLOCATED),
+        ("n2", NodeState.MIXED),
+    ]
+    assert not _per_gpu_queries(engine.queries), engine.queries
+    # Per-GPU series only where a node's rollup shows a problem: n2 lost a GPU.
+    per_gpu = [q for q in engine.queries if "factoryctl_gpu_" in q]
+    assert per_gpu and all('node=~"n2"' in q for q in per_gpu), per_gpu
+    # The frame from it matches the one from every GPU (nodes and jobs as the rollups say).
+    full = FactorySnapshot(
+        time=T, nodes=snap.nodes, gpus=truth.gpus, jobs=truth.jobs, unavailable=snap.unavailable
+    )
+    a, b = build_frame(full, History(), T), build_frame(snap, History(), T)
+    assert [r.cells for r in b.nodes] == [r.cells for r in a.nodes]
+    assert [r.cells for r in b.jobs] == [r.cells for r in a.jobs]
+    assert b.summary.occupancy == a.summary.occupancy
+    assert b.summary.problems == a.summary.problems
+
+
+def test_console_poll_without_rollups_is_the_full_snapshot_with_a_hint() -> None:
+    engine = RollupEngine(rollups=False)
+    snap = _source(engine).console_snapshot()
+    assert not snap.node_summaries
+    assert NO_ROLLUPS in snap.warnings
