@@ -19,7 +19,7 @@ from itertools import compress
 from operator import attrgetter, eq, ne
 from typing import Any, overload
 
-from factoryctl.model import GPU, Allocation, Job
+from factoryctl.entities import GPU, Allocation, Job
 
 GPU_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GPU))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GPU) if f.default is not MISSING}
