@@ -243,10 +243,11 @@ class SlurmRestd:
     calls: list[str] = field(default_factory=list)  # "GET /openapi/v3", "POST /slurm/..."
 
     # -- HTTP -----------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        self.calls.append(f"{method} {path}")
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                 params: Mapping[str, str] | None = None) -> Any:  # fmt: skip
+        self.calls.append(f"{method} {path}?{urlencode(params)}" if params else f"{method} {path}")
         try:
-            response = self.client.request(method, path, json=body)
+            response = self.client.request(method, path, json=body, params=params)
         except httpx.TransportError as err:
             raise FactoryctlError(
                 f"slurmrestd unreachable: {err}", ExitStatus.SCHEDULER_UNREACHABLE
@@ -305,7 +306,7 @@ class SlurmRestd:
         version, path, params = api.db_jobs
         what = f"slurmrestd {version} /slurmdb/ jobs"
         query = slurmdb_query(params, since, until, what)
-        return parse_slurmdb_jobs(self._request("GET", f"{path}?{urlencode(query)}"), what)
+        return parse_slurmdb_jobs(self._request("GET", path, params=query), what)
 
     # -- writes ---------------------------------------------------------------------------
     def _update_nodes(
