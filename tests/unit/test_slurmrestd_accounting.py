@@ -19,10 +19,12 @@ import pytest
 
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Job, JobState
+from factoryctl.scheduler.checked import checked
 from factoryctl.scheduler.slurm_accounting import parse_sacct, parse_slurmdb_jobs
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.scheduler.slurm_json import SlurmShapeError
 from factoryctl.scheduler.slurmrestd import SlurmRestd
+from factoryctl.telemetry.prom_reports import scheduler_jobs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 # Release -> the /slurmdb/ version the backend must pick (the newest it serves).
@@ -60,6 +62,10 @@ class Server:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/openapi/v3":
             return httpx.Response(200, json=self.spec)
+        if request.url.path.startswith("/slurm/"):  # squeue's view: the recorded jobs
+            version = request.url.path.split("/")[2]
+            body = FIXTURES / f"rest_{version}_jobs_{self.release}.json"
+            return httpx.Response(200, text=body.read_text())
         self.asked.append(request.url)
         if self.reply is not None:
             return self.reply
@@ -178,3 +184,23 @@ def test_an_unknown_shape_is_a_loud_error() -> None:
     del doc["jobs"][0]["time"]
     with pytest.raises(SlurmShapeError, match="'time'"):
         parse_slurmdb_jobs(doc, "test")
+
+
+def test_energy_reads_the_rest_accounting_or_warns_without_it() -> None:
+    # The report's join (prom_reports.scheduler_jobs) through the gate the CLI opens.
+    doc = json.loads((FIXTURES / "rest_slurmdb_v0.0.45_jobs_26.05.json").read_text())
+    times = [j["time"] for j in doc["jobs"]]
+    since = min(t["start"] for t in times if t["start"]) - 1.0
+    until = max(t["end"] for t in times) + 1.0
+    warnings: list[str] = []
+    jobs, known, accounted = scheduler_jobs(checked(_rest(Server("26.05"))), since, until,
+                                            warnings)  # fmt: skip
+    assert accounted and warnings == []
+    finished = {str(j["job_id"]) for j in doc["jobs"] if j["time"]["end"]}
+    assert finished and finished <= known and finished <= {j.job_id for j in jobs}
+
+    bare = checked(_rest(Server("26.05", spec=_spec("26.05", db=False))))
+    jobs, known, accounted = scheduler_jobs(bare, since, until, warnings)
+    assert not accounted
+    (warning,) = warnings
+    assert warning.startswith("accounting unavailable (slurmrestd serves no /slurmdb/")
