@@ -1,11 +1,13 @@
 """slurmrestd's ``/slurmdb/`` jobs on every Slurm generation: the REST path's finished jobs
 are sacct's (``SlurmCLI.jobs_between``), and slurmdbd down is a one-line error.
 
-Reuses the session's ``slurm_accounting_cluster`` (slurmdbd and MariaDB already up when
-the accounting tests ran; its own ~10 s start otherwise) and adds its slurmrestd (JWT,
-with the slurmdbd plugin). Cost: 5-6 s per generation, ~17 s for all three (2 cores,
-1-min load average ~1.5): ~1 s slurmrestd's start, 2-3 s the jobs' run and slurmdbd's
-records (22.05 writes them a second or two after the jobs end), ~1 s slurmdbd's restart.
+Reuses the session's ``slurm_accounting_cluster`` (slurmdbd and MariaDB already up for
+the accounting tests; ~10 s of its own start otherwise) and adds its slurmrestd (JWT, with
+the slurmdbd plugin). Cost, run after test_accounting_slurm (which leaves slurmdbd stopped:
+restarted here, and again after this test stops it): 7.4 s on 22.05, 1.6 s or less each
+on 24.11 and 26.05, ~10.5 s in all (2 cores, 1-min load average 0.6). Run alone: 5.1,
+2.8 and 3.0 s. Most of it is the jobs' run and slurmdbd's records (22.05 writes them a
+second or two after the jobs end), slurmrestd's start and slurmdbd's restarts.
 """
 
 from __future__ import annotations
