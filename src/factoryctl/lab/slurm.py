@@ -141,8 +141,9 @@ class SlurmCluster:
         if self.accounting:
             # Its daemons go straight into our procs, so stop() reaches a half-started one.
             self.dbd = AccountingDaemons(
-                self.release, self.dir, self.munge_socket, self.env, procs=self.procs
-            )
+                self.release, self.dir, self.munge_socket, self.env, procs=self.procs,
+                jwt_key=self.dir / "etc" / "jwt.key" if self.jwt else None,
+            )  # fmt: skip
             extra_conf = [*self.dbd.conf_lines(), *extra_conf]
         self.ctld_port = write_lab_files(
             self.dir,
@@ -237,7 +238,13 @@ class SlurmCluster:
     def _openapi_plugin(self) -> str:
         # 22.05 names its plugins by API version; 23.02 and later load openapi/slurmctld,
         # which serves every data_parser version the release has (v0.0.38 there is fatal).
-        return "openapi/v0.0.38" if self.release.slurm_version() < (23, 2) else "openapi/slurmctld"
+        # With slurmdbd, its plugin too (the /slurmdb/ endpoints); without one it must not
+        # load (it fails to start).
+        legacy = self.release.slurm_version() < (23, 2)
+        plugins = ["openapi/v0.0.38"] if legacy else ["openapi/slurmctld"]
+        if self.accounting:
+            plugins.append("openapi/dbv0.0.38" if legacy else "openapi/slurmdbd")
+        return ",".join(plugins)
 
     def _running(self, name: str) -> bool:
         return any(p.name == name and p.alive() for p in self.procs)

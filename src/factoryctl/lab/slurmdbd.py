@@ -44,6 +44,9 @@ class AccountingDaemons:
     # Where each daemon is recorded as soon as it starts (the cluster's list): whoever
     # owns it stops them by PID, a half-started one too.
     procs: list[ManagedProcess] = field(default_factory=list)
+    # The cluster's JWT key, where it offers JWT: slurmrestd's /slurmdb/ endpoints reach
+    # slurmdbd with the caller's token, which slurmdbd must then accept too.
+    jwt_key: Path | None = None
 
     @property
     def db_dir(self) -> Path:
@@ -131,6 +134,11 @@ class AccountingDaemons:
             f"StoragePass={self.password}",
             f"StorageLoc={DATABASE}",
         ]
+        if self.jwt_key is not None:
+            # Without it slurmrestd's connection is dropped at its first message (its log:
+            # "Failed to unpack SLURM_PERSIST_INIT message") and every /slurmdb/ call is a
+            # 502 "Unable to connect to database".
+            lines += ["AuthAltTypes=auth/jwt", f"AuthAltParameters=jwt_key={self.jwt_key}"]
         # slurmdbd refuses a config others can read (it holds the database password),
         # and one not owned by SlurmUser (root here).
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -20,7 +20,8 @@ from factoryctl.model import Job, Node
 from factoryctl.scheduler.base import NextState, Reservation, ReservationRequest, Scheduler
 
 T = TypeVar("T")
-# Reads a backend may lack: ``jobs_between`` (Slurm's accounting, sacct).
+# Reads a backend may lack: ``jobs_between`` (Slurm's accounting: sacct, or slurmrestd's
+# /slurmdb/ endpoints).
 _OPTIONAL_READS = ("jobs_between",)
 _MAX_DETAIL = 200
 

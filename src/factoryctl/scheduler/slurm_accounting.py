@@ -16,6 +16,10 @@ are not jobs. Each task of an array is a record of its own with its own ``job_id
 id its processes saw as ``SLURM_JOB_ID``, which is what the exporters' attribution
 carries), ``array.job_id`` and ``array.task_id`` being the ``12_3`` that users type.
 
+slurmrestd's ``/slurmdb/vX/jobs`` (``SlurmRestd.jobs_between``) answers with the same
+records and meta, so ``map_job`` maps them too; ``slurmdb_query`` and ``parse_slurmdb_jobs``
+make that endpoint answer what ``sacct_argv`` asks (see each).
+
 A missing field or an unknown type is a ``SlurmShapeError`` naming the release, the data
 parser and the field (exit 12), never a job with a default.
 """
@@ -23,12 +27,14 @@ parser and the field (exit 12), never a job with a default.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import hostlist
 
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Allocation, Job, JobState
-from factoryctl.scheduler.slurm_json import Record, load
+from factoryctl.scheduler.slurm_json import Record, load, shape_of
 from factoryctl.scheduler.slurm_parse import JOB_STATES
 
 WHAT = "sacct --json"
@@ -130,4 +136,65 @@ def parse_sacct(text: str, what: str = WHAT) -> list[Job]:
     return [map_job(Record(j, shape, "job")) for j in items]
 
 
-__all__ = ["parse_sacct", "sacct_argv"]
+# ESLURM_REST_EMPTY_RESULT: 22.05's /slurmdb/ answers "Nothing found" as an error when no
+# job matches (23.02 and later as a warning).
+_EMPTY_RESULT_ERRNO = 9003
+
+
+def slurmdb_query(params: Collection[str], since: float, until: float,
+                  what: str) -> dict[str, str]:  # fmt: skip
+    """The query for ``/slurmdb/vX/jobs`` that asks what ``sacct_argv`` asks, from the
+    parameter names the server's OpenAPI spec lists for it (``params``): every version
+    read (22.05's v0.0.38, 24.11's v0.0.40-42, 26.05's v0.0.42-45) names them
+    ``start_time``/``end_time``/``skip_steps``.
+
+    Times are ``uts<epoch seconds>``, which Slurm's time parser reads in every one of them:
+    a plain epoch is refused by v0.0.38, v0.0.40 and v0.0.41 ("Parsing of ... for
+    timestamp failed", HTTP 422), and a date would be read in the *server's* time zone."""
+    missing = [p for p in ("start_time", "end_time") if p not in params]
+    if missing:
+        raise FactoryctlError(
+            f"{what} takes no {' or '.join(missing)} (its parameters: "
+            f"{', '.join(sorted(params)) or 'none'}): cannot ask it for a window",
+            ExitStatus.SCHEDULER_ERROR,
+        )
+    query = {"start_time": f"uts{int(since)}", "end_time": f"uts{int(until) + 1}"}
+    if "skip_steps" in params:
+        query["skip_steps"] = "true"  # sacct -X: steps are not jobs (mapping skips them)
+    return query
+
+
+def parse_slurmdb_jobs(doc: Mapping[str, Any], what: str) -> list[Job]:
+    """Jobs from a ``/slurmdb/vX/jobs`` body, as ``parse_sacct`` maps ``sacct --json -X``.
+    Where the two differ, this follows sacct: slurmrestd shows a requeued job's earlier
+    runs too (it asks slurmdbd with ``JOBCOND_FLAG_DUP``), sacct only its last run (the
+    latest submission is kept). Slurm's errors (but 22.05's "Nothing found") are one line,
+    exit 8: the records come from slurmdbd, through slurmrestd."""
+    errors = doc.get("errors") or []
+    if not isinstance(errors, list):
+        raise shape_of(doc, what).error(f"'errors' is {type(errors).__name__}, expected a list")
+    real = [e for e in errors if not (isinstance(e, Mapping)
+                                      and e.get("error_number") == _EMPTY_RESULT_ERRNO)]  # fmt: skip
+    if real:
+        first = real[0] if isinstance(real[0], Mapping) else {"error": str(real[0])}
+        parts = [str(first.get(k)) for k in ("error", "description") if first.get(k)]
+        raise FactoryctlError(
+            f"scheduler unreachable ({what}): {': '.join(dict.fromkeys(parts)) or 'error'}"
+            " (is slurmdbd running, and reachable from slurmrestd?)",
+            ExitStatus.SCHEDULER_UNREACHABLE,
+        )
+    shape = shape_of(doc, what)
+    items = doc.get("jobs")
+    if not isinstance(items, list):
+        raise shape.error(f"top-level 'jobs' is {type(items).__name__}, expected a list")
+    latest: dict[str, tuple[float, Job]] = {}
+    for item in items:
+        r = Record(item, shape, "job")
+        job = map_job(r)
+        submitted = Record(r.raw("time"), shape, "job time").time("submission") or 0.0
+        if job.job_id not in latest or submitted >= latest[job.job_id][0]:
+            latest[job.job_id] = (submitted, job)
+    return [job for _, job in latest.values()]
+
+
+__all__ = ["parse_sacct", "parse_slurmdb_jobs", "sacct_argv", "slurmdb_query"]

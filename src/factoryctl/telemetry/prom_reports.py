@@ -100,8 +100,8 @@ def scheduler_jobs(
     whether its accounting answered.
 
     squeue's list (running jobs, and finished ones for MinJobAge) plus, where the scheduler
-    has an accounting database (``jobs_between``: sacct), every job that ran in the window
-    however long ago it ended. A job in both is squeue's: the live view of a running job.
+    has an accounting database (``jobs_between``: sacct, or slurmrestd's /slurmdb/), every
+    job that ran in the window however long ago it ended. A job in both is squeue's: the live view of a running job.
     Accounting that cannot be read leaves a report of what is still known, and a warning
     that says so; the scheduler itself failing is an error (the caller's)."""
     listed = list(scheduler.jobs())
