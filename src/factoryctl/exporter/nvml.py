@@ -1,16 +1,10 @@
-"""The NVML backend. ``Nvml`` is the one place in factoryctl that calls NVML.
+"""The NVML backend: one ``GpuReading`` per GPU per collection, through ``Nvml``.
 
-Every call goes through ``Nvml.call`` so that errors are classified once:
-
-- ``NOT_SUPPORTED`` / ``FUNCTION_NOT_FOUND`` (or a binding too old to have the function):
-  the field is absent from the exposition, not an error.
-- ``GPU_IS_LOST`` and ``UNKNOWN``: that GPU is reported ``factoryctl_gpu_up 0`` for this
-  collection; the other GPUs keep reporting.
-- anything else (``NO_PERMISSION``, ``TIMEOUT`` ...): the field is absent and the failure is
-  counted in ``factoryctl_exporter_nvml_errors_total{call}``.
-
-The calls themselves, their error classes and NVML's constants live in ``nvml_lib``
-(the XID watcher uses them too); ``Nvml`` and ``NvmlInitError`` are re-exported here.
+Every call goes through ``Nvml.call`` (``nvml_lib``: the one place that calls NVML, where
+errors are classified once): a field NVML does not support is absent, a lost GPU reads
+``factoryctl_gpu_up 0`` while the others keep reporting, and other failures are counted
+in ``factoryctl_exporter_nvml_errors_total{call}``. ``Nvml`` and ``NvmlInitError`` are
+re-exported here.
 """
 
 from __future__ import annotations
