@@ -8,7 +8,7 @@ GPUs (same node names and indices) while the release's own Prometheus scrapes th
 1-min load average 3.4): 4-7 s each the accounting cluster's start (slurmdbd creates its
 schema), ~5 s Prometheus', 6 s the jobs' run, the rest Slurm's and the scrapes' pace.
 Plus ~3.5 s for the half-started cluster's clean-up (host release only): ~82 s in all.
-It stops the cluster's slurmdbd at its end: a later test of the fixture must restart it.
+It stops the cluster's slurmdbd near its end and starts it again (the fixture is shared).
 """
 
 from __future__ import annotations
@@ -171,16 +171,21 @@ def test_accounting_jobs_and_energy_by_account(
     assert row["energy_joules"] < truth[a] - slack
 
     # slurmdbd down: sacct is a one-line "unreachable" error; the report degrades, saying so.
-    dbd = next(p for p in cluster.procs if p.name == "slurmdbd")
+    dbd = next(p for p in cluster.procs if p.name == "slurmdbd" and p.alive())
     dbd.stop()
-    with pytest.raises(FactoryctlError) as down:
-        scheduler.jobs_between(first, time.time())
-    assert down.value.status is ExitStatus.SCHEDULER_UNREACHABLE
-    assert "\n" not in down.value.message
-    status, doc, err = _energy(cluster, url, tmp_path, "--by", "account", "--since", since)
-    assert status == 0, err
-    assert any(w.startswith("accounting unavailable") for w in doc["warnings"]), doc
-    assert "accounting unavailable" in err and "Traceback" not in err
+    try:
+        with pytest.raises(FactoryctlError) as down:
+            scheduler.jobs_between(first, time.time())
+        assert down.value.status is ExitStatus.SCHEDULER_UNREACHABLE
+        assert "\n" not in down.value.message
+        status, doc, err = _energy(cluster, url, tmp_path, "--by", "account", "--since", since)
+        assert status == 0, err
+        assert any(w.startswith("accounting unavailable") for w in doc["warnings"]), doc
+        assert "accounting unavailable" in err and "Traceback" not in err
+    finally:
+        # The fixture is the session's: the epilog and slurmrestd tests need slurmdbd up.
+        assert cluster.dbd is not None
+        cluster.dbd.start_slurmdbd(timeout=30)
 
 
 @needs_slurm

@@ -155,6 +155,12 @@ def accounting_cluster(request: pytest.FixtureRequest, slurm_release) -> SlurmCl
         cluster: SlurmCluster = request.getfixturevalue("slurm_accounting_cluster")
     except pytest.FixtureLookupError:
         pytest.skip("needs the lab's slurmdbd (the slurm_accounting_cluster fixture)")
+    # The session's cluster: a test before this one may have stopped slurmdbd (its "down"
+    # case) and failed before starting it again; without it no comment can be written.
+    if cluster.dbd is not None and not any(
+        p.name == "slurmdbd" and p.alive() for p in cluster.procs
+    ):
+        cluster.dbd.start_slurmdbd(timeout=30)
     return cluster
 
 
