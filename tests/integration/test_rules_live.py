@@ -341,6 +341,9 @@ def victoriametrics(
         vm.stop()
 
 
+DCGM_ROLLUPS = "prometheus/rollups.rules.yml"
+
+
 def _query(url: str, expr: str) -> list[dict[str, Any]]:
     qs = urllib.parse.urlencode({"query": expr})
     try:
@@ -359,7 +362,9 @@ def test_every_expression_executes_and_returns_data(
 ) -> None:
     url = request.getfixturevalue(engine)
     expressions = ex.all_expressions()
-    data = [e for e in expressions if e.kind != "alert"]
+    # The dcgm-exporter rollup rules read DCGM_FI_* series, which this native factory does
+    # not have: test_rollup_rules_live.py runs them over a dcgm-format exporter instead.
+    data = [e for e in expressions if e.kind != "alert" and e.source != DCGM_ROLLUPS]
     # Rules chain through up to three groups and rate() needs two scrapes: wait for all.
     deadline = time.monotonic() + 60
     while True:
