@@ -101,7 +101,14 @@ def test_node_aggregates_equal_rows_from_every_gpu(lab, engine_url: str, schema:
     from factoryctl.telemetry.node_summary import node_rows
     from factoryctl.views import node_rows as rows_from_gpus
 
-    src = source(engine_url, schema=schema)
+    # The lab's engines hold the native exporters' rollups beside the dcgm view of the same
+    # GPUs; a real dcgm site has none (or recorded ones): its rows come from raw series.
+    rollups = "off" if schema == "dcgm" else "auto"
+    src = PrometheusSource(
+        PromClient(PromConfig(engine_url, timeout=10)),
+        None,
+        SourceOptions(schema=schema, rollups=rollups),
+    )
     t = time.time() - 1
     snap, rows = node_rows(src, at=t)
     expected = rows_from_gpus(src.snapshot(at=t))
