@@ -11,6 +11,7 @@ itself; VictoriaMetrics gets them through vmalert. The lab repeats this with the
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -287,6 +288,22 @@ def dcgm_prometheus(
         proc.stop()
 
 
+def _eval_delay(release: DebianRelease) -> list[str]:
+    """vmalert's -rule.evalDelay, matched to VictoriaMetrics' -search.latencyOffset=1s.
+
+    vmalert 1.9x+ (trixie, forky) queries every rule at now - 30 s by default, to wait out
+    VictoriaMetrics' default 30 s latency offset. With VictoriaMetrics' offset at 1 s, that
+    default only delays each rule's first result by 30 s (vmalert's docs: evalDelay should
+    equal -search.latencyOffset). bookworm's vmalert 1.79 has no such delay and no flag.
+    """
+    help_text = subprocess.run(
+        release.argv("vmalert", "-help"), capture_output=True, text=True, timeout=30
+    )
+    return (
+        ["-rule.evalDelay=1s"] if "-rule.evalDelay" in help_text.stderr + help_text.stdout else []
+    )
+
+
 @pytest.fixture(scope="module")
 def victoriametrics(
     targets: str,
@@ -326,6 +343,7 @@ def victoriametrics(
             "-evaluationInterval=1s",
             f"-httpListenAddr=127.0.0.1:{alert_port}",
             f"-notifier.url=http://127.0.0.1:{free_port()}",  # nobody listens: alerts stay here
+            *_eval_delay(engine_release),
         ),
         tmp / "vmalert.log",
     )
@@ -366,6 +384,11 @@ def test_every_expression_executes_and_returns_data(
     # not have: test_rollup_rules_live.py runs them over a dcgm-format exporter instead.
     data = [e for e in expressions if e.kind != "alert" and e.source != DCGM_ROLLUPS]
     # Rules chain through up to three groups and rate() needs two scrapes: wait for all.
+    # On VictoriaMetrics each link of the chain (raw series -> gpu_job:...:last2m ->
+    # gpu_job:...:allocated -> job:factoryctl_gpus_active:count) shows up ~10 s after the
+    # one it reads: vmalert writes a new series and VictoriaMetrics makes a new series
+    # searchable within ~10 s (measured on 1.79, 1.112 and 1.145: 10.0 s steps). So the
+    # deepest chain needs ~30 s after the first rule result; Prometheus evaluates in memory.
     deadline = time.monotonic() + 60
     while True:
         empty = [e for e in data if not _query(url, e.expr)]
