@@ -11,9 +11,10 @@ attribution history comes from the scheduler. Cost: one more Prometheus for the 
 scraping three targets at 1 s: 0.2 s to start, its first scrape (~6 s alone, measured at
 load 7 on 2 cores) waited for alongside the other stacks', ~1 s to stop.
 
-Fixtures (import them into a test module): ``lab`` (session), ``engine_url`` (one per
-engine and release), ``hpc_engine_url``, ``slurm_engine_url`` and ``scenario`` (jobs run
-once while every engine scrapes)."""
+Fixtures (import them into a test module): ``lab`` (package scope: stopped after the last
+integration test, so no engine scrapes, and so steps, the simulator while tests/tui and
+tests/unit run), ``engine_url`` (one per engine and release), ``hpc_engine_url``,
+``slurm_engine_url`` and ``scenario`` (jobs run once while every engine scrapes)."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class SimSchedulerExporter:
         self.server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     engines = [e for e in ENGINES if engine_available(e)]
     if not engines:
@@ -199,7 +200,7 @@ NATIVE_SERIES = ("factoryctl_gpu_up", "factoryctl_job_energy_joules_total")
 DCGM_SERIES = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def scenario(lab) -> Scenario:
     sim, lock = lab.sim, lab.native.lock
     n0, n1 = sim.node_names
