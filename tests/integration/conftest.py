@@ -10,6 +10,8 @@ the exporter's job-attribution tests); they are stopped when the release's tests
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +31,29 @@ needs_slurm = pytest.mark.skipif(
     not slurm_available(),
     reason="needs slurm-wlm + munge installed and root (mknod, SlurmUser=root)",
 )
+
+
+# The threads there were before any test ran (pytest imports this file while collecting).
+_THREADS_BEFORE_TESTS = frozenset(threading.enumerate())
+
+
+@pytest.fixture(scope="package", autouse=True)
+def no_thread_outlives_the_integration_tests() -> Iterator[None]:
+    """Every thread a test or fixture started (tests/exporter's too, which run first) is
+    stopped when the integration tests end, before tests/tui and tests/unit run.
+
+    The lab was session-scoped once: its engines kept scraping the simulated exporters,
+    whose handler threads step the simulator on every scrape, until the session ended,
+    and a unit test counting ``SimFactory._step_to`` calls on the class counted theirs.
+    Torn down after every fixture of this package (autouse, so set up first), but before
+    the session's: those start daemons, never threads. Cost: two thread listings."""
+    yield
+    deadline = time.monotonic() + 5  # a handler answering a last scrape may still finish
+    left = [t for t in threading.enumerate() if t not in _THREADS_BEFORE_TESTS]
+    for thread in left:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in left if t.is_alive()]
+    assert not alive, f"threads still running after the integration tests: {alive}"
 
 
 @pytest.fixture(scope="session")

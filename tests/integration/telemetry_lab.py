@@ -11,9 +11,10 @@ attribution history comes from the scheduler. Cost: one more Prometheus for the 
 scraping three targets at 1 s: 0.2 s to start, its first scrape (~6 s alone, measured at
 load 7 on 2 cores) waited for alongside the other stacks', ~1 s to stop.
 
-Fixtures (import them into a test module): ``lab`` (session), ``engine_url`` (one per
-engine and release), ``hpc_engine_url``, ``slurm_engine_url`` and ``scenario`` (jobs run
-once while every engine scrapes)."""
+Fixtures (import them into a test module): ``lab`` (package scope: stopped after the last
+integration test, so no engine scrapes, and so steps, the simulator while tests/tui and
+tests/unit run), ``engine_url`` (one per engine and release), ``hpc_engine_url``,
+``slurm_engine_url`` and ``scenario`` (jobs run once while every engine scrapes)."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class SimSchedulerExporter:
         self.server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     engines = [e for e in ENGINES if engine_available(e)]
     if not engines:
@@ -170,6 +171,14 @@ def engine_url(request: pytest.FixtureRequest, lab: Lab) -> str:
     return lab.stack.running[request.param].url
 
 
+# The scenario's phases, in seconds: jobs 501, 502 and 505 run two of them, 502 and 503
+# the last one too, and 504 has held its GPUs idle for the last one when the scenario ends.
+# The measured errors (0.1 % at most on 12-s jobs, 0.5 % and 1 % allowed) scale as the
+# inverse of a job's length: 12 s is long enough for the dcgm method's edges at 1 s scrapes.
+PHASE = 6.0
+LAST_PHASE = 24.0
+
+
 @dataclass
 class Scenario:
     finished: dict[str, float]  # job id -> true joules
@@ -191,7 +200,7 @@ NATIVE_SERIES = ("factoryctl_gpu_up", "factoryctl_job_energy_joules_total")
 DCGM_SERIES = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def scenario(lab) -> Scenario:
     sim, lock = lab.sim, lab.native.lock
     n0, n1 = sim.node_names
@@ -205,8 +214,9 @@ def scenario(lab) -> Scenario:
 
     # The dcgm-exporter method sees a job's start and end only at scrape resolution, so its
     # error is bounded by the scrape gaps at the two edges. Under a loaded suite those gaps
-    # stretch to seconds: the jobs run long enough (as real ones do, hours) that a few
-    # seconds at an edge stay well inside the 0.5% bound.
+    # stretch to seconds: the edges are split by power x time (edges.py), so a gap costs
+    # only the power that changed inside it, and the jobs run long enough (PHASE) that
+    # this stays well inside the bound.
     def multi_node() -> None:
         # 505: one job on both nodes (GPUs 2-3 of each), cancelled half-way.
         job = SimJob("505", "eve", "", 4, float("inf"), Workload.TRAINING)
@@ -216,9 +226,9 @@ def scenario(lab) -> Scenario:
     now(lambda: sim.assign("501", "ada", n0, [0, 1], Workload.TRAINING))
     now(lambda: sim.assign("502", "ben", n1, [0, 1], Workload.TRAINING))
     now(multi_node)
-    time.sleep(12)
+    time.sleep(PHASE)
     now(lambda: sim.reset_energy_counter(n1, 0))  # a driver reload inside job 502
-    time.sleep(12)
+    time.sleep(PHASE)
     # Job change on the same GPUs: 501 hands GPUs 0-1 of n0 to 503 at once.
     now(lambda: (sim.release("501"), sim.assign("503", "chen", n0, [0, 1], Workload.INFERENCE)))
     # 505 is cancelled and 504 takes its GPUs on the second node at once.
@@ -228,7 +238,7 @@ def scenario(lab) -> Scenario:
             sim.assign("504", "dana", n1, [2, 3], Workload.IDLE),
         )
     )
-    time.sleep(60)  # 503 is bursty inference: its power swings within a scrape gap
+    time.sleep(LAST_PHASE)  # 503 is bursty inference: its power swings within a scrape gap
     now(lambda: (sim.release("502"), sim.release("503")))
     end = time.time()
     # Both engines must have scraped past the last end (VictoriaMetrics lags ~1-2 s).

@@ -11,7 +11,7 @@ import pytest
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
 from tests.integration.simexpo import SimScheduler
-from tests.integration.telemetry_lab import Scenario
+from tests.integration.telemetry_lab import LAST_PHASE, PHASE, Scenario
 
 pytestmark = pytest.mark.integration
 
@@ -143,8 +143,8 @@ def test_job_aggregates_equal_rows_from_every_gpu(
     snap, rows = done
     expected = rows_from_gpus(src.snapshot(at=t))
     assert [r["job_id"] for r in rows] == [r["job_id"] for r in expected] == [scenario.running]
-    # 504 has held 2 GPUs idle since it started, 60+ s before the scenario ended.
-    assert rows[0]["idle_gpus"] == 2 and rows[0]["idle_seconds"] >= 60
+    # 504 has held 2 GPUs idle since it started, LAST_PHASE s before the scenario ended.
+    assert rows[0]["idle_gpus"] == 2 and rows[0]["idle_seconds"] >= LAST_PHASE
     for got, want in zip(rows, expected, strict=True):
         assert got.keys() == want.keys()
         for key, value in want.items():
@@ -164,14 +164,16 @@ def test_energy_today_equals_each_counters_raw_samples(
 ) -> None:
     """The day total (counter now minus counter at local midnight, one aggregated query)
     equals the same arithmetic on every GPU's raw samples, on both engines. Local midnight
-    is put 45 s ago with a made-up time zone, so the lab's data spans it."""
+    is put 30 s ago with a made-up time zone, so the lab's data spans it (the scenario's
+    phases alone last 36 s, and the lab was scraped before they began)."""
     import math
     import time
 
     from factoryctl.telemetry.metrics import SCHEMAS
 
     t = math.floor(time.time()) - 1.0
-    midnight = t - 45
+    midnight = t - 30
+    assert 2 * PHASE + LAST_PHASE > 30
     west = int(midnight) % 86400  # POSIX: a positive offset is west of Greenwich
     monkeypatch.setenv("TZ", f"LAB+{west // 3600}:{west // 60 % 60:02d}:{west % 60:02d}")
     time.tzset()

@@ -144,6 +144,20 @@ def test_missing_binary_and_timeout_are_unreachable() -> None:
         assert info.value.status is ExitStatus.SCHEDULER_UNREACHABLE
 
 
+def test_a_missing_slurm_conf_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """Slurm's clients wait up to 60 s for a missing slurm.conf; we must not wait with them."""
+    runner = FakeRunner()
+    missing = tmp_path / "missing.conf"
+    with pytest.raises(FactoryctlError) as info:
+        SlurmCLI(env={"SLURM_CONF": str(missing)}, runner=runner).nodes()
+    assert info.value.status is ExitStatus.SCHEDULER_UNREACHABLE
+    assert f"SLURM_CONF={missing} is not a file" in info.value.message
+    assert runner.argvs == []
+    missing.write_text("ClusterName=lab\n")  # once it exists, Slurm is asked
+    assert SlurmCLI(env={"SLURM_CONF": str(missing)}, runner=runner).nodes()
+    assert runner.argvs
+
+
 def test_reads_parse_through_the_backend() -> None:
     slurm = SlurmCLI(runner=FakeRunner())
     assert [n.name for n in slurm.nodes()] == ["gpu01", "gpu02", "gpu03", "gpu04"]

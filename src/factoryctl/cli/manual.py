@@ -152,7 +152,11 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("XDG_CONFIG_HOME", "Where the default config lives (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the audit log lives (default ~/.local/state)."),
     ("NO_COLOR", "When set, output is never colored."),
-    ("SLURM_CONF", "Passed through to Slurm commands."),
+    (
+        "SLURM_CONF",
+        "Passed through to Slurm commands. A path that names no file is an error at once"
+        " (exit 8), not after Slurm's own minute of retries.",
+    ),
 ]
 
 FILES: list[tuple[str, str]] = [

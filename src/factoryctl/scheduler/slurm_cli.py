@@ -126,6 +126,7 @@ class SlurmCLI:
         env = self.env
         if extra_env:
             env = {**(os.environ if env is None else env), **extra_env}
+        _check_conf(os.environ if env is None else env)
         try:
             result = self.runner(argv, env, self.timeout)
         except FileNotFoundError:
@@ -332,6 +333,21 @@ class SlurmCLI:
                 admin_comment=comment,
             )
         return None
+
+
+def _check_conf(env: Mapping[str, str]) -> None:
+    """Fail at once on a SLURM_CONF that names no file.
+
+    Slurm's clients wait for a missing slurm.conf to appear ("retrying in 1sec up to 60sec"),
+    so without this check an operator with a mistyped SLURM_CONF waits out our whole timeout
+    and is told only that the command did not answer.
+    """
+    conf = env.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):
+        raise FactoryctlError(
+            f"scheduler unreachable: SLURM_CONF={conf} is not a file",
+            ExitStatus.SCHEDULER_UNREACHABLE,
+        )
 
 
 def _job_id(job_id: str) -> str:
