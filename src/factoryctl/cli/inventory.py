@@ -158,7 +158,10 @@ def job(job_id: str) -> None:
     snap = env.source().snapshot()
     found = snap.job(job_id)
     if found is None:
-        raise NotFoundError(f"unknown job: {job_id}")
+        accounted = fetch.accounted_job(env, snap, job_id)
+        if accounted is None:
+            raise NotFoundError(f"unknown job: {job_id}")
+        found, snap = accounted
     snap = about_jobs(snap, [job_id])
     warn_snapshot(env, snap)
     row = job_row(snap, found)
