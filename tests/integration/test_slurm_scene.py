@@ -332,3 +332,62 @@ def test_finished_jobs_energy(
     assert doc["total_joules"] >= sum(truth.values()) * (1 - tol)
     bad = {k: f"{e:+.3%}" for k, e in errors.items() if abs(e) > tol}
     assert not bad, (f"beyond {tol:.1%}", bad)
+
+
+@pytest.fixture(scope="module")
+def purged(scene: Scene) -> Scene:
+    """The scene once slurmctld has purged every job (MinJobAge down to 2 s, reconfigured):
+    only the accounting (sacct) knows them. Module-scoped and asked for by the last test
+    of this module only: the tests above read the jobs while squeue still lists them."""
+    conf = scene.cluster.conf_path
+    conf.write_text(conf.read_text().replace("MinJobAge=600", "MinJobAge=2"))
+    scene.cluster.scontrol("reconfigure", check=True)
+    ids = set(scene.jobs)
+
+    def gone() -> bool:
+        listed = scene.cluster.run(["squeue", "-h", "-t", "all", "-o", "%i"]).stdout.split()
+        return not ids & set(listed)
+
+    wait_until(gone, 60, "slurmctld to purge the scene's jobs", interval=0.5)
+    return scene
+
+
+# The attribution histories differ by site; the hpc_job one is read the same way as the
+# exporter's (a label on the GPU series), so two sites cover the purged path's reads.
+PURGED_SITES = SITES[:2]
+
+
+@pytest.mark.parametrize("site", PURGED_SITES, ids=[s[0] for s in PURGED_SITES])
+def test_purged_jobs_from_the_accounting(
+    purged: Scene, site: tuple[str, str, str, str, float], tmp_path: Path
+) -> None:
+    """``job ID`` and ``energy`` of jobs squeue no longer lists (MinJobAge, 5 min at a
+    real site): from sacct, their GPUs from the attribution history. One engine each
+    (Prometheus; both engines are compared above) and two sites, for the CI budget."""
+    name, schema, where, truth_name, tol = site
+    urls: dict[str, str] = getattr(purged, where)
+    if "prometheus" not in urls:
+        pytest.skip("no prometheus of this release here")
+    truth: dict[str, float] = getattr(purged, truth_name)
+    base = ("--prometheus", urls["prometheus"], "--schema", schema)
+    errors: dict[tuple[str, str], float] = {}
+    for job_id, joules in truth.items():
+        status, doc, err = _cli(purged, tmp_path, *base, "job", job_id)
+        assert status == 0, err
+        assert doc["job"]["gpus"] == len(purged.keys[job_id]), doc["job"]
+        assert doc["job"]["state"] == purged.jobs[job_id].state.value, doc["job"]
+        errors["job", job_id] = _error(doc["job"]["energy_joules"], joules)
+        assert "warning" not in err, err
+    since = f"{int(time.time() - purged.started + 60)}s"
+    status, doc, err = _cli(purged, tmp_path, *base, "energy", "--since", since, "--by", "job")
+    assert status == 0, err
+    rows = {i["job_id"]: i for i in doc["items"]}
+    for job_id, joules in truth.items():
+        errors["energy", job_id] = _error(rows[job_id]["energy_joules"], joules)
+    assert "warning" not in err, err
+    assert doc["total_joules"] is not None, doc
+    print(f"\n{name} prometheus, purged (signed error against the truth):")
+    for how in ("job", "energy"):
+        print(f"  {how:7}" + " ".join(f"{j}:{errors[how, j]:+.2%}" for j in truth))
+    bad = {k: f"{e:+.3%}" for k, e in errors.items() if abs(e) > tol}
+    assert not bad, (f"beyond {tol:.1%}", bad)
