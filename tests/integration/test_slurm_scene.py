@@ -22,10 +22,11 @@ CLI in-process, ``--scheduler slurm`` against the lab cluster). The truths:
   (whole seconds), from the recorded counter history: all a dcgm site can measure. 1 %.
 
 Cost: the scene runs once, on the host's Slurm only (the other generations skip;
-``FACTORYCTL_SCENE_EVERY_RELEASE=1`` runs them too): 75 s for the module on 2 cores at a
-1-min load average of 13-19 (``--durations``: setup 57 s: the cluster with slurmdbd, two
-stacks of two engines, the jobs' ~36 s and the scrapes past their end; 2-4 s per read of
-the six sites x engines; teardown 5 s).
+``FACTORYCTL_SCENE_EVERY_RELEASE=1`` runs them too): 83 s for the module on 2 cores at a
+1-min load average of 16-45 (``--durations``; setup 55 s: the cluster with slurmdbd 8 s,
+four engines up and scraped 6 s, the jobs 38 s, scraped past their end 3 s; the six reads
+of every job 1.5-2.7 s each, the purged reads 3.4-3.9 s each; teardown 5 s). Run alone
+at load 13: 75 s. trixie and forky each took 68-72 s of setup at load 35-66.
 """
 
 from __future__ import annotations
@@ -201,8 +202,10 @@ def scene(
     stacks: list[Stack] = []
     sched: SchedulerExporterThread | None = None
     follower: SlurmFollower | None = None
+    phases: dict[str, float] = {}  # what the setup's time went to (printed with -s)
     try:
         cluster.start()
+        phases["cluster with slurmdbd"] = time.time() - started
         assert cluster.live_nodes == list(sim.node_names)
         for t in (native, dcgm, hpc):
             t.start()
@@ -217,9 +220,11 @@ def scene(
             s.start()
         for s in stacks:
             s.wait_scraped(timeout=60)
+        phases["engines up and scraped"] = time.time() - started - sum(phases.values())
         follower = SlurmFollower(scheduler, native, _workload, interval=0.25).start()
         ids, cancelled = _run_plan(cluster, follower)
         follower.stop()
+        phases["the jobs"] = time.time() - started - sum(phases.values())
         end = max(f.released or 0.0 for f in follower.followed.values())
         for e in site.running.values():
             _scraped_past(e.url, (*NATIVE_SERIES, *DCGM_SERIES), end)
@@ -230,6 +235,8 @@ def scene(
         delay = max(detect_search_delay(PromClient(PromConfig(e.url)))
                     for s in stacks for e in s.running.values())  # fmt: skip
         time.sleep(max(0.0, end + 2.0 + delay + 0.5 - time.time()))
+        phases["scraped past the end"] = time.time() - started - sum(phases.values())
+        print("\nscene setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
         slurm_jobs = {j.job_id: j for j in scheduler.jobs() if j.job_id in ids.values()}
         with native.lock:
             native.sync()

@@ -424,3 +424,20 @@ def test_job_neither_squeue_nor_the_accounting_knows_is_unknown() -> None:
     res = _job(Accounted(), "4242")
     assert res.status == ExitStatus.NOT_FOUND
     assert res.stderr.strip().endswith("unknown job: 4242") and res.stdout == ""
+
+
+class NoAccounting(Accounted):
+    """A Slurm without slurmdbd: sacct fails."""
+
+    def accounted_job(self, job_id: str) -> Job | None:
+        raise FactoryctlError(
+            "sacct: Slurm accounting storage is disabled", ExitStatus.SCHEDULER_ERROR
+        )
+
+
+def test_job_unknown_to_squeue_on_a_site_without_accounting_is_unknown() -> None:
+    res = _job(NoAccounting(), "4242")
+    assert res.status == ExitStatus.NOT_FOUND, res
+    (line,) = res.stderr.splitlines()
+    assert "unknown job: 4242" in line and "accounting storage is disabled" in line
+    assert res.stdout == ""
