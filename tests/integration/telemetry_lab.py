@@ -54,31 +54,32 @@ class Lab:
     slurm_stack: Stack | None = None
 
 
-class SimSchedulerExporter:
+class SchedulerExporterThread:
     """``factoryctl scheduler-exporter``'s cache, registry and server in this process,
-    over the simulator's scheduler (what Slurm would say), re-read every ``interval``."""
+    over ``scheduler`` (a real ``SlurmCLI``, or the simulator's), re-read every
+    ``interval`` in a thread that ``stop`` joins."""
 
-    def __init__(self, targets: SimTargets, interval: float = 0.25) -> None:
+    def __init__(self, scheduler: object, interval: float = 0.25) -> None:
         import io
 
         from factoryctl.cli.env import Environment
         from factoryctl.cli.scheduler_exporter import NodeCache, make_registry
         from factoryctl.exporter.server import MetricsServer
 
-        env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), environ={})
-        fake = SimScheduler(targets)
-        env.scheduler_factory = lambda _env: fake  # type: ignore[assignment,return-value]
+        self.stderr = io.StringIO()  # the cache's warnings (a failed read)
+        env = Environment(stdout=io.StringIO(), stderr=self.stderr, environ={})
+        env.scheduler_factory = lambda _env: scheduler  # type: ignore[assignment,return-value]
         self.cache = NodeCache(env)
         self.server = MetricsServer(make_registry(self.cache), "127.0.0.1:0")
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sim-scheduler-exporter")
+        self._thread = threading.Thread(target=self._loop, name="scheduler-exporter")
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
-    def start(self) -> SimSchedulerExporter:
+    def start(self) -> SchedulerExporterThread:
         self.cache.read()
         self.server.start()
         self._thread.start()
@@ -93,6 +94,13 @@ class SimSchedulerExporter:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.server.stop()
+
+
+class SimSchedulerExporter(SchedulerExporterThread):
+    """The scheduler-exporter over the simulator's scheduler (what Slurm would say)."""
+
+    def __init__(self, targets: SimTargets, interval: float = 0.25) -> None:
+        super().__init__(SimScheduler(targets), interval)
 
 
 @pytest.fixture(scope="package")

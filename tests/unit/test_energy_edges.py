@@ -89,3 +89,51 @@ def test_piecewise_constant_power_within_tolerance(start, length, interval, befo
     energy, power = scrape(p, 0, end + 5, interval, dt=0.01)
     measured = gpu_energy_between(energy, power, start, end)
     assert measured == pytest.approx(truth(p, start, end, dt=0.01), rel=0.01, abs=15.0)
+
+
+def lagging_power(t: float) -> float:
+    # Slurm's job runs [10.0, 26.0] (whole seconds); its GPU draws 650 W only from 10.7,
+    # when its program started, to 26.4, when the epilog freed it: what the scene saw.
+    return 650.0 if 10.7 <= t < 26.4 else 60.0
+
+
+def test_power_change_after_the_edge_is_placed_by_the_counter() -> None:
+    energy, power = scrape(lagging_power, 0.5, 40, 1.0)  # scrapes at x.5
+    exact = truth(lagging_power, 10.0, 26.0)
+    measured = gpu_energy_between(energy, power, 10.0, 26.0)
+    assert measured == pytest.approx(exact, rel=5e-4)
+    # Charging 650 W from the edge on (the change assumed at the edge) is 0.7 s x 590 W
+    # too much at the start: +4 % of this 16 s job, far outside 1 %.
+    assert 0.7 * 590 / exact > 0.04
+
+
+def test_change_time_from_the_counter() -> None:
+    from factoryctl.telemetry.edges import change_time
+
+    # 60 W until 10.25, 650 W after: 0.25 * 60 + 0.75 * 650 joules between 10 and 11.
+    assert change_time((10.0, 0.0), (11.0, 0.0), 60.0, 650.0, 502.5) == pytest.approx(10.25)
+    # Readings alike: where it changed cannot be told.
+    assert change_time((10.0, 0.0), (11.0, 0.0), 600.0, 620.0, 610.0) is None
+    # A counter that disagrees with both readings is clamped to the interval.
+    assert change_time((10.0, 0.0), (11.0, 0.0), 60.0, 650.0, 5.0) == 11.0
+
+
+@given(
+    edge=st.floats(10.0, 11.0),
+    lag=st.floats(0.0, 1.9),
+    interval=st.sampled_from([0.5, 1.0, 2.0]),
+    before=st.floats(30.0, 700.0),
+    during=st.floats(30.0, 700.0),
+)
+def test_one_change_per_scrape_interval_is_exact(edge, lag, interval, before, during):
+    """Power changes once, ``lag`` after the job's recorded start: the energy after the
+    edge follows from the counter, whatever the lag, as long as one change falls between
+    two samples."""
+    change = edge + lag
+
+    def p(t: float) -> float:
+        return during if t >= change else before
+
+    energy, power = scrape(p, 0.3, 30, interval, dt=0.001)
+    measured = gpu_energy_between(energy, power, edge, 25.0)
+    assert measured == pytest.approx(truth(p, edge, 25.0, dt=0.001), rel=2e-3, abs=2.0)

@@ -27,7 +27,7 @@ from factoryctl.energy_record import (
     parse_record,
 )
 from factoryctl.errors import ExitStatus, FactoryctlError
-from factoryctl.model import FactorySnapshot, Job, JobState
+from factoryctl.model import Allocation, FactorySnapshot, Job, JobState, Node, NodeState
 from factoryctl.scheduler.slurm_cli import SlurmCLI
 from factoryctl.scheduler.slurm_json import parse_jobs
 from factoryctl.telemetry.client import PromClient, PromConfig
@@ -208,13 +208,28 @@ def test_a_finished_job_that_cannot_be_written_says_why(
 
 
 def test_accounting_holds_the_job_after_slurmctld_forgot_it() -> None:
-    line = f"42|ada|proj-a|gpu|CANCELLED by 0|1767200000|1767203600|ops | note; {SEGMENT}\n"
+    line = (
+        "42|ada|proj-a|gpu|CANCELLED by 0|1767200000|1767203600|gpu[01-02]"
+        f"|billing=2,cpu=2,gres/gpu=4,node=2|ops | note; {SEGMENT}\n"
+    )
     runner = Runner(sacct=(0, line, ""))
     job = SlurmCLI(runner=runner).accounted_job("42")
     assert job is not None
     assert (job.user, job.account, job.state) == ("ada", "proj-a", JobState.CANCELLED)
     assert (job.start_time, job.end_time) == (1767200000.0, 1767203600.0)
     assert job.admin_comment == f"ops | note; {SEGMENT}"  # the separator inside survives
+    # Its nodes and GPU count, not which GPUs (the attribution history knows those).
+    assert [(a.node, a.gpu_indices, a.count) for a in job.allocations] == [
+        ("gpu01", (), 2),
+        ("gpu02", (), 2),
+    ]
+    never_ran = "43|ada|proj-a|gpu|CANCELLED by 0|0|1767203600|None assigned|||\n"
+    job = SlurmCLI(runner=Runner(sacct=(0, never_ran, ""))).accounted_job("43")
+    assert job is not None and job.allocations == () and job.start_time is None
+    bad = "44|ada|proj-a|gpu|COMPLETED|1|2|gpu01|gres/gpu=lots|\n"
+    with pytest.raises(FactoryctlError, match="gres/gpu='lots'") as err:
+        SlurmCLI(runner=Runner(sacct=(0, bad, ""))).accounted_job("44")
+    assert err.value.status == ExitStatus.SCHEDULER_ERROR
     assert SlurmCLI(runner=Runner(sacct=(0, "", ""))).accounted_job("42") is None
 
 
@@ -364,3 +379,65 @@ def test_energy_says_which_source_each_figure_came_from(run_cli) -> None:  # typ
     ]
     table = run_cli("energy", "--since", "2h", source=RecordedSource())
     assert "job 4242: energy from Slurm's AdminComment record" in table.stderr
+
+
+# -- job ID of a job slurmctld purged (MinJobAge): from the accounting ---------------------
+class Accounted(Jobs):
+    """squeue lists nothing any more; sacct holds the job."""
+
+    def __init__(self, *held: Job) -> None:
+        super().__init__()
+        self.held = {j.job_id: j for j in held}
+
+    def nodes(self) -> list[Node]:
+        return [Node("gpu01", NodeState.IDLE, gpu_count=4)]
+
+    def accounted_job(self, job_id: str) -> Job | None:
+        return self.held.get(job_id)
+
+
+def _job(scheduler: Jobs, job_id: str) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdout=out, stderr=err, stdin_isatty=False,
+                      environ={"HOME": "/nonexistent"}, clock=lambda: FROZEN_NOW)  # fmt: skip
+    env.scheduler_factory = lambda _env: scheduler  # type: ignore[assignment,return-value]
+    src = _source(_empty, "dcgm")
+    src.scheduler = scheduler  # type: ignore[assignment]  # the source joins Slurm's view
+    env.source_factory = lambda _env: src  # type: ignore[assignment,return-value]
+    status = main(["job", job_id, "-o", "json"], env)
+    return Result(status, out.getvalue(), err.getvalue())
+
+
+def test_job_slurmctld_forgot_comes_from_the_accounting_with_its_energy() -> None:
+    held = replace(OLD, allocations=(Allocation("gpu01", (), gpus=4),))
+    res = _job(Accounted(held), "4242")
+    assert res.status == 0, res.stderr
+    doc = json.loads(res.stdout)["job"]
+    assert (doc["job_id"], doc["gpus"], doc["state"]) == ("4242", 4, "completed")
+    assert doc["energy_joules"] == 123456.7  # the record: this Prometheus holds nothing
+    assert doc["energy_source"] == "admin-comment"
+    # Its note, once (the other line: this empty Prometheus holds no GPU series at all).
+    assert res.stderr.count("job 4242: energy from Slurm's AdminComment record") == 1
+
+
+def test_job_neither_squeue_nor_the_accounting_knows_is_unknown() -> None:
+    res = _job(Accounted(), "4242")
+    assert res.status == ExitStatus.NOT_FOUND
+    assert res.stderr.strip().endswith("unknown job: 4242") and res.stdout == ""
+
+
+class NoAccounting(Accounted):
+    """A Slurm without slurmdbd: sacct fails."""
+
+    def accounted_job(self, job_id: str) -> Job | None:
+        raise FactoryctlError(
+            "sacct: Slurm accounting storage is disabled", ExitStatus.SCHEDULER_ERROR
+        )
+
+
+def test_job_unknown_to_squeue_on_a_site_without_accounting_is_unknown() -> None:
+    res = _job(NoAccounting(), "4242")
+    assert res.status == ExitStatus.NOT_FOUND, res
+    (line,) = res.stderr.splitlines()
+    assert "unknown job: 4242" in line and "accounting storage is disabled" in line
+    assert res.stdout == ""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from factoryctl import views
 from factoryctl.cli.env import Environment
-from factoryctl.model import FactorySnapshot
+from factoryctl.model import FactorySnapshot, Job
 
 
 def snapshot(env: Environment, view: str) -> FactorySnapshot:
@@ -45,3 +46,30 @@ def job_rows(
             return snap, list(rows)
     snap = snapshot(env, "jobs")
     return snap, views.job_rows(snap, include_finished=include_finished)
+
+
+def accounted_job(
+    env: Environment, snap: FactorySnapshot, job_id: str
+) -> tuple[Job, FactorySnapshot] | None:
+    """A job the scheduler's live list no longer holds, from its accounting database
+    (Slurm purges a finished job from squeue MinJobAge after its end, 5 min by default;
+    sacct keeps it), with its energy measured as any finished job's where the source can,
+    and the snapshot with it. None: the source reads no scheduler, or the scheduler's
+    accounting holds no such job."""
+    source = env.source()
+    if env.demo or getattr(source, "scheduler", None) is None:
+        return None
+    from factoryctl.scheduler.checked import checked
+
+    job = checked(env.scheduler()).accounted_job(job_id)  # already checked: the same one
+    if job is None:
+        return None
+    measure = getattr(source, "job_energy", None)
+    notes = dict(snap.job_notes)
+    if callable(measure) and job.start_time is not None:
+        energy = measure([job], snap.time)[job_id]
+        if energy.joules is not None:
+            job = replace(job, energy_joules=energy.joules, energy_source=energy.method)
+        if energy.note:
+            notes[job_id] = energy.note
+    return job, replace(snap, jobs=(*snap.jobs, job), job_notes=notes)

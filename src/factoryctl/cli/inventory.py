@@ -16,7 +16,7 @@ from factoryctl.cli.common import (
 )
 from factoryctl.cli.env import Environment
 from factoryctl.cli.watch import watch_option
-from factoryctl.errors import ConfigError, NotFoundError
+from factoryctl.errors import ConfigError, FactoryctlError, NotFoundError
 from factoryctl.formats import format_value, render_json, render_table
 from factoryctl.model import GPU_TELEMETRY
 from factoryctl.processes import ProcessTable, processes_of
@@ -158,7 +158,16 @@ def job(job_id: str) -> None:
     snap = env.source().snapshot()
     found = snap.job(job_id)
     if found is None:
-        raise NotFoundError(f"unknown job: {job_id}")
+        try:
+            accounted = fetch.accounted_job(env, snap, job_id)
+        except FactoryctlError as err:  # a site without slurmdbd: sacct has nothing to ask
+            raise NotFoundError(
+                f"unknown job: {job_id} (squeue does not list it, and Slurm's accounting"
+                f" could not be asked: {err.message})"
+            ) from None
+        if accounted is None:
+            raise NotFoundError(f"unknown job: {job_id}")
+        found, snap = accounted
     snap = about_jobs(snap, [job_id])
     warn_snapshot(env, snap)
     row = job_row(snap, found)

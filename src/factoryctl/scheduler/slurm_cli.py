@@ -310,18 +310,23 @@ class SlurmCLI:
     def accounted_job(self, job_id: str) -> Job | None:
         """The job as the accounting database holds it (None: it holds no such job), with
         the AdminComment: after the job's end that copy is the authority (slurmctld's is
-        no longer updated, and is purged MinJobAge after the end). Times as epoch seconds
-        (``SLURM_TIME_FORMAT=%s``); the comment last, as it may hold the separator."""
+        no longer updated, and is purged MinJobAge after the end). Its nodes and GPU count
+        (``NodeList``, ``AllocTRES``'s ``gres/gpu``), not which GPUs: the attribution
+        history knows those. Times as epoch seconds (``SLURM_TIME_FORMAT=%s``); the
+        comment last, as it may hold the separator."""
+        from factoryctl.scheduler.slurm_accounting import allocations
+
         _job_id(job_id)
-        fields = "JobID,User,Account,Partition,State,Start,End,AdminComment"
+        fields = "JobID,User,Account,Partition,State,Start,End,NodeList,AllocTRES,AdminComment"
         argv = ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", fields]
         out = self._run(argv, {"SLURM_TIME_FORMAT": "%s"})
         for line in out.splitlines():
-            parts = line.split("|", 7)
-            if len(parts) < 8 or parts[0] != job_id:
+            parts = line.split("|", 9)
+            if len(parts) < 10 or parts[0] != job_id:
                 continue
-            _, user, account, partition, state, start, end, comment = parts
+            _, user, account, partition, state, start, end, nodes, tres, comment = parts
             status = JOB_STATES.get(state.split(" ")[0], JobState.UNKNOWN)
+            hosts = [] if nodes in ("", "None assigned") else hostlists.expand(nodes)
             return Job(
                 job_id=job_id,
                 user=user,
@@ -330,6 +335,7 @@ class SlurmCLI:
                 state=status,
                 start_time=float(start) if start.isdigit() and int(start) > 0 else None,
                 end_time=float(end) if end.isdigit() and int(end) > 0 else None,
+                allocations=allocations(hosts, _tres_gpus(tres)),
                 admin_comment=comment,
             )
         return None
@@ -348,6 +354,21 @@ def _check_conf(env: Mapping[str, str]) -> None:
             f"scheduler unreachable: SLURM_CONF={conf} is not a file",
             ExitStatus.SCHEDULER_UNREACHABLE,
         )
+
+
+def _tres_gpus(tres: str) -> int:
+    """GPUs in a TRES list (``cpu=2,gres/gpu=4,node=1``); typed ones (``gres/gpu:a100=4``)
+    are counted in the untyped entry. None listed is 0."""
+    for item in tres.split(","):
+        name, _, count = item.partition("=")
+        if name == "gres/gpu":
+            if not count.isdigit():
+                raise FactoryctlError(
+                    f"sacct AllocTRES has gres/gpu={count!r}, not a count",
+                    ExitStatus.SCHEDULER_ERROR,
+                )
+            return int(count)
+    return 0
 
 
 def _job_id(job_id: str) -> str:
