@@ -78,7 +78,11 @@ class ManyNotes:
         raise AssertionError("not used")
 
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         jobs = [Job(str(i), "ada") for i in range(40)]
         return jobs, {j.job_id: JobEnergy(j.job_id, 1.0, "job-counter", FORGOTTEN) for j in jobs}

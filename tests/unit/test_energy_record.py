@@ -344,7 +344,11 @@ class RecordedSource:
         return FactorySnapshot(time=FROZEN_NOW)
 
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         fresh = replace(ENDED, job_id="7")
         note = "energy from Slurm's AdminComment record (job-counter): Prometheus holds none"

@@ -44,4 +44,9 @@ def job_rows(
             snap, rows = done
             return snap, list(rows)
     snap = snapshot(env, "jobs")
+    recorded = getattr(source, "with_recorded_jobs", None)
+    if include_finished and callable(recorded):
+        # No scheduler: finished jobs from the attribution history (None where a scheduler
+        # or no such history is there).
+        snap = recorded(snap) or snap
     return snap, views.job_rows(snap, include_finished=include_finished)

@@ -60,6 +60,7 @@ from factoryctl.telemetry.prom_reports import (
     jobs_seen,
     scheduler_jobs,
 )
+from factoryctl.telemetry.recorded_jobs import recorded_jobs
 from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
     SchedulerView,
@@ -518,10 +519,15 @@ class PrometheusSource:
 
     # -- reports -------------------------------------------------------------------------
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         """Jobs that ran in [since, until] and the energy each used inside that window;
-        what limits the report (accounting unreachable) is added to ``warnings``."""
+        what limits the report (accounting unreachable) is added to ``warnings``, the job
+        fields no source here can give (no scheduler: partition...) to ``unavailable``."""
         schema = self.schema(until)
         forgotten: set[str] = set()
         if self.scheduler is not None:
@@ -552,17 +558,72 @@ class PrometheusSource:
                 counters = counted.result() if counted is not None else None
             measured = self.job_energy(jobs, until, since, until, counted=counters)
             return jobs, measured
+        elif schema.attribution is not None:
+            return self._recorded_report(schema, since, until, unavailable)
         else:
-            raise SchedulerRequired(
-                "per-job energy on a dcgm-exporter site needs the scheduler's allocations:"
-                " configure [scheduler] (the exporter's job attribution is not available)"
-            )
+            raise SchedulerRequired(NO_ALLOCATIONS)
         measured = self.job_energy(jobs, now=until, since=since, until=until)
         for job_id in forgotten:
             e = measured.get(job_id)
             if e is not None and not e.note:
                 measured[job_id] = replace(e, note=NOT_ACCOUNTED if accounted else FORGOTTEN)
         return jobs, measured
+
+    def _recorded_report(
+        self, schema: MetricSchema, since: float, until: float, unavailable: set[str] | None
+    ) -> tuple[list[Job], dict[str, JobEnergy]]:
+        """No scheduler on a dcgm-exporter site: the jobs the attribution history names
+        (scheduler-exporter or hpc_job), with start and end inferred from it (each job's
+        note says so, with the resolution), and their GPUs' energy over that time."""
+        assert schema.attribution is not None
+        interval = self.interval(until)
+        found = recorded_jobs(self.client, schema, since, until, interval)
+        if not found.jobs:
+            seen = self.client.query(recorded_query(schema, dur(until - since)), until)
+            if not seen.vector:
+                # Nothing recorded at all (dcgm-exporter without a mapping): an empty report
+                # would read as "no energy used".
+                raise SchedulerRequired(NO_ALLOCATIONS)
+        measured = self.job_energy(found.jobs, now=until, since=since, until=until)
+        for job in found.jobs:
+            e = measured[job.job_id]
+            note = found.note(job, schema.attribution)
+            measured[job.job_id] = replace(e, note=f"{e.note}; {note}" if e.note else note)
+        if unavailable is not None:
+            unavailable.update(found.unavailable)
+        return found.jobs, measured
+
+    def with_recorded_jobs(self, snap: FactorySnapshot) -> FactorySnapshot | None:
+        """``jobs --all`` with no scheduler on a dcgm-exporter site: ``snap`` plus the jobs
+        the attribution history names as ended within ``finished_lookback`` (6 h), each
+        with its energy in that range and the note that its times are inferred. None where
+        a scheduler answers or the schema has its own telemetry jobs (native)."""
+        schema = self.schema(snap.time)
+        if self.scheduler is not None or schema.job_info is not None:
+            return None
+        if schema.attribution is None or schema.gpu_energy is None:
+            return None
+        since = snap.time - self.options.finished_lookback
+        missing: set[str] = set()
+        try:
+            jobs, measured = self._recorded_report(schema, since, snap.time, missing)
+        except SchedulerRequired:
+            return None  # nothing recorded: the snapshot's own "no attribution" stands
+        shown = {j.job_id for j in snap.jobs}
+        ended = [
+            replace(
+                j, energy_joules=measured[j.job_id].joules, energy_source=measured[j.job_id].method
+            )
+            for j in jobs
+            if j.end_time is not None and j.job_id not in shown
+        ]
+        notes = {j.job_id: measured[j.job_id].note for j in ended if measured[j.job_id].note}
+        return replace(
+            snap,
+            jobs=(*snap.jobs, *ended),
+            job_notes={**snap.job_notes, **notes},
+            unavailable=snap.unavailable | (missing if ended else set()),
+        )
 
     def processes(self, node: str, at: float | None = None) -> ProcessTable:
         """The processes on one node's GPUs (only that node's series are fetched)."""
@@ -592,6 +653,12 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
 
 # A detail view fetches the GPUs of at most this many nodes (a job's first nodes).
 DETAIL_NODES = 64
+
+NO_ALLOCATIONS = (
+    "per-job energy on a dcgm-exporter site needs the scheduler's allocations or a record"
+    " of them: configure [scheduler], dcgm-exporter's HPC job mapping or factoryctl"
+    f" scheduler-exporter ({native.SLURM_GPU_JOB_INFO}); none is recorded in this range"
+)
 
 NO_JOBS = (
     "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"
