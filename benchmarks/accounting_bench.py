@@ -9,7 +9,8 @@ no data (the native schema named; the ``true`` jobs held no GPU long enough to b
 attributed, so each job's energy is reported unknown, and the report's every query for
 10,000 jobs is still made). Then, interleaved, one pair per round: ``sacct --json -X --allusers`` over
 the 30 days exactly as factoryctl runs it, and ``python -m factoryctl energy --since 30d
---by account -o json`` (a new process each, as a user runs them). Prints medians.
+--by account -o json`` (a new process each, as a user runs them). Prints medians, and
+the CPU time each factoryctl run took (its sacct and squeue included).
 
 ``--baseline SRC`` also times another checkout's ``src`` (``git archive <commit> src``) in
 each round, on the same cluster and engine (``PYTHONPATH=SRC``), so before/after share
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -106,12 +108,15 @@ def main() -> int:
             sacct_s: list[float] = []
             energy_s: dict[str, list[float]] = {side: [] for side in sides}
             jobs = 0
+            cpu_s: dict[str, list[float]] = {side: [] for side in sides}
             for _ in range(args.runs):
                 s, _out = command_seconds(sacct, cluster.env)
                 sacct_s.append(s)
                 for side, side_env in sides.items():
+                    before = _children_cpu()
                     e, out = command_seconds(energy, side_env)
                     energy_s[side].append(e)
+                    cpu_s[side].append(_children_cpu() - before)
                     doc = json.loads(out)
                     jobs = sum(i["jobs"] for i in doc["items"])
                     assert jobs >= 2 * half, (side, jobs, doc["items"])
@@ -122,13 +127,21 @@ def main() -> int:
                 e_med = statistics.median(times)
                 print(f"factoryctl energy --since 30d --by account ({side}): median"
                       f" {e_med:.2f} s ({', '.join(f'{x:.2f}' for x in times)}); {jobs} jobs;"
-                      f" ratio {e_med / s_med:.2f}x")  # fmt: skip
+                      f" ratio {e_med / s_med:.2f}x; CPU (its sacct's included) median"
+                      f" {statistics.median(cpu_s[side]):.2f} s")  # fmt: skip
             print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
             if args.profile is not None:
                 _profile(args.profile, energy, env)
         finally:
             stack.stop()
     return 0
+
+
+def _children_cpu() -> float:
+    """User + system CPU of every finished child and its waited-for children (factoryctl's
+    sacct and squeue too): less moved by the machine's load than the wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _profile(where: Path, energy: list[str], env: dict[str, str]) -> None:

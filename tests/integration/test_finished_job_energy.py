@@ -158,6 +158,50 @@ def test_dcgm_without_scheduler_jobs_from_the_scheduler_exporter(
     }
 
 
+def test_dcgm_without_scheduler_energy_from_the_scheduler_exporters_history(
+    lab, scenario: Scenario, slurm_engine_url: str, tmp_path: Path
+) -> None:
+    """--scheduler none on that site, after the jobs ended: ``energy --by job|user`` and
+    ``jobs --all`` give each finished job's energy from the recorded allocation, its start
+    and end inferred from the series' first and last samples (said so), the partition
+    null. The inferred edges lie inside the job by up to a scrape interval (1 s), the
+    scheduler-exporter's refresh (0.25 s) and the resolution (1 s) at each end: the bound
+    below, on jobs of 24-84 s. Cost: three CLI runs on the session's engine (~1 s)."""
+    from tests.integration.test_prometheus_cli import cli
+
+    since = f"{int(time.time() - lab.started + 60)}s"
+    res = cli("--prometheus", slurm_engine_url, "energy", "--since", since, "-o", "json",
+              home=tmp_path)  # fmt: skip
+    assert res.status == 0, res.stderr
+    doc = res.json()
+    rows = {i["job_id"]: i for i in doc["items"]}
+    assert "partition" in doc["unavailable"]
+    for job_id, truth in scenario.finished.items():
+        row = rows[job_id]
+        assert row["partition"] is None and row["user"], row
+        start, end = row["start_time"], row["end_time"]
+        assert start is not None and end is not None and end <= scenario.end + 1.0, row
+        missing = 2 * (1.0 + 0.25 + 1.0) / (end - start)  # both edges, as a share
+        err = (row["energy_joules"] - truth) / truth
+        print(f"no scheduler, job {job_id}: {err:+.3%} over {end - start:.1f} s (bound"
+              f" -{missing:.1%} .. +{DCGM_TOLERANCE:.0%})")  # fmt: skip
+        assert -missing - DCGM_TOLERANCE <= err <= DCGM_TOLERANCE, (job_id, row, truth)
+    assert rows[scenario.running]["end_time"] is None
+    inferred = [w for w in doc["warnings"] if "inferred from the first and last samples" in w]
+    assert inferred and all("(resolution 1 s)" in w for w in inferred), doc["warnings"]
+    by_user = cli("--prometheus", slurm_engine_url, "energy", "--since", since, "--by", "user",
+                  "-o", "json", home=tmp_path).json()  # fmt: skip
+    users = {i["user"]: i["energy_joules"] for i in by_user["items"]}
+    assert users[rows["501"]["user"]] == pytest.approx(rows["501"]["energy_joules"], rel=1e-6)
+    jobs = cli("--prometheus", slurm_engine_url, "jobs", "--all", "-o", "json", home=tmp_path)
+    assert jobs.status == 0, jobs.stderr
+    listed = {i["job_id"]: i for i in jobs.json()["items"]}
+    for job_id in scenario.finished:
+        got = listed[job_id]["energy_joules"]
+        assert got == pytest.approx(rows[job_id]["energy_joules"], rel=1e-3), listed[job_id]
+        assert listed[job_id]["state"] == "unknown"
+
+
 def _cli(src: PrometheusSource, *argv: str, home: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err, stdin_isatty=False, environ={"HOME": str(home)})

@@ -3,7 +3,7 @@ scheduler-exporter``'s attribution history (issue 12 leftovers): ``energy --by j
 account`` and ``jobs --all`` give finished jobs' energy from that history, with start and
 end inferred from the series' first and last samples (said so, with the resolution), and
 what the history cannot know (partition) null and in ``unavailable``. Before: ``energy``
-exited 2 ("needs the scheduler's allocations") and ``jobs --all`` listed the running job
+exited 4 ("needs the scheduler's allocations") and ``jobs --all`` listed the running job
 only.
 
 Prometheus is a recorded fake answering each query the report makes (PromQL shapes
