@@ -163,6 +163,9 @@ def test_jobs_all_lists_the_finished_job_with_its_energy(run_cli: Run) -> None:
     assert "7" in rows, doc
     assert rows["7"]["energy_joules"] == pytest.approx(2 * WATTS * 300, rel=1e-6)
     assert rows["7"]["state"] == "unknown" and rows["7"]["gpus"] == 2
+    # No scheduler: the partition and the name are null for every job, and named.
+    assert {(r["partition"], r["name"]) for r in rows.values()} == {(None, None)}
+    assert {"partition", "name"} <= set(doc["unavailable"])
     assert "inferred from the first and last samples" in " ".join(doc["warnings"])
     # Without --all: the running job only, as before.
     plain = json.loads(run_cli("jobs", "-o", "json", source=_source([])).stdout)

@@ -60,7 +60,7 @@ from factoryctl.telemetry.prom_reports import (
     jobs_seen,
     scheduler_jobs,
 )
-from factoryctl.telemetry.recorded_jobs import recorded_jobs
+from factoryctl.telemetry.recorded_jobs import NO_ALLOCATIONS, recorded_report, with_recorded_jobs
 from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
     SchedulerView,
@@ -548,7 +548,7 @@ class PrometheusSource:
             measured = self.job_energy(jobs, until, since, until, counted=counters)
             return jobs, measured
         if schema.attribution is not None:
-            return self._recorded_report(schema, since, until, unavailable)
+            return recorded_report(self, schema, since, until, unavailable)
         raise SchedulerRequired(NO_ALLOCATIONS)
 
     def _scheduler_report(
@@ -593,61 +593,9 @@ class PrometheusSource:
                 measured[job_id] = replace(e, note=NOT_ACCOUNTED if accounted else FORGOTTEN)
         return jobs, measured
 
-    def _recorded_report(
-        self, schema: MetricSchema, since: float, until: float, unavailable: set[str] | None
-    ) -> tuple[list[Job], dict[str, JobEnergy]]:
-        """No scheduler on a dcgm-exporter site: the jobs the attribution history names
-        (scheduler-exporter or hpc_job), with start and end inferred from it (each job's
-        note says so, with the resolution), and their GPUs' energy over that time."""
-        assert schema.attribution is not None
-        interval = self.interval(until)
-        found = recorded_jobs(self.client, schema, since, until, interval)
-        if not found.jobs:
-            seen = self.client.query(recorded_query(schema, dur(until - since)), until)
-            if not seen.vector:
-                # Nothing recorded at all (dcgm-exporter without a mapping): an empty report
-                # would read as "no energy used".
-                raise SchedulerRequired(NO_ALLOCATIONS)
-        measured = self.job_energy(found.jobs, now=until, since=since, until=until)
-        for job in found.jobs:
-            e = measured[job.job_id]
-            note = found.note(job, schema.attribution)
-            measured[job.job_id] = replace(e, note=f"{e.note}; {note}" if e.note else note)
-        if unavailable is not None:
-            unavailable.update(found.unavailable)
-        return found.jobs, measured
-
     def with_recorded_jobs(self, snap: FactorySnapshot) -> FactorySnapshot | None:
-        """``jobs --all`` with no scheduler on a dcgm-exporter site: ``snap`` plus the jobs
-        the attribution history names as ended within ``finished_lookback`` (6 h), each
-        with its energy in that range and the note that its times are inferred. None where
-        a scheduler answers or the schema has its own telemetry jobs (native)."""
-        schema = self.schema(snap.time)
-        if self.scheduler is not None or schema.job_info is not None:
-            return None
-        if schema.attribution is None or schema.gpu_energy is None:
-            return None
-        since = snap.time - self.options.finished_lookback
-        missing: set[str] = set()
-        try:
-            jobs, measured = self._recorded_report(schema, since, snap.time, missing)
-        except SchedulerRequired:
-            return None  # nothing recorded: the snapshot's own "no attribution" stands
-        shown = {j.job_id for j in snap.jobs}
-        ended = [
-            replace(
-                j, energy_joules=measured[j.job_id].joules, energy_source=measured[j.job_id].method
-            )
-            for j in jobs
-            if j.end_time is not None and j.job_id not in shown
-        ]
-        notes = {j.job_id: measured[j.job_id].note for j in ended if measured[j.job_id].note}
-        return replace(
-            snap,
-            jobs=(*snap.jobs, *ended),
-            job_notes={**snap.job_notes, **notes},
-            unavailable=snap.unavailable | (missing if ended else set()),
-        )
+        """``jobs --all`` with no scheduler: see ``recorded_jobs.with_recorded_jobs``."""
+        return with_recorded_jobs(self, snap)
 
     def processes(self, node: str, at: float | None = None) -> ProcessTable:
         """The processes on one node's GPUs (only that node's series are fetched)."""
@@ -677,12 +625,6 @@ def _energy_today_query(schema: MetricSchema, t: float, window: str) -> str:
 
 # A detail view fetches the GPUs of at most this many nodes (a job's first nodes).
 DETAIL_NODES = 64
-
-NO_ALLOCATIONS = (
-    "per-job energy on a dcgm-exporter site needs the scheduler's allocations or a record"
-    " of them: configure [scheduler], dcgm-exporter's HPC job mapping or factoryctl"
-    f" scheduler-exporter ({native.SLURM_GPU_JOB_INFO}); none is recorded in this range"
-)
 
 NO_JOBS = (
     "no scheduler and no job attribution (neither factoryctl_gpu_job_info nor"

@@ -16,15 +16,24 @@ job's name and final state; user and account from ``hpc_job``) is left empty and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from factoryctl.model import Allocation, Job, JobState
+from factoryctl.model import Allocation, FactorySnapshot, Job, JobState
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient
-from factoryctl.telemetry.job_energy import dur
-from factoryctl.telemetry.metrics import MetricSchema, node_name
+from factoryctl.telemetry.job_energy import JobEnergy, dur
+from factoryctl.telemetry.metrics import MetricSchema, node_name, recorded_query
+from factoryctl.telemetry.prom_context import SourceOptions
+from factoryctl.telemetry.prom_reports import SchedulerRequired
 
+NO_ALLOCATIONS = (
+    "per-job energy on a dcgm-exporter site needs the scheduler's allocations or a record"
+    " of them: configure [scheduler], dcgm-exporter's HPC job mapping or factoryctl"
+    f" scheduler-exporter ({native.SLURM_GPU_JOB_INFO}); none is recorded in this range"
+)
 # Steps of the first/last-sample subquery at most (Prometheus' own cap on a range query's
 # points); a longer range gets a coarser resolution.
 MAX_STEPS = 11_000
@@ -106,7 +115,84 @@ def recorded_jobs(
                 allocations=tuple(Allocation(n, (), gpus=c) for n, c in sorted(by_node.items())),
             )
         )
-    unavailable = {"partition", "name", "state"}
+    # A job's final state is not listed: it is "unknown" once ended, which says just that.
+    unavailable = {"partition", "name"}
     if not who:
         unavailable.update(("user", "account"))
     return RecordedJobs(jobs, step, frozenset(unavailable))
+
+
+class EnergySource(Protocol):
+    """What these reports need of the Prometheus source (which calls them)."""
+
+    client: PromClient
+    options: SourceOptions
+
+    @property
+    def scheduler(self) -> object | None: ...  # read only: any scheduler, or none
+
+    def schema(self, at: float) -> MetricSchema: ...
+    def interval(self, at: float) -> float: ...
+    def job_energy(
+        self, jobs: Sequence[Job], now: float | None = None, since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, JobEnergy]: ...  # fmt: skip
+
+
+def recorded_report(
+    source: EnergySource,
+    schema: MetricSchema,
+    since: float,
+    until: float,
+    unavailable: set[str] | None,
+) -> tuple[list[Job], dict[str, JobEnergy]]:
+    """``factoryctl energy`` with no scheduler on a dcgm-exporter site: the jobs the
+    attribution history names, each with its note (times inferred, the resolution), and
+    their GPUs' energy over that time; the fields it cannot give added to ``unavailable``."""
+    assert schema.attribution is not None
+    found = recorded_jobs(source.client, schema, since, until, source.interval(until))
+    if not found.jobs:
+        seen = source.client.query(recorded_query(schema, dur(until - since)), until)
+        if not seen.vector:
+            # Nothing recorded at all (dcgm-exporter without a mapping): an empty report
+            # would read as "no energy used".
+            raise SchedulerRequired(NO_ALLOCATIONS)
+    measured = source.job_energy(found.jobs, now=until, since=since, until=until)
+    for job in found.jobs:
+        e = measured[job.job_id]
+        note = found.note(job, schema.attribution)
+        measured[job.job_id] = replace(e, note=f"{e.note}; {note}" if e.note else note)
+    if unavailable is not None:
+        unavailable.update(found.unavailable)
+    return found.jobs, measured
+
+
+def with_recorded_jobs(source: EnergySource, snap: FactorySnapshot) -> FactorySnapshot | None:
+    """``jobs --all`` with no scheduler on a dcgm-exporter site: ``snap`` plus the jobs the
+    attribution history names as ended within ``finished_lookback`` (6 h), each with its
+    energy in that range and the note that its times are inferred. None where a scheduler
+    answers, or the schema has telemetry jobs of its own (native), or nothing is recorded."""
+    schema = source.schema(snap.time)
+    if source.scheduler is not None or schema.job_info is not None:
+        return None
+    if schema.attribution is None or schema.gpu_energy is None:
+        return None
+    since = snap.time - source.options.finished_lookback
+    missing: set[str] = set()
+    try:
+        jobs, measured = recorded_report(source, schema, since, snap.time, missing)
+    except SchedulerRequired:
+        return None  # nothing recorded: the snapshot's own "no attribution" stands
+    shown = {j.job_id for j in snap.jobs}
+    ended = [
+        replace(j, energy_joules=measured[j.job_id].joules, energy_source=measured[j.job_id].method)
+        for j in jobs
+        if j.end_time is not None and j.job_id not in shown
+    ]
+    notes = {j.job_id: measured[j.job_id].note for j in ended if measured[j.job_id].note}
+    return replace(
+        snap,
+        jobs=(*snap.jobs, *ended),
+        job_notes={**snap.job_notes, **notes},
+        unavailable=snap.unavailable | (missing if ended else set()),
+    )
