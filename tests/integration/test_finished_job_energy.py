@@ -309,3 +309,25 @@ def test_dcgm_without_scheduler_jobs_from_hpc_job(
     assert all(g["throttle_reasons"] is None for g in gpus["items"])
     held = {(g["node"], g["gpu"]): g["job_ids"] for g in gpus["items"] if g["job_ids"]}
     assert held == {(n1, 2): scenario.running, (n1, 3): scenario.running}
+
+
+def test_why_unknown_range_query_answers_as_instant_queries(lab, engine_url: str) -> None:
+    """The why-unknown question for an array's many ends, asked as one range query
+    (``EnergyReader._seen_in_runs``), gets on every engine exactly the answers one instant
+    query per end gets; ends before the lab's first sample and after it, so both answers
+    occur. Cost: one range and 24 instant queries per engine (~0.2 s)."""
+    from factoryctl.telemetry.job_energy import EnergyReader
+    from factoryctl.telemetry.metrics import NATIVE
+
+    client = PromClient(PromConfig(engine_url, timeout=10))
+    reader = EnergyReader(client, NATIVE, 1.0)
+    first = int(lab.started)
+    ranges = [(float(first - 40 + 3 * i), "2000ms") for i in range(24)]
+    ranged = reader._seen_in_runs(ranges)
+    assert set(ranged) == set(ranges)
+    one_by_one = {
+        r: bool(client.query(f"count(count_over_time({NATIVE.marker}[{r[1]}]))", r[0]).vector)
+        for r in ranges
+    }
+    assert ranged == one_by_one
+    assert set(one_by_one.values()) == {False, True}, one_by_one
