@@ -109,9 +109,12 @@ def main() -> int:
             energy_s: dict[str, list[float]] = {side: [] for side in sides}
             jobs = 0
             cpu_s: dict[str, list[float]] = {side: [] for side in sides}
+            sacct_cpu: list[float] = []
             for _ in range(args.runs):
+                before = _children_cpu()
                 s, _out = command_seconds(sacct, cluster.env)
                 sacct_s.append(s)
+                sacct_cpu.append(_children_cpu() - before)
                 for side, side_env in sides.items():
                     before = _children_cpu()
                     e, out = command_seconds(energy, side_env)
@@ -122,7 +125,8 @@ def main() -> int:
                     assert jobs >= 2 * half, (side, jobs, doc["items"])
             s_med = statistics.median(sacct_s)
             print(f"sacct --json -X --allusers (30 d): median {s_med:.2f} s of {args.runs}"
-                  f" ({', '.join(f'{x:.2f}' for x in sacct_s)})")  # fmt: skip
+                  f" ({', '.join(f'{x:.2f}' for x in sacct_s)}); CPU median"
+                  f" {statistics.median(sacct_cpu):.2f} s")  # fmt: skip
             for side, times in energy_s.items():
                 e_med = statistics.median(times)
                 print(f"factoryctl energy --since 30d --by account ({side}): median"
