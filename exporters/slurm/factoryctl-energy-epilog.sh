@@ -15,6 +15,7 @@
 # and this script returns at once; it is bounded by a hard timeout, logged to syslog (tag
 # factoryctl-energy) and to $FACTORYCTL_EPILOG_LOG if set, and the exit status is 0.
 # Idempotent: a job whose AdminComment already holds its segment is not written again.
+# Each run (written, skipped or failed) is also in factoryctl's audit log (docs/actions.md).
 set -u
 # Its assignments reach factoryctl (set -a exports them): FACTORYCTL_PROMETHEUS_URL, ...
 if [ -r /etc/default/factoryctl-energy-epilog ]; then

@@ -10,13 +10,15 @@ and a Prometheus scrapes its exporter every second, as in test_prometheus_slurm.
 Cost: the accounting test reuses the session's ``slurm_accounting_cluster`` (slurmdbd and
 MariaDB are started once per generation for the accounting tests), adding the epilog with
 ``scontrol reconfigure``; each run starts one simulated node and one Prometheus (~3 s) and
-runs three 2-second jobs (~12 s per generation; 22.05 ~13 s more, see _with_epilog). The unreachable-Prometheus test runs on the
+runs three 2-second jobs (~12 s per generation; 22.05 ~13 s more, see _with_epilog); the
+audit log's entries are read from the file the epilogs wrote (no extra run). The unreachable-Prometheus test runs on the
 host's generation only (~4 s).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -139,6 +141,19 @@ def _play(targets: SimTargets, scheduler: SlurmCLI, job_ids: list[str]) -> tuple
         return {j: sim.true_energy(j) for j in job_ids}, time.time() - began
 
 
+def _audit(where: Path) -> dict[str, list[dict]]:
+    """The audit log's job-epilog results by job, in order (each after its start)."""
+    path = where / ".local" / "state" / "factoryctl" / "audit.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    starts = {r["id"] for r in records if r["event"] == "start"}
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        if r["event"] == "result":
+            assert r["id"] in starts and r["verb"] == "job-epilog", r
+            out.setdefault(r["job_id"], []).append(r)
+    return out
+
+
 def _sacct_comment(cluster: SlurmCluster, job_id: str) -> str | None:
     out = cluster.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,AdminComment"],
                       check=True).stdout  # fmt: skip
@@ -259,6 +274,22 @@ def test_epilog_writes_energy_into_the_accounting(
         assert subprocess.run([str(tmp_path / "epilog.sh")], env=rerun, timeout=60).returncode == 0
         assert f"job {plain}: nothing written: already recorded" in _log(tmp_path)
         assert _sacct_comment(cluster, plain) == comment
+        # Each run is in factoryctl's audit log (the epilog's HOME is tmp_path): the write,
+        # the skips and the refusal, each a start/result pair.
+        audit = _audit(tmp_path)
+        assert [r["status"] for r in audit[plain]] == ["ok", "skipped"], audit
+        assert audit[plain][0]["admin_comment"] == comment
+        assert audit[plain][0]["admin_comment_before"] == ""
+        assert "already recorded" in audit[plain][1]["message"]
+        ((enc,),) = [audit[encoded]]
+        assert enc["status"] == "skipped" and enc["admin_comment"] is None
+        assert enc["admin_comment_before"] == "JS1:eyJncHVzIjogMn0="
+        ((other,),) = [audit[foreign]]
+        if lowercases:
+            assert other["status"] == "failed", other
+            assert other["exit_status"] == int(ExitStatus.REFUSED)
+        else:
+            assert other["status"] == "ok" and other["admin_comment"] == kept, other
         print(f"slurm {slurm_release.codename}: {comment}; the truth {truth[plain]:.1f} J"
               f" ({error:+.3%}), {held:.1f} GPU-s held; EpilogSlurmctld's environment:"
               f" {' '.join(names)}")  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -158,6 +159,54 @@ def test_dcgm_without_scheduler_jobs_from_the_scheduler_exporter(
     }
 
 
+def test_dcgm_without_scheduler_energy_from_the_scheduler_exporters_history(
+    lab, scenario: Scenario, slurm_engine_url: str, tmp_path: Path
+) -> None:
+    """--scheduler none on that site, after the jobs ended: ``energy --by job|user`` and
+    ``jobs --all`` give each finished job's energy from the recorded allocation, its start
+    and end inferred from the series' first and last samples (said so, with the
+    resolution), the partition null. The inferred edges lie inside the job by up to a
+    scrape interval (1 s), the scheduler-exporter's refresh (0.25 s) and one resolution
+    step at each end: the bound checked, on jobs of 24-84 s. Cost: three CLI runs on the
+    session's engine, each detecting the schema afresh (6.6 s measured at load 15)."""
+    from tests.integration.test_prometheus_cli import cli
+
+    def check(doc: dict, rows: dict, what: str) -> None:
+        notes = [w for w in doc["warnings"] if "inferred from the first and last samples" in w]
+        steps = {float(m) for w in notes for m in re.findall(r"resolution ([0-9.]+) s", w)}
+        assert len(steps) == 1, doc["warnings"]
+        step = steps.pop()
+        for job_id, truth in scenario.finished.items():
+            row = rows[job_id]
+            assert row["partition"] is None and row["user"], row
+            start, end = row["start_time"], row["end_time"]
+            assert start is not None and end is not None and end <= scenario.end + 1.0, row
+            missing = 2 * (1.0 + 0.25 + step) / (end - start)  # both edges, as a share
+            err = (row["energy_joules"] - truth) / truth
+            print(f"no scheduler, {what}, job {job_id}: {err:+.3%} over {end - start:.1f} s"
+                  f" (resolution {step:g} s; bound -{missing:.1%} .. +{DCGM_TOLERANCE:.0%})")  # fmt: skip
+            assert -missing - DCGM_TOLERANCE <= err <= DCGM_TOLERANCE, (job_id, row, truth)
+        assert "partition" in doc["unavailable"]
+
+    since = f"{int(time.time() - lab.started + 60)}s"
+    res = cli("--prometheus", slurm_engine_url, "energy", "--since", since, "-o", "json",
+              home=tmp_path)  # fmt: skip
+    assert res.status == 0, res.stderr
+    doc = res.json()
+    rows = {i["job_id"]: i for i in doc["items"]}
+    check(doc, rows, "energy")
+    assert rows[scenario.running]["end_time"] is None
+    by_user = cli("--prometheus", slurm_engine_url, "energy", "--since", since, "--by", "user",
+                  "-o", "json", home=tmp_path).json()  # fmt: skip
+    users = {i["user"]: i["energy_joules"] for i in by_user["items"]}
+    assert users[rows["501"]["user"]] == pytest.approx(rows["501"]["energy_joules"], rel=1e-6)
+    jobs = cli("--prometheus", slurm_engine_url, "jobs", "--all", "-o", "json", home=tmp_path)
+    assert jobs.status == 0, jobs.stderr
+    listed = {i["job_id"]: i for i in jobs.json()["items"]}
+    check(jobs.json(), listed, "jobs --all")
+    assert {listed[j]["state"] for j in scenario.finished} == {"unknown"}
+
+
 def _cli(src: PrometheusSource, *argv: str, home: Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err, stdin_isatty=False, environ={"HOME": str(home)})
@@ -260,3 +309,25 @@ def test_dcgm_without_scheduler_jobs_from_hpc_job(
     assert all(g["throttle_reasons"] is None for g in gpus["items"])
     held = {(g["node"], g["gpu"]): g["job_ids"] for g in gpus["items"] if g["job_ids"]}
     assert held == {(n1, 2): scenario.running, (n1, 3): scenario.running}
+
+
+def test_why_unknown_range_query_answers_as_instant_queries(lab, engine_url: str) -> None:
+    """The why-unknown question for an array's many ends, asked as one range query
+    (``EnergyReader._seen_in_runs``), gets on every engine exactly the answers one instant
+    query per end gets; ends before the lab's first sample and after it, so both answers
+    occur. Cost: one range and 24 instant queries per engine (~0.2 s)."""
+    from factoryctl.telemetry.job_energy import EnergyReader
+    from factoryctl.telemetry.metrics import NATIVE
+
+    client = PromClient(PromConfig(engine_url, timeout=10))
+    reader = EnergyReader(client, NATIVE, 1.0)
+    first = int(lab.started)
+    ranges = [(float(first - 40 + 3 * i), "2000ms") for i in range(24)]
+    ranged = reader._seen_in_runs(ranges)
+    assert set(ranged) == set(ranges)
+    one_by_one = {
+        r: bool(client.query(f"count(count_over_time({NATIVE.marker}[{r[1]}]))", r[0]).vector)
+        for r in ranges
+    }
+    assert ranged == one_by_one
+    assert set(one_by_one.values()) == {False, True}, one_by_one

@@ -31,7 +31,11 @@ class FakeEnergySource:
         return FactorySnapshot(time=FROZEN_NOW)
 
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         self.calls.append((since, until))
         if warnings is not None:

@@ -7,6 +7,7 @@ the exporters' attribution still says who held which GPUs in the window.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs
 
@@ -14,8 +15,10 @@ import httpx
 import pytest
 
 from factoryctl.model import Allocation, Job, JobState, Node
+from factoryctl.telemetry import job_energy
 from factoryctl.telemetry.client import PromClient, PromConfig
-from factoryctl.telemetry.job_energy import JobEnergy
+from factoryctl.telemetry.job_energy import EnergyReader, JobEnergy
+from factoryctl.telemetry.metrics import NATIVE
 from factoryctl.telemetry.prometheus_source import (
     FORGOTTEN,
     NOT_ACCOUNTED,
@@ -78,7 +81,11 @@ class ManyNotes:
         raise AssertionError("not used")
 
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         jobs = [Job(str(i), "ada") for i in range(40)]
         return jobs, {j.job_id: JobEnergy(j.job_id, 1.0, "job-counter", FORGOTTEN) for j in jobs}
@@ -143,3 +150,69 @@ def test_jobs_squeue_forgot_come_from_accounting_with_their_account() -> None:
     )
     assert energy["9"].note == NOT_ACCOUNTED and "accounting" in NOT_ACCOUNTED
     assert {j.job_id for j in jobs} == {"9", "10"}
+
+
+# -- why unknown, for many ranges at once ----------------------------------------------
+def _samples_between(lo: float, hi: float) -> httpx.MockTransport:
+    """An engine whose marker has samples only in [lo, hi]: ``count(count_over_time(m[W]))``
+    answers at t when [t - W, t] meets them (instant and range queries alike)."""
+
+    def seen(t: float, window: float) -> bool:
+        return t - window <= hi and t >= lo
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        form = {k: v[0] for k, v in parse_qs(req.content.decode()).items()}
+        window = int(re.search(r"\[(\d+)ms\]", form["query"]).group(1)) / 1000  # type: ignore[union-attr]
+        if req.url.path.endswith("/query_range"):
+            start, end = float(form["start"]), float(form["end"])
+            times = [start + i for i in range(int(end - start) + 1)]
+            points = [[t, "1"] for t in times if seen(t, window)]
+            data = {
+                "resultType": "matrix",
+                "result": [{"metric": {}, "values": points}] if points else [],
+            }
+        else:
+            t = float(form["time"])
+            result = [{"metric": {}, "value": [t, "1"]}] if seen(t, window) else []
+            data = {"resultType": "vector", "result": result}
+        return httpx.Response(200, json={"status": "success", "data": data})
+
+    return httpx.MockTransport(handle)
+
+
+def test_why_unknown_for_an_arrays_ends_in_one_range_query_says_what_instant_queries_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A month's arrays end on hundreds of whole seconds: one range query answers them all,
+    exactly as one instant query per end would (a fractional end is still asked alone)."""
+    base = 1_767_000_000.0
+    jobs = [
+        Job(
+            str(i),
+            "ada",
+            state=JobState.COMPLETED,
+            start_time=base + i * 7 - 1,
+            end_time=base + i * 7,
+        )
+        for i in range(60)
+    ]
+    jobs.append(Job("frac", "ada", state=JobState.COMPLETED, start_time=base + 99.5,
+                    end_time=base + 100.5))  # fmt: skip
+    asked: list[str] = []
+
+    def answers(min_ends: int) -> dict[str, str]:
+        monkeypatch.setattr(job_energy, "RUN_MIN_ENDS", min_ends)
+        transport = _samples_between(base + 100, base + 200)
+        client = PromClient(PromConfig("http://prom:9090"), transport=transport)  # type: ignore[arg-type]
+        client._http.event_hooks["request"].append(lambda r: asked.append(r.url.path))
+        return EnergyReader(client, NATIVE, 15.0).why_unknown_all(jobs, base + 1000)
+
+    dense = job_energy.RUN_MIN_ENDS
+    one_by_one = answers(10**6)
+    assert asked.count("/api/v1/query") == 61 and "/api/v1/query_range" not in asked
+    asked.clear()
+    ranged = answers(dense)
+    assert ranged == one_by_one
+    assert asked == ["/api/v1/query_range", "/api/v1/query"]  # the fraction, alone
+    # Both kinds of answer occur: the check is not vacuous.
+    assert len(set(one_by_one.values())) == 2, set(one_by_one.values())

@@ -273,10 +273,10 @@ ENDED = Job(
 )
 
 
-def test_job_epilog_run_twice_writes_once_without_asking_prometheus() -> None:
+def test_job_epilog_run_twice_writes_once_without_asking_prometheus(tmp_path: Path) -> None:
     done = Jobs(replace(ENDED, admin_comment="ops; " + SEGMENT))
     # No Prometheus is configured: an already recorded job never needs one.
-    res = _run(done, "job-epilog", "4242")
+    res = _run(done, "job-epilog", "4242", XDG_STATE_HOME=str(tmp_path))
     assert res.status == 0, res.stderr
     assert res.stdout.startswith("job 4242: nothing written: already recorded")
     assert done.written == []
@@ -292,19 +292,20 @@ def test_job_epilog_run_twice_writes_once_without_asking_prometheus() -> None:
     ],
 )
 def test_job_epilog_bad_input_is_one_line_and_writes_nothing(
-    argv: tuple[str, ...], status: ExitStatus, message: str
+    argv: tuple[str, ...], status: ExitStatus, message: str, tmp_path: Path
 ) -> None:
     sched = Jobs(ENDED)
-    res = _run(sched, *argv)
+    res = _run(sched, *argv, XDG_STATE_HOME=str(tmp_path))
     assert res.status == status, res
     assert res.stdout == ""
     assert len(res.stderr.splitlines()) == 1 and message in res.stderr, res.stderr
     assert sched.written == []
 
 
-def test_job_epilog_unreachable_prometheus_writes_nothing() -> None:
+def test_job_epilog_unreachable_prometheus_writes_nothing(tmp_path: Path) -> None:
     sched = Jobs(ENDED)
-    res = _run(sched, "job-epilog", "4242", FACTORYCTL_PROMETHEUS_URL="http://127.0.0.1:9")
+    res = _run(sched, "job-epilog", "4242", FACTORYCTL_PROMETHEUS_URL="http://127.0.0.1:9",
+               XDG_STATE_HOME=str(tmp_path))  # fmt: skip
     assert res.status == ExitStatus.TELEMETRY_UNREACHABLE, res
     assert len(res.stderr.splitlines()) == 1
     assert sched.written == []
@@ -358,7 +359,11 @@ class RecordedSource:
         return FactorySnapshot(time=FROZEN_NOW)
 
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         fresh = replace(ENDED, job_id="7")
         note = "energy from Slurm's AdminComment record (job-counter): Prometheus holds none"

@@ -79,7 +79,8 @@ def energy(
             )
         raise UsageError("factoryctl energy reads Prometheus: pass --prometheus URL (not --demo)")
     limits: list[str] = []  # what the report could not read (accounting down)
-    jobs, measured = report(lo, hi, warnings=limits)
+    missing: set[str] = set()  # job fields no source here gives (no scheduler: partition)
+    jobs, measured = report(lo, hi, warnings=limits, unavailable=missing)
     settings = env.settings.get("energy", {})
     price = float(settings.get("price_per_kwh", 0.0))
     currency = str(settings.get("currency", ""))
@@ -96,9 +97,10 @@ def energy(
         rows.append(
             {
                 "job_id": job.job_id,
-                "user": job.user,
-                "account": job.account,
-                "partition": job.partition,
+                # What cannot be known here is null (and in ``unavailable``), never "".
+                "user": None if "user" in missing else job.user,
+                "account": None if "account" in missing else job.account,
+                "partition": None if "partition" in missing else job.partition,
                 "gpus": job.gpu_count,
                 "jobs": 1,
                 "start_time": job.start_time,
@@ -131,6 +133,7 @@ def energy(
         total = None if unknown else sum(known)
         describe = getattr(source, "describe", None)
         unavailable = [k for k, on in (("cost", price), ("co2_kg", co2_rate)) if not on]
+        unavailable += sorted(missing & {"user", "account", "partition"})
         doc: dict[str, Any] = {
             "kind": "energy",
             "time": hi,

@@ -9,6 +9,9 @@ from factoryctl import views
 from factoryctl.cli.env import Environment
 from factoryctl.model import FactorySnapshot, Job
 
+# Job fields a source may be unable to give (null in the rows, named in ``unavailable``).
+IDENTITY = frozenset({"user", "account", "partition", "name"})
+
 
 def snapshot(env: Environment, view: str) -> FactorySnapshot:
     source = env.source()
@@ -45,6 +48,16 @@ def job_rows(
             snap, rows = done
             return snap, list(rows)
     snap = snapshot(env, "jobs")
+    recorded = getattr(source, "with_recorded_jobs", None)
+    if include_finished and callable(recorded):
+        # No scheduler: finished jobs from the attribution history (None where a scheduler
+        # or no such history is there).
+        with_history = recorded(snap)
+        if with_history is not None:
+            # What no source here knows (partition without Slurm) is null, not "".
+            unknown = with_history.unavailable & IDENTITY
+            rows = views.job_rows(with_history, include_finished=True)
+            return with_history, [{**r, **dict.fromkeys(unknown)} for r in rows]
     return snap, views.job_rows(snap, include_finished=include_finished)
 
 

@@ -8,7 +8,9 @@ AdminComment without touching anyone else's text (``factoryctl.energy_record``).
 
 Every outcome is one line: the record written (stdout) or why nothing was (stderr, with an
 exit status). The epilog wrapper logs that line and always exits 0: a job's completion
-never depends on this command.
+never depends on this command. Every run but a dry run is also in factoryctl's audit log
+(``actions/epilog_audit.py``): the write, a skip (already recorded, another tool's
+comment kept) or a failure, with the comment before and after.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 import click
 
+from factoryctl.actions.epilog_audit import SKIPPED, WRITTEN
 from factoryctl.cli.common import get_env
 from factoryctl.energy_record import EnergyRecord, RecordError, merge, parse_record
 from factoryctl.errors import ConfigError, ExitStatus, FactoryctlError, NotFoundError, UsageError
 from factoryctl.formats import render_json
+from factoryctl.hostlists import collect
 from factoryctl.model import Job
 from factoryctl.scheduler.base import Scheduler
 from factoryctl.scheduler.checked import checked
@@ -119,12 +123,40 @@ def job_epilog(job_id: str, timeout: float, dry_run: bool) -> None:
     if not timeout > 0:
         raise UsageError(f"--timeout must be positive, not {timeout}")
     deadline = started + timeout
+    if dry_run:  # changes nothing: not an action for the audit log (as drain --dry-run)
+        _epilog(env, job_id, started, deadline, timeout, None)
+        return
+    from factoryctl.actions.epilog_audit import FAILED, EpilogAudit
+    from factoryctl.actions.outcome import operator
+    from factoryctl.cli.actions import audit_log
+
+    audit = EpilogAudit(audit_log(env).path, operator(env.environ), job_id, env.warn,
+                        env.clock, ["job-epilog", "--timeout", f"{timeout:g}", job_id])  # fmt: skip
+    audit.start()
+    try:
+        _epilog(env, job_id, started, deadline, timeout, audit)
+    except FactoryctlError as err:
+        audit.result(FAILED, err.message, exit_status=int(err.status))
+        raise
+    except BaseException as err:  # ^C, SIGTERM as KeyboardInterrupt, a bug: still logged
+        audit.result(FAILED, f"{type(err).__name__} during the epilog", exit_status=None)
+        raise
+
+
+def _epilog(
+    env: Any, job_id: str, started: float, deadline: float, timeout: float, audit: Any
+) -> None:
+    """The epilog's work; ``audit`` (None in a dry run) gets every outcome."""
+    dry_run = audit is None
     scheduler = env.scheduler()
     job = _find(scheduler, job_id)
-    done = _already(job_id, _current(scheduler, job))
+    before = _current(scheduler, job)
+    done = _already(job_id, before)
     if done is not None:
         # An epilog run twice writes once; Prometheus is not even asked.
-        _report(env, job, None, f"already recorded: {done.segment()}", written=False)
+        reason = f"already recorded: {done.segment()}"
+        _report(env, job, None, reason, written=False)
+        _log(audit, SKIPPED, reason, job, before)
         return
     source = env.source()
     from factoryctl.telemetry.prometheus_source import PrometheusSource
@@ -150,14 +182,40 @@ def job_epilog(job_id: str, timeout: float, dry_run: bool) -> None:
     if wait > 0:
         time.sleep(wait)
     record = job_totals(source, job, max(env.clock(), ready))
-    plan = merge(_current(scheduler, job), record)  # it may have changed while we waited
+    before = _current(scheduler, job)  # it may have changed while we waited
+    plan = merge(before, record)
     if plan.comment is None:
         _report(env, job, record, plan.reason, written=False)
+        _log(audit, SKIPPED, plan.reason, job, before, record)
         return
     if not dry_run:
         _write(scheduler, job_id, plan.comment, deadline, env)
     _report(env, job, record, plan.reason if not dry_run else "dry run", written=not dry_run,
             comment=plan.comment)  # fmt: skip
+    _log(audit, WRITTEN, plan.reason, job, before, record, plan.comment)
+
+
+def _log(
+    audit: Any,
+    status: str,
+    reason: str,
+    job: Job,
+    before: str,
+    record: EnergyRecord | None = None,
+    after: str | None = None,
+) -> None:
+    """The run's ``result`` record: what the comment was, what it became (None: left as
+    it was), and the figure."""
+    if audit is None:
+        return
+    audit.result(
+        status,
+        reason,
+        nodes=collect(job.nodes) if job.nodes else "",
+        admin_comment_before=before,
+        admin_comment=after,
+        record=record.segment() if record is not None else None,
+    )
 
 
 def _report(

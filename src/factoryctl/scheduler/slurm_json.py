@@ -123,7 +123,9 @@ class Record:
     __slots__ = ("data", "kind", "shape")
 
     def __init__(self, data: Any, shape: Shape, kind: str) -> None:
-        if not isinstance(data, Mapping):
+        # ``type() is dict`` first: what json gives, without the ABC's isinstance (a tenth
+        # of mapping 10,000 accounting records went to it).
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise shape.error(f"a {kind} record is {type(data).__name__}, not an object")
         self.data, self.shape, self.kind = data, shape, kind
 
@@ -156,7 +158,10 @@ class Record:
     def time(self, key: str) -> float | None:
         """Epoch seconds; None where Slurm says unset, 0 or infinite."""
         value = self.data.get(key, _MISSING)
-        if isinstance(value, Mapping) and {"set", "number"} <= value.keys():
+        if (type(value) is dict or isinstance(value, Mapping)) and {
+            "set",
+            "number",
+        } <= value.keys():
             if not value["set"] or value.get("infinite"):
                 return None
             value = value["number"]

@@ -60,6 +60,7 @@ from factoryctl.telemetry.prom_reports import (
     jobs_seen,
     scheduler_jobs,
 )
+from factoryctl.telemetry.recorded_jobs import NO_ALLOCATIONS, recorded_report, with_recorded_jobs
 from factoryctl.telemetry.results import QueryResult
 from factoryctl.telemetry.scheduler_view import (
     SchedulerView,
@@ -518,25 +519,19 @@ class PrometheusSource:
 
     # -- reports -------------------------------------------------------------------------
     def energy_report(
-        self, since: float, until: float, warnings: list[str] | None = None
+        self,
+        since: float,
+        until: float,
+        warnings: list[str] | None = None,
+        unavailable: set[str] | None = None,
     ) -> tuple[list[Job], dict[str, JobEnergy]]:
         """Jobs that ran in [since, until] and the energy each used inside that window;
-        what limits the report (accounting unreachable) is added to ``warnings``."""
-        schema = self.schema(until)
-        forgotten: set[str] = set()
+        what limits the report (accounting unreachable) is added to ``warnings``, the job
+        fields no source here can give (no scheduler: partition...) to ``unavailable``."""
         if self.scheduler is not None:
-            jobs, known, accounted = scheduler_jobs(
-                self.scheduler, since, until, warnings if warnings is not None else []
-            )
-            if schema.job_info is not None:
-                # Slurm forgets a finished job after MinJobAge (5 min) unless an accounting
-                # database answers sacct; the exporters' attribution still knows who held
-                # which GPUs, so those jobs are reported too (no start or end known).
-                seen = jobs_seen(self.client, schema, since, until)
-                extra = [j for j in seen if j.job_id not in known]
-                forgotten = {j.job_id for j in extra}
-                jobs.extend(extra)
-        elif schema.job_info is not None:
+            return self._scheduler_report(since, until, warnings)
+        schema = self.schema(until)
+        if schema.job_info is not None:
             # Every job of the window is wanted: its list and every job counter's increase
             # go out at once instead of one after the other (at 100,000 GPUs the list is
             # the slow one).
@@ -552,17 +547,55 @@ class PrometheusSource:
                 counters = counted.result() if counted is not None else None
             measured = self.job_energy(jobs, until, since, until, counted=counters)
             return jobs, measured
-        else:
-            raise SchedulerRequired(
-                "per-job energy on a dcgm-exporter site needs the scheduler's allocations:"
-                " configure [scheduler] (the exporter's job attribution is not available)"
+        if schema.attribution is not None:
+            return recorded_report(self, schema, since, until, unavailable)
+        raise SchedulerRequired(NO_ALLOCATIONS)
+
+    def _scheduler_report(
+        self, since: float, until: float, warnings: list[str] | None
+    ) -> tuple[list[Job], dict[str, JobEnergy]]:
+        """The scheduler's jobs (squeue, and its accounting: sacct or /slurmdb/) and the
+        jobs only the attribution remembers, with their energy in the window."""
+        assert self.scheduler is not None
+        forgotten: set[str] = set()
+        # sacct (seconds over a month of jobs, most of it waiting on slurmdbd) goes out
+        # first; the engine's questions that need no job list are asked meanwhile: the
+        # schema, the jobs the attribution saw, every job counter's increase over the
+        # window (the report wants every job in it, and 10,000 ids fit no matcher anyway).
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            listed = pool.submit(scheduler_jobs, self.scheduler, since, until,
+                                 warnings if warnings is not None else [])  # fmt: skip
+            schema = self.schema(until)
+            seen = (
+                pool.submit(jobs_seen, self.client, schema, since, until)
+                if schema.job_info is not None
+                else None
             )
-        measured = self.job_energy(jobs, now=until, since=since, until=until)
+            reader = EnergyReader(self.client, schema, self.interval(until))
+            counted = (
+                pool.submit(reader.job_counters, since, until, None)
+                if schema.job_energy is not None
+                else None
+            )
+            jobs, known, accounted = listed.result()
+            counters = counted.result() if counted is not None else None
+            if seen is not None:
+                # Slurm forgets a finished job after MinJobAge (5 min) unless an accounting
+                # database answers sacct; the exporters' attribution still knows who held
+                # which GPUs, so those jobs are reported too (no start or end known).
+                extra = [j for j in seen.result() if j.job_id not in known]
+                forgotten = {j.job_id for j in extra}
+                jobs.extend(extra)
+        measured = self.job_energy(jobs, until, since, until, counted=counters)
         for job_id in forgotten:
             e = measured.get(job_id)
             if e is not None and not e.note:
                 measured[job_id] = replace(e, note=NOT_ACCOUNTED if accounted else FORGOTTEN)
         return jobs, measured
+
+    def with_recorded_jobs(self, snap: FactorySnapshot) -> FactorySnapshot | None:
+        """``jobs --all`` with no scheduler: see ``recorded_jobs.with_recorded_jobs``."""
+        return with_recorded_jobs(self, snap)
 
     def processes(self, node: str, at: float | None = None) -> ProcessTable:
         """The processes on one node's GPUs (only that node's series are fetched)."""
