@@ -89,7 +89,7 @@ def _trend(
     of them, so the shape shows however large the factory)."""
     shown = values[-TREND:]
     top = hi if hi is not None else max((v for v in shown if v is not None), default=0.0)
-    text = Text(f"{figure:<7}")
+    text = Text(figure.ljust(6) + " ")
     if len(shown) > 1 and top > 0:
         text.append(sparkline(shown, 0.0, top), style=style)
     return text
