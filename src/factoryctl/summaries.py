@@ -15,8 +15,9 @@ the power summed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from factoryctl.model import GPU, FactorySnapshot, JobState, JobSummary, NodeSummary
 from factoryctl.occupancy import ACTIVE_THRESHOLD, Occupancy
@@ -39,48 +40,66 @@ class Rolled:
     power_limit_watts: float | None  # sum over up GPUs with a power reading
 
 
-def node_gpus(gpus: Iterable[GPU], jobs: dict[tuple[str, int], tuple[JobKey, ...]]) -> NodeGpus:
-    """A node's GPU objects as ``rollups.NodeGpus`` columns. ``jobs``: the holders of
-    each GPU by key, beside those the GPU names itself (the scheduler's allocations)."""
-    gs = list(gpus)
-    return NodeGpus(
-        up=[g.up for g in gs],
-        utilization=[g.utilization for g in gs],
-        power_watts=[g.power_watts for g in gs],
-        temperature_celsius=[g.temperature_celsius for g in gs],
-        throttled=[any(r in THROTTLE_REASONS for r in g.throttle_reasons) for g in gs],
-        last_xid_time=[g.last_xid_time for g in gs],
-        xid_errors=[g.xid_total or 0.0 for g in gs],
-        energy_joules=[g.energy_joules for g in gs],
-        idle_seconds=[g.idle_seconds for g in gs],
-        jobs=[jobs.get(g.key, ()) for g in gs],
-    )
-
-
 def rolled_nodes(
     snapshot: FactorySnapshot, threshold: float = ACTIVE_THRESHOLD
 ) -> dict[str, Rolled]:
-    """Every node's rollups, by ``rollups.rollup`` over its GPUs."""
+    """Every node's rollups, by ``rollups.rollup`` over its GPUs' columns (sliced per
+    node, as the exporter and the backfill hand it theirs: no GPU object is built)."""
+    table = snapshot.columns()
+    col = table.column
     holders = _holders(snapshot)
-    by_node: dict[str, list[GPU]] = {}
-    for g in snapshot.gpus:
-        by_node.setdefault(g.node, []).append(g)
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for name, lo, hi in table.layout.runs():
+        spans.setdefault(name, []).append((lo, hi))
+    up, util, power, limit = (
+        col("up"),
+        col("utilization"),
+        col("power_watts"),
+        col("power_limit_watts"),
+    )
+    index, xids = col("index"), col("xid_total")
     out = {}
-    for name, gpus in by_node.items():
-        node, jobs = rollup(node_gpus(gpus, holders), snapshot.time, threshold)
+    for name, parts in spans.items():
+
+        def take(c: Sequence[Any], parts: list[tuple[int, int]] = parts) -> Sequence[Any]:
+            if len(parts) == 1:
+                return c[parts[0][0] : parts[0][1]]
+            return [c[p] for lo, hi in parts for p in range(lo, hi)]  # in several runs
+
+        jobs = [holders.get((name, i), ()) for i in take(index)]
+        ups, utils, powers, node_xids = take(up), take(util), take(power), take(xids)
+        gpus = NodeGpus(
+            up=ups,
+            utilization=utils,
+            power_watts=powers,
+            temperature_celsius=take(col("temperature_celsius")),
+            throttled=[
+                bool(r) and not THROTTLE_REASONS.isdisjoint(r)
+                for r in take(col("throttle_reasons"))
+            ],
+            last_xid_time=take(col("last_xid_time")),
+            xid_errors=[v or 0.0 for v in node_xids],
+            energy_joules=take(col("energy_joules")),
+            idle_seconds=take(col("idle_seconds")),
+            jobs=jobs,
+        )
+        node, held = rollup(gpus, snapshot.time, threshold)
         reporting: dict[str, int] = {}
-        for g in gpus:
-            if g.up and g.utilization is not None:
-                for job_id, _ in holders.get(g.key, ()):
+        limits, node_limits = [], take(limit)
+        for k, is_up in enumerate(ups):
+            if not is_up:
+                continue
+            if utils[k] is not None:
+                for job_id, _ in jobs[k]:
                     reporting[job_id] = reporting.get(job_id, 0) + 1
-        limits = [g.power_limit_watts for g in gpus if g.up and g.power_watts is not None]
-        known = [v for v in limits if v]
+            if powers[k] is not None:
+                limits.append(node_limits[k])
         out[name] = Rolled(
             node,
-            jobs,
+            held,
             reporting,
-            xid_known=any(g.xid_total is not None for g in gpus),
-            power_limit_watts=sum(known) if known and len(known) == len(limits) else None,
+            xid_known=any(v is not None for v in node_xids),
+            power_limit_watts=sum(limits) if limits and all(limits) else None,
         )
     return out
 
@@ -185,9 +204,12 @@ def _holders(snapshot: FactorySnapshot) -> dict[tuple[str, int], tuple[JobKey, .
     unfinished allocation holds it (the scheduler's), as the rollups' (job id, user)."""
     users = {j.job_id: j.user for j in snapshot.jobs}
     out: dict[tuple[str, int], dict[JobKey, None]] = {}
-    for g in snapshot.gpus:
-        if g.job_ids:
-            out[g.key] = {(j, users.get(j, "")): None for j in g.job_ids}
+    table = snapshot.columns()
+    for node, i, ids in zip(
+        table.layout.nodes, table.column("index"), table.column("job_ids"), strict=True
+    ):
+        if ids:
+            out[(node, i)] = {(j, users.get(j, "")): None for j in ids}
     for job in snapshot.jobs:
         if not job.state.finished:
             for a in job.allocations:
