@@ -236,3 +236,14 @@ def test_summarized_overview_power_layer_and_trends(snap_compare: Snap, limits: 
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+def test_history_starts_afresh_when_the_poll_changes_mode(polls: Polls) -> None:
+    # rollups=auto can flip (an engine gains or loses the rollups): no window mixes the
+    # two kinds of sample, and a summarized one never answers for a GPU.
+    snap = polls.full[-1]
+    h = polls.a.history
+    after = build_frame(summarized(snap), h, snap.time + 10).history
+    assert len(after.samples) == 1 and after.layout is None
+    back = build_frame(snap, after, snap.time + 20).history
+    assert len(back.samples) == 1 and len(back.series(snap.nodes[0].name, 0, "power")) == 1
