@@ -180,8 +180,9 @@ def test_job_detail_shows_the_same_figures(polls: Polls) -> None:
     fetched = tuple(g for n in job.nodes for g in snap.gpus_of_node(n))
     a = _text(job_detail(polls.a, job.job_id, 200))
     b = _text(job_detail(polls.b, job.job_id, 200, gpus=fetched))
-    head = 3  # job line, state/runtime/energy/mean util/idle, nodes
+    head = 4  # job line, state/runtime/energy/mean util/idle, nodes, its utilization trend
     assert a[:head] == b[:head]
+    assert a[3].startswith("job   util") and len(a[3].split()[2]) == POLLS, a[3]
     rows_a = [r for n in job.nodes for r in _gpu_rows(a, n)]
     rows_b = [r for n in job.nodes for r in _gpu_rows(b, n)]
     assert len(rows_a) == len(rows_b) == job.gpu_count

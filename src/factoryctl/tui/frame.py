@@ -39,10 +39,12 @@ def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) 
     jobs = tuple(job_rows(snapshot))
     names = [c.name for c in JOB_COLUMNS]
     idle_column, for_column = names.index("IDLE"), names.index("FOR")
+    util_column = names.index("UTIL")
     # The job rows already hold each job's idle GPUs and longest idle spell: the problem
     # list reuses them.
     job_idle = {r.key: int(v) for r in jobs if isinstance(v := r.values[idle_column], float)}
     job_idle_for = {r.key: v for r in jobs if isinstance(v := r.values[for_column], float)}
+    job_util = {r.key: v for r in jobs if isinstance(v := r.values[util_column], float)}
     return Frame(
         snapshot=snapshot,
         nodes=tuple(node_rows(snapshot, scan)),
@@ -53,7 +55,7 @@ def build_frame(snapshot: FactorySnapshot, history: History, fetched_at: float) 
         gpus_per_node=gpn,
         # A summarized poll has no per-GPU samples: node and factory ones only.
         history=history.append(
-            snapshot, scan.history_utilization, scan.history_power, node_readings(scan)
+            snapshot, scan.history_utilization, scan.history_power, node_readings(scan), job_util
         ),
         fetched_at=fetched_at,
         power_note=scan.power_note,

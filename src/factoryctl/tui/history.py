@@ -1,5 +1,5 @@
 """A small rolling history for sparklines: every GPU's, every node's and the factory's
-utilization and power.
+utilization and power, and every running job's utilization.
 
 Sources give the present only; the console keeps the last ``capacity`` polls itself.
 Each poll is flat float32 arrays (NaN = no sample), so 60 polls of 100,000 GPUs cost
@@ -40,6 +40,9 @@ class Sample:
     utilization: array  # type: ignore[type-arg]  # per GPU; empty for a summarized poll
     power: array  # type: ignore[type-arg]
     nodes: NodeReadings | None = None
+    # Running jobs' mean utilization (the Jobs view's UTIL), by job id: the same from the
+    # (node, job) rollups as from every GPU.
+    jobs: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +59,12 @@ class History:
         utilization: array | None = None,  # type: ignore[type-arg]
         power: array | None = None,  # type: ignore[type-arg]
         nodes: NodeReadings | None = None,
+        jobs: Mapping[str, float] | None = None,
     ) -> History:
         """``utilization``/``power``: this poll's float32 samples when the caller has
         them already (the frame's one pass over the GPUs), in snapshot order; a
-        summarized snapshot has none. ``nodes``: this poll's node and factory figures."""
+        summarized snapshot has none. ``nodes``: this poll's node and factory figures;
+        ``jobs``: its running jobs' mean utilization."""
         kept = self.samples
         layout: GpuLayout | None = None
         util: array | None  # type: ignore[type-arg]
@@ -86,7 +91,8 @@ class History:
             index = {n: i for i, n in enumerate(names)}
         if kept and kept[-1].time == snapshot.time:
             kept = kept[:-1]  # the same instant polled twice: keep one sample
-        samples = (*kept, Sample(snapshot.time, util, power, nodes))[-self.capacity :]
+        sample = Sample(snapshot.time, util, power, nodes, jobs or {})
+        samples = (*kept, sample)[-self.capacity :]
         return History(self.capacity, layout, samples, names, index)
 
     def series(self, node: str, gpu: int, metric: str) -> list[float | None]:
@@ -111,6 +117,10 @@ class History:
         return [
             None if s.nodes is None else getattr(s.nodes, f"factory_{metric}") for s in self.samples
         ]
+
+    def job_series(self, job_id: str) -> list[float | None]:
+        """One job's mean utilization, oldest first (None: not running or not reporting)."""
+        return [s.jobs.get(job_id) for s in self.samples]
 
     @property
     def times(self) -> list[float]:

@@ -316,6 +316,11 @@ def job_detail(
         if cell["FLAG"]:
             head.append(f"  {cell['FLAG']}", style="bold yellow")
     head.append(f"\nnodes {','.join(job.nodes) or fmt.DASH}")
+    util = frame.history.job_series(job.job_id)[-TREND:]
+    if not job.state.finished:
+        head.append("\njob   util ")
+        head.append(sparkline(util) or fmt.DASH, style="green")
+        head.append(f" {fmt.pct(util[-1] if util else None)} over the console's polls")
     parts: list[RenderableType] = [head, Text("")]
     if job.state.finished:
         parts.append(Text("finished: its GPUs may now belong to other jobs", style="dim"))
