@@ -248,3 +248,19 @@ def test_history_starts_afresh_when_the_poll_changes_mode(polls: Polls) -> None:
     assert len(after.samples) == 1 and after.layout is None
     back = build_frame(snap, after, snap.time + 20).history
     assert len(back.samples) == 1 and len(back.series(snap.nodes[0].name, 0, "power")) == 1
+
+
+def test_job_samples_are_kept_for_the_trend_only(polls: Polls) -> None:
+    # ~6,000 running jobs at 100,000 GPUs: their samples stay for JOB_SAMPLES polls, not
+    # the history's 60; node samples share one tuple of names.
+    from factoryctl.tui.history import JOB_SAMPLES
+
+    snap = summarized(polls.full[-1])
+    h = History()
+    for k in range(JOB_SAMPLES + 5):
+        h = build_frame(replace(snap, time=snap.time + k), h, snap.time + k).history
+    job = next(iter(snap.job_summaries))
+    series = h.job_series(job)
+    assert len(series) == JOB_SAMPLES + 5
+    assert series[:5] == [None] * 5 and None not in series[5:]
+    assert all(s.nodes is not None and s.nodes.names is h.nodes for s in h.samples)

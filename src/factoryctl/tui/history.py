@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from factoryctl.gpu_columns import GpuLayout
 from factoryctl.model import FactorySnapshot
 
 NAN = float("nan")
+# Polls the jobs' samples are kept for (the job detail's trend is this wide): at 100,000
+# GPUs some 6,000 running jobs make each poll's ~0.3 MB, and 60 polls would hold 17 MB.
+JOB_SAMPLES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +92,21 @@ class History:
         if names != self.nodes:
             kept = ()  # nodes added or gone
             index = {n: i for i, n in enumerate(names)}
+        elif nodes is not None and nodes.names is not self.nodes:
+            # One tuple of 12,500 names for the whole window, not one per poll (6 MB).
+            nodes = replace(nodes, names=self.nodes)
+            names = self.nodes
         if kept and kept[-1].time == snapshot.time:
             kept = kept[:-1]  # the same instant polled twice: keep one sample
         sample = Sample(snapshot.time, util, power, nodes, jobs or {})
         samples = (*kept, sample)[-self.capacity :]
+        if len(samples) > JOB_SAMPLES and samples[-JOB_SAMPLES - 1].jobs:
+            old = samples[-JOB_SAMPLES - 1]  # the one leaving the jobs' window
+            samples = (
+                *samples[: -JOB_SAMPLES - 1],
+                Sample(old.time, old.utilization, old.power, old.nodes),
+                *samples[-JOB_SAMPLES:],
+            )
         return History(self.capacity, layout, samples, names, index)
 
     def series(self, node: str, gpu: int, metric: str) -> list[float | None]:
@@ -119,7 +133,8 @@ class History:
         ]
 
     def job_series(self, job_id: str) -> list[float | None]:
-        """One job's mean utilization, oldest first (None: not running or not reporting)."""
+        """One job's mean utilization, oldest first (None: not running or not reporting,
+        or older than the last ``JOB_SAMPLES`` polls)."""
         return [s.jobs.get(job_id) for s in self.samples]
 
     @property

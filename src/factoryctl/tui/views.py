@@ -22,6 +22,7 @@ from factoryctl.tui import fmt
 from factoryctl.tui.frame import Frame
 from factoryctl.tui.heatmap import sparkline
 from factoryctl.tui.heatmap_widget import HeatMap
+from factoryctl.tui.history import JOB_SAMPLES
 from factoryctl.tui.overview import CRITICAL, WARNING, Summary
 from factoryctl.tui.rows import JOB_COLUMNS
 
@@ -78,8 +79,9 @@ def _totals(frame: Frame | None) -> RenderableType:
     return grid
 
 
-# Sparkline cells beside a figure in the Overview's totals (the column is 44 wide).
-TREND = 20
+# Sparkline cells beside a figure in the Overview's totals (the column is 44 wide), and
+# the most polls of a job the history keeps.
+TREND = JOB_SAMPLES
 
 
 def _trend(
