@@ -15,12 +15,16 @@ average is printed beside each figure (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
+from dataclasses import replace
+from typing import Any
 
 HOUR = 1_780_000_000.0 // 3600 * 3600
 NOW = HOUR + 60
@@ -48,8 +52,24 @@ def measure(nodes: int, polls: int) -> dict[str, float]:
         # on a shared machine the wall time mostly measures the other processes.
         out[name] = statistics.median(times[1:])
         out[f"{name}_cpu"] = statistics.median(cpu[1:])
+    out["history_mib"] = history_memory(small)
     out["load"] = os.getloadavg()[0]
     return out
+
+
+def history_memory(snap: Any) -> float:
+    """MiB the console's history holds after 60 summarized polls (tracemalloc)."""
+    from factoryctl.tui.frame import build_frame
+    from factoryctl.tui.history import History
+
+    history = build_frame(snap, History(), NOW).history
+    tracemalloc.start()
+    for k in range(1, 61):
+        history = build_frame(replace(snap, time=snap.time + k), history, NOW + k).history
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return held / 2**20
 
 
 def main() -> None:
@@ -78,6 +98,7 @@ def main() -> None:
                 f"run {run + 1} {side:6}: summarized {got['summarized'] * 1000:6.1f} ms "
                 f"(cpu {got['summarized_cpu'] * 1000:6.1f}), per-GPU "
                 f"{got['per_gpu'] * 1000:6.1f} ms (cpu {got['per_gpu_cpu'] * 1000:6.1f}) "
+                f"history after 60 summarized polls {got['history_mib']:.1f} MiB "
                 f"(load {got['load']:.1f})"
             )
 
