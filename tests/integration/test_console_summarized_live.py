@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from factoryctl.lab.procs import wait_until
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
 from factoryctl.tui.frame import build_frame
@@ -21,9 +22,19 @@ pytestmark = pytest.mark.integration
 
 
 def test_summarized_poll_feeds_sparklines_and_layers(lab, engine_url: str) -> None:
-    src = PrometheusSource(
-        PromClient(PromConfig(engine_url, timeout=10)), None, SourceOptions(schema="native")
+    def source() -> PrometheusSource:
+        options = SourceOptions(schema="native")
+        return PrometheusSource(PromClient(PromConfig(engine_url, timeout=10)), None, options)
+
+    # Run first, this test may find an engine that has not stored a scrape yet; a source
+    # probes for the rollups once, so each try asks a new one.
+    wait_until(
+        lambda: len(source().console_snapshot(at=time.time() - 1).node_summaries) == 2,
+        30,
+        "the engine to hold both nodes' rollups",
+        interval=0.25,
     )
+    src = source()
     t = time.time() - 1
     small, full = src.console_snapshot(at=t), src.snapshot(at=t)
     assert small.node_summaries, "the lab's engines hold the exporters' rollups"
