@@ -182,6 +182,9 @@ class NodeSummary:
     power_watts: float | None = None  # sum
     temperature_max_celsius: float | None = None
     xid_total: float | None = None  # sum of the GPUs' XID counters
+    # Sum of the power limits of the up GPUs that read a power: the heat map's power
+    # layer divides by it. None where the source has no limits (the engine's rollups).
+    power_limit_watts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

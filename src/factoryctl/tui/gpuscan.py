@@ -21,6 +21,7 @@ from typing import Any
 from factoryctl.gpu_columns import GpuColumns
 from factoryctl.model import GPU, FactorySnapshot
 from factoryctl.summaries import HOT_CELSIUS
+from factoryctl.tui import fmt
 
 __all__ = ["HOT_CELSIUS", "GpuScan", "NodeAgg", "scan_gpus", "scan_summaries"]
 NAN = float("nan")
@@ -53,6 +54,8 @@ class GpuScan:
     power_ratio: Sequence[float | None] = ()
     history_utilization: array = field(default_factory=lambda: array("f"))  # type: ignore[type-arg]
     history_power: array = field(default_factory=lambda: array("f"))  # type: ignore[type-arg]
+    # What ``power_ratio`` is, where it is not each GPU's power over its limit ("" then).
+    power_note: str = ""
 
 
 def _nones(values: Sequence[Any]) -> list[int]:
@@ -132,9 +135,36 @@ def scan_summaries(snapshot: FactorySnapshot) -> GpuScan:
         utilization.append(s.utilization)
     scan.nodes, scan.power, scan.power_known = nodes, power, power_known
     scan.utilization = utilization
-    # No power limits in the rollups: the power layer has nothing to divide by.
-    scan.power_ratio = [None] * len(utilization)
+    scan.power_ratio, scan.power_note = _node_power_ratio(snapshot)
     return scan
+
+
+def _node_power_ratio(snapshot: FactorySnapshot) -> tuple[list[float | None], str]:
+    """The power layer from node rollups, one value per node in node order: the power
+    sum over the up GPUs' power limits summed (the per-GPU layer's mean, where a node's
+    GPUs share one limit). An engine's rollups carry no limit: then watts per up GPU,
+    scaled to the highest node's, and a note saying so (real figures, a relative scale)."""
+    summaries = snapshot.node_summaries
+    rows = [summaries.get(n.name) for n in snapshot.nodes]
+    reading = [s for s in rows if s is not None and s.power_watts is not None and s.gpus_up]
+    if all(s.power_limit_watts for s in reading):
+        return [
+            s.power_watts / s.power_limit_watts
+            if s is not None and s.power_watts is not None and s.power_limit_watts and s.gpus_up
+            else None
+            for s in rows
+        ], ""
+    per_gpu = [
+        s.power_watts / s.gpus_up
+        if s is not None and s.power_watts is not None and s.gpus_up
+        else None
+        for s in rows
+    ]
+    top = max((w for w in per_gpu if w is not None), default=0.0)
+    if top <= 0:
+        return per_gpu, ""
+    note = f"no power limit in the rollups: W per GPU up, {fmt.watts(top)} = top"
+    return [None if w is None else w / top for w in per_gpu], note
 
 
 def _node_aggregates(

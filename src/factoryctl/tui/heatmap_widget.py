@@ -95,6 +95,8 @@ class HeatMap(Widget):
             return [[("no GPUs reported", "dim")]]
         values = frame.gpu_power if self.metric == "power" else frame.gpu_utilization
         label = self.METRICS[self.metric]
+        if self.metric == "power" and frame.power_note:  # rollups without power limits
+            label = f"GPU power ({frame.power_note})"
         gpn = frame.gpus_per_node
         cols, rows = grid_cells(len(values), width, height, gpn)
         grid: list[list[tuple[str, str]]] = []  # (character, style) per cell, per row

@@ -22,6 +22,7 @@ from factoryctl.tui import fmt
 from factoryctl.tui.frame import Frame
 from factoryctl.tui.heatmap import sparkline
 from factoryctl.tui.heatmap_widget import HeatMap
+from factoryctl.tui.history import JOB_SAMPLES
 from factoryctl.tui.overview import CRITICAL, WARNING, Summary
 from factoryctl.tui.rows import JOB_COLUMNS
 
@@ -69,10 +70,31 @@ def _totals(frame: Frame | None) -> RenderableType:
     if o.idle_allocated:
         idle.stylize("yellow")
     grid.add_row("", idle)
-    grid.add_row("Power", fmt.watts(s.power_watts))
+    history = frame.history
+    util = history.factory_series("utilization")
+    grid.add_row("Util", _trend(fmt.pct(util[-1] if util else None), util, 1.0, "green"))
+    grid.add_row("Power", _trend(fmt.watts(s.power_watts), history.factory_series("power")))
     grid.add_row("Energy", _energy_today(s))
     grid.add_row("Jobs", f"{s.jobs_running} running, {s.jobs_pending} pending")
     return grid
+
+
+# Sparkline cells beside a figure in the Overview's totals (the column is 44 wide), and
+# the most polls of a job the history keeps.
+TREND = JOB_SAMPLES
+
+
+def _trend(
+    figure: str, values: Sequence[float | None], hi: float | None = None, style: str = "yellow"
+) -> Text:
+    """A figure and its sparkline over the console's last polls (power: 0 to the highest
+    of them, so the shape shows however large the factory)."""
+    shown = values[-TREND:]
+    top = hi if hi is not None else max((v for v in shown if v is not None), default=0.0)
+    text = Text(figure.ljust(6) + " ")
+    if len(shown) > 1 and top > 0:
+        text.append(sparkline(shown, 0.0, top), style=style)
+    return text
 
 
 def _energy_today(s: Summary) -> str:
@@ -148,6 +170,7 @@ def _gpu_table(
         util_h = frame.history.series(node, index, "utilization")[-spark:]
         power_h = frame.history.series(node, index, "power")[-spark:]
         limit = gpu.power_limit_watts or max((p for p in power_h if p is not None), default=1.0)
+        no_history = Text("n/a", style="dim")
         mem = (
             fmt.pct(gpu.memory_used_bytes / gpu.memory_total_bytes)
             if gpu.memory_used_bytes is not None and gpu.memory_total_bytes
@@ -158,9 +181,9 @@ def _gpu_table(
             node,
             str(index),
             fmt.pct(gpu.utilization) if gpu.up else Text("down", style="bold red"),
-            Text(sparkline(util_h), style="green"),
+            Text(sparkline(util_h), style="green") if lookup is None else no_history,
             fmt.watts(gpu.power_watts),
-            Text(sparkline(power_h, 0.0, limit), style="yellow"),
+            Text(sparkline(power_h, 0.0, limit), style="yellow") if lookup is None else no_history,
             fmt.celsius(gpu.temperature_celsius),
             mem,
             Text(xid, style="red") if xid else "",
@@ -240,6 +263,8 @@ def node_detail(
         head.append(f"\nreason: {node.reason}", style="yellow")
         if node.reason_time is not None:
             head.append(f" (since {fmt.utc(node.reason_time)})", style="yellow")
+    head.append("\n")
+    head.append_text(_node_trend(frame, name))
     lookup, loading = _detail_gpus(frame, gpus)
     keys = [g.key for g in (lookup or snap).gpus_of_node(name)]
     jobs = Table(box=None, padding=(0, 1), header_style="bold", title_justify="left")
@@ -256,7 +281,10 @@ def node_detail(
             job.name,
         )
     table = loading or _gpu_table(frame, keys, width, lookup=lookup)
-    parts: list[RenderableType] = [head, Text(""), table, Text("")]
+    parts: list[RenderableType] = [head, Text(""), table]
+    if lookup is not None and loading is None:
+        parts.append(Text(NO_GPU_HISTORY, style="dim"))
+    parts.append(Text(""))
     parts.extend([*_processes(processes), Text("")])
     parts.append(Text("Jobs on this node", style="bold") if jobs.row_count else Text("no jobs"))
     if jobs.row_count:
@@ -290,6 +318,11 @@ def job_detail(
         if cell["FLAG"]:
             head.append(f"  {cell['FLAG']}", style="bold yellow")
     head.append(f"\nnodes {','.join(job.nodes) or fmt.DASH}")
+    util = frame.history.job_series(job.job_id)[-TREND:]
+    if not job.state.finished:
+        head.append("\njob   util ")
+        head.append(sparkline(util) or fmt.DASH, style="green")
+        head.append(f" {fmt.pct(util[-1] if util else None)} over the console's polls")
     parts: list[RenderableType] = [head, Text("")]
     if job.state.finished:
         parts.append(Text("finished: its GPUs may now belong to other jobs", style="dim"))
@@ -300,8 +333,30 @@ def job_detail(
         else:  # a summarized job holds GPU counts per node: its GPUs say they are its
             keys = [g.key for g in lookup.gpus if job.job_id in g.job_ids]
         parts.append(loading or _gpu_table(frame, keys, width, show_jobs=False, lookup=lookup))
+        if lookup is not None and loading is None:
+            parts.append(Text(NO_JOB_GPU_HISTORY, style="dim"))
     parts.append(_samples_note(frame))
     return Group(*parts)
+
+
+def _node_trend(frame: Frame, name: str) -> Text:
+    """The node's mean utilization and power over the console's polls: from its GPUs'
+    readings or its rollups, the same figures."""
+    util = frame.history.node_series(name, "utilization")[-TREND:]
+    power = frame.history.node_series(name, "power")[-TREND:]
+    top = max((p for p in power if p is not None), default=0.0)
+    text = Text("node  util ")
+    text.append(sparkline(util) or fmt.DASH, style="green")
+    text.append(f" {fmt.pct(util[-1] if util else None)}  power ")
+    text.append((sparkline(power, 0.0, top) if top > 0 else "") or fmt.DASH, style="yellow")
+    text.append(f" {fmt.watts(power[-1] if power else None)}")
+    return text
+
+
+# Said under a summarized snapshot's GPU table, whose history columns read n/a: the
+# polls read node rollups, and these GPUs are fetched for the view alone.
+NO_GPU_HISTORY = "per-GPU history n/a: the polls read node rollups (node history above)"
+NO_JOB_GPU_HISTORY = "per-GPU history n/a: the polls read node rollups (see each node's detail)"
 
 
 def _samples_note(frame: Frame) -> Text:

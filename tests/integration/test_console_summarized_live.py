@@ -1,0 +1,63 @@
+"""The console's summarized poll on real engines (Prometheus and VictoriaMetrics of every
+generation the lab runs): its sparkline samples and heat-map layers carry the same figures
+as the per-GPU poll of the same instant, from the native exporters' rollups.
+
+Reuses the session's telemetry lab (2 nodes x 4 GPUs, scraped every second); two polls
+per engine at one instant, a few tens of milliseconds each.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from factoryctl.lab.procs import wait_until
+from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from factoryctl.tui.frame import build_frame
+from factoryctl.tui.history import History
+
+pytestmark = pytest.mark.integration
+
+
+def test_summarized_poll_feeds_sparklines_and_layers(lab, engine_url: str) -> None:
+    def source() -> PrometheusSource:
+        options = SourceOptions(schema="native")
+        return PrometheusSource(PromClient(PromConfig(engine_url, timeout=10)), None, options)
+
+    # Run first, this test may find an engine that has not stored a scrape yet; a source
+    # probes for the rollups once, so each try asks a new one.
+    wait_until(
+        lambda: len(source().console_snapshot(at=time.time() - 1).node_summaries) == 2,
+        30,
+        "the engine to hold both nodes' rollups",
+        interval=0.25,
+    )
+    src = source()
+    t = time.time() - 1
+    small, full = src.console_snapshot(at=t), src.snapshot(at=t)
+    assert small.node_summaries, "the lab's engines hold the exporters' rollups"
+    a, b = build_frame(full, History(), t), build_frame(small, History(), t)
+    names = [n.name for n in full.nodes]
+    assert names and [n.name for n in small.nodes] == names
+    # Sparkline samples: the factory's and each node's, the same from rollups.
+    for metric in ("utilization", "power"):
+        want = a.history.factory_series(metric)
+        assert want[0] is not None
+        assert b.history.factory_series(metric) == pytest.approx(want, rel=1e-5)
+        for name in names:
+            want = a.history.node_series(name, metric)
+            assert want and want[0] is not None
+            assert b.history.node_series(name, metric) == pytest.approx(want, rel=1e-5)
+    # Utilization layer: each node's mean. Power layer: the rollups carry no power limit,
+    # so W per up GPU scaled to the top node, and a note that says so; never blank.
+    per_gpu_w = []
+    for name, util in zip(names, b.gpu_utilization, strict=True):
+        up = [g for g in full.gpus_of_node(name) if g.up]
+        utils = [g.utilization for g in up if g.utilization is not None]
+        assert util == pytest.approx(sum(utils) / len(utils), rel=1e-5)
+        per_gpu_w.append(sum(g.power_watts or 0.0 for g in up) / len(up))
+    assert "no power limit in the rollups" in b.power_note
+    top = max(per_gpu_w)
+    assert b.gpu_power == pytest.approx([w / top for w in per_gpu_w], rel=1e-5)
