@@ -305,6 +305,7 @@ class _Exporters:
                     xid_errors=xids[lo:hi],
                     energy_joules=energy[lo:hi],
                     idle_seconds=spells[lo:hi],
+                    memory_used_bytes=sim.memory_used[lo:hi],
                     jobs=jobs[lo:hi],
                 ),
                 now,
@@ -316,6 +317,8 @@ class _Exporters:
                     (m.JOB_UTILIZATION_SUM, j.utilization_sum),
                     (m.JOB_POWER, j.power_watts),
                     (m.JOB_IDLE_SECONDS, j.idle_seconds),
+                    (m.JOB_UTILIZATION_MIN, j.utilization_min),
+                    (m.JOB_MEMORY_USED, j.memory_used_bytes),
                 ):
                     if value is not None:
                         series = jobs_out.get((name, i, j.job_id, j.user))
