@@ -95,13 +95,17 @@ class RollupEngine:
         out: dict[tuple[str, str], dict[str, float]] = {}
         for g in GPUS:
             for job in g.job_ids:
-                v = out.setdefault((g.node, job), dict.fromkeys(JOB_ROLLUPS, 0.0))
+                v = out.setdefault(
+                    (g.node, job), {**dict.fromkeys(JOB_ROLLUPS, 0.0), s.JOB_UTILIZATION_MIN: 1.0}
+                )
                 v[s.JOB_GPUS] += 1
                 if g.up and g.utilization is not None:
                     v[s.JOB_GPUS_ACTIVE] += g.utilization >= ACTIVE_THRESHOLD
                     v[s.JOB_UTILIZATION_SUM] += g.utilization
                     v[s.JOB_POWER] += g.power_watts or 0
                     v[s.JOB_IDLE_SECONDS] = max(v[s.JOB_IDLE_SECONDS], g.idle_seconds or 0)
+                    v[s.JOB_UTILIZATION_MIN] = min(v[s.JOB_UTILIZATION_MIN], g.utilization)
+                    v[s.JOB_MEMORY_USED] += g.memory_used_bytes or 0
         return out
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
@@ -141,6 +145,14 @@ class RollupEngine:
                 for g in GPUS
                 if g.up and (g.temperature_celsius or 0) >= hot
             )
+        by_job = re.match(r"(min|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q)
+        if by_job and self.rollups:
+            reduce = min if by_job.group(1) == "min" else sum
+            per: dict[str, list[float]] = {}
+            for (_, j), v in jobs.items():
+                if by_job.group(2) in v:  # not the job energy counters: none here
+                    per.setdefault(j, []).append(v[by_job.group(2)])
+            return _vector(({"job_id": j}, reduce(vs)) for j, vs in per.items())
         m = re.match(r"last_over_time\((factoryctl_(node|job)_\w+)\[", q)
         if m and self.rollups:
             metric = m.group(1)
@@ -174,7 +186,7 @@ class RollupEngine:
 
 
 JOB_ROLLUPS = (s.JOB_GPUS, s.JOB_GPUS_ACTIVE, s.JOB_UTILIZATION_SUM, s.JOB_POWER)
-JOB_ROLLUPS += (s.JOB_IDLE_SECONDS,)
+JOB_ROLLUPS += (s.JOB_IDLE_SECONDS, s.JOB_MEMORY_USED)
 
 
 def _source(engine: RollupEngine, rollups: str = "auto") -> PrometheusSource:
@@ -226,12 +238,16 @@ def test_jobs_from_rollups_equal_the_per_gpu_rows() -> None:
     assert done is not None
     snap, rows = done
     want = views.job_rows(_truth())
-    keys = ("job_id", "user", "gpus", "nodes", "mean_utilization", "low_utilization")
+    keys = ("job_id", "user", "gpus", "nodes", "mean_utilization", "min_utilization")
     keys += ("idle_gpus", "idle_seconds", "memory_used_bytes", "power_watts")
     assert [{k: r[k] for k in keys} for r in rows] == pytest.approx(
         [{k: r[k] for k in keys} for r in want]
     )
     assert set(rows[0]) == set(want[0])  # the same keys as the per-GPU path
+    # A 10th percentile cannot be built from per-node figures: null, and said so.
+    assert [r["low_utilization"] for r in rows] == [None, None]
+    assert snap.unavailable == {"low_utilization"}
+    assert [r["min_utilization"] for r in rows] == [0.02, 0.01]
     # Job b's lost GPU on n2: the mean is over its 4 reporting GPUs, not its 5 held.
     assert rows[1]["gpus"] == 5 and rows[1]["idle_gpus"] == 1
     assert not _per_gpu_queries(engine.queries), engine.queries
