@@ -23,6 +23,7 @@ from factoryctl.telemetry import schema as s
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.prom_context import SourceOptions
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS
+from factoryctl.telemetry.prom_summary import INVENTORY_EVERY
 from factoryctl.telemetry.prometheus_source import PrometheusSource
 from factoryctl.tui.frame import build_frame
 from factoryctl.tui.history import History
@@ -302,6 +303,33 @@ def test_console_poll_from_rollups_is_the_summarized_factory() -> None:
     assert [r.cells for r in b.jobs] == [r.cells for r in a.jobs]
     assert b.summary.occupancy == a.summary.occupancy
     assert b.summary.problems == a.summary.problems
+
+
+def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change() -> None:
+    engine = RollupEngine()
+    now = [T]
+    src = _source(engine)
+    src.clock = lambda: now[0]
+    inventory = f"last_over_time({s.NODE_GPUS}[600000ms])"
+
+    def poll() -> tuple[int, dict[str, int]]:
+        first = len(engine.queries)
+        snap = src.console_snapshot()
+        asked = engine.queries[first:].count(inventory)
+        return asked, {n: v.gpus for n, v in snap.node_summaries.items()}
+
+    assert poll() == (1, {"n1": 4, "n2": 4})
+    now[0] += 30
+    assert poll() == (0, {"n1": 4, "n2": 4})  # the cached inventory, the same counts
+    now[0] += INVENTORY_EVERY - 30
+    assert poll()[0] == 1  # a minute on: asked again
+    # A node reports that the cached inventory does not hold: asked at once.
+    GPUS.append(_gpu("n3", 0, 0.5, ()))
+    try:
+        now[0] += 1
+        assert poll() == (1, {"n1": 4, "n2": 4, "n3": 1})
+    finally:
+        GPUS.pop()
 
 
 def test_console_poll_without_rollups_is_the_full_snapshot_with_a_hint() -> None:

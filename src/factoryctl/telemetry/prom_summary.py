@@ -13,6 +13,15 @@ the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
   listed), filtered to those nodes and to the matching values. A factory-wide filter
   (``gpu_up == 0`` over every GPU) cost the engine ~1 s per kind at 100,000 GPUs.
 
+The inventory (``factoryctl_node_gpus`` over the 10-minute window: every GPU known, so a
+dead exporter's node still counts its GPUs) changes when hardware does, yet reading 10
+minutes of every node was the poll's dearest query. The poll keeps it in an
+``InventoryCache`` and asks again every ``INVENTORY_EVERY`` seconds, or at once when a
+node reports that the cached inventory does not hold (the node set changed). The GPU
+counts shown can therefore be up to ``INVENTORY_EVERY`` old; every reading (up, power,
+utilization, temperature, jobs) is of this poll. Nodes with a lost GPU (more GPUs known
+than up) are found here from the same two vectors, not by a join on the engine.
+
 The caller (``PrometheusSource.snapshot``) joins the scheduler and job energy as for the
 per-GPU snapshot and returns a summarized ``FactorySnapshot``.
 """
@@ -61,15 +70,29 @@ class Summaries:
     unavailable: set[str] = field(default_factory=set)
 
 
+# Seconds the inventory (GPUs known per node) is reused between polls.
+INVENTORY_EVERY = 60.0
+
+
+@dataclass
+class InventoryCache:
+    """The last inventory read and when (the poll's clock); one per source."""
+
+    at: float | None = None
+    gpus: dict[str, float] = field(default_factory=dict)
+
+    def fresh(self, t: float) -> bool:
+        return self.at is not None and 0 <= t - self.at < INVENTORY_EVERY
+
+
 def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dict[str, str]:
     w = dur(window)
     out = {f"node:{k}": q for k, q in rollup_queries(schema, window, inventory, True).items()}
+    # Every node's GPUs up, 0 included: reporting (> 0) and lost GPUs are told apart here.
+    out["node:gpus_up"] = f"last_over_time({native.NODE_GPUS_UP}[{w}])"
+    del out["node:reporting"]
     out["node:gpus_active"] = f"last_over_time({native.NODE_GPUS_ACTIVE}[{w}])"
     out.update({f"job:{k}": f"last_over_time({m}[{w}])" for k, m in JOB_ROLLUPS.items()})
-    out["job:degraded"] = (
-        f"last_over_time({native.NODE_GPUS}[{w}])"
-        f" > on (node) last_over_time({native.NODE_GPUS_UP}[{w}])"
-    )
     out["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
     if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
         out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
@@ -118,23 +141,40 @@ def problem_plan(
     return out
 
 
-def read(source: PromContext, t: float) -> Summaries:
+def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> Summaries:
     schema = source.schema(t)
     window = source.window(t)
     queries = plan(schema, t, window, source.options.inventory_window)
+    inventory = queries["node:gpus_total"]
+    if cache is not None and cache.fresh(t):
+        del queries["node:gpus_total"]
     results = run_queries(source.client, queries, t)
     values: dict[str, dict[str, float]] = {
         k[5:]: {node_name(s.labels, "node"): s.value for s in r.vector}
         for k, r in results.items()
         if k.startswith("node:")
     }
+    up = values.pop("gpus_up")
+    values["reporting"] = {n: v for n, v in up.items() if v > 0}
+    if "gpus_total" not in values:
+        assert cache is not None
+        if up.keys() <= cache.gpus.keys():
+            values["gpus_total"] = cache.gpus
+        else:  # a node the cached inventory does not know: the node set changed
+            got = source.client.query(inventory, t).vector
+            values["gpus_total"] = {node_name(s.labels, "node"): s.value for s in got}
+            cache.at = None
+    if cache is not None and not cache.fresh(t):
+        cache.at, cache.gpus = t, values["gpus_total"]
     unavailable = {
         k
         for k in ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
         if not values.get(k) and values["reporting"]
     }
     job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
-    degraded = [s.labels.get("node", "") for s in job_results["degraded"].vector]
+    # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
+    known = values["gpus_total"]
+    degraded = sorted(n for n, v in up.items() if known.get(n, 0) > v)
     hot = [n for n, v in values.get("temperature_max_celsius", {}).items() if v >= HOT_CELSIUS]
     second = problem_plan(schema, window, degraded, hot, sorted(values["gpus_throttled"]))
     reporting = reporting_query(schema, degraded, window)
