@@ -20,7 +20,7 @@ from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD, percentile
 from factoryctl.summaries import is_problem, job_summaries, node_summaries
 from factoryctl.telemetry import schema as s
-from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.client import PromClient, PromConfig, TelemetryError
 from factoryctl.telemetry.prom_context import SourceOptions
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS
 from factoryctl.telemetry.prom_summary import INVENTORY_EVERY
@@ -146,6 +146,19 @@ class RollupEngine:
                 for g in GPUS
                 if g.up and (g.temperature_celsius or 0) >= hot
             )
+        names = re.fullmatch(r'last_over_time\(\{__name__=~"([\w|]+)"\}\[\w+\]\)', q)
+        if names and self.rollups:  # merged rollups: every name's series, names kept
+            out: list[tuple[dict[str, str], float]] = []
+            for metric in names.group(1).split("|"):
+                if metric.startswith("factoryctl_node_"):
+                    out += [({"__name__": metric, "node": n}, v[metric]) for n, v in nodes.items()]
+                else:
+                    out += [
+                        ({"__name__": metric, "node": n, "job_id": j, "user": USERS[j]}, v[metric])
+                        for (n, j), v in jobs.items()
+                        if metric in v
+                    ]
+            return _vector(out)
         by_job = re.match(r"(min|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q)
         if by_job and self.rollups:
             reduce = min if by_job.group(1) == "min" else sum
@@ -330,6 +343,30 @@ def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change
         assert poll() == (1, {"n1": 4, "n2": 4, "n3": 1})
     finally:
         GPUS.pop()
+
+
+def test_console_poll_reads_each_kind_of_rollup_in_one_query() -> None:
+    engine = RollupEngine()
+    _source(engine).console_snapshot()
+    merged = [q for q in engine.queries if "__name__=~" in q]
+    assert len(merged) == 2, engine.queries  # the node rollups, the (node, job) rollups
+    assert s.NODE_POWER in merged[0] + merged[1] and s.JOB_POWER in merged[0] + merged[1]
+    assert not any(q.startswith(f"last_over_time({s.NODE_POWER}") for q in engine.queries)
+
+
+def test_a_merged_answer_with_a_series_of_another_name_is_an_error() -> None:
+    class Renaming(RollupEngine):
+        def __call__(self, req: httpx.Request) -> httpx.Response:
+            resp = super().__call__(req)
+            if "__name__=~" not in parse_qs(req.content.decode())["query"][0]:
+                return resp
+            doc = resp.json()
+            for item in doc["data"]["result"]:
+                item["metric"].pop("__name__")  # an engine that drops the names
+            return httpx.Response(200, json=doc)
+
+    with pytest.raises(TelemetryError, match="merged rollup query returned a series named None"):
+        _source(Renaming()).console_snapshot()
 
 
 def test_console_poll_without_rollups_is_the_full_snapshot_with_a_hint() -> None:

@@ -4,9 +4,12 @@ At 100,000 GPUs every per-GPU metric is a 100,000-sample vector to fetch and par
 Overview, Nodes and Jobs views need one figure per node and per job, and by name only
 the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
 
-* round 1: the node rollups (``factoryctl_node_*``), one series per node each; the
-  (node, job) rollups, one series per node a job runs on; energy since midnight from the
-  node energy counters (12,500 series, not 100,000);
+* round 1: the node rollups (``factoryctl_node_*``), one series per node each, all in
+  one query; the (node, job) rollups, one series per node a job runs on, all in one
+  query; energy since midnight from the node energy counters (12,500 series, not
+  100,000). ``last_over_time`` keeps the metric name on Prometheus and VictoriaMetrics
+  alike, so one selector over the names (``{__name__=~"a|b|..."}``) is one round trip,
+  one index search and one parse instead of one per rollup, split by name here;
 * round 2, only where round 1 found any: the per-GPU series of the few nodes with a lost
   GPU, a GPU at or over 85 C or a throttled GPU (``factoryctl_node_gpus_throttled``: a
   hardware or thermal slowdown; a software power cap alone is normal under load and not
@@ -35,7 +38,7 @@ from factoryctl.energy import local_midnight
 from factoryctl.model import GPU, Job, JobSummary, Node, NodeSummary
 from factoryctl.summaries import HOT_CELSIUS
 from factoryctl.telemetry import schema as native
-from factoryctl.telemetry.client import label_matcher
+from factoryctl.telemetry.client import TelemetryError, label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.job_summary import (
     from_rollups,
@@ -47,8 +50,19 @@ from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
 from factoryctl.telemetry.prom_context import PromContext, run_queries
 from factoryctl.telemetry.prom_detect import GpuKey, gpu_key
-from factoryctl.telemetry.results import QueryResult
+from factoryctl.telemetry.results import QueryResult, Sample
 
+# The node rollups the poll reads within the freshness window, by the key they fill.
+NODE_ROLLUPS = {
+    "gpus_up": native.NODE_GPUS_UP,  # 0 included: reporting (> 0) and lost GPUs told apart
+    "gpus_allocated": native.NODE_GPUS_ALLOCATED,
+    "utilization": native.NODE_UTILIZATION,
+    "power_watts": native.NODE_POWER,
+    "temperature_max_celsius": native.NODE_TEMPERATURE_MAX,
+    "xid_total": native.NODE_XID_ERRORS,
+    "gpus_active": native.NODE_GPUS_ACTIVE,
+    "gpus_throttled": native.NODE_GPUS_THROTTLED,
+}
 JOB_ROLLUPS = {
     "held": native.JOB_GPUS,
     "active": native.JOB_GPUS_ACTIVE,
@@ -85,15 +99,35 @@ class InventoryCache:
         return self.at is not None and 0 <= t - self.at < INVENTORY_EVERY
 
 
+def merged(metrics: Mapping[str, str], window: str) -> str:
+    """The latest sample of every series of ``metrics`` in one query, names kept."""
+    return f'last_over_time({{__name__=~"{"|".join(sorted(metrics.values()))}"}}[{window}])'
+
+
+def split(result: QueryResult, metrics: Mapping[str, str]) -> dict[str, list[Sample]]:
+    """A merged result by key; a series of another name (or none) is an answer we do not
+    understand: an error, never a rollup silently missing."""
+    keys = {m: k for k, m in metrics.items()}
+    out: dict[str, list[Sample]] = {k: [] for k in metrics}
+    for s in result.vector:
+        key = keys.get(s.labels.get("__name__", ""))
+        if key is None:
+            raise TelemetryError(
+                f"a merged rollup query returned a series named {s.labels.get('__name__')!r}"
+                f" (expected one of {', '.join(sorted(keys))})"
+            )
+        out[key].append(s)
+    return out
+
+
 def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dict[str, str]:
     w = dur(window)
-    out = {f"node:{k}": q for k, q in rollup_queries(schema, window, inventory, True).items()}
-    # Every node's GPUs up, 0 included: reporting (> 0) and lost GPUs are told apart here.
-    out["node:gpus_up"] = f"last_over_time({native.NODE_GPUS_UP}[{w}])"
-    del out["node:reporting"]
-    out["node:gpus_active"] = f"last_over_time({native.NODE_GPUS_ACTIVE}[{w}])"
-    out.update({f"job:{k}": f"last_over_time({m}[{w}])" for k, m in JOB_ROLLUPS.items()})
-    out["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
+    per_node = rollup_queries(schema, window, inventory, True)
+    out = {"node:gpus_total": per_node["gpus_total"]}
+    if "attributed" in per_node:
+        out["node:attributed"] = per_node["attributed"]
+    out["nodes"] = merged(NODE_ROLLUPS, w)
+    out["jobs"] = merged(JOB_ROLLUPS, w)
     if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
         out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
     if schema.job_energy is not None:
@@ -154,6 +188,13 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
         for k, r in results.items()
         if k.startswith("node:")
     }
+    for key, got in split(results.pop("nodes"), NODE_ROLLUPS).items():
+        values[key] = {node_name(s.labels, "node"): s.value for s in got}
+    values["gpus_throttled"] = {n: v for n, v in values["gpus_throttled"].items() if v > 0}
+    job_results = {
+        k: QueryResult("vector", vector=tuple(v))
+        for k, v in split(results.pop("jobs"), JOB_ROLLUPS).items()
+    }
     up = values.pop("gpus_up")
     values["reporting"] = {n: v for n, v in up.items() if v > 0}
     if "gpus_total" not in values:
@@ -161,8 +202,8 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
         if up.keys() <= cache.gpus.keys():
             values["gpus_total"] = cache.gpus
         else:  # a node the cached inventory does not know: the node set changed
-            got = source.client.query(inventory, t).vector
-            values["gpus_total"] = {node_name(s.labels, "node"): s.value for s in got}
+            fetched = source.client.query(inventory, t).vector
+            values["gpus_total"] = {node_name(s.labels, "node"): s.value for s in fetched}
             cache.at = None
     if cache is not None and not cache.fresh(t):
         cache.at, cache.gpus = t, values["gpus_total"]
@@ -171,7 +212,6 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
         for k in ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
         if not values.get(k) and values["reporting"]
     }
-    job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
     # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
     known = values["gpus_total"]
     degraded = sorted(n for n, v in up.items() if known.get(n, 0) > v)
