@@ -29,7 +29,7 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
-from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS, gpu_key
 from factoryctl.telemetry.results import QueryResult, Sample
 from factoryctl.views import job_identity
@@ -73,20 +73,21 @@ def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, st
     return plan
 
 
+# The (node, job) rollups summed here, per pair: one merged query.
+PAIR_ROLLUPS = {
+    "held": native.JOB_GPUS,
+    "active": native.JOB_GPUS_ACTIVE,
+    "util_sum": native.JOB_UTILIZATION_SUM,
+    "power_watts": native.JOB_POWER,
+    "idle_seconds": native.JOB_IDLE_SECONDS,
+}
+
+
 def rollup_plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, str]:
     """The (node, job) rollups: as they stand where a job's nodes are summed here (the
     counts need the pairs), reduced by job on the engine where one figure per job will do."""
     w = dur(window)
-    plan = {
-        key: f"last_over_time({metric}[{w}])"
-        for key, metric in (
-            ("held", native.JOB_GPUS),
-            ("active", native.JOB_GPUS_ACTIVE),
-            ("util_sum", native.JOB_UTILIZATION_SUM),
-            ("power_watts", native.JOB_POWER),
-            ("idle_seconds", native.JOB_IDLE_SECONDS),
-        )
-    }
+    plan = {"pairs": merged(PAIR_ROLLUPS, w)}  # split by name in job_rows
     # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
     plan["degraded"] = (
         f"last_over_time({native.NODE_GPUS}[{w}])"
@@ -125,6 +126,9 @@ def job_rows(
         if source.options.rollups == "auto":
             warnings.append(NO_ROLLUPS)
     results = run_queries(client, plan, t)
+    if rollups:
+        for key, got in split(results.pop("pairs"), PAIR_ROLLUPS).items():
+            results[key] = QueryResult("vector", vector=tuple(got))
     per_job: dict[str, dict[str, float]] = {
         k: {s.labels.get("job_id", ""): s.value for s in r.vector}
         for k, r in results.items()

@@ -38,7 +38,7 @@ from factoryctl.energy import local_midnight
 from factoryctl.model import GPU, Job, JobSummary, Node, NodeSummary
 from factoryctl.summaries import HOT_CELSIUS
 from factoryctl.telemetry import schema as native
-from factoryctl.telemetry.client import TelemetryError, label_matcher
+from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.job_summary import (
     from_rollups,
@@ -48,9 +48,9 @@ from factoryctl.telemetry.job_summary import (
 )
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
-from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
 from factoryctl.telemetry.prom_detect import GpuKey, gpu_key
-from factoryctl.telemetry.results import QueryResult, Sample
+from factoryctl.telemetry.results import QueryResult
 
 # The node rollups the poll reads within the freshness window, by the key they fill.
 NODE_ROLLUPS = {
@@ -97,27 +97,6 @@ class InventoryCache:
 
     def fresh(self, t: float) -> bool:
         return self.at is not None and 0 <= t - self.at < INVENTORY_EVERY
-
-
-def merged(metrics: Mapping[str, str], window: str) -> str:
-    """The latest sample of every series of ``metrics`` in one query, names kept."""
-    return f'last_over_time({{__name__=~"{"|".join(sorted(metrics.values()))}"}}[{window}])'
-
-
-def split(result: QueryResult, metrics: Mapping[str, str]) -> dict[str, list[Sample]]:
-    """A merged result by key; a series of another name (or none) is an answer we do not
-    understand: an error, never a rollup silently missing."""
-    keys = {m: k for k, m in metrics.items()}
-    out: dict[str, list[Sample]] = {k: [] for k in metrics}
-    for s in result.vector:
-        key = keys.get(s.labels.get("__name__", ""))
-        if key is None:
-            raise TelemetryError(
-                f"a merged rollup query returned a series named {s.labels.get('__name__')!r}"
-                f" (expected one of {', '.join(sorted(keys))})"
-            )
-        out[key].append(s)
-    return out
 
 
 def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dict[str, str]:
