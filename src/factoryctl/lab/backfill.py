@@ -129,12 +129,13 @@ class Backfill:
 
     def jobs_at(self, t: float) -> dict[str, dict[str, float]]:
         """What ``factoryctl jobs`` must show at ``t`` (telemetry only): per job its GPUs,
-        their mean utilization and the job's energy counter."""
+        their mean and least utilization and the job's energy counter."""
         util = self.frame_at(t).utilization
         return {
             job: {
                 "gpus": len(gpus),
                 "mean_utilization": sum(util[g] for g in gpus) / len(gpus),
+                "min_utilization": min(util[g] for g in gpus),
                 "energy_joules": self.job_counter(job, t),
             }
             for job, gpus in self.held_at(t).items()
