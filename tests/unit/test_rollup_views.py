@@ -159,11 +159,9 @@ class RollupEngine:
                         if metric in v
                     ]
             return _vector(out)
-        by_job = re.match(
-            r"(min|max|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q
-        )
+        by_job = re.match(r"(min|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q)
         if by_job and self.rollups:
-            reduce = {"min": min, "max": max, "sum": sum}[by_job.group(1)]
+            reduce = min if by_job.group(1) == "min" else sum
             per: dict[str, list[float]] = {}
             for (_, j), v in jobs.items():
                 if by_job.group(2) in v:  # not the job energy counters: none here
@@ -347,16 +345,13 @@ def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change
         GPUS.pop()
 
 
-def test_console_poll_reads_the_node_rollups_in_one_query_and_job_figures_per_job() -> None:
+def test_console_poll_reads_each_kind_of_rollup_in_one_query() -> None:
     engine = RollupEngine()
     _source(engine).console_snapshot()
     merged = [q for q in engine.queries if "__name__=~" in q]
-    assert len(merged) == 1 and s.NODE_POWER in merged[0], engine.queries
+    assert len(merged) == 2, engine.queries  # the node rollups, the (node, job) rollups
+    assert s.NODE_POWER in merged[0] + merged[1] and s.JOB_POWER in merged[0] + merged[1]
     assert not any(q.startswith(f"last_over_time({s.NODE_POWER}") for q in engine.queries)
-    # Per (node, job) only the GPUs held; every other job figure reduced by job.
-    pairs = [q for q in engine.queries if q.startswith("last_over_time(factoryctl_job_")]
-    assert pairs == [f"last_over_time({s.JOB_GPUS}[30000ms])"]
-    assert f"sum by (job_id) (last_over_time({s.JOB_POWER}[30000ms]))" in engine.queries
 
 
 def test_a_merged_answer_with_a_series_of_another_name_is_an_error() -> None:

@@ -29,7 +29,7 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
-from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS, gpu_key
 from factoryctl.telemetry.results import QueryResult, Sample
 from factoryctl.views import job_identity
@@ -73,29 +73,21 @@ def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, st
     return plan
 
 
-def totals_plan(window: float) -> dict[str, str]:
-    """The (node, job) rollups reduced by job on the engine, keyed ``total:...``: one
-    sample per job instead of one per node it runs on (at 100,000 GPUs ~7,000 jobs on
-    ~15,000 (node, job) pairs; parsing the samples was most of the poll's own time).
-    Only the GPUs held stay per pair: the jobs' node lists, and the reporting counts on
-    nodes with a lost GPU."""
-    w = dur(window)
-
-    def by_job(agg: str, metric: str) -> str:
-        return f"{agg} by (job_id) (last_over_time({metric}[{w}]))"
-
-    return {
-        "total:util_sum": by_job("sum", native.JOB_UTILIZATION_SUM),
-        "total:active": by_job("sum", native.JOB_GPUS_ACTIVE),
-        "total:power_watts": by_job("sum", native.JOB_POWER),
-        "total:idle_seconds": by_job("max", native.JOB_IDLE_SECONDS),
-    }
+# The (node, job) rollups summed here, per pair: one merged query.
+PAIR_ROLLUPS = {
+    "held": native.JOB_GPUS,
+    "active": native.JOB_GPUS_ACTIVE,
+    "util_sum": native.JOB_UTILIZATION_SUM,
+    "power_watts": native.JOB_POWER,
+    "idle_seconds": native.JOB_IDLE_SECONDS,
+}
 
 
 def rollup_plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, str]:
-    """The (node, job) rollups: the GPUs held per pair, every other figure per job."""
+    """The (node, job) rollups: as they stand where a job's nodes are summed here (the
+    counts need the pairs), reduced by job on the engine where one figure per job will do."""
     w = dur(window)
-    plan = {"held": f"last_over_time({native.JOB_GPUS}[{w}])", **totals_plan(window)}
+    plan = {"pairs": merged(PAIR_ROLLUPS, w)}  # split by name in job_rows
     # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
     plan["degraded"] = (
         f"last_over_time({native.NODE_GPUS}[{w}])"
@@ -134,6 +126,9 @@ def job_rows(
         if source.options.rollups == "auto":
             warnings.append(NO_ROLLUPS)
     results = run_queries(client, plan, t)
+    if rollups:
+        for key, got in split(results.pop("pairs"), PAIR_ROLLUPS).items():
+            results[key] = QueryResult("vector", vector=tuple(got))
     per_job: dict[str, dict[str, float]] = {
         k: {s.labels.get("job_id", ""): s.value for s in r.vector}
         for k, r in results.items()
@@ -145,7 +140,7 @@ def job_rows(
     if rollups:
         degraded = [s.labels.get("node", "") for s in results["degraded"].vector]
         reporting = reporting_on(source, schema, degraded, window, t)
-        per_job.update(from_rollups(results, set(degraded), reporting))
+        per_job.update(from_rollups(results, reporting))
         jobs = rollup_jobs(results["held"].vector)
         label = "node"
     else:
@@ -206,36 +201,43 @@ def reporting_on(
     return {} if q is None else reporting_from(schema, source.client.query(q, t))
 
 
-def from_rollups(
-    results: Mapping[str, Any], degraded: set[str], reporting: Mapping[PairKey, float]
-) -> dict[str, dict[str, float]]:
-    """The per-job columns from the per-job totals (``totals_plan``) and the GPUs held
-    per (node, job).
+def _pairs(series: Sequence[Sample]) -> dict[PairKey, float]:
+    return {(s.labels.get("node", ""), s.labels.get("job_id", "")): s.value for s in series}
 
-    Mean utilization is over reporting GPUs, as ``occupancy.job_occupancy``: the job's
-    utilization sum divided by the GPUs it holds, except on the ``degraded`` nodes (a GPU
-    lost) where the reporting count per pair was read per GPU (none read: none report).
-    Idle GPUs are reporting minus active."""
-    counted: dict[str, float] = {}
-    for s in results["held"].vector:
-        node, job_id = s.labels.get("node", ""), s.labels.get("job_id", "")
-        n = reporting.get((node, job_id), 0.0) if node in degraded else s.value
-        counted[job_id] = counted.get(job_id, 0.0) + n
-    totals = {
-        k[6:]: {s.labels.get("job_id", ""): s.value for s in r.vector}
-        for k, r in results.items()
-        if k.startswith("total:")
-    }
+
+def from_rollups(
+    results: Mapping[str, Any], reporting: Mapping[PairKey, float]
+) -> dict[str, dict[str, float]]:
+    """The per-job columns from (node, job) rollups, summed over the job's nodes.
+
+    Mean utilization is over reporting GPUs, as ``occupancy.job_occupancy``: a node's
+    utilization sum divided by its GPUs, except on nodes with a lost GPU where the
+    reporting count was read per GPU. Idle GPUs are reporting minus active."""
+    held = _pairs(results["held"].vector)
+    active = _pairs(results["active"].vector)
+    util_sum = _pairs(results["util_sum"].vector)
+    sums: dict[str, list[float]] = {}  # job -> [utilization sum, reporting, active]
+    for pair, total in util_sum.items():
+        acc = sums.setdefault(pair[1], [0.0, 0.0, 0.0])
+        acc[0] += total
+        acc[1] += reporting.get(pair, held.get(pair, 0.0))
+        acc[2] += active.get(pair, 0.0)
     out: dict[str, dict[str, float]] = {"mean_utilization": {}, "idle_gpus": {}, "reporting": {}}
-    active = totals["active"]
-    for job_id, total in totals["util_sum"].items():
-        n = counted.get(job_id, 0.0)
-        if n > 0:
-            out["mean_utilization"][job_id] = total / n
-            out["idle_gpus"][job_id] = n - active.get(job_id, 0.0)
-            out["reporting"][job_id] = n
-    out["power_watts"] = totals["power_watts"]
-    out["idle_seconds"] = totals["idle_seconds"]
+    for job_id, (total, counted, busy) in sums.items():
+        if counted > 0:
+            out["mean_utilization"][job_id] = total / counted
+            out["idle_gpus"][job_id] = counted - busy
+            out["reporting"][job_id] = counted
+    for key in ("power_watts", "idle_seconds"):
+        agg: dict[str, float] = {}
+        for s in results[key].vector:
+            job_id = s.labels.get("job_id", "")
+            agg[job_id] = (
+                agg.get(job_id, 0.0) + s.value
+                if key == "power_watts"
+                else max(agg.get(job_id, 0.0), s.value)
+            )
+        out[key] = agg
     return out
 
 

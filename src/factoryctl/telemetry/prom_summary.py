@@ -5,13 +5,11 @@ Overview, Nodes and Jobs views need one figure per node and per job, and by name
 the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
 
 * round 1: the node rollups (``factoryctl_node_*``), one series per node each, all in
-  one query; the (node, job) rollups: the GPUs held per pair (one series per node a job
-  runs on), every other figure reduced by job on the engine (one sample per job); energy since midnight from the node energy counters (12,500 series, not
+  one query; the (node, job) rollups, one series per node a job runs on, all in one
+  query; energy since midnight from the node energy counters (12,500 series, not
   100,000). ``last_over_time`` keeps the metric name on Prometheus and VictoriaMetrics
   alike, so one selector over the names (``{__name__=~"a|b|..."}``) is one round trip,
-  one index search and one parse instead of one per rollup, split by name here. Parsing
-  the samples is most of the poll's own CPU time, so none is fetched twice or per pair
-  where one per job will do;
+  one index search and one parse instead of one per rollup, split by name here;
 * round 2, only where round 1 found any: the per-GPU series of the few nodes with a lost
   GPU, a GPU at or over 85 C or a throttled GPU (``factoryctl_node_gpus_throttled``: a
   hardware or thermal slowdown; a software power cap alone is normal under load and not
@@ -47,7 +45,6 @@ from factoryctl.telemetry.job_summary import (
     reporting_from,
     reporting_query,
     rollup_jobs,
-    totals_plan,
 )
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
@@ -65,6 +62,13 @@ NODE_ROLLUPS = {
     "xid_total": native.NODE_XID_ERRORS,
     "gpus_active": native.NODE_GPUS_ACTIVE,
     "gpus_throttled": native.NODE_GPUS_THROTTLED,
+}
+JOB_ROLLUPS = {
+    "held": native.JOB_GPUS,
+    "active": native.JOB_GPUS_ACTIVE,
+    "util_sum": native.JOB_UTILIZATION_SUM,
+    "power_watts": native.JOB_POWER,
+    "idle_seconds": native.JOB_IDLE_SECONDS,
 }
 
 
@@ -102,8 +106,7 @@ def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dic
     if "attributed" in per_node:
         out["node:attributed"] = per_node["attributed"]
     out["nodes"] = merged(NODE_ROLLUPS, w)
-    out["job:held"] = f"last_over_time({native.JOB_GPUS}[{w}])"
-    out.update(totals_plan(window))
+    out["jobs"] = merged(JOB_ROLLUPS, w)
     if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
         out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
     if schema.job_energy is not None:
@@ -167,8 +170,10 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
     for key, got in split(results.pop("nodes"), NODE_ROLLUPS).items():
         values[key] = {node_name(s.labels, "node"): s.value for s in got}
     values["gpus_throttled"] = {n: v for n, v in values["gpus_throttled"].items() if v > 0}
-    job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
-    job_results.update({k: r for k, r in results.items() if k.startswith("total:")})
+    job_results = {
+        k: QueryResult("vector", vector=tuple(v))
+        for k, v in split(results.pop("jobs"), JOB_ROLLUPS).items()
+    }
     up = values.pop("gpus_up")
     values["reporting"] = {n: v for n, v in up.items() if v > 0}
     if "gpus_total" not in values:
@@ -200,7 +205,7 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
     nodes = [node_from_counts(n, values, blind) for n in names]
     summaries = {n: _node_summary(n, values) for n in names}
     counted = reporting_from(schema, results["reporting"]) if "reporting" in results else {}
-    per_job = from_rollups(job_results, set(degraded), counted)
+    per_job = from_rollups(job_results, counted)
     jobs = rollup_jobs(job_results["held"].vector)
     job_summaries = {j.job_id: _job_summary(j.job_id, per_job) for j in jobs}
     today = results["energy_today"].scalar() if "energy_today" in results else None
