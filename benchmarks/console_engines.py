@@ -285,14 +285,16 @@ def main() -> int:
     if args.engine is None:
         p.error("--engine is required")
 
-    from factoryctl.lab.promql_timing import curl_seconds, recorded_queries
-
     sides = [("after", SRC)] + ([("before", args.baseline.resolve())] if args.baseline else [])
     with tempfile.TemporaryDirectory(prefix="factoryctl-console-") as tmp_name:
         tmp = Path(tmp_name)
         stack: Any = None
         try:
             stack, url, what = load(args, tmp)
+            # Only now: PrometheusSource's default clock is time.time as of its import, and
+            # load() may have moved this process's clock back to the kept data's time.
+            from factoryctl.lab.promql_timing import curl_seconds, recorded_queries
+
             print(
                 f"# {args.gpus:,} GPUs, {args.minutes:g} min at {STEP:g} s on {args.engine}: "
                 f"{what}",
