@@ -20,6 +20,16 @@ in a new process:
 Also the same console figures with the simulator as its source (``--sim``), for
 comparison. Prints a Markdown table for docs/benchmarks.md with the 1-min load average
 (the machine is shared: compare figures of one run only).
+
+``--data-dir DIR`` keeps the engine's data (a 100,000-GPU backfill takes ~10 minutes): the
+first run backfills into DIR and writes ``DIR/backfill.json`` (engine, GPUs, minutes, the
+data's time range); a later run with the same DIR, engine and size starts the engine on it
+and skips the backfill. Every process of such a run (this one, the console, the CLI) then
+reads the factory as of 2 minutes before the data's end when that is past (their
+``time.time`` is moved back by a ``sitecustomize`` on PYTHONPATH): the figures are those
+of a live factory, at any later hour, as long as the engine keeps the data (2 days).
+Prometheus is backfilled one promtool run per 5-minute chunk (``PromtoolBlocks``), each
+killed past 8 GiB RSS.
 """
 
 from __future__ import annotations
@@ -39,6 +49,14 @@ from typing import Any
 HERE = Path(__file__).resolve()
 SRC = HERE.parent.parent / "src"
 STEP = 15.0
+# The environment variable every process of a reused-data run reads its clock offset from.
+OFFSET_ENV = "FACTORYCTL_BENCH_CLOCK_OFFSET"
+SITECUSTOMIZE = f"""import os, time
+_offset = float(os.environ.get("{OFFSET_ENV}") or 0)
+if _offset:
+    _real = time.time
+    time.time = lambda: _real() - _offset
+"""
 
 
 # -- the child: one console, one source, figures as JSON on stdout ----------------------
@@ -131,7 +149,7 @@ def run_child(src: Path, url: str | None, args: argparse.Namespace) -> dict[str,
     argv += ["--polls", str(args.polls), "--keys", str(args.keys)]
     if url is not None:
         argv += ["--url", url]
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": python_path(src)}
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         # Reported, not fatal: the other side's figures still count (the per-GPU console
@@ -149,9 +167,92 @@ def run_child(src: Path, url: str | None, args: argparse.Namespace) -> dict[str,
 def cli_seconds(src: Path, url: str, command: str, runs: int) -> list[float]:
     from factoryctl.lab.promql_timing import command_seconds, telemetry_only_env
 
-    env = {**telemetry_only_env(url, STEP), "PYTHONPATH": str(src)}
+    env = {**telemetry_only_env(url, STEP), "PYTHONPATH": python_path(src)}
     argv = [sys.executable, "-m", "factoryctl", command, "-o", "json"]
     return [command_seconds(argv, env)[0] for _ in range(runs)]
+
+
+CLOCK_DIR: Path | None = None  # holds the sitecustomize of a reused-data run
+
+
+def python_path(src: Path) -> str:
+    return str(src) if CLOCK_DIR is None else f"{CLOCK_DIR}{os.pathsep}{src}"
+
+
+def shift_clock(offset: float, tmp: Path) -> None:
+    """Read the factory as of ``offset`` seconds ago here and in every child."""
+    global CLOCK_DIR
+    if offset <= 0:
+        return
+    CLOCK_DIR = tmp / "clock"
+    CLOCK_DIR.mkdir()
+    (CLOCK_DIR / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    os.environ[OFFSET_ENV] = f"{offset:.3f}"
+    real = time.time
+    time.time = lambda: real() - offset
+
+
+def load(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, str]:
+    """Start the engine on data backfilled now, or kept by an earlier run in --data-dir.
+    Returns the stack, its URL and a line saying what was loaded."""
+    from factoryctl.lab.backfill import backfill
+    from factoryctl.lab.backfill_sinks import (
+        CREATE_BLOCKS_PEAKS,
+        PromtoolBlocks,
+        VictoriaImport,
+        wait_served,
+    )
+    from factoryctl.lab.stack import Stack
+
+    state = args.data_dir or tmp / "engine"
+    meta_path = state / "backfill.json"
+    want = {"engine": args.engine, "gpus": args.gpus, "minutes": args.minutes, "step": STEP}
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    if meta is not None and {k: meta.get(k) for k in want} != want:
+        raise SystemExit(f"{state} holds {meta}, not {want}: give another --data-dir")
+    engine = "victoriametrics" if args.engine == "victoriametrics" else "prometheus"
+    t0 = time.perf_counter()
+    if meta is not None:
+        stack = Stack(state, [], (engine,)).start(timeout=600)
+        end = meta["end"]
+        what = f"kept data in {state} (backfilled {meta['backfilled']})"
+    else:
+        if state.exists() and any(state.iterdir()):
+            raise SystemExit(f"{state} is not empty and holds no backfill.json")
+        end = time.time() + args.lead
+        if engine == "victoriametrics":
+            stack = Stack(state, [], (engine,)).start()
+            try:
+                sink: Any = VictoriaImport(stack.running[engine].url)
+                truth = backfill([sink], args.gpus, args.minutes, end=end)
+            except BaseException:
+                stack.stop()
+                raise
+        else:
+            (state / "work").mkdir(parents=True)
+            sink = PromtoolBlocks(state / engine, state / "work")
+            truth = backfill([sink], args.gpus, args.minutes, end=end)
+            (state / "work").rmdir()
+            stack = Stack(state, [], (engine,)).start(timeout=600)
+        peaks = CREATE_BLOCKS_PEAKS
+        peak = f", promtool peak RSS {max(peaks) / 2**30:.1f} GiB" if peaks else ""
+        what = f"{truth.samples:,} samples loaded in {time.perf_counter() - t0:.0f} s{peak}"
+        end = truth.end
+        if args.data_dir is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            meta_path.write_text(
+                json.dumps({**want, "start": truth.start, "end": end, "backfilled": stamp})
+            )
+    # 2 minutes before the data's end at the latest: every window the views read (the
+    # 10-minute inventory included) lies inside the backfill.
+    shift_clock(time.time() - (end - 120), tmp)
+    try:
+        url = stack.running[engine].url
+        wait_served(url, args.gpus, timeout=600, victoria=engine == "victoriametrics")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, url, what
 
 
 def med(xs: list[float]) -> float:
@@ -171,6 +272,12 @@ def main() -> int:
     p.add_argument("--baseline", type=Path, help="another checkout's src: the 'before'")
     p.add_argument("--sim", action="store_true", help="also the simulator as the source")
     p.add_argument("--lead", type=float, default=3600.0, help="seconds past now the backfill ends")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the engine's data here; a later run with the same size reuses it",
+    )
+    p.add_argument("--backfill-only", action="store_true", help="fill --data-dir, measure nothing")
     args = p.parse_args()
     if args.child:
         child(args.url, args.gpus, args.polls, args.keys)
@@ -178,41 +285,23 @@ def main() -> int:
     if args.engine is None:
         p.error("--engine is required")
 
-    from factoryctl.lab.backfill import backfill
-    from factoryctl.lab.backfill_sinks import (
-        OpenMetricsFile,
-        VictoriaImport,
-        create_blocks,
-        wait_served,
-    )
-    from factoryctl.lab.promql_timing import curl_seconds, recorded_queries
-    from factoryctl.lab.stack import Stack
-
     sides = [("after", SRC)] + ([("before", args.baseline.resolve())] if args.baseline else [])
     with tempfile.TemporaryDirectory(prefix="factoryctl-console-") as tmp_name:
         tmp = Path(tmp_name)
-        stack: Stack | None = None
+        stack: Any = None
         try:
-            t0 = time.perf_counter()
-            end = time.time() + args.lead
-            if args.engine == "victoriametrics":
-                stack = Stack(tmp / "vm", [], ("victoriametrics",)).start()
-                url = stack.running["victoriametrics"].url
-                truth = backfill([VictoriaImport(url)], args.gpus, args.minutes, end=end)
-            else:
-                om = tmp / "backfill.om"
-                truth = backfill([OpenMetricsFile(om)], args.gpus, args.minutes, end=end)
-                create_blocks(om, tmp / "prom" / "prometheus", timeout=7200)
-                om.unlink()
-                stack = Stack(tmp / "prom", [], ("prometheus",)).start()
-                url = stack.running["prometheus"].url
-            loaded = time.perf_counter() - t0
-            wait_served(url, args.gpus, timeout=600, victoria=args.engine == "victoriametrics")
+            stack, url, what = load(args, tmp)
+            # Only now: PrometheusSource's default clock is time.time as of its import, and
+            # load() may have moved this process's clock back to the kept data's time.
+            from factoryctl.lab.promql_timing import curl_seconds, recorded_queries
+
             print(
                 f"# {args.gpus:,} GPUs, {args.minutes:g} min at {STEP:g} s on {args.engine}: "
-                f"{truth.samples:,} samples loaded in {loaded:.0f} s",
+                f"{what}",
                 flush=True,
             )
+            if args.backfill_only:
+                return 0
             figures: dict[str, dict[str, Any]] = {}
             for label, src in sides:
                 doc = run_child(src, url, args)

@@ -42,6 +42,8 @@ class JobOccupancy:
     reporting: int  # GPUs with a utilization sample
     mean_utilization: float | None
     low_utilization: float | None  # 10th percentile: one idle rank hides in a mean
+    # The least busy GPU: exact from per-node rollups too (a percentile is not).
+    min_utilization: float | None
     idle_gpus: int
     # The longest unbroken idle spell among its GPUs, capped at the job's runtime: 0 when
     # none is idle, None when no GPU can say (dcgm-exporter sites).
@@ -158,6 +160,7 @@ def job_occupancy(
         reporting=len(utils),
         mean_utilization=sum(utils) / len(utils) if utils else None,
         low_utilization=percentile(utils, 0.10),
+        min_utilization=min(utils) if utils else None,
         idle_gpus=sum(1 for u in utils if u < threshold),
         idle_seconds=cap_idle(max(spells), job, now) if spells else None,
         memory_used_bytes=_sum_known(g.memory_used_bytes for g in gpus if g.up),

@@ -19,6 +19,11 @@ Definitions (the contract the console and the dcgm recording rules follow):
   goes backwards when a GPU drops out.
 - A job's idle spell is the longest among its up GPUs (0 when none is idle), as
   ``occupancy.job_occupancy`` defines it; ``None`` when no GPU of it can say.
+- A job's lowest utilization is the minimum over its up GPUs here: the job-wide minimum
+  is the minimum over its nodes, exact. (A job-wide 10th percentile is not: no per-node
+  figure gives it, so the rollup path of ``factoryctl jobs`` reports the minimum instead.)
+- A job's memory in use sums its up GPUs' used framebuffer here (a GPU two jobs share
+  counts for both, as every per-job figure does).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class NodeGpus:
     energy_joules: Sequence[float | None]  # the GPU's energy counter
     idle_seconds: Sequence[float | None]  # current idle spell (0 while active)
     jobs: Sequence[tuple[JobKey, ...]]  # the jobs holding the GPU
+    memory_used_bytes: Sequence[float | None]  # framebuffer in use
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,8 @@ class JobRollup:
     utilization_sum: float | None
     power_watts: float | None
     idle_seconds: float | None  # longest spell among its up GPUs
+    utilization_min: float | None  # the least busy of its up GPUs
+    memory_used_bytes: float | None  # sum over its up GPUs
 
 
 def _known(
@@ -151,12 +159,14 @@ def _jobs(gpus: NodeGpus, threshold: float) -> tuple[JobRollup, ...]:
             else:
                 mine.append(i)
     up, util, power, idle = gpus.up, gpus.utilization, gpus.power_watts, gpus.idle_seconds
+    memory = gpus.memory_used_bytes
     out = []
     for (job_id, user), mine in sorted(holders.items()):
         live = [i for i in mine if up[i]]
         utils = [u for i in live if (u := util[i]) is not None]
         powers = [p for i in live if (p := power[i]) is not None]
         spells = [s for i in live if (s := idle[i]) is not None]
+        used = [b for i in live if (b := memory[i]) is not None]
         out.append(
             JobRollup(
                 job_id=job_id,
@@ -166,6 +176,8 @@ def _jobs(gpus: NodeGpus, threshold: float) -> tuple[JobRollup, ...]:
                 utilization_sum=sum(utils) if utils else None,
                 power_watts=sum(powers) if powers else None,
                 idle_seconds=max(spells) if spells else None,
+                utilization_min=min(utils) if utils else None,
+                memory_used_bytes=sum(used) if used else None,
             )
         )
     return tuple(out)

@@ -68,6 +68,7 @@ JOB_COLUMNS = (
     Column("runtime_seconds", "RUNTIME", "duration"),
     Column("mean_utilization", "UTIL", "ratio"),
     Column("low_utilization", "P10 UTIL", "ratio", wide_only=True),
+    Column("min_utilization", "MIN UTIL", "ratio", wide_only=True),
     Column("idle_gpus", "IDLE", "int"),
     Column("idle_seconds", "IDLE FOR", "spell"),
     Column("power_watts", "POWER", "watts", wide_only=True),
@@ -179,6 +180,7 @@ def job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         # Utilization and power describe the present: only for jobs still running.
         "mean_utilization": occ.mean_utilization if running else None,
         "low_utilization": occ.low_utilization if running else None,
+        "min_utilization": occ.min_utilization if running else None,
         # No GPU of the job reporting (no telemetry, exporters down): how many idle is unknown.
         "idle_gpus": occ.idle_gpus if running and occ.reporting else None,
         "idle_seconds": occ.idle_seconds if running else None,

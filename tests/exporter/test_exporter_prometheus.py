@@ -279,8 +279,8 @@ def test_series_stay_bounded_after_1000_jobs(tmp_path, host_prometheus):
         peak = prom.scalar(f"max_over_time({samples}[1h])")
         assert baseline is not None and peak is not None
         # 3 job counters per job counted; per live job (at most one a GPU) its job_info
-        # and its 5 (node, job) gauges: factoryctl_job_gpus and the 4 rollups.
-        assert peak <= baseline + 3 * bound + gpus + 5 * gpus
+        # and its 7 (node, job) gauges: factoryctl_job_gpus and the 6 rollups.
+        assert peak <= baseline + 3 * bound + gpus + 7 * gpus
         final = prom.scalar(samples)
         assert final is not None and final <= baseline + gpus
     finally:

@@ -73,6 +73,7 @@ def test_rollups_equal_the_aggregation_of_the_same_scrape(tmp_path):
     temp = per_gpu(got, s.GPU_TEMPERATURE)
     energy = per_gpu(got, s.GPU_ENERGY)
     idle = per_gpu(got, s.GPU_IDLE_SECONDS)
+    memory = per_gpu(got, s.GPU_MEMORY_USED)
     holders: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for lab, _ in got[s.GPU_JOB_INFO]:
         holders[lab["gpu"]].add((lab["job_id"], lab["user"]))
@@ -112,6 +113,8 @@ def test_rollups_equal_the_aggregation_of_the_same_scrape(tmp_path):
         assert one(got, s.JOB_UTILIZATION_SUM, **labels) == pytest.approx(sum(util[g] for g in ups))
         assert one(got, s.JOB_POWER, **labels) == pytest.approx(sum(power[g] for g in ups))
         assert one(got, s.JOB_IDLE_SECONDS, **labels) == max(idle[g] for g in ups)
+        assert one(got, s.JOB_UTILIZATION_MIN, **labels) == min(util[g] for g in ups)
+        assert one(got, s.JOB_MEMORY_USED, **labels) == pytest.approx(sum(memory[g] for g in ups))
     # The idle job's GPUs have idled since it began; the training job's are busy.
     assert one(got, s.JOB_IDLE_SECONDS, job_id="102") >= 40
     assert one(got, s.JOB_GPUS_ACTIVE, job_id="102") == 0

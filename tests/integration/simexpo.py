@@ -169,6 +169,7 @@ class SimTargets:
                 xid_errors=sim.xid_total[lo:hi],
                 energy_joules=sim.energy[lo:hi],
                 idle_seconds=spells[lo:hi],
+                memory_used_bytes=sim.memory_used[lo:hi],
                 jobs=[((o.job_id, o.user),) if o else () for o in sim.owner[lo:hi]],
             ),
             sim.now,
@@ -197,6 +198,8 @@ class SimTargets:
                 (m.JOB_UTILIZATION_SUM, j.utilization_sum),
                 (m.JOB_POWER, j.power_watts),
                 (m.JOB_IDLE_SECONDS, j.idle_seconds),
+                (m.JOB_UTILIZATION_MIN, j.utilization_min),
+                (m.JOB_MEMORY_USED, j.memory_used_bytes),
             ):
                 if value is not None:
                     out.append(f"{name}{{{lab}}} {value}")

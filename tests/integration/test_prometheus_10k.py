@@ -159,8 +159,11 @@ def test_jobs_match_simulator(factory: Factory, engine: str) -> None:
     for job_id, want in expected.items():
         row = rows[job_id]
         assert row["gpus"] == want["gpus"], row
-        for key in ("mean_utilization", "energy_joules"):
+        for key in ("mean_utilization", "min_utilization", "energy_joules"):
             assert row[key] == pytest.approx(want[key], rel=GAUGE_REL), (job_id, key)
+    # On the rollups a job-wide 10th percentile cannot be given: null, and said so.
+    assert doc["unavailable"] == ["low_utilization"]
+    assert all(r["low_utilization"] is None for r in doc["items"])
 
 
 def test_energy_matches_exporter_truth(factory: Factory, engine: str) -> None:

@@ -152,6 +152,7 @@ def _truth(sim: SimFactory) -> dict[tuple[str, ...], float]:
     jobs: dict[tuple[str, str], list[int]] = defaultdict(list)
     util = [round(u * 100) / 100 for u in sim.utilization]
     power = [round(p, 3) for p in sim.power]
+    mib = [round(b / 2**20) for b in sim.memory_used]
     for i, node in enumerate(sim.node_names):
         gpus = range(i * sim.gpn, (i + 1) * sim.gpn)
         for g in gpus:
@@ -171,6 +172,8 @@ def _truth(sim: SimFactory) -> dict[tuple[str, ...], float]:
         out[(m.JOB_GPUS_ACTIVE, node, job)] = sum(util[g] >= 0.05 for g in held)
         out[(m.JOB_UTILIZATION_SUM, node, job)] = sum(util[g] for g in held)
         out[(m.JOB_POWER, node, job)] = sum(power[g] for g in held)
+        out[(m.JOB_UTILIZATION_MIN, node, job)] = min(util[g] for g in held)
+        out[(m.JOB_MEMORY_USED, node, job)] = sum(mib[g] for g in held) * 2**20
     return out
 
 

@@ -126,6 +126,8 @@ ROLLUPS = {
     schema.JOB_UTILIZATION_SUM,
     schema.JOB_POWER,
     schema.JOB_IDLE_SECONDS,
+    schema.JOB_UTILIZATION_MIN,
+    schema.JOB_MEMORY_USED,
 }
 # What dcgm-exporter cannot give: no XID count (only the last code), no idle spell.
 NOT_ON_DCGM = {schema.NODE_XID_ERRORS, schema.JOB_IDLE_SECONDS}

@@ -21,8 +21,8 @@ from factoryctl.hostlists import expand
 from factoryctl.lab.slurm import SlurmCluster
 
 NODE_TELEMETRY = ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
-JOB_TELEMETRY = ("mean_utilization", "low_utilization", "idle_gpus", "idle_seconds",
-                 "power_watts", "energy_joules", "energy_kwh")  # fmt: skip
+JOB_TELEMETRY = ("mean_utilization", "low_utilization", "min_utilization", "idle_gpus",
+                 "idle_seconds", "power_watts", "energy_joules", "energy_kwh")  # fmt: skip
 # ``slurm`` (tests/integration/conftest.py): a 4-node cluster of each Slurm generation,
 # reset between tests.
 

@@ -20,9 +20,10 @@ from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD, percentile
 from factoryctl.summaries import is_problem, job_summaries, node_summaries
 from factoryctl.telemetry import schema as s
-from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.client import PromClient, PromConfig, TelemetryError
 from factoryctl.telemetry.prom_context import SourceOptions
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS
+from factoryctl.telemetry.prom_summary import INVENTORY_EVERY
 from factoryctl.telemetry.prometheus_source import PrometheusSource
 from factoryctl.tui.frame import build_frame
 from factoryctl.tui.history import History
@@ -95,13 +96,17 @@ class RollupEngine:
         out: dict[tuple[str, str], dict[str, float]] = {}
         for g in GPUS:
             for job in g.job_ids:
-                v = out.setdefault((g.node, job), dict.fromkeys(JOB_ROLLUPS, 0.0))
+                v = out.setdefault(
+                    (g.node, job), {**dict.fromkeys(JOB_ROLLUPS, 0.0), s.JOB_UTILIZATION_MIN: 1.0}
+                )
                 v[s.JOB_GPUS] += 1
                 if g.up and g.utilization is not None:
                     v[s.JOB_GPUS_ACTIVE] += g.utilization >= ACTIVE_THRESHOLD
                     v[s.JOB_UTILIZATION_SUM] += g.utilization
                     v[s.JOB_POWER] += g.power_watts or 0
                     v[s.JOB_IDLE_SECONDS] = max(v[s.JOB_IDLE_SECONDS], g.idle_seconds or 0)
+                    v[s.JOB_UTILIZATION_MIN] = min(v[s.JOB_UTILIZATION_MIN], g.utilization)
+                    v[s.JOB_MEMORY_USED] += g.memory_used_bytes or 0
         return out
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
@@ -141,6 +146,27 @@ class RollupEngine:
                 for g in GPUS
                 if g.up and (g.temperature_celsius or 0) >= hot
             )
+        names = re.fullmatch(r'last_over_time\(\{__name__=~"([\w|]+)"\}\[\w+\]\)', q)
+        if names and self.rollups:  # merged rollups: every name's series, names kept
+            out: list[tuple[dict[str, str], float]] = []
+            for metric in names.group(1).split("|"):
+                if metric.startswith("factoryctl_node_"):
+                    out += [({"__name__": metric, "node": n}, v[metric]) for n, v in nodes.items()]
+                else:
+                    out += [
+                        ({"__name__": metric, "node": n, "job_id": j, "user": USERS[j]}, v[metric])
+                        for (n, j), v in jobs.items()
+                        if metric in v
+                    ]
+            return _vector(out)
+        by_job = re.match(r"(min|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q)
+        if by_job and self.rollups:
+            reduce = min if by_job.group(1) == "min" else sum
+            per: dict[str, list[float]] = {}
+            for (_, j), v in jobs.items():
+                if by_job.group(2) in v:  # not the job energy counters: none here
+                    per.setdefault(j, []).append(v[by_job.group(2)])
+            return _vector(({"job_id": j}, reduce(vs)) for j, vs in per.items())
         m = re.match(r"last_over_time\((factoryctl_(node|job)_\w+)\[", q)
         if m and self.rollups:
             metric = m.group(1)
@@ -174,7 +200,7 @@ class RollupEngine:
 
 
 JOB_ROLLUPS = (s.JOB_GPUS, s.JOB_GPUS_ACTIVE, s.JOB_UTILIZATION_SUM, s.JOB_POWER)
-JOB_ROLLUPS += (s.JOB_IDLE_SECONDS,)
+JOB_ROLLUPS += (s.JOB_IDLE_SECONDS, s.JOB_MEMORY_USED)
 
 
 def _source(engine: RollupEngine, rollups: str = "auto") -> PrometheusSource:
@@ -226,12 +252,16 @@ def test_jobs_from_rollups_equal_the_per_gpu_rows() -> None:
     assert done is not None
     snap, rows = done
     want = views.job_rows(_truth())
-    keys = ("job_id", "user", "gpus", "nodes", "mean_utilization", "low_utilization")
+    keys = ("job_id", "user", "gpus", "nodes", "mean_utilization", "min_utilization")
     keys += ("idle_gpus", "idle_seconds", "memory_used_bytes", "power_watts")
     assert [{k: r[k] for k in keys} for r in rows] == pytest.approx(
         [{k: r[k] for k in keys} for r in want]
     )
     assert set(rows[0]) == set(want[0])  # the same keys as the per-GPU path
+    # A 10th percentile cannot be built from per-node figures: null, and said so.
+    assert [r["low_utilization"] for r in rows] == [None, None]
+    assert snap.unavailable == {"low_utilization"}
+    assert [r["min_utilization"] for r in rows] == [0.02, 0.01]
     # Job b's lost GPU on n2: the mean is over its 4 reporting GPUs, not its 5 held.
     assert rows[1]["gpus"] == 5 and rows[1]["idle_gpus"] == 1
     assert not _per_gpu_queries(engine.queries), engine.queries
@@ -286,6 +316,57 @@ def test_console_poll_from_rollups_is_the_summarized_factory() -> None:
     assert [r.cells for r in b.jobs] == [r.cells for r in a.jobs]
     assert b.summary.occupancy == a.summary.occupancy
     assert b.summary.problems == a.summary.problems
+
+
+def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change() -> None:
+    engine = RollupEngine()
+    now = [T]
+    src = _source(engine)
+    src.clock = lambda: now[0]
+    inventory = f"last_over_time({s.NODE_GPUS}[600000ms])"
+
+    def poll() -> tuple[int, dict[str, int]]:
+        first = len(engine.queries)
+        snap = src.console_snapshot()
+        asked = engine.queries[first:].count(inventory)
+        return asked, {n: v.gpus for n, v in snap.node_summaries.items()}
+
+    assert poll() == (1, {"n1": 4, "n2": 4})
+    now[0] += 30
+    assert poll() == (0, {"n1": 4, "n2": 4})  # the cached inventory, the same counts
+    now[0] += INVENTORY_EVERY - 30
+    assert poll()[0] == 1  # a minute on: asked again
+    # A node reports that the cached inventory does not hold: asked at once.
+    GPUS.append(_gpu("n3", 0, 0.5, ()))
+    try:
+        now[0] += 1
+        assert poll() == (1, {"n1": 4, "n2": 4, "n3": 1})
+    finally:
+        GPUS.pop()
+
+
+def test_console_poll_reads_each_kind_of_rollup_in_one_query() -> None:
+    engine = RollupEngine()
+    _source(engine).console_snapshot()
+    merged = [q for q in engine.queries if "__name__=~" in q]
+    assert len(merged) == 2, engine.queries  # the node rollups, the (node, job) rollups
+    assert s.NODE_POWER in merged[0] + merged[1] and s.JOB_POWER in merged[0] + merged[1]
+    assert not any(q.startswith(f"last_over_time({s.NODE_POWER}") for q in engine.queries)
+
+
+def test_a_merged_answer_with_a_series_of_another_name_is_an_error() -> None:
+    class Renaming(RollupEngine):
+        def __call__(self, req: httpx.Request) -> httpx.Response:
+            resp = super().__call__(req)
+            if "__name__=~" not in parse_qs(req.content.decode())["query"][0]:
+                return resp
+            doc = resp.json()
+            for item in doc["data"]["result"]:
+                item["metric"].pop("__name__")  # an engine that drops the names
+            return httpx.Response(200, json=doc)
+
+    with pytest.raises(TelemetryError, match="merged rollup query returned a series named None"):
+        _source(Renaming()).console_snapshot()
 
 
 def test_console_poll_without_rollups_is_the_full_snapshot_with_a_hint() -> None:

@@ -28,6 +28,7 @@ def node(n: int, **columns: list[object]) -> NodeGpus:
         "energy_joules": [1000.0] * n,
         "idle_seconds": [None] * n,
         "jobs": [()] * n,
+        "memory_used_bytes": [2.0**30] * n,
     }
     base.update(columns)
     return NodeGpus(**base)  # type: ignore[arg-type]
@@ -62,7 +63,7 @@ def test_a_node_with_no_gpu_up_has_counts_but_no_mean_sum_or_max():
     assert n.utilization is None
     assert n.temperature_max_celsius is None
     # The job still holds its lost GPU, but nothing about it can be measured.
-    assert jobs == (JobRollup("7", "ada", 1, 0, None, None, None),)
+    assert jobs == (JobRollup("7", "ada", 1, 0, None, None, None, None, None),)
 
 
 def test_xid_recent_is_an_xid_within_the_hour_up_or_lost():

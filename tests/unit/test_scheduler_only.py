@@ -79,6 +79,7 @@ TELEMETRY = {
     "jobs": (
         "mean_utilization",
         "low_utilization",
+        "min_utilization",
         "idle_gpus",
         "idle_seconds",
         "power_watts",

@@ -252,6 +252,7 @@ def _rollups(
             xid_errors=[float(sum(t.counts.values())) for t in tallies],
             energy_joules=[gpu_energy.get(r.index) for r in readings],
             idle_seconds=[idle.get(r.index) for r in readings],
+            memory_used_bytes=[r.memory_used_bytes for r in readings],
             jobs=[
                 tuple((ref.job_id, ref.user) for ref in attribution.get(r.index, ()))
                 for r in readings

@@ -264,7 +264,7 @@ class SnapshotCollector(Collector):
 
     def _job_rollup_families(self, snap: Snapshot) -> Iterator[Metric]:
         """Per (node, job): GPUs held, active GPUs, utilization and power sums, the longest
-        idle spell; each absent for a job where none of its GPUs can say."""
+        idle spell, the least busy GPU, the memory in use; each absent for a job where none of its GPUs can say."""
         labels = ["node", "job_id", "user"]
         gpus = GaugeMetricFamily(s.JOB_GPUS, "GPUs the job holds on this node.", labels=labels)
         active = GaugeMetricFamily(
@@ -283,6 +283,16 @@ class SnapshotCollector(Collector):
             "Longest current idle spell among the job's up GPUs on this node.",
             labels=labels,
         )
+        low = GaugeMetricFamily(
+            s.JOB_UTILIZATION_MIN,
+            "The least busy of the job's up GPUs on this node.",
+            labels=labels,
+        )
+        memory = GaugeMetricFamily(
+            s.JOB_MEMORY_USED,
+            "Memory in use summed over the job's up GPUs on this node.",
+            labels=labels,
+        )
         for j in snap.job_rollups:
             key = [snap.node, j.job_id, j.user]
             gpus.add_metric(key, float(j.gpus))
@@ -293,7 +303,11 @@ class SnapshotCollector(Collector):
                 power.add_metric(key, j.power_watts)
             if j.idle_seconds is not None:
                 idle.add_metric(key, j.idle_seconds)
-        yield from (gpus, active, util, power, idle)
+            if j.utilization_min is not None:
+                low.add_metric(key, j.utilization_min)
+            if j.memory_used_bytes is not None:
+                memory.add_metric(key, j.memory_used_bytes)
+        yield from (gpus, active, util, power, idle, low, memory)
 
     def _self_families(self, snap: Snapshot) -> Iterator[Metric]:
         build = GaugeMetricFamily(

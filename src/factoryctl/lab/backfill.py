@@ -129,12 +129,13 @@ class Backfill:
 
     def jobs_at(self, t: float) -> dict[str, dict[str, float]]:
         """What ``factoryctl jobs`` must show at ``t`` (telemetry only): per job its GPUs,
-        their mean utilization and the job's energy counter."""
+        their mean and least utilization and the job's energy counter."""
         util = self.frame_at(t).utilization
         return {
             job: {
                 "gpus": len(gpus),
                 "mean_utilization": sum(util[g] for g in gpus) / len(gpus),
+                "min_utilization": min(util[g] for g in gpus),
                 "energy_joules": self.job_counter(job, t),
             }
             for job, gpus in self.held_at(t).items()
@@ -305,6 +306,7 @@ class _Exporters:
                     xid_errors=xids[lo:hi],
                     energy_joules=energy[lo:hi],
                     idle_seconds=spells[lo:hi],
+                    memory_used_bytes=sim.memory_used[lo:hi],
                     jobs=jobs[lo:hi],
                 ),
                 now,
@@ -316,6 +318,8 @@ class _Exporters:
                     (m.JOB_UTILIZATION_SUM, j.utilization_sum),
                     (m.JOB_POWER, j.power_watts),
                     (m.JOB_IDLE_SECONDS, j.idle_seconds),
+                    (m.JOB_UTILIZATION_MIN, j.utilization_min),
+                    (m.JOB_MEMORY_USED, j.memory_used_bytes),
                 ):
                     if value is not None:
                         series = jobs_out.get((name, i, j.job_id, j.user))

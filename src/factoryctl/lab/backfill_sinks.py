@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
+import time
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -215,10 +217,11 @@ class OpenMetricsFile:
     """Write every chunk as OpenMetrics text with timestamps, for ``promtool tsdb
     create-blocks-from openmetrics``; each series' samples stay in time order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, heads: dict[str, list[str]] | None = None) -> None:
         self.path = path
         self._out: IO[str] = path.open("w", encoding="utf-8")
-        self._heads: dict[str, list[str]] = {}
+        # Series heads by metric, built once; ``PromtoolBlocks`` shares them across parts.
+        self._heads: dict[str, list[str]] = {} if heads is None else heads
 
     def write(self, layout: Layout, chunk: Chunk) -> None:
         n, out = layout.gpu_count, self._out
@@ -264,25 +267,94 @@ def _om_head(labels: dict[str, str]) -> str:
     return f"{name}{{{inner}}} "
 
 
-def create_blocks(openmetrics: Path, data_dir: Path, timeout: float = 600.0) -> None:
-    """Turn an OpenMetrics file into TSDB blocks in ``data_dir`` (Prometheus's data path)."""
+def create_blocks(
+    openmetrics: Path, data_dir: Path, timeout: float = 600.0, max_rss: int | None = None
+) -> None:
+    """Turn an OpenMetrics file into TSDB blocks in ``data_dir`` (Prometheus's data path).
+    ``max_rss``: bytes; promtool is killed past it (it maps the whole file and holds every
+    series of a block range in memory: 30 minutes of 100,000 GPUs in one file grew past
+    20 GB), and the error says so."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [
-            PROMTOOL_BIN,
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            str(openmetrics),
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"promtool create-blocks-from failed: {proc.stderr.strip()[-500:]}")
+    argv = [PROMTOOL_BIN, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics)]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([*argv, str(data_dir)], stdout=subprocess.DEVNULL, stderr=err)
+        peak, deadline = 0, time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                peak = max(peak, _rss(proc.pid))
+                if max_rss is not None and peak > max_rss:
+                    raise RuntimeError(
+                        f"promtool create-blocks-from passed {max_rss / 2**30:.1f} GiB RSS"
+                        f" on {openmetrics.name}: split the backfill into smaller parts"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"promtool create-blocks-from ran past {timeout:g} s")
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        if proc.returncode != 0:
+            tail = err.read().decode(errors="replace").strip()[-500:]
+            raise RuntimeError(f"promtool create-blocks-from failed: {tail}")
+    CREATE_BLOCKS_PEAKS.append(peak)
+
+
+# Peak RSS of each promtool run, bytes (the benchmark reports the largest).
+CREATE_BLOCKS_PEAKS: list[int] = []
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            line = next((ln for ln in status if ln.startswith("VmRSS:")), "VmRSS: 0 kB")
+    except OSError:  # exited between poll() and here
+        return 0
+    return int(line.split()[1]) * 1024
+
+
+class PromtoolBlocks:
+    """Prometheus TSDB blocks straight from the backfill, one promtool run per chunk.
+
+    Each chunk (``backfill.CHUNK_STEPS`` steps, 5 minutes at 15 s) goes to its own
+    OpenMetrics file, turned into a block by promtool while the next chunk is simulated,
+    then deleted: promtool's memory and the disk hold one chunk's series, never the whole
+    backfill's (the 30-minute, 100,000-GPU file did not fit a 23 GiB machine). At most
+    one promtool runs at a time; blocks of adjacent time ranges do not overlap."""
+
+    def __init__(self, data_dir: Path, work_dir: Path, max_rss: int | None = 8 * 2**30) -> None:
+        self.data_dir, self.work_dir, self.max_rss = data_dir, work_dir, max_rss
+        self._heads: dict[str, list[str]] = {}
+        self._parts = 0
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[None] | None = None
+
+    def write(self, layout: Layout, chunk: Chunk) -> None:
+        path = self.work_dir / f"part-{self._parts:04d}.om"
+        self._parts += 1
+        part = OpenMetricsFile(path, self._heads)
+        part.write(layout, chunk)
+        part.close()
+        self._wait()
+        self._pending = self._pool.submit(self._blocks, path)
+
+    def _blocks(self, path: Path) -> None:
+        try:
+            create_blocks(path, self.data_dir, timeout=3600, max_rss=self.max_rss)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
 
 
 def wait_served(url: str, gpus: int, timeout: float = 120.0, victoria: bool = False) -> None:

@@ -7,11 +7,14 @@ percentile (PromQL's ``quantile`` interpolates like ``occupancy.percentile``), i
 sums. Only the attribution itself comes back per GPU, for the allocations. With a
 scheduler the allocation is not in Prometheus, so the per-GPU path is used instead.
 
-Where the engine holds the (node, job) rollups (issue 13) the allocations, GPU counts,
-mean utilization, idle GPUs, idle spell and power come from them (one series per node a
-job runs on, summed here); only the 10th percentile and the memory, which no sum can
-give, are still joined per GPU on the engine. A node that lost a GPU is read per GPU for
-its jobs' reporting counts, so the means stay those of the GPUs that report.
+Where the engine holds the (node, job) rollups (issue 13) every column comes from them
+(one series per node a job runs on, reduced ``by (job_id)`` on the engine or summed here):
+allocations, GPU counts, mean utilization, idle GPUs, idle spell, power, memory in use
+and the least busy GPU (``min_utilization``: the minimum of the per-node minima, exact).
+No per-GPU series is joined. The 10th percentile (``low_utilization``) cannot be built
+from per-node figures, so on this path it is null and listed in ``unavailable``; the
+per-GPU path gives both. A node that lost a GPU is read per GPU for its jobs' reporting
+counts, so the means stay those of the GPUs that report.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
-from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS, gpu_key
 from factoryctl.telemetry.results import QueryResult, Sample
 from factoryctl.views import job_identity
@@ -54,6 +57,7 @@ def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, st
         scale = schema.gauges["utilization"].scale
         plan["mean_utilization"] = f"avg by (job_id) ({util})"
         plan["low_utilization"] = f"quantile by (job_id) (0.1, {util})"
+        plan["min_utilization"] = f"min by (job_id) ({util})"
         plan["reporting"] = f"count by (job_id) ({util})"
         plan["idle_gpus"] = f"count by (job_id) ({util} < {ACTIVE_THRESHOLD / scale:g})"
     for key, field in (("memory_used_bytes", "memory_used_bytes"), ("power_watts", "power_watts")):
@@ -69,30 +73,36 @@ def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, st
     return plan
 
 
+# The (node, job) rollups summed here, per pair: one merged query.
+PAIR_ROLLUPS = {
+    "held": native.JOB_GPUS,
+    "active": native.JOB_GPUS_ACTIVE,
+    "util_sum": native.JOB_UTILIZATION_SUM,
+    "power_watts": native.JOB_POWER,
+    "idle_seconds": native.JOB_IDLE_SECONDS,
+}
+
+
 def rollup_plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, str]:
-    """The (node, job) rollups as they stand, plus the two per-GPU joins no sum can give."""
+    """The (node, job) rollups: as they stand where a job's nodes are summed here (the
+    counts need the pairs), reduced by job on the engine where one figure per job will do."""
     w = dur(window)
-    plan = {
-        key: f"last_over_time({metric}[{w}])"
-        for key, metric in (
-            ("held", native.JOB_GPUS),
-            ("active", native.JOB_GPUS_ACTIVE),
-            ("util_sum", native.JOB_UTILIZATION_SUM),
-            ("power_watts", native.JOB_POWER),
-            ("idle_seconds", native.JOB_IDLE_SECONDS),
-        )
-    }
+    plan = {"pairs": merged(PAIR_ROLLUPS, w)}  # split by name in job_rows
     # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
     plan["degraded"] = (
         f"last_over_time({native.NODE_GPUS}[{w}])"
         f" > on (node) last_over_time({native.NODE_GPUS_UP}[{w}])"
     )
     plan["nodes"] = f"last_over_time({native.NODE_GPUS}[{dur(inventory)}])"
-    raw = _plan(schema, window, inventory)
-    for key in ("low_utilization", "memory_used_bytes", "energy_joules"):
-        if key in raw:
-            plan[key] = raw[key]
+    plan["min_utilization"] = f"min by (job_id) (last_over_time({native.JOB_UTILIZATION_MIN}[{w}]))"
+    plan["memory_used_bytes"] = f"sum by (job_id) (last_over_time({native.JOB_MEMORY_USED}[{w}]))"
+    if schema.job_energy is not None:
+        plan["energy_joules"] = f"sum by (job_id) (last_over_time({schema.job_energy}[{w}]))"
     return plan
+
+
+# What the rollup path cannot give (a percentile of a job's GPUs from per-node figures).
+ROLLUP_UNAVAILABLE = frozenset({"low_utilization"})
 
 
 def job_rows(
@@ -116,13 +126,16 @@ def job_rows(
         if source.options.rollups == "auto":
             warnings.append(NO_ROLLUPS)
     results = run_queries(client, plan, t)
+    if rollups:
+        for key, got in split(results.pop("pairs"), PAIR_ROLLUPS).items():
+            results[key] = QueryResult("vector", vector=tuple(got))
     per_job: dict[str, dict[str, float]] = {
         k: {s.labels.get("job_id", ""): s.value for s in r.vector}
         for k, r in results.items()
         if k in PER_JOB
     }
     scale = schema.gauges["utilization"].scale if "utilization" in schema.gauges else 1.0
-    for key in ("mean_utilization", "low_utilization"):
+    for key in ("mean_utilization", "low_utilization", "min_utilization"):
         per_job[key] = {j: v * scale for j, v in per_job.get(key, {}).items()}
     if rollups:
         degraded = [s.labels.get("node", "") for s in results["degraded"].vector]
@@ -143,6 +156,7 @@ def job_rows(
         nodes=tuple(Node(name=n, state=NodeState.UNKNOWN) for n in node_names),
         jobs=tuple(jobs),
         source=f"prometheus:{schema.name}",
+        unavailable=ROLLUP_UNAVAILABLE if rollups else frozenset(),
         warnings=tuple(dict.fromkeys(warnings)),
         scheduler_error="; ".join(failures),
     )
@@ -151,7 +165,8 @@ def job_rows(
 
 # Results already reduced ``by (job_id)`` on the engine.
 PER_JOB = frozenset(
-    {"mean_utilization", "low_utilization", "reporting", "idle_gpus", "memory_used_bytes"}
+    {"mean_utilization", "low_utilization", "min_utilization", "reporting", "idle_gpus"}
+    | {"memory_used_bytes"}
     | {"power_watts", "idle_seconds", "energy_joules"}
 )
 PairKey = tuple[str, str]  # (node, job_id)
@@ -278,6 +293,7 @@ def _row(job: Job, per_job: Mapping[str, Mapping[str, float]], now: float) -> Ro
         **job_identity(job, now),
         "mean_utilization": get("mean_utilization"),
         "low_utilization": get("low_utilization"),
+        "min_utilization": get("min_utilization"),
         # Like occupancy.job_occupancy: idle among reporting GPUs, 0 when none report.
         "idle_gpus": int(get("idle_gpus") or 0),
         "idle_seconds": get("idle_seconds"),

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from factoryctl.model import Job, Node
-from factoryctl.telemetry.client import PromClient
+from factoryctl.telemetry.client import PromClient, TelemetryError
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES
 from factoryctl.telemetry.metrics import MetricSchema
-from factoryctl.telemetry.results import QueryResult
+from factoryctl.telemetry.results import QueryResult, Sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +60,27 @@ def run_queries(client: PromClient, plan: Mapping[str, str], t: float) -> dict[s
     with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
         futures = {name: pool.submit(client.query, q, t) for name, q in plan.items()}
         return {name: f.result() for name, f in futures.items()}
+
+
+def merged(metrics: Mapping[str, str], window: str) -> str:
+    """The latest sample of every series of ``metrics`` in one query, names kept:
+    ``last_over_time`` is the one range function that keeps the metric name on Prometheus
+    (and VictoriaMetrics keeps it too), so several rollups cost one round trip, one index
+    search and one parse instead of one each."""
+    return f'last_over_time({{__name__=~"{"|".join(sorted(metrics.values()))}"}}[{window}])'
+
+
+def split(result: QueryResult, metrics: Mapping[str, str]) -> dict[str, list[Sample]]:
+    """A merged result by key; a series of another name (or none) is an answer we do not
+    understand: an error, never a rollup silently missing."""
+    keys = {m: k for k, m in metrics.items()}
+    out: dict[str, list[Sample]] = {k: [] for k in metrics}
+    for s in result.vector:
+        key = keys.get(s.labels.get("__name__", ""))
+        if key is None:
+            raise TelemetryError(
+                f"a merged rollup query returned a series named {s.labels.get('__name__')!r}"
+                f" (expected one of {', '.join(sorted(keys))})"
+            )
+        out[key].append(s)
+    return out

@@ -4,14 +4,26 @@ At 100,000 GPUs every per-GPU metric is a 100,000-sample vector to fetch and par
 Overview, Nodes and Jobs views need one figure per node and per job, and by name only
 the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
 
-* round 1: the node rollups (``factoryctl_node_*``), one series per node each; the
-  (node, job) rollups, one series per node a job runs on; energy since midnight from the
-  node energy counters (12,500 series, not 100,000);
+* round 1: the node rollups (``factoryctl_node_*``), one series per node each, all in
+  one query; the (node, job) rollups, one series per node a job runs on, all in one
+  query; energy since midnight from the node energy counters (12,500 series, not
+  100,000). ``last_over_time`` keeps the metric name on Prometheus and VictoriaMetrics
+  alike, so one selector over the names (``{__name__=~"a|b|..."}``) is one round trip,
+  one index search and one parse instead of one per rollup, split by name here;
 * round 2, only where round 1 found any: the per-GPU series of the few nodes with a lost
   GPU, a GPU at or over 85 C or a throttled GPU (``factoryctl_node_gpus_throttled``: a
   hardware or thermal slowdown; a software power cap alone is normal under load and not
   listed), filtered to those nodes and to the matching values. A factory-wide filter
   (``gpu_up == 0`` over every GPU) cost the engine ~1 s per kind at 100,000 GPUs.
+
+The inventory (``factoryctl_node_gpus`` over the 10-minute window: every GPU known, so a
+dead exporter's node still counts its GPUs) changes when hardware does, yet reading 10
+minutes of every node was the poll's dearest query. The poll keeps it in an
+``InventoryCache`` and asks again every ``INVENTORY_EVERY`` seconds, or at once when a
+node reports that the cached inventory does not hold (the node set changed). The GPU
+counts shown can therefore be up to ``INVENTORY_EVERY`` old; every reading (up, power,
+utilization, temperature, jobs) is of this poll. Nodes with a lost GPU (more GPUs known
+than up) are found here from the same two vectors, not by a join on the engine.
 
 The caller (``PrometheusSource.snapshot``) joins the scheduler and job energy as for the
 per-GPU snapshot and returns a summarized ``FactorySnapshot``.
@@ -36,10 +48,21 @@ from factoryctl.telemetry.job_summary import (
 )
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
-from factoryctl.telemetry.prom_context import PromContext, run_queries
+from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
 from factoryctl.telemetry.prom_detect import GpuKey, gpu_key
 from factoryctl.telemetry.results import QueryResult
 
+# The node rollups the poll reads within the freshness window, by the key they fill.
+NODE_ROLLUPS = {
+    "gpus_up": native.NODE_GPUS_UP,  # 0 included: reporting (> 0) and lost GPUs told apart
+    "gpus_allocated": native.NODE_GPUS_ALLOCATED,
+    "utilization": native.NODE_UTILIZATION,
+    "power_watts": native.NODE_POWER,
+    "temperature_max_celsius": native.NODE_TEMPERATURE_MAX,
+    "xid_total": native.NODE_XID_ERRORS,
+    "gpus_active": native.NODE_GPUS_ACTIVE,
+    "gpus_throttled": native.NODE_GPUS_THROTTLED,
+}
 JOB_ROLLUPS = {
     "held": native.JOB_GPUS,
     "active": native.JOB_GPUS_ACTIVE,
@@ -61,16 +84,29 @@ class Summaries:
     unavailable: set[str] = field(default_factory=set)
 
 
+# Seconds the inventory (GPUs known per node) is reused between polls.
+INVENTORY_EVERY = 60.0
+
+
+@dataclass
+class InventoryCache:
+    """The last inventory read and when (the poll's clock); one per source."""
+
+    at: float | None = None
+    gpus: dict[str, float] = field(default_factory=dict)
+
+    def fresh(self, t: float) -> bool:
+        return self.at is not None and 0 <= t - self.at < INVENTORY_EVERY
+
+
 def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dict[str, str]:
     w = dur(window)
-    out = {f"node:{k}": q for k, q in rollup_queries(schema, window, inventory, True).items()}
-    out["node:gpus_active"] = f"last_over_time({native.NODE_GPUS_ACTIVE}[{w}])"
-    out.update({f"job:{k}": f"last_over_time({m}[{w}])" for k, m in JOB_ROLLUPS.items()})
-    out["job:degraded"] = (
-        f"last_over_time({native.NODE_GPUS}[{w}])"
-        f" > on (node) last_over_time({native.NODE_GPUS_UP}[{w}])"
-    )
-    out["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
+    per_node = rollup_queries(schema, window, inventory, True)
+    out = {"node:gpus_total": per_node["gpus_total"]}
+    if "attributed" in per_node:
+        out["node:attributed"] = per_node["attributed"]
+    out["nodes"] = merged(NODE_ROLLUPS, w)
+    out["jobs"] = merged(JOB_ROLLUPS, w)
     if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
         out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
     if schema.job_energy is not None:
@@ -118,23 +154,46 @@ def problem_plan(
     return out
 
 
-def read(source: PromContext, t: float) -> Summaries:
+def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> Summaries:
     schema = source.schema(t)
     window = source.window(t)
     queries = plan(schema, t, window, source.options.inventory_window)
+    inventory = queries["node:gpus_total"]
+    if cache is not None and cache.fresh(t):
+        del queries["node:gpus_total"]
     results = run_queries(source.client, queries, t)
     values: dict[str, dict[str, float]] = {
         k[5:]: {node_name(s.labels, "node"): s.value for s in r.vector}
         for k, r in results.items()
         if k.startswith("node:")
     }
+    for key, got in split(results.pop("nodes"), NODE_ROLLUPS).items():
+        values[key] = {node_name(s.labels, "node"): s.value for s in got}
+    values["gpus_throttled"] = {n: v for n, v in values["gpus_throttled"].items() if v > 0}
+    job_results = {
+        k: QueryResult("vector", vector=tuple(v))
+        for k, v in split(results.pop("jobs"), JOB_ROLLUPS).items()
+    }
+    up = values.pop("gpus_up")
+    values["reporting"] = {n: v for n, v in up.items() if v > 0}
+    if "gpus_total" not in values:
+        assert cache is not None
+        if up.keys() <= cache.gpus.keys():
+            values["gpus_total"] = cache.gpus
+        else:  # a node the cached inventory does not know: the node set changed
+            fetched = source.client.query(inventory, t).vector
+            values["gpus_total"] = {node_name(s.labels, "node"): s.value for s in fetched}
+            cache.at = None
+    if cache is not None and not cache.fresh(t):
+        cache.at, cache.gpus = t, values["gpus_total"]
     unavailable = {
         k
         for k in ("utilization", "power_watts", "temperature_max_celsius", "xid_total")
         if not values.get(k) and values["reporting"]
     }
-    job_results = {k[4:]: r for k, r in results.items() if k.startswith("job:")}
-    degraded = [s.labels.get("node", "") for s in job_results["degraded"].vector]
+    # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
+    known = values["gpus_total"]
+    degraded = sorted(n for n, v in up.items() if known.get(n, 0) > v)
     hot = [n for n, v in values.get("temperature_max_celsius", {}).items() if v >= HOT_CELSIUS]
     second = problem_plan(schema, window, degraded, hot, sorted(values["gpus_throttled"]))
     reporting = reporting_query(schema, degraded, window)

@@ -82,6 +82,8 @@ class PrometheusSource:
     _interval: float | None = None
     _delay: float | None = None
     _rollups: bool | None = None
+    # The console's poll keeps the slow-changing inventory between polls (prom_summary).
+    _inventory: prom_summary.InventoryCache = field(default_factory=prom_summary.InventoryCache)
 
     # -- detection -----------------------------------------------------------------------
     def schema(self, at: float) -> MetricSchema:
@@ -221,7 +223,7 @@ class PrometheusSource:
         warnings: list[str] = []
         failures: list[str] = []
         sched = self.scheduler_view(t, warnings, failures)
-        got = prom_summary.read(self, t)
+        got = prom_summary.read(self, t, self._inventory)
         if sched is not None:
             nodes, jobs = sched
             energy = self.job_energy(jobs, t)

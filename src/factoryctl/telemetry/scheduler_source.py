@@ -26,6 +26,7 @@ TELEMETRY_FIELDS = frozenset(
         "temperature_max_celsius",
         "mean_utilization",
         "low_utilization",
+        "min_utilization",
         "idle_gpus",
         "idle_seconds",
         "energy_kwh",

@@ -86,6 +86,11 @@ JOB_POWER: Final = "factoryctl_job_power_watts"  # sum over its GPUs here
 # The longest unbroken idle spell among its up GPUs here (0 when none is idle), as
 # occupancy.job_occupancy defines a job's idle time; job-wide: max over its nodes.
 JOB_IDLE_SECONDS: Final = "factoryctl_job_idle_seconds"
+# The least busy of its up GPUs here (job-wide: min over its nodes, exact) and the memory
+# its up GPUs use here (job-wide: sum): the jobs view's low-utilization and memory columns
+# without a per-GPU join (a job-wide 10th percentile cannot be built from per-node figures).
+JOB_UTILIZATION_MIN: Final = "factoryctl_job_utilization_min_ratio"
+JOB_MEMORY_USED: Final = "factoryctl_job_memory_used_bytes"
 # The exporter itself
 EXPORTER_BUILD_INFO: Final = "factoryctl_exporter_build_info"  # version, backend
 EXPORTER_COLLECTION_DURATION: Final = "factoryctl_exporter_collection_duration_seconds"
