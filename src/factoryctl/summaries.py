@@ -82,6 +82,7 @@ def rolled_nodes(
             energy_joules=take(col("energy_joules")),
             idle_seconds=take(col("idle_seconds")),
             jobs=jobs,
+            memory_used_bytes=take(col("memory_used_bytes")),
         )
         node, held = rollup(gpus, snapshot.time, threshold)
         reporting: dict[str, int] = {}

@@ -62,6 +62,7 @@ def exporter_rollups(source: DemoSource, snap: FactorySnapshot) -> dict[str, tup
             energy_joules=sim.energy[lo:hi],
             idle_seconds=spells[lo:hi],
             jobs=[((o.job_id, o.user),) if o else () for o in sim.owner[lo:hi]],
+            memory_used_bytes=sim.memory_used[lo:hi],
         )
         out[node] = rollup(gpus, sim.now)
     return out
