@@ -104,8 +104,10 @@ def squeue_with_allocation(value: object) -> str:
 
 
 def grouped_sinfo_slurm() -> SlurmCLI:
-    # 24.11's sinfo --json lists node groups: fed where scontrol's nodes are expected.
+    # 24.11's sinfo --json lists node groups: fed where scontrol's nodes are expected (the
+    # JSON list alone: grouped=False, as where sinfo -O lacks a field).
     return SlurmCLI(
+        grouped=False,
         runner=slurm_runner(
             {
                 "scontrol --json show node": fixture("sinfo_24.11.json"),
@@ -117,6 +119,7 @@ def grouped_sinfo_slurm() -> SlurmCLI:
 
 def bad_allocation_slurm() -> SlurmCLI:
     return SlurmCLI(
+        grouped=False,
         runner=slurm_runner(
             {
                 "scontrol --json show node": fixture("scontrol_node_24.11.json"),

@@ -255,6 +255,9 @@ def test_only_a_backend_that_reads_states_alone_is_cached() -> None:
 # -- wired where the views open their scheduler, never for actions -------------------------
 def slurm_from_fixtures(calls: list[str]) -> SlurmCLI:
     outputs = {
+        # The grouped node list (slurm_sinfo) and, where it is not enough, the JSON one.
+        "sinfo --noheader --all -O": (FIXTURES / "grouped_sinfo_24.11.txt").read_text(),
+        "scontrol -o show node": (FIXTURES / "grouped_scontrol_24.11.txt").read_text(),
         "scontrol --json show node": (FIXTURES / "scontrol_node_24.11.json").read_text(),
         "squeue --json": (FIXTURES / "squeue_24.11.json").read_text(),
     }
@@ -297,7 +300,11 @@ def test_nodes_command_reads_no_jobs(tmp_path: Path) -> None:
     env = environment(tmp_path, slurm_from_fixtures(calls))
     status = main(["--scheduler", "slurm", "nodes", "-o", "json"], env)
     assert status == 0, env.stderr.getvalue()  # type: ignore[attr-defined]
-    assert calls == ["scontrol --json show node"]  # no squeue: the nodes view shows no job
+    # No squeue: the nodes view shows no job. No JSON: the grouped list is the same list.
+    assert [c.split()[:3] for c in calls] == [
+        ["sinfo", "--noheader", "--all"],
+        ["scontrol", "-o", "show"],
+    ]
 
 
 # -- a plan reads the running jobs alone ---------------------------------------------------
@@ -322,7 +329,8 @@ def test_a_plan_reads_running_jobs_through_the_gate(tmp_path: Path) -> None:
     )
     assert status == 0, env.stderr.getvalue()  # type: ignore[attr-defined]
     assert [c.split()[:3] for c in calls] == [
-        ["scontrol", "--json", "show"],
+        ["sinfo", "--noheader", "--all"],
+        ["scontrol", "-o", "show"],
         ["squeue", "--json", "--states=RUNNING,SUSPENDED,COMPLETING,CONFIGURING"],
     ]
 

@@ -145,7 +145,7 @@ def test_missing_binary_and_timeout_are_unreachable() -> None:
 
 
 def test_reads_parse_through_the_backend() -> None:
-    slurm = SlurmCLI(runner=FakeRunner())
+    slurm = SlurmCLI(runner=FakeRunner(), grouped=False)  # JSON; grouped: test_slurm_sinfo
     assert [n.name for n in slurm.nodes()] == ["gpu01", "gpu02", "gpu03", "gpu04"]
 
 
@@ -166,7 +166,7 @@ def test_falls_back_to_scontrol_without_json() -> None:
         )
         return subprocess.CompletedProcess(list(argv), 0, (FIXTURES / name).read_text(), "")
 
-    slurm = SlurmCLI(runner=runner)
+    slurm = SlurmCLI(runner=runner, grouped=False)  # the JSON chain alone (test_slurm_sinfo)
     nodes = {n.name: n.state.value for n in slurm.nodes()}
     assert nodes == {"gpu01": "drained", "gpu02": "rebooting", "gpu03": "idle", "gpu04": "drained"}
     assert [j.job_id for j in slurm.jobs()] == ["1", "2", "3"]
