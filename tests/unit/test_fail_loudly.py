@@ -113,7 +113,7 @@ def grouped_sinfo_slurm() -> SlurmCLI:
                 "scontrol --json show node": fixture("sinfo_24.11.json"),
                 "squeue --json": fixture("squeue_24.11.json"),
             }
-        )
+        ),
     )
 
 
@@ -126,7 +126,7 @@ def bad_allocation_slurm() -> SlurmCLI:
                 "squeue --json": squeue_with_allocation(1),
                 "scontrol -o show reservation": "",
             }
-        )
+        ),
     )
 
 

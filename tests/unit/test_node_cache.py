@@ -24,7 +24,7 @@ from factoryctl.scheduler.base import NodeStatus
 from factoryctl.scheduler.checked import checked
 from factoryctl.scheduler.node_cache import NodeCache, merge_states, node_cache
 from factoryctl.scheduler.slurm_cli import SlurmCLI
-from factoryctl.scheduler.slurm_parse import SINFO_STATES_FORMAT, parse_sinfo_states
+from factoryctl.scheduler.slurm_sinfo import SINFO_STATES_FORMAT, parse_sinfo_states
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 
@@ -44,7 +44,7 @@ SINFO_26_05 = """\
 gpu03|down+reboot_issued|gpu:0|driver : reboot issued
 gpu02|idle+drain|gpu:0|fan swap
 gpu01|mixed|gpu:2(IDX:0-1)|none
-gpu04|idle+maint+reserved|gpu:0|none
+gpu04|idle+maintenance+reserved|gpu:0|none
 """
 
 

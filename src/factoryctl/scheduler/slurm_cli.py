@@ -30,16 +30,16 @@ from factoryctl.scheduler.base import NextState, NodeStatus, Reservation, Reserv
 from factoryctl.scheduler.slurm_json import SlurmShapeError, parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
     JOB_STATES,
-    SINFO_STATES_FORMAT,
     parse_reservations,
     parse_scontrol_jobs,
     parse_scontrol_nodes,
-    parse_sinfo_states,
 )
 from factoryctl.scheduler.slurm_sinfo import (
     SCONTROL_NODES_ARGV,
     SINFO_NODES_ARGV,
+    SINFO_STATES_FORMAT,
     parse_grouped_nodes,
+    parse_sinfo_states,
 )
 
 Runner = Callable[

@@ -33,6 +33,7 @@ import hostlist
 
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Node, NodeState
+from factoryctl.scheduler.base import NodeStatus
 from factoryctl.scheduler.slurm_parse import gpu_count, map_node_state
 
 # Reason last: the one field that may hold the separator. Timestamp is when the reason was
@@ -180,3 +181,35 @@ def parse_grouped_nodes(sinfo_text: str, scontrol_text: str) -> list[Node] | Non
             )
         )
     return nodes
+
+
+# -- states alone, for the console's polls between full reads (``node_cache``) -----------
+# The same grouping with the fields that change from poll to poll: a handful of lines.
+SINFO_STATES_FORMAT = "NodeList:|,StateComplete:|,GresUsed:|,Reason:"
+
+
+def parse_sinfo_states(text: str) -> dict[str, NodeStatus]:
+    """Each node's state, reason and allocated GPUs from ``SINFO_STATES_FORMAT`` lines
+    (``gpu[0005-1000]|down+not_responding|gpu:0|no slurmd``). A line of another shape or
+    a state we do not know is an error, never skipped: a node left out would be shown with
+    an old state. A reason that is the word "none" reads as no reason here; the cache
+    then sees a changed reason and reads the full list, which tells the two apart."""
+    out: dict[str, NodeStatus] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", 3)
+        if len(parts) != 4 or not parts[0] or not parts[1]:
+            raise FactoryctlError(
+                f"sinfo -O {SINFO_STATES_FORMAT}: line not understood: {line[:80]!r}",
+                ExitStatus.SCHEDULER_ERROR,
+            )
+        names, compound, gres_used, reason = parts
+        status = NodeStatus(
+            strict_state(compound),
+            "" if reason == "none" else reason,
+            gpu_count(gres_used.strip()),
+        )
+        for name in hostlist.expand_hostlist(names.strip()):
+            out[name] = status
+    return out
