@@ -108,6 +108,7 @@ def grouped_sinfo_slurm() -> SlurmCLI:
     # JSON list alone: grouped=False, as where sinfo -O lacks a field).
     return SlurmCLI(
         grouped=False,
+        split_jobs=False,
         runner=slurm_runner(
             {
                 "scontrol --json show node": fixture("sinfo_24.11.json"),
@@ -120,6 +121,7 @@ def grouped_sinfo_slurm() -> SlurmCLI:
 def bad_allocation_slurm() -> SlurmCLI:
     return SlurmCLI(
         grouped=False,
+        split_jobs=False,
         runner=slurm_runner(
             {
                 "scontrol --json show node": fixture("scontrol_node_24.11.json"),

@@ -271,7 +271,8 @@ def slurm_from_fixtures(calls: list[str]) -> SlurmCLI:
                 return subprocess.CompletedProcess(list(argv), 0, stdout, "")
         return subprocess.CompletedProcess(list(argv), 1, "", f"unexpected {argv}")
 
-    return SlurmCLI(runner=runner)
+    # The job fixture is every job's JSON (the split job read: test_slurm_squeue).
+    return SlurmCLI(runner=runner, split_jobs=False)
 
 
 def environment(tmp_path: Path, scheduler: SlurmCLI) -> Environment:

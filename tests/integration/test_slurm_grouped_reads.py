@@ -1,12 +1,15 @@
-"""The grouped node list (``slurm_sinfo``: ``sinfo -O`` checked against ``scontrol -o``)
-says exactly what Slurm's JSON node list says, on a real cluster of every generation
-(issue 13, part 5): states with their drain, down, maintenance and reboot flags, reasons
-(a "|", the word "none", a blank, 300 characters), reason times, partitions in Slurm's
-order, GRES totals, GPUs allocated and features. A node in no partition, which sinfo
-does not list, sends the read to the JSON list.
+"""The reads without Slurm's big JSON (issue 13, part 5), against that JSON on a real
+cluster of every generation.
 
-One 5-node cluster per release (3 slurmd, 2 declared DOWN), two partitions; about 4 s a
-release, most of it the cluster's start and the job.
+The grouped node list (``slurm_sinfo``: ``sinfo -O`` checked against ``scontrol -o``)
+says exactly what the JSON node list says: states with their drain, down, maintenance
+and reboot flags, reasons (a "|", the word "none", a blank, 300 characters), reason
+times, partitions in Slurm's order, GRES totals, GPUs allocated and features. A node in
+no partition, which sinfo does not list, sends the read to the JSON list. The split job
+list (``slurm_squeue``) is every job's JSON, job for job.
+
+One 5-node cluster per release (3 slurmd, 2 declared DOWN), two partitions; about 10 s a
+release: the cluster's start, waiting for the maintenance flag, and the jobs.
 """
 
 from __future__ import annotations
@@ -103,3 +106,36 @@ def test_a_drain_shows_at_the_next_grouped_read(grouped_cluster: SlurmCluster) -
     assert _states(cli)["gpu03"] == (NodeState.DRAINED, "next poll")
     c.scontrol("update", "NodeName=gpu03", "State=RESUME", check=True)
     assert _states(cli)["gpu03"][0] is NodeState.IDLE
+
+
+def test_split_job_list_is_the_json_job_list(grouped_cluster: SlurmCluster) -> None:
+    """Pending jobs from squeue's text, the others from their JSON (``slurm_squeue``):
+    the same jobs as every job's JSON, field for field, on every generation; a pending
+    job with an AdminComment is read from its JSON. About 3 s a release."""
+    c = grouped_cluster
+    cli = SlurmCLI(env=c.env)
+    array = c.sbatch("--hold", "--array=1-3", "-J", "arr|name x")
+    commented = c.sbatch("--hold", "-J", "plain")
+    c.scontrol("update", f"JobId={commented}", "AdminComment=energy | x=1", check=True)
+    running = c.sbatch("-w", "gpu01", "--gres=gpu:2", "-J", "run")
+    c.sbatch("--array=1-2", "-w", "gpu02", "-J", "runarr", script="sleep 300")
+    done = c.sbatch("-J", "quick", script="true")
+    c.wait_job_running(running)
+    wait_until(lambda: done in {j.job_id for j in cli.json_jobs() if j.state.finished}, 20, "end")
+    try:
+        for _ in range(20):
+            before = {j.job_id: j for j in cli.json_jobs()}
+            split = {j.job_id: j for j in cli.jobs()}
+            if {j.job_id: j for j in cli.json_jobs()} == before:
+                break
+        assert split == before and cli.split_fallbacks == 0
+        assert split[array].name == "arr|name x" and split[array].allocations == ()
+        assert split[commented].admin_comment == "energy | x=1"
+        assert split[running].gpu_count == 2 and split[done].state.finished
+        # From 23.02 the pending ones came from the text: the JSON read was for the others
+        # and the one pending job with a comment. 22.05's JSON holds every job anyway.
+        assert any(c[:2] == ["squeue", "--noheader"] for c in cli.calls)
+        asked = any(a.startswith(f"--jobs={commented}") for c in cli.calls for a in c)
+        assert asked is (c.release.slurm_version() >= (23, 2))
+    finally:
+        c.cancel_all()
