@@ -18,7 +18,8 @@ Cases, in the same run against the same slurmctld:
 * the Slurm calls alone: the JSON node list (``sinfo --json`` on 22.05, ``scontrol
   --json show node`` from 23.02), ``squeue --json --states=all``, the grouped ``sinfo
   -O`` that the node cache reads at every poll, and the two reads of the node list
-  without JSON (``slurm_sinfo``: every field grouped, and ``scontrol -o show node``);
+  without JSON (``slurm_sinfo``: every field grouped, and ``scontrol -o show node``),
+  and the three of the job list without the pending jobs' JSON (``slurm_squeue``);
 * ``factoryctl --scheduler slurm nodes -o json`` (a fresh process each run);
 * ``factoryctl --scheduler slurm drain 'gpu[00001-01000]' --dry-run --force --reason x
   -o json``: the 1,000-node plan (``--force``: past the blast-radius guard, which would
@@ -50,6 +51,11 @@ from factoryctl.lab.debian import DebianRelease, host_codename, release
 from factoryctl.lab.procs import wait_until
 from factoryctl.lab.slurm import SlurmCluster
 from factoryctl.scheduler.slurm_sinfo import SCONTROL_NODES_ARGV, SINFO_NODES_ARGV
+from factoryctl.scheduler.slurm_squeue import (
+    SCONTROL_JOBS_ARGV,
+    SQUEUE_JSON_NOT_PENDING_ARGV,
+    SQUEUE_LIST_ARGV,
+)
 
 HERE = Path(__file__).resolve().parent.parent / "src"
 
@@ -148,6 +154,10 @@ def measure(cluster: SlurmCluster, args: argparse.Namespace) -> dict[str, Any]:
         # The node list without JSON (slurm_sinfo): every field grouped, and the index.
         "sinfo -O (grouped node list)": list(SINFO_NODES_ARGV),
         "scontrol -o show node": list(SCONTROL_NODES_ARGV),
+        # The job list without the pending jobs' JSON (slurm_squeue).
+        "squeue -O (job list)": list(SQUEUE_LIST_ARGV),
+        "squeue --json (not pending)": list(SQUEUE_JSON_NOT_PENDING_ARGV),
+        "scontrol -o show job": list(SCONTROL_JOBS_ARGV),
     }
     raw: dict[str, list[float]] = {k: [] for k in raw_cmds}
     sizes: dict[str, int] = {}
@@ -211,10 +221,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--polls", type=int, default=5)
     parser.add_argument("--baseline", help="src directory of the code to compare against")
-    parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+    parser.add_argument(
+        "--json", action="store_true", help="Print each release's results as a JSON line."
+    )
     args = parser.parse_args()
     releases = [release(r) for r in (args.release or [host_codename()])]
-    results = []
     for rel in releases:
         cluster = start(args, rel)
         try:
@@ -226,11 +237,10 @@ def main() -> int:
             result["load1"] = {"before": load_before, "after": os.getloadavg()[0]}
         finally:
             cluster.stop()
-        results.append(result)
-        if not args.json:
+        if args.json:  # one line per release as it ends: a later release's failure keeps it
+            print(json.dumps(result), flush=True)
+        else:
             report(result, args)
-    if args.json:
-        print(json.dumps(results, indent=2))
     return 0
 
 
