@@ -156,3 +156,18 @@ def test_a_job_missing_from_the_json_sends_the_read_to_every_jobs_json() -> None
     jobs = cli.jobs()
     assert cli.split_fallbacks == 1 and len(jobs) == 3
     assert cli.calls[-1] == ["squeue", "--json", "--states=all"]
+
+
+def test_a_squeue_that_ignores_states_is_read_as_every_jobs_json_from_then_on() -> None:
+    """22.05's squeue --json prints every job whatever --states says: the text list adds
+    nothing there, so after the first read it is no longer asked."""
+    runner = Slurm()
+    runner._json = lambda keep, pending: Slurm._json(runner, keep, True)  # type: ignore[method-assign]
+    cli = SlurmCLI(runner=runner)
+    first, second = cli.jobs(), cli.jobs()
+    assert by_id(first) == by_id(second) and len(first) == 3 and not cli.split_jobs
+    assert [" ".join(c[:3]) for c in cli.calls] == [
+        "squeue --noheader --states=all",
+        f"squeue --json --states={NOT_PENDING}",
+        "squeue --json --states=all",
+    ]
