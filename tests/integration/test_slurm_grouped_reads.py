@@ -8,8 +8,9 @@ times, partitions in Slurm's order, GRES totals, GPUs allocated and features. A 
 no partition, which sinfo does not list, sends the read to the JSON list. The split job
 list (``slurm_squeue``) is every job's JSON, job for job.
 
-One 5-node cluster per release (3 slurmd, 2 declared DOWN), two partitions; about 10 s a
-release: the cluster's start, waiting for the maintenance flag, and the jobs.
+One 5-node cluster per release (3 slurmd, 2 declared DOWN), two partitions; about 11 s a
+release on a quiet machine (32 s for the three), most of it the cluster's start, waiting
+for the maintenance flag to show, and the jobs.
 """
 
 from __future__ import annotations
