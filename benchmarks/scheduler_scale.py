@@ -16,8 +16,10 @@ PID it was started with, even when a case fails.
 Cases, in the same run against the same slurmctld:
 
 * the Slurm calls alone: the JSON node list (``sinfo --json`` on 22.05, ``scontrol
-  --json show node`` from 23.02), ``squeue --json --states=all`` and the grouped
-  ``sinfo -O`` that the node cache reads at every poll;
+  --json show node`` from 23.02), ``squeue --json --states=all``, the grouped ``sinfo
+  -O`` that the node cache reads at every poll, and the two reads of the node list
+  without JSON (``slurm_sinfo``: every field grouped, and ``scontrol -o show node``),
+  and the three of the job list without the pending jobs' JSON (``slurm_squeue``);
 * ``factoryctl --scheduler slurm nodes -o json`` (a fresh process each run);
 * ``factoryctl --scheduler slurm drain 'gpu[00001-01000]' --dry-run --force --reason x
   -o json``: the 1,000-node plan (``--force``: past the blast-radius guard, which would
@@ -48,6 +50,12 @@ from typing import Any
 from factoryctl.lab.debian import DebianRelease, host_codename, release
 from factoryctl.lab.procs import wait_until
 from factoryctl.lab.slurm import SlurmCluster
+from factoryctl.scheduler.slurm_sinfo import SCONTROL_NODES_ARGV, SINFO_NODES_ARGV
+from factoryctl.scheduler.slurm_squeue import (
+    SCONTROL_JOBS_ARGV,
+    SQUEUE_JSON_NOT_PENDING_ARGV,
+    SQUEUE_LIST_ARGV,
+)
 
 HERE = Path(__file__).resolve().parent.parent / "src"
 
@@ -143,13 +151,20 @@ def measure(cluster: SlurmCluster, args: argparse.Namespace) -> dict[str, Any]:
             "-O",
             "NodeList:|,StateComplete:|,GresUsed:|,Reason:",
         ],
+        # The node list without JSON (slurm_sinfo): every field grouped, and the index.
+        "sinfo -O (grouped node list)": list(SINFO_NODES_ARGV),
+        "scontrol -o show node": list(SCONTROL_NODES_ARGV),
+        # The job list without the pending jobs' JSON (slurm_squeue).
+        "squeue -O (job list)": list(SQUEUE_LIST_ARGV),
+        "squeue --json (not pending)": list(SQUEUE_JSON_NOT_PENDING_ARGV),
+        "scontrol -o show job": list(SCONTROL_JOBS_ARGV),
     }
     raw: dict[str, list[float]] = {k: [] for k in raw_cmds}
     sizes: dict[str, int] = {}
     for _ in range(args.runs):
         for label, argv in raw_cmds.items():
             real = cluster.release.argv(argv[0], *argv[1:])
-            elapsed, out = timed(real, env)
+            elapsed, out = timed(real, dict(env, SLURM_TIME_FORMAT="%s"))
             raw[label].append(elapsed)
             sizes[label] = len(out)
     codes = {"before": Path(args.baseline), "after": HERE} if args.baseline else {"after": HERE}
@@ -206,32 +221,36 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--polls", type=int, default=5)
     parser.add_argument("--baseline", help="src directory of the code to compare against")
-    parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+    parser.add_argument(
+        "--json", action="store_true", help="Print each release's results as a JSON line."
+    )
     args = parser.parse_args()
     releases = [release(r) for r in (args.release or [host_codename()])]
-    results = []
     for rel in releases:
         cluster = start(args, rel)
         try:
             jobs = load_jobs(cluster, args)
             major, minor = rel.slurm_version()
+            load_before = os.getloadavg()[0]
             result = {"release": f"{major}.{minor:02d}", "jobs": jobs, **measure(cluster, args)}
+            # The machine is shared: the 1-min load average beside every figure.
+            result["load1"] = {"before": load_before, "after": os.getloadavg()[0]}
         finally:
             cluster.stop()
-        results.append(result)
-        if not args.json:
+        if args.json:  # one line per release as it ends: a later release's failure keeps it
+            print(json.dumps(result), flush=True)
+        else:
             report(result, args)
-    if args.json:
-        print(json.dumps(results, indent=2))
     return 0
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> None:
-    load1 = os.getloadavg()[0]
+    load1 = r["load1"]
     print(
         f"\nSlurm {r['release']}: {args.nodes} nodes declared, {args.live} slurmd;"
         f" jobs running {r['jobs']['running']}, pending {r['jobs']['pending']};"
-        f" load average (1 min) {load1:.2f}; medians of {args.runs} runs"
+        f" load average (1 min) {load1['before']:.2f} to {load1['after']:.2f};"
+        f" medians of {args.runs} runs"
     )
     for label, v in r["raw"].items():
         print(f"  {label:<40} {v['median_s'] * 1000:>7.0f} ms  {v['bytes'] / 1e6:>6.1f} MB")

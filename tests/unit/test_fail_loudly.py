@@ -104,26 +104,31 @@ def squeue_with_allocation(value: object) -> str:
 
 
 def grouped_sinfo_slurm() -> SlurmCLI:
-    # 24.11's sinfo --json lists node groups: fed where scontrol's nodes are expected.
+    # 24.11's sinfo --json lists node groups: fed where scontrol's nodes are expected (the
+    # JSON list alone: grouped=False, as where sinfo -O lacks a field).
     return SlurmCLI(
+        grouped=False,
+        split_jobs=False,
         runner=slurm_runner(
             {
                 "scontrol --json show node": fixture("sinfo_24.11.json"),
                 "squeue --json": fixture("squeue_24.11.json"),
             }
-        )
+        ),
     )
 
 
 def bad_allocation_slurm() -> SlurmCLI:
     return SlurmCLI(
+        grouped=False,
+        split_jobs=False,
         runner=slurm_runner(
             {
                 "scontrol --json show node": fixture("scontrol_node_24.11.json"),
                 "squeue --json": squeue_with_allocation(1),
                 "scontrol -o show reservation": "",
             }
-        )
+        ),
     )
 
 

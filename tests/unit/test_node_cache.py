@@ -24,7 +24,7 @@ from factoryctl.scheduler.base import NodeStatus
 from factoryctl.scheduler.checked import checked
 from factoryctl.scheduler.node_cache import NodeCache, merge_states, node_cache
 from factoryctl.scheduler.slurm_cli import SlurmCLI
-from factoryctl.scheduler.slurm_parse import SINFO_STATES_FORMAT, parse_sinfo_states
+from factoryctl.scheduler.slurm_sinfo import SINFO_STATES_FORMAT, parse_sinfo_states
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 
@@ -44,7 +44,7 @@ SINFO_26_05 = """\
 gpu03|down+reboot_issued|gpu:0|driver : reboot issued
 gpu02|idle+drain|gpu:0|fan swap
 gpu01|mixed|gpu:2(IDX:0-1)|none
-gpu04|idle+maint+reserved|gpu:0|none
+gpu04|idle+maintenance+reserved|gpu:0|none
 """
 
 
@@ -255,6 +255,9 @@ def test_only_a_backend_that_reads_states_alone_is_cached() -> None:
 # -- wired where the views open their scheduler, never for actions -------------------------
 def slurm_from_fixtures(calls: list[str]) -> SlurmCLI:
     outputs = {
+        # The grouped node list (slurm_sinfo) and, where it is not enough, the JSON one.
+        "sinfo --noheader --all -O": (FIXTURES / "grouped_sinfo_24.11.txt").read_text(),
+        "scontrol -o show node": (FIXTURES / "grouped_scontrol_24.11.txt").read_text(),
         "scontrol --json show node": (FIXTURES / "scontrol_node_24.11.json").read_text(),
         "squeue --json": (FIXTURES / "squeue_24.11.json").read_text(),
     }
@@ -268,7 +271,8 @@ def slurm_from_fixtures(calls: list[str]) -> SlurmCLI:
                 return subprocess.CompletedProcess(list(argv), 0, stdout, "")
         return subprocess.CompletedProcess(list(argv), 1, "", f"unexpected {argv}")
 
-    return SlurmCLI(runner=runner)
+    # The job fixture is every job's JSON (the split job read: test_slurm_squeue).
+    return SlurmCLI(runner=runner, split_jobs=False)
 
 
 def environment(tmp_path: Path, scheduler: SlurmCLI) -> Environment:
@@ -297,7 +301,11 @@ def test_nodes_command_reads_no_jobs(tmp_path: Path) -> None:
     env = environment(tmp_path, slurm_from_fixtures(calls))
     status = main(["--scheduler", "slurm", "nodes", "-o", "json"], env)
     assert status == 0, env.stderr.getvalue()  # type: ignore[attr-defined]
-    assert calls == ["scontrol --json show node"]  # no squeue: the nodes view shows no job
+    # No squeue: the nodes view shows no job. No JSON: the grouped list is the same list.
+    assert [c.split()[:3] for c in calls] == [
+        ["sinfo", "--noheader", "--all"],
+        ["scontrol", "-o", "show"],
+    ]
 
 
 # -- a plan reads the running jobs alone ---------------------------------------------------
@@ -322,7 +330,8 @@ def test_a_plan_reads_running_jobs_through_the_gate(tmp_path: Path) -> None:
     )
     assert status == 0, env.stderr.getvalue()  # type: ignore[attr-defined]
     assert [c.split()[:3] for c in calls] == [
-        ["scontrol", "--json", "show"],
+        ["sinfo", "--noheader", "--all"],
+        ["scontrol", "-o", "show"],
         ["squeue", "--json", "--states=RUNNING,SUSPENDED,COMPLETING,CONFIGURING"],
     ]
 

@@ -170,7 +170,7 @@ def test_no_slurm_on_this_host_and_no_prometheus(tmp_path: Path) -> None:
     # The default scheduler is slurm: without its clients the error says what else works.
     res = run(tmp_path, "nodes", environ={"PATH": str(tmp_path / "empty")})
     assert_one_line_error(
-        res, ExitStatus.SCHEDULER_UNREACHABLE, "scontrol not found", "--prometheus", "--demo"
+        res, ExitStatus.SCHEDULER_UNREACHABLE, "sinfo not found", "--prometheus", "--demo"
     )
 
 

@@ -159,7 +159,7 @@ def test_a_missing_slurm_conf_fails_at_once_naming_it(tmp_path: Path) -> None:
 
 
 def test_reads_parse_through_the_backend() -> None:
-    slurm = SlurmCLI(runner=FakeRunner())
+    slurm = SlurmCLI(runner=FakeRunner(), grouped=False)  # JSON; grouped: test_slurm_sinfo
     assert [n.name for n in slurm.nodes()] == ["gpu01", "gpu02", "gpu03", "gpu04"]
 
 
@@ -180,7 +180,7 @@ def test_falls_back_to_scontrol_without_json() -> None:
         )
         return subprocess.CompletedProcess(list(argv), 0, (FIXTURES / name).read_text(), "")
 
-    slurm = SlurmCLI(runner=runner)
+    slurm = SlurmCLI(runner=runner, grouped=False)  # the JSON chain alone (test_slurm_sinfo)
     nodes = {n.name: n.state.value for n in slurm.nodes()}
     assert nodes == {"gpu01": "drained", "gpu02": "rebooting", "gpu03": "idle", "gpu04": "drained"}
     assert [j.job_id for j in slurm.jobs()] == ["1", "2", "3"]

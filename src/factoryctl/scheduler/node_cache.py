@@ -1,10 +1,11 @@
 """The console's scheduler view: node configuration kept across polls, state read fresh.
 
-At 12,500 nodes Slurm's JSON node list (``sinfo --json`` / ``scontrol --json show
-node``) takes about 0.6 s to print and as long again for us to parse, at every poll. Most
-of it never changes between polls: names, partitions, GPUs per node, features. What does
-change (state, reason, GPUs allocated) a grouped ``sinfo`` prints in a few lines, in about
-a tenth of the time (``SlurmCLI.node_states``).
+At 12,500 nodes a full node list costs Slurm two reads (``slurm_sinfo``: every field
+grouped, and ``scontrol -o show node``, 6 MB, for the names and partitions: 0.2 to 0.3 s
+with our parsing, and 1 to 3 s where it falls back to Slurm's JSON). Most of it never
+changes between polls: names, partitions, GPUs per node, features. What does change
+(state, reason, GPUs allocated) one grouped ``sinfo`` prints in a few lines, in 0.05 to
+0.1 s (``SlurmCLI.node_states``).
 
 ``NodeCache`` therefore reads the full node list at most every ``ttl`` seconds and, in
 between, only the states, merged onto the cached configuration:

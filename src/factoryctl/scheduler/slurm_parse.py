@@ -16,9 +16,8 @@ from datetime import datetime
 
 import hostlist
 
-from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Allocation, Job, JobState, Node, NodeState
-from factoryctl.scheduler.base import NodeStatus, Reservation
+from factoryctl.scheduler.base import Reservation
 
 _BASE = {
     "idle": NodeState.IDLE,
@@ -229,38 +228,4 @@ def parse_reservations(text: str) -> list[Reservation]:
                 state=f.get("State", ""),
             )
         )
-    return out
-
-
-# ``sinfo --noheader -O`` with these fields: one line per group of nodes that share every
-# field (and partition), so a 12,500-node factory prints a handful of lines. Reason comes
-# last because it is the one field that may contain the separator.
-SINFO_STATES_FORMAT = "NodeList:|,StateComplete:|,GresUsed:|,Reason:"
-
-
-def parse_sinfo_states(text: str) -> dict[str, NodeStatus]:
-    """Each node's state, reason and allocated GPUs from ``SINFO_STATES_FORMAT`` lines
-    (``gpu[0005-1000]|down+not_responding|gpu:0|no slurmd``). A line of another shape is
-    an error, never skipped: a node left out would be shown with an old state."""
-    out: dict[str, NodeStatus] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split("|", 3)
-        if len(parts) != 4 or not parts[0] or not parts[1]:
-            raise FactoryctlError(
-                f"sinfo -O {SINFO_STATES_FORMAT}: line not understood: {line[:80]!r}",
-                ExitStatus.SCHEDULER_ERROR,
-            )
-        names, compound, gres_used, reason = parts
-        base, flags = split_state(compound.strip())
-        # sinfo prints "none" where a node has no reason (the JSON has "").
-        reason = reason.rstrip()
-        status = NodeStatus(
-            map_node_state(base, flags),
-            "" if reason == "none" else reason,
-            gpu_count(gres_used.strip()),
-        )
-        for name in hostlist.expand_hostlist(names.strip()):
-            out[name] = status
     return out
