@@ -154,7 +154,8 @@ def test_a_missing_slurm_conf_fails_at_once_naming_it(tmp_path: Path) -> None:
     assert f"SLURM_CONF={missing} is not a file" in info.value.message
     assert runner.argvs == []
     missing.write_text("ClusterName=lab\n")  # once it exists, Slurm is asked
-    assert SlurmCLI(env={"SLURM_CONF": str(missing)}, runner=runner).nodes()
+    # JSON reads: the fake answers those (the grouped reads: test_slurm_sinfo).
+    assert SlurmCLI(env={"SLURM_CONF": str(missing)}, runner=runner, grouped=False).nodes()
     assert runner.argvs
 
 
