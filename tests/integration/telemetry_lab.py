@@ -181,9 +181,10 @@ def engine_url(request: pytest.FixtureRequest, lab: Lab) -> str:
 
 # The scenario's phases, in seconds: jobs 501, 502 and 505 run two of them, 502 and 503
 # the last one too, and 504 has held its GPUs idle for the last one when the scenario ends.
-# The measured errors (0.1 % at most on 12-s jobs, 0.5 % and 1 % allowed) scale as the
-# inverse of a job's length: 12 s is long enough for the dcgm method's edges at 1 s scrapes.
-PHASE = 6.0
+# The measured errors scale as the inverse of a job's length: at PHASE = 6 s the dcgm
+# method read job 501 (two phases, then handed at once to bursty 503) 0.55 % low on two
+# engines of one CI run, over the 0.5 % bound; 10 s phases keep a margin at 1 s scrapes.
+PHASE = 10.0
 LAST_PHASE = 24.0
 
 
