@@ -17,9 +17,10 @@ from factoryctl.energy import JobEnergyAccountant
 from factoryctl.exporter.nvml import CLOCK_EVENT_REASONS
 from factoryctl.lab.procs import free_port
 from factoryctl.occupancy import IdleStreaks
-from factoryctl.rollups import THROTTLE_REASONS, NodeGpus, rollup
+from factoryctl.rollups import rollup
 from factoryctl.sim import SimFactory
 from factoryctl.sim.processes import gpu_processes
+from factoryctl.sim.rollup_input import node_gpus
 from factoryctl.sim.workload import THROTTLE_BITS
 from factoryctl.telemetry import schema as m
 
@@ -155,23 +156,9 @@ class SimTargets:
 
     def _rollups(self, node: str, spells: list[float | None]) -> list[str]:
         """The node's and its jobs' rollups, by the function factoryctl-exporter uses."""
-        sim, lo = self.sim, self.sim.node_index[node] * self.sim.gpn
-        hi = lo + sim.gpn
-        hw = sum(bit for name, bit in THROTTLE_BITS.items() if name in THROTTLE_REASONS)
+        sim = self.sim
         rolled, jobs = rollup(
-            NodeGpus(
-                up=sim.up[lo:hi],
-                utilization=sim.utilization[lo:hi],
-                power_watts=sim.power[lo:hi],
-                temperature_celsius=sim.temperature[lo:hi],
-                throttled=[t & hw for t in sim.throttle[lo:hi]],
-                last_xid_time=sim.last_xid_time[lo:hi],
-                xid_errors=sim.xid_total[lo:hi],
-                energy_joules=sim.energy[lo:hi],
-                idle_seconds=spells[lo:hi],
-                memory_used_bytes=sim.memory_used[lo:hi],
-                jobs=[((o.job_id, o.user),) if o else () for o in sim.owner[lo:hi]],
-            ),
+            node_gpus(sim, sim.node_index[node], spells),
             sim.now,
         )
         out = []

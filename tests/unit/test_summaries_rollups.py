@@ -17,8 +17,8 @@ import pytest
 
 from factoryctl.model import FactorySnapshot, JobState
 from factoryctl.occupancy import job_occupancy
-from factoryctl.rollups import THROTTLE_REASONS, NodeGpus, rollup
-from factoryctl.sim.workload import THROTTLE_BITS
+from factoryctl.rollups import rollup
+from factoryctl.sim.rollup_input import node_gpus
 from factoryctl.summaries import job_summaries, node_summaries, rolled_nodes
 from factoryctl.telemetry.demo import DemoSource
 from factoryctl.tui.gpuscan import scan_gpus
@@ -46,24 +46,10 @@ def snap(source: DemoSource) -> FactorySnapshot:
 def exporter_rollups(source: DemoSource, snap: FactorySnapshot) -> dict[str, tuple]:
     """What the simulated exporter (simexpo) exports: the simulator's arrays, per node."""
     sim = source.sim
-    hw = sum(bit for name, bit in THROTTLE_BITS.items() if name in THROTTLE_REASONS)
     spells = list(snap.columns().column("idle_seconds"))
     out = {}
     for k, node in enumerate(sim.node_names):
-        lo, hi = k * sim.gpn, (k + 1) * sim.gpn
-        gpus = NodeGpus(
-            up=sim.up[lo:hi],
-            utilization=sim.utilization[lo:hi],
-            power_watts=sim.power[lo:hi],
-            temperature_celsius=sim.temperature[lo:hi],
-            throttled=[t & hw for t in sim.throttle[lo:hi]],
-            last_xid_time=sim.last_xid_time[lo:hi],
-            xid_errors=sim.xid_total[lo:hi],
-            energy_joules=sim.energy[lo:hi],
-            idle_seconds=spells[lo:hi],
-            jobs=[((o.job_id, o.user),) if o else () for o in sim.owner[lo:hi]],
-            memory_used_bytes=sim.memory_used[lo:hi],
-        )
+        gpus = node_gpus(sim, k, spells)
         out[node] = rollup(gpus, sim.now)
     return out
 

@@ -32,9 +32,9 @@ from operator import attrgetter
 
 from factoryctl.lab.backfill_sinks import Chunk, Layout, Sink
 from factoryctl.occupancy import IdleStreaks
-from factoryctl.rollups import THROTTLE_REASONS, NodeGpus, rollup
+from factoryctl.rollups import rollup
 from factoryctl.sim import SimConfig, SimFactory
-from factoryctl.sim.workload import THROTTLE_BITS
+from factoryctl.sim.rollup_input import node_gpus
 from factoryctl.telemetry import schema as m
 
 STEP = 15.0
@@ -232,7 +232,6 @@ class _Exporters:
         self.cum: dict[str, float] = {}  # per job, all nodes
         self.idle = IdleStreaks()  # each GPU's idle spell, as its exporter keeps it
         # The simulator's throttle bits that count as throttled (hardware/thermal reasons).
-        self.hw_throttle = sum(b for name, b in THROTTLE_BITS.items() if name in THROTTLE_REASONS)
 
     def observe(self, chunk: Chunk) -> None:
         sim, result, prev, prev_owner, totals = (
@@ -284,31 +283,13 @@ class _Exporters:
 
     def _rollups(self, chunk: Chunk, ts: int) -> None:
         sim, jobs_out = self.sim, chunk.job_rollups
-        now, gpn, up, util = sim.now, sim.gpn, sim.up, sim.utilization
+        now, up, util = sim.now, sim.up, sim.utilization
         self.idle.observe(now, util, self.owner, up)
         spells = self.idle.seconds(now, util)
-        mask = self.hw_throttle
-        throttled = [t & mask for t in sim.throttle]
-        jobs = [((o.job_id, o.user),) if o is not None else () for o in sim.owner]
-        power, temp, xid_time = sim.power, sim.temperature, sim.last_xid_time
-        xids, energy = sim.xid_total, sim.energy
         nodes = []
         for i in range(len(sim.node_names)):
-            lo, hi = i * gpn, (i + 1) * gpn
             node, held = rollup(
-                NodeGpus(
-                    up=up[lo:hi],
-                    utilization=util[lo:hi],
-                    power_watts=power[lo:hi],
-                    temperature_celsius=temp[lo:hi],
-                    throttled=throttled[lo:hi],
-                    last_xid_time=xid_time[lo:hi],
-                    xid_errors=xids[lo:hi],
-                    energy_joules=energy[lo:hi],
-                    idle_seconds=spells[lo:hi],
-                    memory_used_bytes=sim.memory_used[lo:hi],
-                    jobs=jobs[lo:hi],
-                ),
+                node_gpus(sim, i, spells),
                 now,
             )
             nodes.append(node)
