@@ -12,7 +12,8 @@ in a new process:
 
 * the console headless (Textual renders every frame): poll start -> rendered screen on
   the Overview and the Nodes view, key -> screen scrolling the Nodes view, peak RSS;
-* the bare poll (``console_snapshot()`` where the source has one, else ``snapshot()``)
+* the bare poll (``console_snapshot()`` with the Overview's detail where the source has
+  one, else ``snapshot()``)
   and ``build_frame``; curl sending the very queries that poll sent, one after the other;
 * ``factoryctl nodes -o json`` and ``jobs -o json`` as a user runs them, against curl
   sending the queries they send (this checkout's queries, recorded).
@@ -98,6 +99,15 @@ def child(url: str | None, gpus: int, polls: int, keys: int) -> None:
         source = PrometheusSource(client, None, options)
         clock = time.time
     poll = getattr(source, "console_snapshot", None) or source.snapshot
+    try:  # the Overview's poll, where the checkout reads less for a view that shows less
+        from factoryctl.telemetry.poll_detail import for_view
+        from factoryctl.tui.backend import takes_detail
+    except ImportError:  # a baseline from before poll_detail: one poll for every view
+        pass
+    else:
+        if takes_detail(source):
+            overview = for_view("overview")
+            poll = lambda: source.console_snapshot(detail=overview)  # noqa: E731
     out: dict[str, Any] = {"factoryctl": factoryctl.__file__}
     bare, frames = [], []
     for i in range(polls):

@@ -21,6 +21,7 @@ from factoryctl.occupancy import ACTIVE_THRESHOLD, percentile
 from factoryctl.summaries import is_problem, job_summaries, node_summaries
 from factoryctl.telemetry import schema as s
 from factoryctl.telemetry.client import PromClient, PromConfig, TelemetryError
+from factoryctl.telemetry.poll_detail import LEAN
 from factoryctl.telemetry.prom_context import SourceOptions
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS
 from factoryctl.telemetry.prom_summary import INVENTORY_EVERY
@@ -167,17 +168,29 @@ class RollupEngine:
                 if by_job.group(2) in v:  # not the job energy counters: none here
                     per.setdefault(j, []).append(v[by_job.group(2)])
             return _vector(({"job_id": j}, reduce(vs)) for j, vs in per.items())
+        if f" - last_over_time({s.JOB_GPUS_ACTIVE}[" in q and q.endswith(" > 0"):
+            # The pairs holding idle GPUs: held minus active, names dropped, where above 0.
+            return _vector(
+                ({"node": n, "job_id": j, "user": USERS[j]}, idle)
+                for (n, j), v in jobs.items()
+                if (idle := v[s.JOB_GPUS] - v[s.JOB_GPUS_ACTIVE]) > 0
+            )
         m = re.match(r"last_over_time\((factoryctl_(node|job)_\w+)\[", q)
         if m and self.rollups:
             metric = m.group(1)
             if m.group(2) == "node":
                 positive = q.endswith(" > 0")  # a filter: only the nodes with any
+                # A filter drops nothing from the labels: the name stays, as on both engines.
                 return _vector(
-                    ({"node": n}, v[metric]) for n, v in nodes.items() if v[metric] or not positive
+                    ({"__name__": metric, "node": n}, v[metric])
+                    for n, v in nodes.items()
+                    if v[metric] or not positive
                 )
+            positive = q.endswith(" > 0")
             return _vector(
-                ({"node": n, "job_id": j, "user": USERS[j]}, v[metric])
+                ({"__name__": metric, "node": n, "job_id": j, "user": USERS[j]}, v[metric])
                 for (n, j), v in jobs.items()
+                if v[metric] or not positive
             )
         if q.startswith("quantile by (job_id) (0.1,"):
             return _vector(({"job_id": j}, p) for j, p in self.per_job_p10().items())
@@ -318,6 +331,37 @@ def test_console_poll_from_rollups_is_the_summarized_factory() -> None:
     assert b.summary.problems == a.summary.problems
 
 
+def test_a_lean_poll_reads_no_job_figures_yet_finds_the_same_idle_gpus() -> None:
+    """The Overview's poll (``poll_detail.LEAN``) reads the pairs' GPU counts and, filtered,
+    the idle pairs and spells: the same idle GPUs, spells, GPUs reporting (n2 lost a GPU
+    of job b) and Overview as the full poll, no job utilization or power (unavailable,
+    not 0) and no node XID counts."""
+    full_engine, lean_engine = RollupEngine(), RollupEngine()
+    full = _source(full_engine).console_snapshot()
+    lean = _source(lean_engine).console_snapshot(detail=LEAN)
+    assert lean.jobs == full.jobs
+    for job_id, f in full.job_summaries.items():
+        got = lean.job_summaries[job_id]
+        assert (got.reporting, got.idle_gpus, got.idle_seconds) == (
+            f.reporting,
+            f.idle_gpus,
+            f.idle_seconds,
+        ), job_id
+        assert got.mean_utilization is None and got.power_watts is None
+    assert {j: v.idle_gpus for j, v in lean.job_summaries.items()} == {"a": 1, "b": 1}
+    assert {"job_utilization", "job_power", "xid_total"} <= lean.unavailable
+    assert not {"job_utilization", "job_power", "xid_total"} & full.unavailable
+    assert all(v.xid_total is None for v in lean.node_summaries.values())
+    # The only (node, job) series read whole: the GPUs each pair holds.
+    assert f"last_over_time({s.JOB_GPUS}[30000ms])" in lean_engine.queries
+    for metric in (s.JOB_UTILIZATION_SUM, s.JOB_POWER, s.NODE_XID_ERRORS):
+        assert not any(metric in q for q in lean_engine.queries), metric
+    a, b = build_frame(full, History(), T), build_frame(lean, History(), T)
+    assert b.summary.occupancy == a.summary.occupancy
+    assert b.summary.problems == a.summary.problems
+    assert [r.key for r in b.jobs] == [r.key for r in a.jobs]
+
+
 def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change() -> None:
     engine = RollupEngine()
     now = [T]
@@ -345,27 +389,30 @@ def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change
         GPUS.pop()
 
 
-def test_console_poll_reads_each_kind_of_rollup_in_one_query() -> None:
+def test_console_poll_reads_each_rollup_as_it_stands_in_its_own_query() -> None:
+    # One instant query per rollup, no aggregation and no selector over several names:
+    # together they cost both engines less than one merged selector (prom_context.Rollups).
     engine = RollupEngine()
     _source(engine).console_snapshot()
-    merged = [q for q in engine.queries if "__name__=~" in q]
-    assert len(merged) == 2, engine.queries  # the node rollups, the (node, job) rollups
-    assert s.NODE_POWER in merged[0] + merged[1] and s.JOB_POWER in merged[0] + merged[1]
-    assert not any(q.startswith(f"last_over_time({s.NODE_POWER}") for q in engine.queries)
+    for metric in (s.NODE_POWER, s.NODE_UTILIZATION, s.JOB_POWER, s.JOB_UTILIZATION_SUM):
+        assert engine.queries.count(f"last_over_time({metric}[30000ms])") == 1, metric
+    assert not any("__name__" in q for q in engine.queries), engine.queries
 
 
-def test_a_merged_answer_with_a_series_of_another_name_is_an_error() -> None:
+def test_a_rollup_answer_with_a_series_of_another_name_is_an_error() -> None:
     class Renaming(RollupEngine):
         def __call__(self, req: httpx.Request) -> httpx.Response:
             resp = super().__call__(req)
-            if "__name__=~" not in parse_qs(req.content.decode())["query"][0]:
+            if not parse_qs(req.content.decode())["query"][0].startswith(
+                f"last_over_time({s.NODE_POWER}["
+            ):
                 return resp
             doc = resp.json()
             for item in doc["data"]["result"]:
                 item["metric"].pop("__name__")  # an engine that drops the names
             return httpx.Response(200, json=doc)
 
-    with pytest.raises(TelemetryError, match="merged rollup query returned a series named None"):
+    with pytest.raises(TelemetryError, match="rollup query returned a series named None"):
         _source(Renaming()).console_snapshot()
 
 

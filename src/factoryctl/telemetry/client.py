@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +32,16 @@ import httpx
 
 from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.telemetry.auth import PromAuth
-from factoryctl.telemetry.results import QueryResult, loads, parse_query_data
+from factoryctl.telemetry.results import (
+    GC_PAUSE_BYTES,
+    Columns,
+    QueryResult,
+    UnexpectedSeries,
+    gc_paused,
+    loads,
+    parse_columns,
+    parse_query_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +137,35 @@ class PromClient:
             form["timeout"] = f"{timeout:g}s"
         return self._result(*self._call("POST", "/api/v1/query", form, promql))
 
+    def query_columns(
+        self,
+        promql: str,
+        at: float,
+        names: Collection[str],
+        keys: tuple[str, ...],
+        carry: str | None = None,
+    ) -> Columns:
+        """``query`` of rollups (series named ``names``), as ``results.Columns``: the JSON is
+        parsed, reduced to one dict per name and dropped with the GC paused throughout, so
+        no collection walks 175,000 label dicts on the way."""
+        form = {"query": promql, "time": fmt_time(at), "nocache": "1"}
+
+        def columns(data: Any) -> Columns:
+            if not isinstance(data, dict):
+                raise TelemetryError(f"Prometheus at {self.url} returned no query result")
+            try:
+                return parse_columns(data, names, keys, carry)
+            except UnexpectedSeries as exc:
+                raise TelemetryError(f"Prometheus at {self.url}: {exc}") from None
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise TelemetryError(
+                    f"Prometheus at {self.url} returned a malformed query result ({exc})"
+                ) from None
+
+        got, _ = self._call("POST", "/api/v1/query", form, promql, columns)
+        assert isinstance(got, Columns)
+        return got
+
     def query_range(self, promql: str, start: float, end: float, step: float) -> QueryResult:
         form = {
             "query": promql,
@@ -184,8 +222,16 @@ class PromClient:
                 f"Prometheus at {self.url} returned a malformed query result ({exc})"
             ) from None
 
-    def _call(self, method: str, path: str, payload: Any, what: str) -> tuple[Any, tuple[str, ...]]:
-        """One API read with bounded retries: ``data`` and ``warnings`` of a success reply."""
+    def _call(
+        self,
+        method: str,
+        path: str,
+        payload: Any,
+        what: str,
+        then: Callable[[Any], Any] | None = None,
+    ) -> tuple[Any, tuple[str, ...]]:
+        """One API read with bounded retries: ``data`` and ``warnings`` of a success reply
+        (``then(data)`` where given, applied before the parsed document is dropped)."""
         attempts = 1 + max(0, self.config.retries)
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -214,13 +260,33 @@ class PromClient:
                 log.debug("retrying %s after HTTP %s", path, resp.status_code)
                 self._sleep(attempt)
                 continue
-            return self._unwrap(resp, path, what)
+            return self._unwrap(resp, path, what, then)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _sleep(self, attempt: int) -> None:
         time.sleep(self.config.backoff * (2**attempt))
 
-    def _unwrap(self, resp: httpx.Response, path: str, what: str) -> tuple[Any, tuple[str, ...]]:
+    def _unwrap(
+        self,
+        resp: httpx.Response,
+        path: str,
+        what: str,
+        then: Callable[[Any], Any] | None = None,
+    ) -> tuple[Any, tuple[str, ...]]:
+        if then is not None and len(resp.content) >= GC_PAUSE_BYTES:
+            # The document and what ``then`` builds from it, with no collection between:
+            # it is garbage by the time the GC runs again, freed by reference counts.
+            with gc_paused():
+                return self._document(resp, path, what, then)
+        return self._document(resp, path, what, then)
+
+    def _document(
+        self,
+        resp: httpx.Response,
+        path: str,
+        what: str,
+        then: Callable[[Any], Any] | None,
+    ) -> tuple[Any, tuple[str, ...]]:
         body = resp.content
         try:
             doc = loads(body)
@@ -242,7 +308,8 @@ class PromClient:
         warnings = tuple(str(w) for w in doc.get("warnings") or ())
         self.warnings.extend(warnings)
         if doc.get("status") == "success" and resp.status_code < 400:
-            return doc.get("data"), warnings
+            data = doc.get("data")
+            return (data if then is None else then(data)), warnings
         error_type = str(doc.get("errorType", ""))
         error = " ".join(str(doc.get("error", "")).split())
         raise TelemetryError(

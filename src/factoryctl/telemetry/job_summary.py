@@ -19,7 +19,7 @@ counts, so the means stay those of the GPUs that report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from factoryctl.energy import joules_to_kwh
@@ -29,9 +29,9 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.metrics import MetricSchema, node_name
-from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
+from factoryctl.telemetry.prom_context import PromContext, Rollups, run_all
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS, gpu_key
-from factoryctl.telemetry.results import QueryResult, Sample
+from factoryctl.telemetry.results import QueryResult
 from factoryctl.views import job_identity
 
 Row = dict[str, Any]
@@ -73,7 +73,9 @@ def _plan(schema: MetricSchema, window: float, inventory: float) -> dict[str, st
     return plan
 
 
-# The (node, job) rollups summed here, per pair: one merged query.
+# The labels that key a (node, job) rollup, as ``PairKey``.
+PAIR_LABELS = ("node", "job_id")
+# The (node, job) rollups summed here, per pair: read as columns (``prom_context.Rollups``).
 PAIR_ROLLUPS = {
     "held": native.JOB_GPUS,
     "active": native.JOB_GPUS_ACTIVE,
@@ -87,7 +89,7 @@ def rollup_plan(schema: MetricSchema, window: float, inventory: float) -> dict[s
     """The (node, job) rollups: as they stand where a job's nodes are summed here (the
     counts need the pairs), reduced by job on the engine where one figure per job will do."""
     w = dur(window)
-    plan = {"pairs": merged(PAIR_ROLLUPS, w)}  # split by name in job_rows
+    plan = {}  # the pairs themselves: read as columns in job_rows
     # Nodes with a lost GPU: their jobs' GPUs are not all reporting (few, or none).
     plan["degraded"] = (
         f"last_over_time({native.NODE_GPUS}[{w}])"
@@ -125,10 +127,10 @@ def job_rows(
         plan = _plan(schema, window, source.options.inventory_window)
         if source.options.rollups == "auto":
             warnings.append(NO_ROLLUPS)
-    results = run_queries(client, plan, t)
+    merged_pairs = {}
     if rollups:
-        for key, got in split(results.pop("pairs"), PAIR_ROLLUPS).items():
-            results[key] = QueryResult("vector", vector=tuple(got))
+        merged_pairs["pairs"] = Rollups(PAIR_ROLLUPS, dur(window), PAIR_LABELS, "user")
+    results, columns = run_all(client, plan, merged_pairs, t)
     per_job: dict[str, dict[str, float]] = {
         k: {s.labels.get("job_id", ""): s.value for s in r.vector}
         for k, r in results.items()
@@ -140,8 +142,9 @@ def job_rows(
     if rollups:
         degraded = [s.labels.get("node", "") for s in results["degraded"].vector]
         reporting = reporting_on(source, schema, degraded, window, t)
-        per_job.update(from_rollups(results, reporting))
-        jobs = rollup_jobs(results["held"].vector)
+        pairs = columns["pairs"]
+        per_job.update(from_rollups(pairs.by_name, reporting))
+        jobs = rollup_jobs(pairs.by_name["held"], pairs.carried)
         label = "node"
     else:
         jobs = _jobs(schema, results["held"].vector)
@@ -201,62 +204,66 @@ def reporting_on(
     return {} if q is None else reporting_from(schema, source.client.query(q, t))
 
 
-def _pairs(series: Sequence[Sample]) -> dict[PairKey, float]:
-    return {(s.labels.get("node", ""), s.labels.get("job_id", "")): s.value for s in series}
+Pairs = Mapping[PairKey, float]
 
 
-def from_rollups(
-    results: Mapping[str, Any], reporting: Mapping[PairKey, float]
-) -> dict[str, dict[str, float]]:
-    """The per-job columns from (node, job) rollups, summed over the job's nodes.
+def from_rollups(pairs: Mapping[str, Pairs], reporting: Pairs) -> dict[str, dict[str, float]]:
+    """The per-job columns from (node, job) rollups (``pairs``: each rollup's values by
+    (node, job id)), summed over the job's nodes.
 
     Mean utilization is over reporting GPUs, as ``occupancy.job_occupancy``: a node's
     utilization sum divided by its GPUs, except on nodes with a lost GPU where the
     reporting count was read per GPU. Idle GPUs are reporting minus active."""
-    held = _pairs(results["held"].vector)
-    active = _pairs(results["active"].vector)
-    util_sum = _pairs(results["util_sum"].vector)
+    held, active = pairs["held"], pairs["active"]
     sums: dict[str, list[float]] = {}  # job -> [utilization sum, reporting, active]
-    for pair, total in util_sum.items():
-        acc = sums.setdefault(pair[1], [0.0, 0.0, 0.0])
+    for pair, total in pairs["util_sum"].items():
+        acc = sums.get(pair[1])
+        if acc is None:
+            acc = sums[pair[1]] = [0.0, 0.0, 0.0]
         acc[0] += total
         acc[1] += reporting.get(pair, held.get(pair, 0.0))
         acc[2] += active.get(pair, 0.0)
-    out: dict[str, dict[str, float]] = {"mean_utilization": {}, "idle_gpus": {}, "reporting": {}}
+    mean: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    counted_by_job: dict[str, float] = {}
     for job_id, (total, counted, busy) in sums.items():
         if counted > 0:
-            out["mean_utilization"][job_id] = total / counted
-            out["idle_gpus"][job_id] = counted - busy
-            out["reporting"][job_id] = counted
-    for key in ("power_watts", "idle_seconds"):
-        agg: dict[str, float] = {}
-        for s in results[key].vector:
-            job_id = s.labels.get("job_id", "")
-            agg[job_id] = (
-                agg.get(job_id, 0.0) + s.value
-                if key == "power_watts"
-                else max(agg.get(job_id, 0.0), s.value)
-            )
-        out[key] = agg
-    return out
+            mean[job_id] = total / counted
+            idle[job_id] = counted - busy
+            counted_by_job[job_id] = counted
+    power: dict[str, float] = {}
+    for (_, job_id), watts in pairs["power_watts"].items():
+        power[job_id] = power.get(job_id, 0.0) + watts
+    spell: dict[str, float] = {}
+    for (_, job_id), seconds in pairs["idle_seconds"].items():
+        spell[job_id] = max(spell.get(job_id, 0.0), seconds)
+    return {
+        "mean_utilization": mean,
+        "idle_gpus": idle,
+        "reporting": counted_by_job,
+        "power_watts": power,
+        "idle_seconds": spell,
+    }
 
 
-def rollup_jobs(held: Sequence[Sample]) -> list[Job]:
-    """Jobs from ``factoryctl_job_gpus``: per node how many GPUs, not which (the jobs view
-    shows counts and node lists, never indices)."""
-    users: dict[str, str] = {}
+def rollup_jobs(
+    held: Pairs, users: Mapping[PairKey, str], energy: Mapping[str, float] | None = None
+) -> list[Job]:
+    """Jobs from ``factoryctl_job_gpus`` (by (node, job id), with each pair's user): per
+    node how many GPUs, not which (the jobs view shows counts and node lists, never
+    indices). ``energy``: each job's measured joules, where known."""
     alloc: dict[str, dict[str, int]] = {}
-    for s in held:
-        job_id, node = s.labels.get("job_id", ""), s.labels.get("node", "")
-        if not job_id or not node:
-            continue
-        users[job_id] = s.labels.get("user", "")
-        alloc.setdefault(job_id, {})[node] = int(s.value)
+    for (node, job_id), n in held.items():
+        if job_id and node:
+            alloc.setdefault(job_id, {})[node] = int(n)
+    user_of = {job_id: users.get(pair, "") for pair in held if (job_id := pair[1])}
+    energy = energy or {}
     return [
         Job(
             job_id=job_id,
-            user=users[job_id],
+            user=user_of[job_id],
             allocations=tuple(Allocation(node, (), gpus=n) for node, n in sorted(by_node.items())),
+            energy_joules=energy.get(job_id),
         )
         for job_id, by_node in sorted(alloc.items())
     ]

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from factoryctl.model import Job, Node
-from factoryctl.telemetry.client import PromClient, TelemetryError
+from factoryctl.telemetry.client import PromClient
 from factoryctl.telemetry.job_energy import PARALLEL_QUERIES
 from factoryctl.telemetry.metrics import MetricSchema
-from factoryctl.telemetry.results import QueryResult, Sample
+from factoryctl.telemetry.results import Columns, QueryResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,32 +55,54 @@ class PromContext(Protocol):
 def run_queries(client: PromClient, plan: Mapping[str, str], t: float) -> dict[str, QueryResult]:
     """Every query of ``plan`` at ``t``, concurrently: the engine works on all of them
     while we wait once, not once per query."""
-    if not plan:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan))) as pool:
+    return run_all(client, plan, {}, t)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Rollups:
+    """Rollups read as ``results.Columns``: one dict per column key (not metric name)
+    from the ``keys`` labels' values to the latest value within ``window``.
+
+    Each rollup is its own query, all sent at once. At 100,000 GPUs both engines answered
+    eight one-name queries in less time together than one ``{__name__=~"a|b|..."}``
+    selector over the same names (Prometheus 2.42: 368 against 419 ms; VictoriaMetrics
+    1.79: 784 against 961 ms, docs/benchmarks.md), and the answers arrive one by one, so
+    parsing the first overlaps the engine's work on the rest. Parsed as columns, eight
+    answers cost no more of our CPU than one merged answer did."""
+
+    metrics: Mapping[str, str]  # column key -> metric name
+    window: str
+    keys: tuple[str, ...] = ("node",)
+    carry: str | None = None  # one more label kept per key, from the first metric's series
+
+    def query(self, metric: str) -> str:
+        return f"last_over_time({metric}[{self.window}])"
+
+
+def read_column(client: PromClient, rollups: Rollups, key: str, t: float) -> Columns:
+    metric = rollups.metrics[key]
+    carry = rollups.carry if key == next(iter(rollups.metrics)) else None
+    got = client.query_columns(rollups.query(metric), t, (metric,), rollups.keys, carry)
+    return Columns({key: got.by_name[metric]}, got.carried)
+
+
+def run_all(
+    client: PromClient,
+    plan: Mapping[str, str],
+    rollups: Mapping[str, Rollups],
+    t: float,
+) -> tuple[dict[str, QueryResult], dict[str, Columns]]:
+    """``plan``'s queries and each of ``rollups``' at ``t``, all at once."""
+    parts = [(name, key) for name, r in rollups.items() for key in r.metrics]
+    if not plan and not parts:
+        return {}, {}
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_QUERIES, len(plan) + len(parts))) as pool:
+        # The rollups first: the engine starts on the big answers while the rest queue.
+        columns = {p: pool.submit(read_column, client, rollups[p[0]], p[1], t) for p in parts}
         futures = {name: pool.submit(client.query, q, t) for name, q in plan.items()}
-        return {name: f.result() for name, f in futures.items()}
-
-
-def merged(metrics: Mapping[str, str], window: str) -> str:
-    """The latest sample of every series of ``metrics`` in one query, names kept:
-    ``last_over_time`` is the one range function that keeps the metric name on Prometheus
-    (and VictoriaMetrics keeps it too), so several rollups cost one round trip, one index
-    search and one parse instead of one each."""
-    return f'last_over_time({{__name__=~"{"|".join(sorted(metrics.values()))}"}}[{window}])'
-
-
-def split(result: QueryResult, metrics: Mapping[str, str]) -> dict[str, list[Sample]]:
-    """A merged result by key; a series of another name (or none) is an answer we do not
-    understand: an error, never a rollup silently missing."""
-    keys = {m: k for k, m in metrics.items()}
-    out: dict[str, list[Sample]] = {k: [] for k in metrics}
-    for s in result.vector:
-        key = keys.get(s.labels.get("__name__", ""))
-        if key is None:
-            raise TelemetryError(
-                f"a merged rollup query returned a series named {s.labels.get('__name__')!r}"
-                f" (expected one of {', '.join(sorted(keys))})"
-            )
-        out[key].append(s)
-    return out
+        out: dict[str, Columns] = {name: Columns({}, {}) for name in rollups}
+        for (name, _), f in columns.items():
+            got = f.result()
+            out[name].by_name.update(got.by_name)
+            out[name].carried.update(got.carried)
+        return {name: f.result() for name, f in futures.items()}, out

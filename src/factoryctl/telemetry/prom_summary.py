@@ -4,12 +4,11 @@ At 100,000 GPUs every per-GPU metric is a 100,000-sample vector to fetch and par
 Overview, Nodes and Jobs views need one figure per node and per job, and by name only
 the few GPUs that are lost, hot or throttled (or show an XID). So one poll is:
 
-* round 1: the node rollups (``factoryctl_node_*``), one series per node each, all in
-  one query; the (node, job) rollups, one series per node a job runs on, all in one
-  query; energy since midnight from the node energy counters (12,500 series, not
-  100,000). ``last_over_time`` keeps the metric name on Prometheus and VictoriaMetrics
-  alike, so one selector over the names (``{__name__=~"a|b|..."}``) is one round trip,
-  one index search and one parse instead of one per rollup, split by name here;
+* round 1: the node rollups (``factoryctl_node_*``), one series per node each; the
+  (node, job) rollups, one series per node a job runs on; energy since midnight from
+  the node energy counters (12,500 series, not 100,000). Each rollup is one query, all
+  sent at once and parsed as columns (``prom_context.Rollups``); which rollups depends
+  on the view shown (``poll_detail``: the Overview reads no job utilization or power);
 * round 2, only where round 1 found any: the per-GPU series of the few nodes with a lost
   GPU, a GPU at or over 85 C or a throttled GPU (``factoryctl_node_gpus_throttled``: a
   hardware or thermal slowdown; a software power cap alone is normal under load and not
@@ -41,6 +40,7 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.job_summary import (
+    PAIR_LABELS,
     from_rollups,
     reporting_from,
     reporting_query,
@@ -48,7 +48,15 @@ from factoryctl.telemetry.job_summary import (
 )
 from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
-from factoryctl.telemetry.prom_context import PromContext, merged, run_queries, split
+from factoryctl.telemetry.poll_detail import (
+    FULL,
+    LEAN_JOBS_UNAVAILABLE,
+    LEAN_NODES_UNAVAILABLE,
+    Detail,
+    idle_queries,
+    lean_per_job,
+)
+from factoryctl.telemetry.prom_context import PromContext, Rollups, run_all, run_queries
 from factoryctl.telemetry.prom_detect import GpuKey, gpu_key
 from factoryctl.telemetry.results import QueryResult
 
@@ -105,8 +113,6 @@ def plan(schema: MetricSchema, t: float, window: float, inventory: float) -> dic
     out = {"node:gpus_total": per_node["gpus_total"]}
     if "attributed" in per_node:
         out["node:attributed"] = per_node["attributed"]
-    out["nodes"] = merged(NODE_ROLLUPS, w)
-    out["jobs"] = merged(JOB_ROLLUPS, w)
     if schema.last_xid_gauge is not None:  # dcgm-exporter: the last XID code, per GPU
         out["xid"] = f"last_over_time({schema.last_xid_gauge}[{w}]) > 0"
     if schema.job_energy is not None:
@@ -154,26 +160,40 @@ def problem_plan(
     return out
 
 
-def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> Summaries:
+def read(
+    source: PromContext,
+    t: float,
+    cache: InventoryCache | None = None,
+    detail: Detail = FULL,
+) -> Summaries:
+    """One poll of the rollups; ``detail``: what it reads beyond the Overview's figures
+    (``poll_detail``)."""
     schema = source.schema(t)
     window = source.window(t)
     queries = plan(schema, t, window, source.options.inventory_window)
     inventory = queries["node:gpus_total"]
     if cache is not None and cache.fresh(t):
         del queries["node:gpus_total"]
-    results = run_queries(source.client, queries, t)
+    w = dur(window)
+    node_rollups = dict(NODE_ROLLUPS)
+    if not detail.node_xids:
+        del node_rollups["xid_total"]
+    job_rollups = JOB_ROLLUPS if detail.job_figures else {"held": JOB_ROLLUPS["held"]}
+    if not detail.job_figures:
+        queries.update(idle_queries(w))
+    rollups = {
+        "nodes": Rollups(node_rollups, w),
+        "jobs": Rollups(job_rollups, w, PAIR_LABELS, "user"),
+    }
+    results, columns = run_all(source.client, queries, rollups, t)
     values: dict[str, dict[str, float]] = {
         k[5:]: {node_name(s.labels, "node"): s.value for s in r.vector}
         for k, r in results.items()
         if k.startswith("node:")
     }
-    for key, got in split(results.pop("nodes"), NODE_ROLLUPS).items():
-        values[key] = {node_name(s.labels, "node"): s.value for s in got}
+    values.update(columns["nodes"].by_name)
     values["gpus_throttled"] = {n: v for n, v in values["gpus_throttled"].items() if v > 0}
-    job_results = {
-        k: QueryResult("vector", vector=tuple(v))
-        for k, v in split(results.pop("jobs"), JOB_ROLLUPS).items()
-    }
+    pairs = columns["jobs"]
     up = values.pop("gpus_up")
     values["reporting"] = {n: v for n, v in up.items() if v > 0}
     if "gpus_total" not in values:
@@ -203,13 +223,20 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
     blind = schema.job_info is None and not values.get("attributed")
     names = sorted(values["gpus_total"].keys() | values["reporting"].keys())
     nodes = [node_from_counts(n, values, blind) for n in names]
-    summaries = {n: _node_summary(n, values) for n in names}
+    summaries = _node_summaries(names, values)
     counted = reporting_from(schema, results["reporting"]) if "reporting" in results else {}
-    per_job = from_rollups(job_results, counted)
-    jobs = rollup_jobs(job_results["held"].vector)
+    if detail.job_figures:
+        per_job = from_rollups(pairs.by_name, counted)
+    else:
+        per_job = lean_per_job(pairs.by_name["held"], results, counted)
+        unavailable |= LEAN_JOBS_UNAVAILABLE
+    if not detail.node_xids:
+        unavailable |= LEAN_NODES_UNAVAILABLE
+    energy = results.get("job_energy")
+    job_energy = {s.labels.get("job_id", ""): s.value for s in energy.vector} if energy else {}
+    jobs = rollup_jobs(pairs.by_name["held"], pairs.carried, job_energy)
     job_summaries = {j.job_id: _job_summary(j.job_id, per_job) for j in jobs}
     today = results["energy_today"].scalar() if "energy_today" in results else None
-    energy = results.get("job_energy")
     return Summaries(
         nodes=nodes,
         node_summaries=summaries,
@@ -217,27 +244,36 @@ def read(source: PromContext, t: float, cache: InventoryCache | None = None) -> 
         job_summaries=job_summaries,
         problem_gpus=_problem_gpus(schema, results),
         energy_today_joules=today if values["reporting"] else None,
-        job_energy={s.labels.get("job_id", ""): s.value for s in energy.vector} if energy else {},
+        job_energy=job_energy,
         unavailable=unavailable | ({"state", "gpus_allocated"} if blind else set()),
     )
 
 
-def _node_summary(name: str, values: Mapping[str, Mapping[str, float]]) -> NodeSummary:
-    def get(key: str) -> float | None:
-        return values.get(key, {}).get(name)
-
-    up = int(get("reporting") or 0)
-    return NodeSummary(
-        gpus=int(get("gpus_total") or 0),
-        gpus_up=up,
-        gpus_allocated=int(get("gpus_allocated") or 0),
-        gpus_active=int(get("gpus_active") or 0),
-        # A node with no GPU up has no current readings: None, never 0.
-        utilization=get("utilization") if up else None,
-        power_watts=get("power_watts") if up else None,
-        temperature_max_celsius=get("temperature_max_celsius") if up else None,
-        xid_total=get("xid_total"),
-    )
+def _node_summaries(
+    names: list[str], values: Mapping[str, Mapping[str, float]]
+) -> dict[str, NodeSummary]:
+    """Each node's summary, one pass over the columns (12,500 nodes a poll at 100k GPUs:
+    the columns are looked up once, not once per node and field)."""
+    empty: Mapping[str, float] = {}
+    total, up_by = values.get("gpus_total", empty), values.get("reporting", empty)
+    allocated, active = values.get("gpus_allocated", empty), values.get("gpus_active", empty)
+    util, power = values.get("utilization", empty), values.get("power_watts", empty)
+    temp, xid = values.get("temperature_max_celsius", empty), values.get("xid_total", empty)
+    out = {}
+    for name in names:
+        up = int(up_by.get(name) or 0)
+        out[name] = NodeSummary(
+            gpus=int(total.get(name) or 0),
+            gpus_up=up,
+            gpus_allocated=int(allocated.get(name) or 0),
+            gpus_active=int(active.get(name) or 0),
+            # A node with no GPU up has no current readings: None, never 0.
+            utilization=util.get(name) if up else None,
+            power_watts=power.get(name) if up else None,
+            temperature_max_celsius=temp.get(name) if up else None,
+            xid_total=xid.get(name),
+        )
+    return out
 
 
 def _job_summary(job_id: str, per_job: Mapping[str, Mapping[str, float]]) -> JobSummary:

@@ -45,6 +45,7 @@ from factoryctl.telemetry.metrics import (
 )
 from factoryctl.telemetry.node_processes import node_processes
 from factoryctl.telemetry.node_summary import node_rows
+from factoryctl.telemetry.poll_detail import FULL, Detail
 from factoryctl.telemetry.prom_context import SourceOptions, run_queries
 from factoryctl.telemetry.prom_detect import (
     NO_ROLLUPS,
@@ -209,10 +210,11 @@ class PrometheusSource:
             },
         )
 
-    def console_snapshot(self, at: float | None = None) -> FactorySnapshot:
+    def console_snapshot(self, at: float | None = None, detail: Detail = FULL) -> FactorySnapshot:
         """What the console's screen shows: a summarized snapshot from the rollups (node
         and job summaries, the problem GPUs only) where the engine holds them, else the
-        full per-GPU snapshot. ``factoryctl top`` polls this."""
+        full per-GPU snapshot. ``factoryctl top`` polls this, with the ``detail`` its
+        view shows (``poll_detail``)."""
         t = self.clock() if at is None else at
         if not self.rollups(t):
             snap = self.snapshot(t)
@@ -223,17 +225,17 @@ class PrometheusSource:
         warnings: list[str] = []
         failures: list[str] = []
         sched = self.scheduler_view(t, warnings, failures)
-        got = prom_summary.read(self, t, self._inventory)
+        got = prom_summary.read(self, t, self._inventory, detail)
         if sched is not None:
             nodes, jobs = sched
             energy = self.job_energy(jobs, t)
-        else:
+            jobs = [
+                replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
+                for j in jobs
+            ]
+        else:  # the rollups' jobs carry their counters' energy already, with no note
             nodes, jobs = got.nodes, got.jobs
-            energy = {j: JobEnergy(j, v, "job-counter") for j, v in got.job_energy.items()}
-        jobs = [
-            replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
-            for j in jobs
-        ]
+            energy = {}
         if not got.node_summaries:
             warnings.append(no_gpus_warning(schema))
         warnings.extend(self.client.warnings)

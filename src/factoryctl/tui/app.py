@@ -79,6 +79,7 @@ class FactoryApp(ConsoleBase):
             self._start_rollouts()
         self._start_processes()
         self._start_detail_gpus()
+        self.poll_if_short()
         widget = self.query_one("#rollout-campaigns" if view == "rollouts" else f"#{view}")
         if widget.can_focus:
             widget.focus()

@@ -9,25 +9,41 @@ with the same two methods and plan/result shapes can replace it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from factoryctl.model import FactorySnapshot
+from factoryctl.telemetry.poll_detail import Detail
 
 
 class SnapshotSource(Protocol):
     def snapshot(self) -> FactorySnapshot: ...
 
 
-def poll_snapshot(source: object) -> FactorySnapshot:
+def poll_snapshot(source: object, detail: Detail | None = None) -> FactorySnapshot:
     """One console poll: the source's ``console_snapshot()`` where it has one (what the
-    screen shows, summarized at scale: Prometheus with rollups), else ``snapshot()``."""
+    screen shows, summarized at scale: Prometheus with rollups), else ``snapshot()``.
+    ``detail``: what the shown view needs read (``telemetry.poll_detail``), passed where
+    the source reads less for less."""
     take = getattr(source, "console_snapshot", None)
-    snap = take() if callable(take) else source.snapshot()  # type: ignore[attr-defined]
+    if not callable(take):
+        snap = source.snapshot()  # type: ignore[attr-defined]
+    elif detail is not None and takes_detail(source):
+        snap = take(detail=detail)
+    else:
+        snap = take()
     assert isinstance(snap, FactorySnapshot)
     return snap
+
+
+def takes_detail(source: object) -> bool:
+    """Whether the source's console poll reads less for a view that shows less: a source
+    that cannot always reads everything (``poll_detail.FULL``)."""
+    take = getattr(source, "console_snapshot", None)
+    return callable(take) and "detail" in inspect.signature(take).parameters
 
 
 class Action(StrEnum):

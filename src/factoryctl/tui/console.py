@@ -24,9 +24,10 @@ from textual.worker import Worker
 from factoryctl.errors import FactoryctlError
 from factoryctl.model import GPU
 from factoryctl.processes import ProcessTable, processes_of, unavailable
+from factoryctl.telemetry.poll_detail import FULL, Detail, for_view
 from factoryctl.triage import Problem, triage
 from factoryctl.tui import fmt
-from factoryctl.tui.backend import ActionBackend, SnapshotSource, poll_snapshot
+from factoryctl.tui.backend import ActionBackend, SnapshotSource, poll_snapshot, takes_detail
 from factoryctl.tui.frame import Frame, build_frame
 from factoryctl.tui.gcpolicy import PollGc
 from factoryctl.tui.history import History
@@ -119,6 +120,10 @@ class ConsoleBase(App[None]):
         self.last_apply_seconds: float | None = None  # event-loop time to apply a frame
         self._poll_worker: Worker[None] | None = None
         self._poll_started: float | None = None  # clock time the running poll began
+        # What the last poll read (``poll_detail``); a source that cannot read less for
+        # less reads everything, so no view ever waits for a fuller poll.
+        self._reads_less = takes_detail(source)
+        self._polled: Detail = FULL
         self.triage_problems: list[Problem] = []
         self.triage_time: float | None = None  # snapshot time the triage list is for
         self._triage_worker: Worker[None] | None = None
@@ -224,8 +229,10 @@ class ConsoleBase(App[None]):
         started = time.perf_counter()
         try:
             # No cyclic GC while ~100,000 objects are made; frozen once built (gcpolicy).
+            detail = for_view(self.current_view) if self._reads_less else FULL
             with self.gc_policy.building():
-                snapshot = poll_snapshot(self.source)
+                snapshot = poll_snapshot(self.source, detail)
+                self._polled = detail
                 frame = build_frame(snapshot, self._history, self.clock())
         except Exception as err:  # any source failure: keep the old data, say why
             self.post_message(FetchFailed(describe(err), started))
@@ -245,6 +252,14 @@ class ConsoleBase(App[None]):
         self.last_apply_seconds = done - applying  # time the event loop was busy with it
         self.last_poll_seconds = done - message.started
         self.call_after_refresh(self._painted, message.started)
+        self.poll_if_short()
+
+    def poll_if_short(self) -> None:
+        """Poll again at once where the view shown needs figures the last poll did not
+        read (a lean Overview poll, then the Jobs view): one lean poll's wait, not a
+        refresh interval's."""
+        if self._reads_less and not self._polled.covers(for_view(self.current_view)):
+            self.poll()
 
     def _painted(self, started: float) -> None:
         self.last_render_seconds = time.perf_counter() - started
@@ -279,6 +294,8 @@ class ConsoleBase(App[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # A triage finished: catch up if the data moved on while it ran.
         w = event.worker
+        if w is self._poll_worker and w.is_finished:
+            self.poll_if_short()  # the view changed while a leaner poll ran
         if w is self._triage_worker and w.is_finished and self.current_view == "triage":
             self._start_triage()
         if w is self._detail_worker and w.is_finished:

@@ -1,0 +1,106 @@
+"""How much of the factory a console poll reads: what the screen shows, not every figure.
+
+At 100,000 GPUs a poll that reads every rollup parses ~175,000 series: the 12,500 nodes'
+eight rollups and the ~15,000 (node, job) pairs' five. The engine spends a few
+microseconds per series read and we as many parsing it, so the poll's time is the number
+of series it touches (docs/benchmarks.md). Most of them only one view shows:
+
+* the jobs' mean utilization and power (two of the five pair rollups) only the Jobs view,
+  a job's detail and triage show. The Overview needs of the jobs only how many run, who
+  holds idle GPUs and for how long. So elsewhere the poll reads the pairs' GPU counts
+  (the allocations) and, filtered on the engine, the pairs holding idle GPUs and the
+  idle spells that are running: a few hundred series instead of ~45,000;
+* the nodes' XID counters only the Nodes view shows (the Overview's XID problems come
+  from the per-GPU XID codes of dcgm-exporter, read in round 2).
+
+``Detail`` says what a poll reads; a view that needs more than the last poll read has the
+console poll again at once (``tui.console``). What a lean poll did not read is listed in
+the snapshot's ``unavailable`` (``LEAN_UNAVAILABLE``), never shown as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from factoryctl.telemetry import schema as native
+from factoryctl.telemetry.results import QueryResult
+
+PairKey = tuple[str, str]  # (node, job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """What one poll reads beyond what every view needs."""
+
+    job_figures: bool = True  # each job's mean utilization and power
+    node_xids: bool = True  # each node's XID counter
+
+    def covers(self, other: Detail) -> bool:
+        return (self.job_figures or not other.job_figures) and (
+            self.node_xids or not other.node_xids
+        )
+
+
+FULL = Detail()
+LEAN = Detail(job_figures=False, node_xids=False)
+# What each view shows beyond the Overview's figures; a view not named here needs LEAN.
+VIEW_DETAIL = {
+    "jobs": Detail(job_figures=True, node_xids=False),
+    "job-detail": Detail(job_figures=True, node_xids=False),
+    "triage": FULL,
+    "nodes": Detail(job_figures=False, node_xids=True),
+}
+# A lean poll's snapshot lists these in ``unavailable``: not read, not zero.
+LEAN_JOBS_UNAVAILABLE = frozenset({"job_utilization", "job_power"})
+LEAN_NODES_UNAVAILABLE = frozenset({"xid_total"})
+
+
+def for_view(view: str) -> Detail:
+    return VIEW_DETAIL.get(view, LEAN)
+
+
+def idle_queries(window: str) -> dict[str, str]:
+    """The pairs holding idle GPUs (GPUs held minus active, where above 0) and the idle
+    spells under way (above 0): filtered on the engine, a few hundred series answered."""
+    held = f"last_over_time({native.JOB_GPUS}[{window}])"
+    active = f"last_over_time({native.JOB_GPUS_ACTIVE}[{window}])"
+    return {
+        "idle_pairs": f"{held} - {active} > 0",
+        "idle_spells": f"last_over_time({native.JOB_IDLE_SECONDS}[{window}]) > 0",
+    }
+
+
+def _by_pair(result: QueryResult) -> dict[PairKey, float]:
+    return {(s.labels.get("node", ""), s.labels.get("job_id", "")): s.value for s in result.vector}
+
+
+def lean_per_job(
+    held: Mapping[PairKey, float],
+    results: Mapping[str, QueryResult],
+    reporting: Mapping[PairKey, float],
+) -> dict[str, dict[str, float]]:
+    """``job_summary.from_rollups``'s per-job columns without the utilization and power
+    sums: GPUs reporting (held, or counted per GPU on a node that lost one), idle GPUs
+    (reporting minus active) and the longest idle spell; no mean utilization, no power."""
+    idle_held = _by_pair(results["idle_pairs"])
+    counted: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    for pair, n in held.items():
+        job_id = pair[1]
+        up = reporting.get(pair, n)
+        active = min(up, n - idle_held.get(pair, 0.0))
+        counted[job_id] = counted.get(job_id, 0.0) + up
+        idle[job_id] = idle.get(job_id, 0.0) + max(0.0, up - active)
+    spell = {job_id: 0.0 for job_id in counted}
+    for (_, job_id), seconds in _by_pair(results["idle_spells"]).items():
+        if job_id in spell:
+            spell[job_id] = max(spell[job_id], seconds)
+    reported = {j: n for j, n in counted.items() if n > 0}
+    return {
+        "mean_utilization": {},
+        "idle_gpus": {j: idle[j] for j in reported},
+        "reporting": reported,
+        "power_watts": {},
+        "idle_seconds": spell,
+    }
