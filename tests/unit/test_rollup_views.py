@@ -179,12 +179,18 @@ class RollupEngine:
         if m and self.rollups:
             metric = m.group(1)
             if m.group(2) == "node":
-                positive = q.endswith(" > 0")  # a filter: only the nodes with any
-                # A filter drops nothing from the labels: the name stays, as on both engines.
+                # A filter (``> 0``, ``>= 85``) keeps the matching nodes only; it drops
+                # nothing from the labels: the name stays, as on both engines.
+                cut = re.search(r" (>|>=) ([0-9.]+)$", q)
                 return _vector(
                     ({"__name__": metric, "node": n}, v[metric])
                     for n, v in nodes.items()
-                    if v[metric] or not positive
+                    if cut is None
+                    or (
+                        v[metric] > float(cut.group(2))
+                        if cut.group(1) == ">"
+                        else v[metric] >= float(cut.group(2))
+                    )
                 )
             positive = q.endswith(" > 0")
             return _vector(
@@ -352,6 +358,10 @@ def test_a_lean_poll_reads_no_job_figures_yet_finds_the_same_idle_gpus() -> None
     assert {"job_utilization", "job_power", "xid_total"} <= lean.unavailable
     assert not {"job_utilization", "job_power", "xid_total"} & full.unavailable
     assert all(v.xid_total is None for v in lean.node_summaries.values())
+    # No GPU here is hot: the filtered read brings back no node's temperature.
+    assert all(v.temperature_max_celsius is None for v in lean.node_summaries.values())
+    assert all(v.temperature_max_celsius for v in full.node_summaries.values())
+    assert "temperature_max_celsius" in lean.unavailable
     # The only (node, job) series read whole: the GPUs each pair holds.
     assert f"last_over_time({s.JOB_GPUS}[30000ms])" in lean_engine.queries
     for metric in (s.JOB_UTILIZATION_SUM, s.JOB_POWER, s.NODE_XID_ERRORS):

@@ -10,8 +10,11 @@ of series it touches (docs/benchmarks.md). Most of them only one view shows:
   holds idle GPUs and for how long. So elsewhere the poll reads the pairs' GPU counts
   (the allocations) and, filtered on the engine, the pairs holding idle GPUs and the
   idle spells that are running: a few hundred series instead of ~45,000;
-* the nodes' XID counters only the Nodes view shows (the Overview's XID problems come
-  from the per-GPU XID codes of dcgm-exporter, read in round 2).
+* the nodes' XID counters and hottest GPUs only the Nodes view shows in full (the
+  Overview's XID problems come from the per-GPU XID codes of dcgm-exporter, read in
+  round 2). Elsewhere the hottest GPUs are read filtered on the engine: only the nodes
+  at or over ``summaries.HOT_CELSIUS``, which the Overview lists. The throttled counts
+  are read so, filtered to the nodes with any, in every view: no view shows them whole.
 
 ``Detail`` says what a poll reads; a view that needs more than the last poll read has the
 console poll again at once (``tui.console``). What a lean poll did not read is listed in
@@ -34,26 +37,26 @@ class Detail:
     """What one poll reads beyond what every view needs."""
 
     job_figures: bool = True  # each job's mean utilization and power
-    node_xids: bool = True  # each node's XID counter
+    node_columns: bool = True  # each node's hottest GPU and XID counter (the Nodes view's)
 
     def covers(self, other: Detail) -> bool:
         return (self.job_figures or not other.job_figures) and (
-            self.node_xids or not other.node_xids
+            self.node_columns or not other.node_columns
         )
 
 
 FULL = Detail()
-LEAN = Detail(job_figures=False, node_xids=False)
+LEAN = Detail(job_figures=False, node_columns=False)
 # What each view shows beyond the Overview's figures; a view not named here needs LEAN.
 VIEW_DETAIL = {
-    "jobs": Detail(job_figures=True, node_xids=False),
-    "job-detail": Detail(job_figures=True, node_xids=False),
+    "jobs": Detail(job_figures=True, node_columns=False),
+    "job-detail": Detail(job_figures=True, node_columns=False),
     "triage": FULL,
-    "nodes": Detail(job_figures=False, node_xids=True),
+    "nodes": Detail(job_figures=False, node_columns=True),
 }
 # A lean poll's snapshot lists these in ``unavailable``: not read, not zero.
 LEAN_JOBS_UNAVAILABLE = frozenset({"job_utilization", "job_power"})
-LEAN_NODES_UNAVAILABLE = frozenset({"xid_total"})
+LEAN_NODES_UNAVAILABLE = frozenset({"xid_total", "temperature_max_celsius"})
 
 
 def for_view(view: str) -> Detail:

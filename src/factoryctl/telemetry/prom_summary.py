@@ -176,8 +176,15 @@ def read(
         del queries["node:gpus_total"]
     w = dur(window)
     node_rollups = dict(NODE_ROLLUPS)
-    if not detail.node_xids:
-        del node_rollups["xid_total"]
+    # Filtered on the engine: the few nodes with any throttled GPU (no view shows 0s),
+    # and unless the Nodes view is shown, the few with a hot GPU (poll_detail).
+    del node_rollups["gpus_throttled"]
+    queries["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
+    if not detail.node_columns:
+        del node_rollups["xid_total"], node_rollups["temperature_max_celsius"]
+        queries["node:temperature_max_celsius"] = (
+            f"last_over_time({native.NODE_TEMPERATURE_MAX}[{w}]) >= {HOT_CELSIUS:g}"
+        )
     job_rollups = JOB_ROLLUPS if detail.job_figures else {"held": JOB_ROLLUPS["held"]}
     if not detail.job_figures:
         queries.update(idle_queries(w))
@@ -192,7 +199,6 @@ def read(
         if k.startswith("node:")
     }
     values.update(columns["nodes"].by_name)
-    values["gpus_throttled"] = {n: v for n, v in values["gpus_throttled"].items() if v > 0}
     pairs = columns["jobs"]
     up = values.pop("gpus_up")
     values["reporting"] = {n: v for n, v in up.items() if v > 0}
@@ -230,7 +236,7 @@ def read(
     else:
         per_job = lean_per_job(pairs.by_name["held"], results, counted)
         unavailable |= LEAN_JOBS_UNAVAILABLE
-    if not detail.node_xids:
+    if not detail.node_columns:
         unavailable |= LEAN_NODES_UNAVAILABLE
     energy = results.get("job_energy")
     job_energy = {s.labels.get("job_id", ""): s.value for s in energy.vector} if energy else {}
