@@ -115,9 +115,36 @@ def render_table(
 
 
 def render_json(document: Mapping[str, Any] | Sequence[Any]) -> str:
+    """Indented JSON, except that a list of objects holds one object per line.
+
+    ``json.dumps(indent=2)`` runs the pure-Python encoder (the C one serves compact output
+    only): for ``jobs -o json`` at 100,000 GPUs, 6,800 rows, it took 0.6 s, a third of the
+    command. Each record here is encoded compactly by the C encoder, and a table of rows
+    reads (and greps) one row per line."""
     import json  # here, not at the top: `factoryctl --help` imports this module
 
-    return json.dumps(document, indent=2, sort_keys=False, allow_nan=False, default=str)
+    def scalar(value: Any) -> str:
+        return json.dumps(value, allow_nan=False, default=str)
+
+    def encode(value: Any, pad: str) -> str:
+        inner = pad + "  "
+        if isinstance(value, dict):
+            if not value:
+                return "{}"
+            items = [
+                f"{inner}{json.dumps(k if isinstance(k, str) else scalar(k))}: {encode(v, inner)}"
+                for k, v in value.items()
+            ]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(value, list | tuple):
+            if not value:
+                return "[]"
+            records = all(isinstance(v, dict) for v in value)
+            items = [inner + (scalar(v) if records else encode(v, inner)) for v in value]
+            return "[\n" + ",\n".join(items) + f"\n{pad}]"
+        return scalar(value)
+
+    return encode(document, "")
 
 
 def render_csv(rows: Sequence[Row], keys: Sequence[str] | None = None) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hostlist
 import pytest
 
 from factoryctl import hostlists
@@ -11,6 +12,9 @@ from factoryctl.views import Column
 def test_expand_and_collect() -> None:
     assert hostlists.expand("gpu[001-003,010]") == ["gpu001", "gpu002", "gpu003", "gpu010"]
     assert hostlists.collect(["gpu001", "gpu002", "gpu010"]) == "gpu[001-002,010]"
+    # One name is its own hostlist (the fast path), as python-hostlist says too.
+    for name in ("gpu001", "gpu-a01", "n01.site", "node_7"):
+        assert hostlists.collect([name]) == name == str(hostlist.collect_hostlist([name]))
 
 
 @pytest.mark.parametrize("bad", ["", "gpu[1-", "gpu[3-1]", "gpu;rm -rf /", "$(reboot)"])
