@@ -30,6 +30,7 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.results import QueryResult
 
 PairKey = tuple[str, str]  # (node, job_id)
+EMPTY = QueryResult("vector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +64,17 @@ def for_view(view: str) -> Detail:
     return VIEW_DETAIL.get(view, LEAN)
 
 
-def idle_queries(window: str) -> dict[str, str]:
-    """The pairs holding idle GPUs (GPUs held minus active, where above 0) and the idle
-    spells under way (above 0): filtered on the engine, a few hundred series answered."""
+def idle_queries(window: str, spells: bool) -> dict[str, str]:
+    """The pairs holding idle GPUs (GPUs held minus active, where above 0) and, where the
+    rollups have them (``spells``: factoryctl-exporter's; dcgm-exporter's recorded rollups
+    have none), the idle spells under way (above 0): filtered on the engine, a few
+    hundred series answered."""
     held = f"last_over_time({native.JOB_GPUS}[{window}])"
     active = f"last_over_time({native.JOB_GPUS_ACTIVE}[{window}])"
-    return {
-        "idle_pairs": f"{held} - {active} > 0",
-        "idle_spells": f"last_over_time({native.JOB_IDLE_SECONDS}[{window}]) > 0",
-    }
+    out = {"idle_pairs": f"{held} - {active} > 0"}
+    if spells:
+        out["idle_spells"] = f"last_over_time({native.JOB_IDLE_SECONDS}[{window}]) > 0"
+    return out
 
 
 def _by_pair(result: QueryResult) -> dict[PairKey, float]:
@@ -85,7 +88,9 @@ def lean_per_job(
 ) -> dict[str, dict[str, float]]:
     """``job_summary.from_rollups``'s per-job columns without the utilization and power
     sums: GPUs reporting (held, or counted per GPU on a node that lost one), idle GPUs
-    (reporting minus active) and the longest idle spell; no mean utilization, no power."""
+    (reporting minus active) and the longest idle spell (0 for a job with none under way;
+    unknown, not 0, where ``results`` holds no spells query); no mean utilization, no
+    power."""
     idle_held = _by_pair(results["idle_pairs"])
     counted: dict[str, float] = {}
     idle: dict[str, float] = {}
@@ -95,8 +100,11 @@ def lean_per_job(
         active = min(up, n - idle_held.get(pair, 0.0))
         counted[job_id] = counted.get(job_id, 0.0) + up
         idle[job_id] = idle.get(job_id, 0.0) + max(0.0, up - active)
-    spell = {job_id: 0.0 for job_id in counted}
-    for (_, job_id), seconds in _by_pair(results["idle_spells"]).items():
+    if "idle_spells" not in results:
+        spell: dict[str, float] = {}
+    else:
+        spell = dict.fromkeys(counted, 0.0)
+    for (_, job_id), seconds in _by_pair(results.get("idle_spells", EMPTY)).items():
         if job_id in spell:
             spell[job_id] = max(spell[job_id], seconds)
     reported = {j: n for j, n in counted.items() if n > 0}

@@ -187,7 +187,8 @@ def read(
         )
     job_rollups = JOB_ROLLUPS if detail.job_figures else {"held": JOB_ROLLUPS["held"]}
     if not detail.job_figures:
-        queries.update(idle_queries(w))
+        # factoryctl-exporter's idle spells; dcgm-exporter's recorded rollups have none.
+        queries.update(idle_queries(w, spells=schema is NATIVE))
     rollups = {
         "nodes": Rollups(node_rollups, w),
         "jobs": Rollups(job_rollups, w, PAIR_LABELS, "user"),
