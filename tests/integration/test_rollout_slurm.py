@@ -298,7 +298,9 @@ def test_kill_9_then_resume_redoes_nothing_and_forgets_nothing(
     listed = json.loads(fctl("rollout", "list", "-o", "json").stdout)["items"]
     assert [(i["id"], i["status"]) for i in listed] == [(cid, "interrupted")]
     r = fctl("rollout", "resume", cid, "--yes", "-o", "json")
-    assert r.status == 0, r.stderr
+    # Why, when it fails: the failed nodes' notes (what Slurm answered) and any warning.
+    why = [e for e in r.events() if e.get("phase") == "failed" or e["event"] == "warning"]
+    assert r.status == 0, (r.stderr, why)
     table = slurm8.node_table()
     for name in NODES:
         assert table[name]["state"] == "idle", table[name]
