@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -89,6 +90,26 @@ def _journal(state_dir: Path, cid: str) -> list[dict[str, Any]]:
     if not path.exists():
         return []  # the plan is printed before the journal is created
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _wait_runner_lock_free(state_dir: Path, cid: str, timeout: float = 5.0) -> None:
+    """After the kill, until no process holds the campaign's runner lock. A --check the
+    runner was spawning at the kill (forked, its journal "work" record not yet written, so
+    not killed by PID) holds a copy of the lock until it closes its descriptors before
+    exec: 8 ms measured with both cores busy, during which `rollout list` says "running"
+    and `rollout resume` refuses. It then runs out by itself (sleep 0.5)."""
+    fd = os.open(state_dir / "factoryctl" / "rollouts" / f"{cid}.lock", os.O_RDWR)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"runner lock held {timeout}s after the kill"
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
 
 
 def _audit(state_dir: Path) -> list[dict[str, Any]]:
@@ -295,6 +316,7 @@ def test_kill_9_then_resume_redoes_nothing_and_forgets_nothing(
             if record["event"] == "work":
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(record["pid"], signal.SIGKILL)
+    _wait_runner_lock_free(state_dir, cid)
     listed = json.loads(fctl("rollout", "list", "-o", "json").stdout)["items"]
     assert [(i["id"], i["status"]) for i in listed] == [(cid, "interrupted")]
     r = fctl("rollout", "resume", cid, "--yes", "-o", "json")
