@@ -336,6 +336,42 @@ def test_kill_9_then_resume_redoes_nothing_and_forgets_nothing(
     _agree(state_dir, cid)
 
 
+def test_a_node_back_in_service_before_its_resume_is_done_not_failed(
+    slurm8: SlurmCluster, fctl, state_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Slurm refuses to resume a node in service; under ReturnToService=2 it puts a node a
+    reboot left DOWN back by itself at a registration that can come during the check (CI
+    saw "gpu04: resume failed" so). Here the check resumes the node itself, so the real
+    Slurm's refusal comes every time, without waiting for its 20th ping. ~1 s each."""
+    r = fctl(
+        "rollout",
+        "start",
+        "gpu[01-02]",
+        "--reason",
+        "fw",
+        "--max-unavailable",
+        "2",
+        "--check",
+        "scontrol update NodeName={node} State=RESUME",
+        "--yes",
+        "-o",
+        "json",
+    )
+    events = r.events()
+    assert r.status == 0, (r.stderr, events)
+    cid = events[0]["id"]
+    done = {e["node"]: e for e in events if e.get("phase") == "done"}
+    assert set(done) == {"gpu01", "gpu02"}
+    for e in done.values():  # the real Slurm's answer, in every generation's words
+        assert "already back in service (idle)" in e["note"], e
+        assert "Invalid node state" in e["note"], e
+    table = slurm8.node_table()
+    for name in ("gpu01", "gpu02"):
+        assert table[name]["state"] == "idle" and "DRAIN" not in table[name]["state_flags"]
+    _no_campaign_reason_in_service(table, cid)
+    _agree(state_dir, cid)
+
+
 def test_two_campaigns_cannot_share_a_node_and_pause_stops_the_other(
     slurm8: SlurmCluster, fctl, state_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
