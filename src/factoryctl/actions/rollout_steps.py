@@ -214,9 +214,10 @@ class NodeSteps(Records):
         """A refused resume, judged by what Slurm shows right after it. Slurm refuses to
         resume a node already in service ("Invalid node state specified"; 26.05: "...
         transition"), and under ReturnToService=2 it puts a node that a reboot left DOWN
-        back in service itself at the node's next registration: slurmctld asks every node
-        to register on every 20th ping, and any resume triggers a ping (measured on 22.05,
-        24.11 and 26.05), so another node's resume can land during this node's --check.
+        back in service itself at the node's next registration. slurmctld asks a rolling
+        window of nodes (TreeWidth of them: all 8 of the lab's on every 20th ping) to
+        register, and any resume triggers a ping (seen on 22.05, 24.11 and 26.05), so a
+        registration can come during this node's --check.
         A node in service is done; any other stays failed, and the note says what Slurm
         answered and showed. One read: a state Slurm refused on is not transient."""
         node = self._nodes.get(name) if self._read() else None
