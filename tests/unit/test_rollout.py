@@ -49,15 +49,24 @@ class FakeNode:
     reason: str = ""
     jobs_until: float = 0.0  # a job runs on the node until this fake time
     reboot_done: float | None = None
+    back_by_itself: float | None = None  # when Slurm returns this DOWN node to service
+    invalid_reg: bool = False  # registered with a configuration Slurm rejects
 
 
 class FakeSlurm:
-    """Enough of Slurm: drain goes DRAINING while a job runs, reboots take 2 s."""
+    """Enough of Slurm: drain goes DRAINING while a job runs, reboots take 2 s, a resume
+    of a node in service (or of one with an invalid registration) is refused as Slurm
+    refuses it."""
 
     name = "fake"
 
-    def __init__(self, count: int = 8, keeps_reason: bool = False) -> None:
+    def __init__(
+        self, count: int = 8, keeps_reason: bool = False, return_to_service: float | None = None
+    ) -> None:
         self.keeps_reason = keeps_reason  # Slurm 24.11 without accounting storage
+        # ReturnToService=2: a node a reboot left DOWN goes IDLE by itself at its next
+        # registration, this many seconds after the reboot is over (None: it stays DOWN).
+        self.return_to_service = return_to_service
         self.now = 1000.0
         self.n = {f"n{i:02d}": FakeNode() for i in range(1, count + 1)}
         self.calls: list[tuple[str, str]] = []
@@ -70,8 +79,14 @@ class FakeSlurm:
                 node.state = NodeState.DRAINED
             if node.state is NodeState.MIXED and not busy:
                 node.state = NodeState.IDLE
+            if node.back_by_itself is not None and self.now >= node.back_by_itself:
+                if node.state is NodeState.DOWN:
+                    node.state = NodeState.IDLE
+                node.back_by_itself = None
             if node.reboot_done is not None and self.now >= node.reboot_done:
                 node.state, node.reboot_done = NodeState.DOWN, None
+                if self.return_to_service is not None:
+                    node.back_by_itself = self.now + self.return_to_service
 
     def nodes(self) -> list[Node]:
         return [
@@ -108,6 +123,12 @@ class FakeSlurm:
         for name in nodes:
             self.calls.append(("resume", name))
             node = self.n[name]
+            if node.state.in_service or node.invalid_reg:
+                # slurmctld's _valid_node_state_change: RESUME only for DOWN, DRAIN, FAIL.
+                raise FactoryctlError(
+                    "scontrol update: slurm_update error: Invalid node state specified",
+                    ExitStatus.SCHEDULER_ERROR,
+                )
             node.reason = node.reason if self.keeps_reason else ""
             node.state = NodeState.MIXED if node.jobs_until > self.now else NodeState.IDLE
 
@@ -482,3 +503,62 @@ def test_nodes_back_in_service_keep_no_campaign_reason(tmp_path: Path, keeps: bo
     cleared = sorted(n for what, n in slurm.calls if what == "clear_reason")
     # Only where Slurm kept ours: a generation that clears it is left alone.
     assert cleared == (sorted(slurm.n) if keeps else [])
+
+
+def test_a_node_slurm_put_back_in_service_during_its_check_is_done_not_failed(
+    tmp_path: Path,
+) -> None:
+    # ReturnToService=2 (the lab's, and many sites'): the node the reboot left DOWN
+    # registers again while its check runs (slurmctld asks every node on every 20th ping;
+    # another node's resume triggers one) and Slurm returns it to service itself. Slurm
+    # then refuses our resume: the answer sequence seen in CI on 24.11 (DOWN, then IDLE,
+    # then "Invalid node state specified"), which left a healthy node drained.
+    slurm = FakeSlurm(return_to_service=0.5)
+    h = Harness(slurm, Store(tmp_path / "rollouts"), tmp_path)
+    status, runner = h.start(
+        hostlist="n[01-02]", max_unavailable="2", reboot=True, check_cmd="true {node}"
+    )
+    c = runner.campaign
+    assert status is ExitStatus.OK, c.message
+    assert c.names(DONE) == ["n01", "n02"]
+    assert "already back in service (idle)" in c.nodes["n01"].note
+    assert "Invalid node state specified" in c.nodes["n01"].note
+    rebooted = [e for e in h.events if e.get("phase") == "rebooted"]
+    assert [e["state"] for e in rebooted] == ["down", "down"]  # DOWN when the check began
+    for name in ("n01", "n02"):
+        node = slurm.n[name]
+        assert node.state is NodeState.IDLE and not node.reason.startswith("factoryctl rollout")
+        # Resumed once, never drained again with a failure reason.
+        assert [v for v, n in slurm.calls if n == name].count("resume") == 1
+        assert [v for v, n in slurm.calls if n == name].count("drain") == 1
+
+
+def test_a_refused_resume_of_a_node_out_of_service_fails_it_and_says_why(h: Harness) -> None:
+    h.slurm.n["n02"].invalid_reg = True  # Slurm refuses to resume it; it stays drained
+    status, runner = h.start(hostlist="n[01-02]", max_unavailable="2")
+    c = runner.campaign
+    assert status is ExitStatus.PARTIAL
+    assert c.names(DONE) == ["n01"] and c.names(FAILED) == ["n02"]
+    why = (
+        "n02: resume failed: scontrol update: slurm_update error: Invalid node state "
+        "specified (then Slurm showed n02 drained, reason "
+        "'factoryctl rollout c0ffee01: driver 550 (erin)')"
+    )
+    assert why in c.message  # the campaign's one line says what Slurm answered and showed
+    assert (
+        h.slurm.n["n02"].reason == "factoryctl rollout c0ffee01: resume failed: driver 550 (erin)"
+    )
+
+
+def test_the_last_message_names_a_few_failures_with_their_notes(tmp_path: Path) -> None:
+    h = Harness(FakeSlurm(count=16), Store(tmp_path / "rollouts"), tmp_path)
+    status, runner = h.start(
+        hostlist="n[01-07]", max_unavailable="7", check_cmd="sh -c 'echo XID 79 on {node}; exit 1'"
+    )
+    c = runner.campaign
+    assert status is ExitStatus.PARTIAL and len(c.names(FAILED)) == 7
+    assert "7 failed and left drained (n01: check failed: exit status 1: XID 79 on n01; " in (
+        c.message
+    )
+    assert "n05: check failed" in c.message and "n06:" not in c.message
+    assert c.message.endswith(f"; 2 more: factoryctl rollout status {c.id})")

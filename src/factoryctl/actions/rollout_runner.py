@@ -41,6 +41,11 @@ from factoryctl.actions.rollout_plan import unavailable
 from factoryctl.actions.rollout_steps import Emit, NodeSteps, kill_session
 from factoryctl.errors import ExitStatus, FactoryctlError
 
+# How many failed nodes the campaign's last message names with their notes, and how much
+# of each note (a check's last line is at most 200 characters already).
+SUMMARY_NODES = 5
+SUMMARY_NOTE = 200
+
 
 @dataclass(kw_only=True)
 class Runner(NodeSteps):
@@ -193,8 +198,7 @@ class Runner(NodeSteps):
         done = self.campaign.count(DONE)
         parts = [f"{done} node(s) done"]
         if failed:
-            why = "; ".join(f"{n}: {self.campaign.nodes[n].step} failed" for n in failed)
-            parts.append(f"{len(failed)} failed and left drained ({why})")
+            parts.append(f"{len(failed)} failed and left drained ({self._why_failed(failed)})")
         if skipped:
             parts.append(f"{len(skipped)} skipped ({hostlists.collect(skipped)})")
         self.status(FINISHED, "; ".join(parts))
@@ -202,6 +206,21 @@ class Runner(NodeSteps):
             "result", status="partial" if failed or skipped else "ok", message=self.campaign.message
         )
         return ExitStatus.PARTIAL if failed or skipped else ExitStatus.OK
+
+    def _why_failed(self, failed: list[str]) -> str:
+        """Each failed node's step and what it said, the first few of them: the one line
+        a script or CI keeps must say why (a "resume failed" alone cannot be diagnosed);
+        the rest are in ``factoryctl rollout status``."""
+        shown = []
+        for name in failed[:SUMMARY_NODES]:
+            rec = self.campaign.nodes[name]
+            note = f": {rec.note[:SUMMARY_NOTE]}" if rec.note else ""
+            shown.append(f"{name}: {rec.step} failed{note}")
+        if len(failed) > SUMMARY_NODES:
+            shown.append(
+                f"{len(failed) - SUMMARY_NODES} more: factoryctl rollout status {self.campaign.id}"
+            )
+        return "; ".join(shown)
 
     def _abort(self) -> ExitStatus:
         for work in self.work.values():

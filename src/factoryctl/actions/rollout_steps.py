@@ -208,7 +208,33 @@ class NodeSteps(Records):
         try:
             self.scheduler.resume([name])
         except FactoryctlError as err:
-            self._fail(name, "resume", err.message)
+            self._resume_refused(name, err)
+
+    def _resume_refused(self, name: str, err: FactoryctlError) -> None:
+        """A refused resume, judged by what Slurm shows right after it. Slurm refuses to
+        resume a node already in service ("Invalid node state specified"; 26.05: "...
+        transition"), and under ReturnToService=2 it puts a node that a reboot left DOWN
+        back in service itself at the node's next registration. slurmctld asks a rolling
+        window of nodes (TreeWidth of them: all 8 of the lab's on every 20th ping) to
+        register, and any resume triggers a ping (seen on 22.05, 24.11 and 26.05), so a
+        registration can come during this node's --check.
+        A node in service is done; any other stays failed, and the note says what Slurm
+        answered and showed. One read: a state Slurm refused on is not transient."""
+        node = self._nodes.get(name) if self._read() else None
+        if node is not None and node.state.in_service:
+            self.phase(
+                name,
+                DONE,
+                note=f"already back in service ({node.state.value}) when resumed: "
+                f"Slurm said {err.message!r}",
+            )
+            self.clear_stale_reason(node)
+            return
+        if node is None:
+            seen = f"{name} could not be read after it"
+        else:
+            seen = f"{name} {node.state.value}, reason {node.reason or 'none'!r}"
+        self._fail(name, "resume", f"{err.message} (then Slurm showed {seen})")
 
     def advance(self, name: str) -> None:
         """Move one in-flight node on, from what Slurm says now."""
