@@ -25,7 +25,7 @@ from factoryctl.telemetry.poll_detail import LEAN
 from factoryctl.telemetry.prom_context import SourceOptions
 from factoryctl.telemetry.prom_detect import NO_ROLLUPS
 from factoryctl.telemetry.prom_summary import INVENTORY_EVERY
-from factoryctl.telemetry.prometheus_source import PrometheusSource
+from factoryctl.telemetry.prometheus_source import ROLLUPS_RECHECK, PrometheusSource
 from factoryctl.tui.frame import build_frame
 from factoryctl.tui.history import History
 
@@ -424,6 +424,21 @@ def test_a_rollup_answer_with_a_series_of_another_name_is_an_error() -> None:
 
     with pytest.raises(TelemetryError, match="rollup query returned a series named None"):
         _source(Renaming()).console_snapshot()
+
+
+def test_an_engine_that_gains_the_rollups_is_read_through_them_within_a_minute() -> None:
+    # A console started before the exporter's upgrade (or the rules' install) moves onto
+    # the rollups without a restart; once found, they are not asked for again.
+    engine = RollupEngine(rollups=False)
+    src = _source(engine)
+    assert not src.console_snapshot(at=T).node_summaries
+    engine.rollups = True
+    assert not src.console_snapshot(at=T + 30).node_summaries  # asked once a minute
+    assert src.console_snapshot(at=T + ROLLUPS_RECHECK).node_summaries
+    probes = len([q for q in engine.queries if q.startswith(f"count(last_over_time({s.NODE_GPUS}")])
+    src.console_snapshot(at=T + 3 * ROLLUPS_RECHECK)
+    after = [q for q in engine.queries if q.startswith(f"count(last_over_time({s.NODE_GPUS}")]
+    assert (probes, len(after)) == (2, 2)
 
 
 def test_console_poll_without_rollups_is_the_full_snapshot_with_a_hint() -> None:

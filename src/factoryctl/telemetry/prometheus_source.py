@@ -73,6 +73,10 @@ from factoryctl.triage import Alert
 GpuKey = tuple[str, int]
 
 
+# Seconds between asking an engine without rollups again whether it has them now.
+ROLLUPS_RECHECK = 60.0
+
+
 @dataclass
 class PrometheusSource:
     client: PromClient
@@ -83,6 +87,7 @@ class PrometheusSource:
     _interval: float | None = None
     _delay: float | None = None
     _rollups: bool | None = None
+    _rollups_asked: float | None = None  # when the engine last said it had none
     # The console's poll keeps the slow-changing inventory between polls (prom_summary).
     _inventory: prom_summary.InventoryCache = field(default_factory=prom_summary.InventoryCache)
 
@@ -112,12 +117,18 @@ class PrometheusSource:
 
     def rollups(self, at: float) -> bool:
         """Whether the views read the rollups (``factoryctl_node_*``, ``factoryctl_job_*``)
-        instead of every GPU's series: asked once, like the schema."""
-        if self._rollups is None:
-            mode = self.options.rollups
+        instead of every GPU's series. Found, they stay found; not found (``auto``: an
+        engine before the exporter's upgrade or the rules' install), asked again every
+        ``ROLLUPS_RECHECK`` seconds, so a long-running console moves onto them without a
+        restart (one count of ~1 series per node a minute, beside a per-GPU poll)."""
+        mode = self.options.rollups
+        asked = self._rollups_asked
+        stale = asked is not None and not 0 <= at - asked < ROLLUPS_RECHECK
+        if self._rollups is None or (self._rollups is False and mode == "auto" and stale):
             self._rollups = mode == "on" or (
                 mode == "auto" and detect_rollups(self.client, at, self.options.inventory_window)
             )
+            self._rollups_asked = None if self._rollups else at
         return self._rollups
 
     def describe(self, at: float) -> str:
