@@ -397,16 +397,26 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]]) ->
         f"| bare prometheus_client process: RSS {med(bare, 'rss') / 2**20:.1f} MiB,"
         f" CPU {med(bare, 'cpu') * 100:.3f}% |"
     )
-    print("\n| round | side | load before → after | × bare | × bare HTTP | CPU % | RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for s in [*sides, "bare"]:
-        for n, d in enumerate(runs[s]):
-            x = "" if args.nvml or s == "bare" else f"{d['scrape_us'] / d['bare_us']:.2f}"
-            h = "" if args.nvml or s == "bare" else f"{d['http_us'] / d['http_bare_us']:.2f}"
+    rounds = range(args.rounds)
+    if not args.nvml:
+        print("\n| round | side, in-process | load before → after | × bare | × bare HTTP |")
+        print("|---|---|---|---|---|")
+        for n in rounds:
+            for s in sides:
+                d = runs[s][n]
+                print(
+                    f"| {n + 1} | {s} | {d['load_before']:.2f} → {d['load_after']:.2f}"
+                    f" | {d['scrape_us'] / d['bare_us']:.2f} | {d['http_us'] / d['http_bare_us']:.2f} |"
+                )
+    print("\n| round | process | load before → after | CPU, % of one core | RSS, MiB |")
+    print("|---|---|---|---|---|")
+    for n in rounds:
+        for s in ["bare", *sides]:
+            d = runs[s][n]
             p = "" if args.nvml or s == "bare" else "proc_"
             print(
-                f"| {n + 1} | {s} | {d['load_before']:.2f} → {d.get(p + 'load_after', d['load_after']):.2f}"
-                f" | {x} | {h} | {d[p + 'cpu'] * 100:.3f} | {d[p + 'rss'] / 2**20:.1f} |"
+                f"| {n + 1} | {s} | {d[p + 'load_before']:.2f} → {d[p + 'load_after']:.2f}"
+                f" | {d[p + 'cpu'] * 100:.3f} | {d[p + 'rss'] / 2**20:.1f} |"
             )
 
 
