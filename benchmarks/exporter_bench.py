@@ -1,6 +1,7 @@
 """factoryctl-exporter: scrape cost, RSS and CPU, against baselines measured in the same run.
 
-    .venv/bin/python benchmarks/exporter_bench.py [--scrapes 2000] [--seconds 60]
+    .venv/bin/python benchmarks/exporter_bench.py [--scrapes 2000] [--seconds 60] \\
+        [--rounds 3] [--baseline DIR/src]
     python3 benchmarks/exporter_bench.py --nvml [--seconds 60]     # on a GPU node
 
 Case (issue 3): 8 simulated GPUs, 64 GPU processes (8 jobs, 8 processes each).
@@ -14,23 +15,34 @@ Case (issue 3): 8 simulated GPUs, 64 GPU processes (8 jobs, 8 processes each).
 3. ``--nvml``: the same RSS/CPU figures for the real NVML backend (default flags, so the
    energy counter is read every 10 s), plus the cost of each NVML call.
 
-What the rollups (issue 13: one series per node, five per (node, job)) cost, before and
-after in the same run: the scrape with and without their families (each against its own
-bare copy), the collection with and without computing them, and, with ``--before-src
-DIR`` (a checkout's ``src`` from before them), the RSS and CPU of that exporter process
-beside the current one.
+Each side (this checkout's ``src``, and ``--baseline``: another checkout's, e.g. the commit
+before a change, ``git archive <sha> src | tar -x -C DIR``) is measured in new processes
+importing ``factoryctl`` from its tree: 1. in a child interpreter, 2. as the exporter
+process. ``--rounds`` repeats both sides, one process at a time, the order alternating
+between rounds; each measurement prints its figures and the 1-min load average before and
+after it to stderr as it ends, and the end prints the medians per side and their ratios
+(the machine is shared: compare sides of one run only).
+
+What the rollups (issue 13) cost, inside one side: the scrape with and without their
+families (``WithoutRollups``: the collector before issue 13, each against its own bare
+copy) and the collection with and without computing them.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -44,6 +56,8 @@ from factoryctl.exporter.simulated import SimBackend
 from factoryctl.lab.procs import free_port, port_open, stop_pid, wait_until
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.telemetry import schema
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 class WithoutRollups(SnapshotCollector):
@@ -130,16 +144,12 @@ def samples(registry: CollectorRegistry) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
 
 
-def scrape_cost(scrapes: int) -> None:
+def scrape_cost(scrapes: int) -> dict[str, float]:
+    """The in-process figures of this interpreter's ``factoryctl`` (whichever src it got)."""
     exporter, ours = build_case()
     _, before = build_case(WithoutRollups)
     bare, bare_before = bare_copy(ours), bare_copy(before)
     n_ours, n_before = samples(ours), samples(before)
-    procs = sum(len(r.processes or ()) for r in exporter.snapshot.readings)
-    print(
-        f"case: 8 GPUs, {procs} processes, {n_ours} samples with the rollups,"
-        f" {n_before} without (+{n_ours - n_before})"
-    )
     assert n_ours == samples(bare), "the baseline must hold the same samples"
     assert n_before == samples(bare_before), "the baseline must hold the same samples"
     t_ours, t_bare = interleaved(
@@ -147,16 +157,6 @@ def scrape_cost(scrapes: int) -> None:
     )
     t_before, t_bare_before = interleaved(
         lambda: generate_latest(before), lambda: generate_latest(bare_before), scrapes
-    )
-    print("| exposition | median per scrape | × bare |\n|---|---|---|")
-    print(f"| bare prometheus_client registry, without rollups | {t_bare_before:.0f} µs | 1.00× |")
-    print(
-        f"| factoryctl snapshot Collector, without rollups | {t_before:.0f} µs"
-        f" | {t_before / t_bare_before:.2f}× |"
-    )
-    print(f"| bare prometheus_client registry, with rollups | {t_bare:.0f} µs | 1.00× |")
-    print(
-        f"| factoryctl snapshot Collector, with rollups | {t_ours:.0f} µs | {t_ours / t_bare:.2f}× |"
     )
     from prometheus_client import start_http_server
 
@@ -170,15 +170,22 @@ def scrape_cost(scrapes: int) -> None:
     finally:
         server.stop()
         bare_server.shutdown()
-    print(f"| bare start_http_server, GET /metrics (with rollups) | {h_bare:.0f} µs | 1.00× |")
-    print(
-        f"| factoryctl-exporter server, GET /metrics (with rollups) | {h_ours:.0f} µs"
-        f" | {h_ours / h_bare:.2f}× |"
-    )
-    collection_cost(exporter, scrapes)
+    return {
+        "processes": sum(len(r.processes or ()) for r in exporter.snapshot.readings),
+        "samples": n_ours,
+        "samples_without_rollups": n_before,
+        "bytes": len(generate_latest(ours)),
+        "scrape_us": t_ours,
+        "bare_us": t_bare,
+        "scrape_without_rollups_us": t_before,
+        "bare_without_rollups_us": t_bare_before,
+        "http_us": h_ours,
+        "http_bare_us": h_bare,
+        **collection_cost(exporter, scrapes),
+    }
 
 
-def collection_cost(exporter: Exporter, runs: int) -> None:
+def collection_cost(exporter: Exporter, runs: int) -> dict[str, float]:
     """One collection of the case with and without computing the rollups."""
     sim = exporter.backend.sim  # type: ignore[attr-defined]
     real = collection._rollups
@@ -198,11 +205,7 @@ def collection_cost(exporter: Exporter, runs: int) -> None:
     args = (snap.time, snap.readings, snap.attribution, snap.gpu_energy, snap.idle_seconds)
     alone = median_us(lambda: real(*args, snap.xids), runs)  # type: ignore[arg-type]
     t_with, t_without = interleaved(collect, without, max(100, runs // 4))
-    print("\n| collection (8 GPUs, 64 processes) | median | CPU at 1 s collection |")
-    print("|---|---|---|")
-    print(f"| without rollups | {t_without:.0f} µs | {t_without / 1e4:.3f}% |")
-    print(f"| with rollups | {t_with:.0f} µs | {t_with / 1e4:.3f}% |")
-    print(f"| `_rollups` alone | {alone:.0f} µs | {alone / 1e4:.3f}% |")
+    return {"collect_us": t_with, "collect_without_rollups_us": t_without, "rollups_us": alone}
 
 
 def proc_stat(pid: int) -> tuple[float, float]:
@@ -218,7 +221,7 @@ def proc_stat(pid: int) -> tuple[float, float]:
 def run_process(
     name: str, argv: list[str], port: int, seconds: float, src: str | None = None
 ) -> tuple[float, float, bytes]:
-    env = None if src is None else {**os.environ, "PYTHONPATH": src}
+    env = {**os.environ, "PYTHONPATH": src or str(SRC)}
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env=env,
@@ -241,42 +244,180 @@ def run_process(
         stop_pid(proc.pid)
 
 
-def footprint(seconds: float, nvml: bool, before_src: str | None = None) -> None:
-    port_bare = free_port()
-    bare_code = (
+def bare_footprint(seconds: float) -> dict[str, float]:
+    port = free_port()
+    code = (
         "import time, prometheus_client as p; "
-        f"p.start_http_server({port_bare}, '127.0.0.1'); time.sleep(1e9)"
+        f"p.start_http_server({port}, '127.0.0.1'); time.sleep(1e9)"
     )
-    bare_cpu, bare_rss, _ = run_process(
-        "bare", [sys.executable, "-c", bare_code], port_bare, seconds
-    )
+    cpu, rss, _ = run_process("bare", [sys.executable, "-c", code], port, seconds)
+    return {"cpu": cpu, "rss": rss}
+
+
+def footprint(seconds: float, nvml: bool, src: str) -> dict[str, float]:
+    """RSS, CPU share and the last scrape of a real exporter process run from ``src``."""
     # Seed 6 starts with all 8 GPUs busy with jobs of 10,292 s or longer: 64 processes.
     backend = [] if nvml else ["--simulate", "8", "--sim-processes-per-gpu", "8", "--sim-seed", "6"]
-    print(f"\nsteady state over {seconds:.0f} s, 1 s collection, a scrape every 15 s")
-    print("| process | RSS | CPU (% of one core) |\n|---|---|---|")
-    print(
-        f"| bare prometheus_client start_http_server | {bare_rss / 2**20:.1f} MiB | {bare_cpu * 100:.2f}% |"
-    )
-    runs = [("before rollups", before_src)] if before_src else []
-    for what, src in [*runs, ("current", None)]:
-        port_ours = free_port()
-        argv = [
-            sys.executable, "-m", "factoryctl.exporter.main", "--listen", f"127.0.0.1:{port_ours}",
-            "--collect-interval", "1", *backend,
-        ]  # fmt: skip
-        cpu, rss, body = run_process("exporter", argv, port_ours, seconds, src)
-        procs = sum(
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "factoryctl.exporter.main", "--listen", f"127.0.0.1:{port}",
+        "--collect-interval", "1", *backend,
+    ]  # fmt: skip
+    cpu, rss, body = run_process("exporter", argv, port, seconds, src)
+    lines = [line for line in body.splitlines() if line and not line.startswith(b"#")]
+    return {
+        "cpu": cpu,
+        "rss": rss,
+        "body_bytes": len(body),
+        "body_samples": len(lines),
+        "gpus": sum(1 for line in lines if line.startswith(b"factoryctl_gpu_up{")),
+        "processes": sum(
             float(line.rsplit(b" ", 1)[1])
-            for line in body.splitlines()
+            for line in lines
             if line.startswith(b"factoryctl_gpu_processes{")
+        ),
+    }
+
+
+def load1() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def in_child(src: str, scrapes: int) -> dict[str, float]:
+    """``scrape_cost`` in a new interpreter importing ``factoryctl`` from ``src``."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", "--scrapes", str(scrapes)],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"exporter_bench: the child for {src} failed: {tail}")
+    doc: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    imported = Path(doc.pop("factoryctl")).resolve()
+    if not imported.is_relative_to(Path(src).resolve()):
+        raise SystemExit(f"exporter_bench: the child for {src} imported {imported}")
+    return doc
+
+
+def measured(label: str, fn: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``fn``'s figures with the 1-min load average before and after it, printed at once."""
+    before = load1()
+    doc = {**fn(), "load_before": before, "load_after": load1()}
+    print(f"{label}: {json.dumps(doc)}", file=sys.stderr, flush=True)
+    return doc
+
+
+def run_rounds(
+    args: argparse.Namespace, sides: list[tuple[str, str]]
+) -> dict[str, list[dict[str, float]]]:
+    """Each round measures every side once, one process at a time, the order alternating
+    between rounds so that neither side always runs first (the machine is shared)."""
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in [*sides, ("bare", "")]}
+    for n in range(args.rounds):
+        order = sides if n % 2 == 0 else sides[::-1]
+        if not args.nvml:
+            for label, src in order:
+                doc = measured(
+                    f"round {n + 1} {label} in-process", partial(in_child, src, args.scrapes)
+                )
+                runs[label].append(doc)
+        runs["bare"].append(
+            measured(f"round {n + 1} bare process", lambda: bare_footprint(args.seconds))
         )
-        gpus = body.count(b"factoryctl_gpu_up{")
-        nodes = body.count(b"factoryctl_node_gpus{")
-        label = f"{'NVML' if nvml else '--simulate 8'}: {gpus} GPUs, {procs:.0f} processes"
-        print(
-            f"| factoryctl-exporter ({what}) {label}, {nodes} node rollup"
-            f" | {rss / 2**20:.1f} MiB | {cpu * 100:.2f}% |"
+        for label, src in order:
+            doc = measured(
+                f"round {n + 1} {label} process",
+                partial(footprint, args.seconds, args.nvml, src),
+            )
+            # Same round, same side: one row (the in-process figures came first).
+            if args.nvml:
+                runs[label].append(doc)
+            else:
+                runs[label][-1].update({f"proc_{k}": v for k, v in doc.items()})
+    return runs
+
+
+def med(docs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(d[key] for d in docs)
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]]) -> None:
+    sides = [label for label in runs if label != "bare"]
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, python"
+        f" {platform.python_version()}; {args.rounds} rounds; 1-min load average"
+        f" {min(d['load_before'] for r in runs.values() for d in r):.2f}"
+        f"-{max(d['load_after'] for r in runs.values() for d in r):.2f}"
+    )
+    proc = "" if args.nvml else "proc_"
+    rows: list[tuple[str, str, Callable[[list[dict[str, float]]], float]]] = [
+        ("RSS, MiB", ".1f", lambda d: med(d, f"{proc}rss") / 2**20),
+        ("CPU, % of one core", ".3f", lambda d: med(d, f"{proc}cpu") * 100),
+        ("bytes per scrape (the process's last)", ",.0f", lambda d: med(d, f"{proc}body_bytes")),
+        ("samples per scrape (the process's)", ",.0f", lambda d: med(d, f"{proc}body_samples")),
+    ]
+    if not args.nvml:
+        rows = [
+            ("samples, the case", ",.0f", lambda d: med(d, "samples")),
+            ("bytes, the case", ",.0f", lambda d: med(d, "bytes")),
+            ("`generate_latest`, µs", ",.0f", lambda d: med(d, "scrape_us")),
+            ("the same samples, bare registry, µs", ",.0f", lambda d: med(d, "bare_us")),
+            ("× bare (median of the rounds' ratios)", ".2f",
+             lambda d: statistics.median(x["scrape_us"] / x["bare_us"] for x in d)),
+            ("`GET /metrics`, µs", ",.0f", lambda d: med(d, "http_us")),
+            ("bare `start_http_server`, µs", ",.0f", lambda d: med(d, "http_bare_us")),
+            ("× bare over HTTP (median of ratios)", ".2f",
+             lambda d: statistics.median(x["http_us"] / x["http_bare_us"] for x in d)),
+            ("collection, µs", ",.0f", lambda d: med(d, "collect_us")),
+            ("collection without the rollups, µs", ",.0f",
+             lambda d: med(d, "collect_without_rollups_us")),
+            ("`collection._rollups` alone, µs", ",.1f", lambda d: med(d, "rollups_us")),
+            *rows,
+        ]  # fmt: skip
+    head = " | ".join(sides)
+    ratio = len(sides) == 2
+    print(
+        f"| median of {args.rounds} rounds | {head} |"
+        + (f" {sides[0]} / {sides[1]} |" if ratio else "")
+    )
+    print("|---" * (len(sides) + 1 + ratio) + "|")
+    for name, fmt, fn in rows:
+        values = [fn(runs[s]) for s in sides]
+        cells = " | ".join(format(v, fmt) for v in values)
+        extra = (
+            f" {values[0] / values[1]:.3f}× |" if ratio and values[1] else (" |" if ratio else "")
         )
+        print(f"| {name} | {cells} |{extra}")
+    bare = runs["bare"]
+    print(
+        f"| bare prometheus_client process: RSS {med(bare, 'rss') / 2**20:.1f} MiB,"
+        f" CPU {med(bare, 'cpu') * 100:.3f}% |"
+    )
+    rounds = range(args.rounds)
+    if not args.nvml:
+        print("\n| round | side, in-process | load before → after | × bare | × bare HTTP |")
+        print("|---|---|---|---|---|")
+        for n in rounds:
+            for s in sides:
+                d = runs[s][n]
+                print(
+                    f"| {n + 1} | {s} | {d['load_before']:.2f} → {d['load_after']:.2f}"
+                    f" | {d['scrape_us'] / d['bare_us']:.2f} | {d['http_us'] / d['http_bare_us']:.2f} |"
+                )
+    print("\n| round | process | load before → after | CPU, % of one core | RSS, MiB |")
+    print("|---|---|---|---|---|")
+    for n in rounds:
+        for s in ["bare", *sides]:
+            d = runs[s][n]
+            p = "" if args.nvml or s == "bare" else "proc_"
+            print(
+                f"| {n + 1} | {s} | {d[p + 'load_before']:.2f} → {d[p + 'load_after']:.2f}"
+                f" | {d[p + 'cpu'] * 100:.3f} | {d[p + 'rss'] / 2**20:.1f} |"
+            )
 
 
 def nvml_calls() -> None:
@@ -317,16 +458,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scrapes", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=3, help="each side this many times")
     parser.add_argument("--nvml", action="store_true", help="measure the real NVML backend")
     parser.add_argument(
-        "--before-src", help="also run the exporter from this src tree (PYTHONPATH), e.g. main's"
+        "--baseline",
+        "--before-src",
+        dest="baseline",
+        help="another checkout's src (git archive <sha> src | tar -x -C DIR): the 'before'",
     )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        import factoryctl
+
+        print(json.dumps({"factoryctl": factoryctl.__file__, **scrape_cost(args.scrapes)}))
+        return
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.baseline and not (Path(args.baseline) / "factoryctl" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no factoryctl package there")
     if args.nvml:
         nvml_calls()
-    else:
-        scrape_cost(args.scrapes)
-    footprint(args.seconds, args.nvml, args.before_src)
+    sides = [("current", str(SRC))]
+    if args.baseline:
+        sides.append(("baseline", args.baseline))
+    report(args, run_rounds(args, sides))
 
 
 if __name__ == "__main__":
