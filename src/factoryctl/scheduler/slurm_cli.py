@@ -10,29 +10,37 @@ generation). Whatever the JSON's generation, ``slurm_json`` maps it from its met
 
 Every command is an argv list (never a shell string), so a reason such as
 ``bad DIMM; see `dmesg` $(id)`` reaches slurmctld byte for byte. Node names and reasons
-are validated here as well as by the caller: this is the last gate before a production
-scheduler. A whole node set goes to scontrol as one hostlist: one call for 1,000 nodes.
+are validated here (``slurm_validate``) as well as by the caller: this is the last gate
+before a production scheduler. A whole node set goes to scontrol as one hostlist: one call
+for 1,000 nodes. Running a command and mapping its failure live in ``slurm_run``, a job's
+AdminComment and accounting record in ``slurm_job_record``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from factoryctl import hostlists
-from factoryctl.errors import ExitStatus, FactoryctlError, NotFoundError, UsageError
+from factoryctl.errors import ExitStatus, FactoryctlError
 from factoryctl.model import Job, JobState, Node
+from factoryctl.scheduler import slurm_job_record
 from factoryctl.scheduler.base import NextState, NodeStatus, Reservation, ReservationRequest
-from factoryctl.scheduler.slurm_json import SlurmShapeError, parse_jobs, parse_nodes
+from factoryctl.scheduler.slurm_json import parse_jobs, parse_nodes
 from factoryctl.scheduler.slurm_parse import (
-    JOB_STATES,
     parse_reservations,
     parse_scontrol_jobs,
     parse_scontrol_nodes,
+)
+from factoryctl.scheduler.slurm_run import (
+    Runner,
+    check_conf,
+    classify_error,
+    no_format,
+    no_json,
+    subprocess_runner,
 )
 from factoryctl.scheduler.slurm_sinfo import (
     SCONTROL_NODES_ARGV,
@@ -49,78 +57,13 @@ from factoryctl.scheduler.slurm_squeue import (
     merge_jobs,
     parse_job_rows,
 )
-
-Runner = Callable[
-    [Sequence[str], Mapping[str, str] | None, float], "subprocess.CompletedProcess[str]"
-]
-
-MAX_REASON = 512
-_RESERVATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
-
-# Messages Slurm prints when it cannot reach slurmctld (or munge): these are "unreachable",
-# which scripts retry, rather than "the scheduler said no", which they must not.
-_UNREACHABLE = (
-    "unable to contact slurm controller",
-    "connection refused",
-    "socket timed out",
-    "zero bytes were transmitted",
-    "munge",
-    "authentication failure",
-    "unable to establish",
-    "communication connection failure",
-    # sacct when slurmdbd is down or unreachable.
-    "problem talking to the database",
+from factoryctl.scheduler.slurm_validate import (
+    MAX_REASON,
+    reservation_users,
+    validate_nodes,
+    validate_reason,
+    validate_reservation_name,
 )
-_NOT_FOUND = ("invalid node name specified", "not found", "requested reservation is invalid")
-
-
-def subprocess_runner(
-    argv: Sequence[str], env: Mapping[str, str] | None, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        env=None if env is None else dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def validate_reason(reason: str) -> str:
-    text = reason.strip()
-    if not text:
-        raise UsageError("a reason is required and may not be empty")
-    if len(text) > MAX_REASON:
-        raise UsageError(f"reason is longer than {MAX_REASON} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise UsageError("reason may not contain control characters (newlines, tabs)")
-    return text
-
-
-def validate_nodes(nodes: Sequence[str]) -> str:
-    """The hostlist to hand to scontrol, after checking every name once more."""
-    if not nodes:
-        raise UsageError("no nodes given")
-    for name in nodes:
-        hostlists.expand(name)  # raises on anything that is not a plain node name
-    return hostlists.collect(nodes)
-
-
-def validate_reservation_name(name: str) -> str:
-    if not _RESERVATION_NAME.match(name):
-        raise UsageError(f"invalid reservation name {name!r}: letters, digits, '.', '_', '-'")
-    return name
-
-
-def reservation_users(users: Sequence[str]) -> tuple[str, ...]:
-    """The users a reservation admits, each a plain user name."""
-    bad = [u for u in users if not _USER.match(u)]
-    if bad or not users:
-        raise UsageError(f"invalid reservation user {bad[0] if bad else ''!r}")
-    return tuple(users)
 
 
 @dataclass
@@ -151,7 +94,7 @@ class SlurmCLI:
         env = self.env
         if extra_env:
             env = {**(os.environ if env is None else env), **extra_env}
-        _check_conf(os.environ if env is None else env)
+        check_conf(os.environ if env is None else env)
         try:
             result = self.runner(argv, env, self.timeout)
         except FileNotFoundError:
@@ -176,7 +119,7 @@ class SlurmCLI:
             try:
                 grouped = self._run(list(SINFO_NODES_ARGV), {"SLURM_TIME_FORMAT": "%s"})
             except FactoryctlError as err:
-                if not _no_format(err):
+                if not no_format(err):
                     raise
                 self.grouped = False
             else:
@@ -194,14 +137,14 @@ class SlurmCLI:
             try:
                 return parse_nodes(self._run(argv), "scontrol --json show node")
             except FactoryctlError as err:
-                if not _no_json(err):
+                if not no_json(err):
                     raise
                 self.scontrol_json_unsupported = True
         if not self.json_unsupported:
             try:
                 return parse_nodes(self._run(["sinfo", "--json"]), "sinfo --json")
             except FactoryctlError as err:
-                if not _no_json(err):
+                if not no_json(err):
                     raise
                 self.json_unsupported = True
         nodes = parse_scontrol_nodes(self._run(["scontrol", "-o", "-d", "show", "node"]))
@@ -225,7 +168,7 @@ class SlurmCLI:
             try:
                 jobs = self._split_jobs()
             except FactoryctlError as err:
-                if not _no_json(err):
+                if not no_json(err):
                     raise
                 self.json_unsupported = True
             else:
@@ -260,7 +203,7 @@ class SlurmCLI:
                 argv = ["squeue", "--json", "--states=all"]
                 return parse_jobs(self._run(argv), "squeue --json")
             except FactoryctlError as err:
-                if not _no_json(err):
+                if not no_json(err):
                     raise
                 self.json_unsupported = True
         return parse_scontrol_jobs(self._run(["scontrol", "-o", "-d", "show", "job"]))
@@ -284,7 +227,7 @@ class SlurmCLI:
             argv = ["squeue", "--json", "--states=RUNNING,SUSPENDED,COMPLETING,CONFIGURING"]
             jobs = parse_jobs(self._run(argv), "squeue --json")
         except FactoryctlError as err:
-            if not _no_json(err):
+            if not no_json(err):
                 raise
             self.json_unsupported = True
             return self.running_jobs()
@@ -344,147 +287,24 @@ class SlurmCLI:
         self._run(["scontrol", "delete", f"ReservationName={validate_reservation_name(name)}"])
 
     def set_admin_comment(self, job_id: str, comment: str) -> None:
-        """Replace the job's AdminComment (SlurmUser or an operator may; the job's owner
-        may not). The caller merges: see ``factoryctl.energy_record.merge``.
-
-        slurmctld takes it while the job runs; once it has ended, every generation
-        (22.05, 24.11, 26.05) answers "Job has already finished", and only the accounting
-        database can still change it: ``sacctmgr modify job`` (as Princeton's jobstats
-        does), which is where ``sacct`` reads it. A job slurmctld has purged already
-        (MinJobAge after its end) reads "Invalid job id": the same way out."""
-        _job_id(job_id)
-        try:
-            self._run(["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"])
-            return
-        except FactoryctlError as err:
-            # Ended, or ended and already purged (MinJobAge): the accounting's to change.
-            said = err.message.lower()
-            if "already finished" not in said and "invalid job id" not in said:
-                raise
-        if comment != comment.lower() and self._sacctmgr_lowercases():
-            raise FactoryctlError(
-                f"job {job_id}: this sacctmgr lowercases the whole AdminComment, which would"
-                f" change the text already there ({comment[:40]!r}); left intact",
-                ExitStatus.REFUSED,
-            )
-        argv = ["sacctmgr", "-i", "modify", "job", "where", f"jobid={job_id}", "set"]
-        out = self._run([*argv, f"AdminComment={comment}"])
-        if "nothing modified" in out.lower() or job_id not in out.split():
-            raise FactoryctlError(
-                f"sacctmgr modified no job {job_id}: not in the accounting database (yet)",
-                ExitStatus.SCHEDULER_ERROR,
-            )
-
-    def _sacctmgr_lowercases(self) -> bool:
-        """Whether ``sacctmgr modify job`` lowercases what it sets: 22.05's does (quoted
-        or not; seen on the lab), 24.11's and 26.05's keep the case. Versions between,
-        and any we cannot read, are taken to lowercase: the site's text is not ours to
-        risk."""
-        text = self._run(["sacctmgr", "--version"])
-        m = re.search(r"(\d+)\.(\d+)", text)
-        return m is None or (int(m.group(1)), int(m.group(2))) < (24, 11)
+        """Replace the job's AdminComment: see ``slurm_job_record.set_admin_comment``."""
+        slurm_job_record.set_admin_comment(self._run, job_id, comment)
 
     def accounted_job(self, job_id: str) -> Job | None:
-        """The job as the accounting database holds it (None: it holds no such job), with
-        the AdminComment: after the job's end that copy is the authority (slurmctld's is
-        no longer updated, and is purged MinJobAge after the end). Its nodes and GPU count
-        (``NodeList``, ``AllocTRES``'s ``gres/gpu``), not which GPUs: the attribution
-        history knows those. Times as epoch seconds (``SLURM_TIME_FORMAT=%s``); the
-        comment last, as it may hold the separator."""
-        from factoryctl.scheduler.slurm_accounting import allocations
-
-        _job_id(job_id)
-        fields = "JobID,User,Account,Partition,State,Start,End,NodeList,AllocTRES,AdminComment"
-        argv = ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", fields]
-        out = self._run(argv, {"SLURM_TIME_FORMAT": "%s"})
-        for line in out.splitlines():
-            parts = line.split("|", 9)
-            if len(parts) < 10 or parts[0] != job_id:
-                continue
-            _, user, account, partition, state, start, end, nodes, tres, comment = parts
-            status = JOB_STATES.get(state.split(" ")[0], JobState.UNKNOWN)
-            hosts = [] if nodes in ("", "None assigned") else hostlists.expand(nodes)
-            return Job(
-                job_id=job_id,
-                user=user,
-                account=account,
-                partition=partition,
-                state=status,
-                start_time=float(start) if start.isdigit() and int(start) > 0 else None,
-                end_time=float(end) if end.isdigit() and int(end) > 0 else None,
-                allocations=allocations(hosts, _tres_gpus(tres)),
-                admin_comment=comment,
-            )
-        return None
+        """The job as the accounting database holds it (None: it holds no such job): see
+        ``slurm_job_record.accounted_job``."""
+        return slurm_job_record.accounted_job(self._run, job_id)
 
 
-def _check_conf(env: Mapping[str, str]) -> None:
-    """Fail at once on a SLURM_CONF that names no file.
-
-    Slurm's clients wait for a missing slurm.conf to appear ("retrying in 1sec up to 60sec"),
-    so without this check an operator with a mistyped SLURM_CONF waits out our whole timeout
-    and is told only that the command did not answer.
-    """
-    conf = env.get("SLURM_CONF")
-    if conf and not os.path.isfile(conf):
-        raise FactoryctlError(
-            f"scheduler unreachable: SLURM_CONF={conf} is not a file",
-            ExitStatus.SCHEDULER_UNREACHABLE,
-        )
-
-
-def _tres_gpus(tres: str) -> int:
-    """GPUs in a TRES list (``cpu=2,gres/gpu=4,node=1``); typed ones (``gres/gpu:a100=4``)
-    are counted in the untyped entry. None listed is 0."""
-    for item in tres.split(","):
-        name, _, count = item.partition("=")
-        if name == "gres/gpu":
-            if not count.isdigit():
-                raise FactoryctlError(
-                    f"sacct AllocTRES has gres/gpu={count!r}, not a count",
-                    ExitStatus.SCHEDULER_ERROR,
-                )
-            return int(count)
-    return 0
-
-
-def _job_id(job_id: str) -> str:
-    if not re.fullmatch(r"[0-9]+([_+][0-9]+)?", job_id):
-        raise UsageError(f"invalid job id {job_id!r}")
-    return job_id
-
-
-def _no_json(err: FactoryctlError) -> bool:
-    """Slurm said it has no such JSON option (not: it printed JSON we do not understand)."""
-    if isinstance(err, SlurmShapeError):
-        return False
-    text = err.message.lower()
-    return err.status is ExitStatus.SCHEDULER_ERROR and (
-        "unrecognized option" in text or ("json" in text and "plugin" in text)
-    )
-
-
-def _no_format(err: FactoryctlError) -> bool:
-    """sinfo said it does not know a field of ``-O`` (a Slurm older than the lab's)."""
-    text = err.message.lower()
-    return (
-        err.status is ExitStatus.SCHEDULER_ERROR
-        and "format" in text
-        and ("invalid" in text or "unknown" in text or "unrecognized" in text)
-    )
-
-
-def classify_error(argv: Sequence[str], message: str) -> FactoryctlError:
-    first = message.splitlines()[0] if message else f"exit status {argv[0]} failed"
-    lowered = message.lower()
-    # The command without its Key=value arguments (a reason can be 512 characters).
-    what = " ".join(a for a in argv[:4] if "=" not in a)
-    if any(m in lowered for m in _UNREACHABLE):
-        daemon = "slurmdbd" if argv[0] == "sacct" else "slurmctld"  # sacct asks slurmdbd
-        hint = "" if daemon in lowered else f" (is {daemon} running, and SLURM_CONF right?)"
-        return FactoryctlError(
-            f"scheduler unreachable ({what}): {first}{hint}", ExitStatus.SCHEDULER_UNREACHABLE
-        )
-    if any(m in lowered for m in _NOT_FOUND):
-        return NotFoundError(f"{what}: {first}")
-    return FactoryctlError(f"{what}: {first}", ExitStatus.SCHEDULER_ERROR)
+# What callers took from here before the helpers had modules of their own.
+__all__ = [
+    "MAX_REASON",
+    "Runner",
+    "SlurmCLI",
+    "classify_error",
+    "reservation_users",
+    "subprocess_runner",
+    "validate_nodes",
+    "validate_reason",
+    "validate_reservation_name",
+]

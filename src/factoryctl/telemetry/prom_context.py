@@ -1,6 +1,7 @@
 """What the per-view readers need from a Prometheus source, as one small protocol.
 
-``node_summary``, ``job_summary`` and ``node_processes`` take a ``PromContext``, never
+``node_summary``, ``job_summary``, ``node_processes``, ``prom_gpus`` (the per-GPU
+snapshot) and ``prom_energy`` (per-job energy) take a ``PromContext``, never
 ``PrometheusSource`` itself: the source imports them (to answer ``nodes``, ``jobs`` and a
 node's processes) and they only read through this slice of it, so the data path reads
 top-down (source -> readers -> client) without an import cycle. ``SourceOptions`` lives
@@ -10,16 +11,17 @@ construct it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from factoryctl.model import Job, Node
 from factoryctl.telemetry.client import PromClient
-from factoryctl.telemetry.job_energy import PARALLEL_QUERIES
+from factoryctl.telemetry.job_energy import PARALLEL_QUERIES, JobEnergy
 from factoryctl.telemetry.metrics import MetricSchema
 from factoryctl.telemetry.results import Columns, QueryResult
+from factoryctl.telemetry.scheduler_view import SchedulerView
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,12 @@ class PromContext(Protocol):
     @property
     def clock(self) -> Callable[[], float]: ...
 
+    @property
+    def scheduler(self) -> SchedulerView | None: ...
+
     def schema(self, at: float) -> MetricSchema: ...
+
+    def interval(self, at: float) -> float: ...
 
     def window(self, at: float) -> float: ...
 
@@ -50,6 +57,15 @@ class PromContext(Protocol):
     def scheduler_view(
         self, t: float, warnings: list[str], failures: list[str] | None = None
     ) -> tuple[list[Node], list[Job]] | None: ...
+
+    def job_energy(
+        self,
+        jobs: Sequence[Job],
+        now: float | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        counted: Mapping[str, float] | None = None,
+    ) -> dict[str, JobEnergy]: ...
 
 
 def run_queries(client: PromClient, plan: Mapping[str, str], t: float) -> dict[str, QueryResult]:
