@@ -131,6 +131,7 @@ def test_job_aggregates_equal_rows_from_every_gpu(
     import time
 
     from factoryctl.telemetry.job_summary import job_rows
+    from factoryctl.telemetry.poll_detail import LEAN
     from factoryctl.views import job_rows as rows_from_gpus
 
     src = source(engine_url)
@@ -156,6 +157,13 @@ def test_job_aggregates_equal_rows_from_every_gpu(
             else:
                 assert got[key] == value, (key, got, want)
     assert not snap.gpus
+    if not with_jobs:
+        # The Overview's lean poll of the same instant (poll_detail.LEAN): 504's idle GPUs
+        # and spell from the pairs holding idle GPUs and the spells under way, filtered on
+        # the engine (a binary operation each engine must match label for label).
+        lean = src.console_snapshot(at=t, detail=LEAN).job_summaries[scenario.running]
+        assert (lean.idle_gpus, lean.mean_utilization, lean.power_watts) == (2, None, None)
+        assert lean.idle_seconds == pytest.approx(rows[0]["idle_seconds"], rel=1e-9)
     # With a scheduler the allocation is not in Prometheus: the per-GPU path is used.
     if with_jobs:
         assert job_rows(source(engine_url, scheduler=SimScheduler(lab.native)), at=t) is None
