@@ -147,19 +147,6 @@ class RollupEngine:
                 for g in GPUS
                 if g.up and (g.temperature_celsius or 0) >= hot
             )
-        names = re.fullmatch(r'last_over_time\(\{__name__=~"([\w|]+)"\}\[\w+\]\)', q)
-        if names and self.rollups:  # merged rollups: every name's series, names kept
-            out: list[tuple[dict[str, str], float]] = []
-            for metric in names.group(1).split("|"):
-                if metric.startswith("factoryctl_node_"):
-                    out += [({"__name__": metric, "node": n}, v[metric]) for n, v in nodes.items()]
-                else:
-                    out += [
-                        ({"__name__": metric, "node": n, "job_id": j, "user": USERS[j]}, v[metric])
-                        for (n, j), v in jobs.items()
-                        if metric in v
-                    ]
-            return _vector(out)
         by_job = re.match(r"(min|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q)
         if by_job and self.rollups:
             reduce = min if by_job.group(1) == "min" else sum

@@ -127,10 +127,10 @@ def job_rows(
         plan = _plan(schema, window, source.options.inventory_window)
         if source.options.rollups == "auto":
             warnings.append(NO_ROLLUPS)
-    merged_pairs = {}
+    reads = {}
     if rollups:
-        merged_pairs["pairs"] = Rollups(PAIR_ROLLUPS, dur(window), PAIR_LABELS, "user")
-    results, columns = run_all(client, plan, merged_pairs, t)
+        reads["pairs"] = Rollups(PAIR_ROLLUPS, dur(window), PAIR_LABELS, "user")
+    results, columns = run_all(client, plan, reads, t)
     per_job: dict[str, dict[str, float]] = {
         k: {s.labels.get("job_id", ""): s.value for s in r.vector}
         for k, r in results.items()

@@ -135,20 +135,19 @@ def node_rows(source: PromContext, at: float | None = None) -> tuple[FactorySnap
     # Rollups name the node ``node`` whatever the schema (the recording rules relabel).
     label = "node" if rollups else schema.node_label
     queries = dict(plan)
-    merged_columns = {}
+    reads = {}
     if rollups:
         # The columns read within the freshness window: one query each, as columns.
         columns = {k: ROLLUP_COLUMNS[k] for k in plan if k in ROLLUP_COLUMNS}
         for key in columns:
             del queries[key]
-        merged_columns["columns"] = Rollups(columns, dur(window))
-    results, read = run_all(client, queries, merged_columns, t)
+        reads["columns"] = Rollups(columns, dur(window))
+    results, read = run_all(client, queries, reads, t)
     values: dict[str, dict[str, float]] = {
         k: {node_name(s.labels, label): s.value for s in r.vector} for k, r in results.items()
     }
     if rollups:
         values.update(read["columns"].by_name)
-    if rollups:
         # Rollups report a node's GPUs up; one whose GPUs are all lost is not reporting.
         values["reporting"] = {n: v for n, v in values["reporting"].items() if v > 0}
         util_scale = 1.0

@@ -18,7 +18,8 @@ of series it touches (docs/benchmarks.md). Most of them only one view shows:
 
 ``Detail`` says what a poll reads; a view that needs more than the last poll read has the
 console poll again at once (``tui.console``). What a lean poll did not read is listed in
-the snapshot's ``unavailable`` (``LEAN_UNAVAILABLE``), never shown as 0.
+the snapshot's ``unavailable`` (``LEAN_JOBS_UNAVAILABLE``, ``LEAN_NODES_UNAVAILABLE``),
+never shown as 0.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.results import QueryResult
 
 PairKey = tuple[str, str]  # (node, job_id)
-EMPTY = QueryResult("vector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +100,12 @@ def lean_per_job(
         active = min(up, n - idle_held.get(pair, 0.0))
         counted[job_id] = counted.get(job_id, 0.0) + up
         idle[job_id] = idle.get(job_id, 0.0) + max(0.0, up - active)
-    if "idle_spells" not in results:
-        spell: dict[str, float] = {}
-    else:
+    spell: dict[str, float] = {}
+    if "idle_spells" in results:
         spell = dict.fromkeys(counted, 0.0)
-    for (_, job_id), seconds in _by_pair(results.get("idle_spells", EMPTY)).items():
-        if job_id in spell:
-            spell[job_id] = max(spell[job_id], seconds)
+        for (_, job_id), seconds in _by_pair(results["idle_spells"]).items():
+            if job_id in spell:
+                spell[job_id] = max(spell[job_id], seconds)
     reported = {j: n for j, n in counted.items() if n > 0}
     return {
         "mean_utilization": {},

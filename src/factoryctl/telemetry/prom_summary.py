@@ -41,6 +41,7 @@ from factoryctl.telemetry.client import label_matcher
 from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.job_summary import (
     PAIR_LABELS,
+    PAIR_ROLLUPS,
     from_rollups,
     reporting_from,
     reporting_query,
@@ -69,14 +70,6 @@ NODE_ROLLUPS = {
     "temperature_max_celsius": native.NODE_TEMPERATURE_MAX,
     "xid_total": native.NODE_XID_ERRORS,
     "gpus_active": native.NODE_GPUS_ACTIVE,
-    "gpus_throttled": native.NODE_GPUS_THROTTLED,
-}
-JOB_ROLLUPS = {
-    "held": native.JOB_GPUS,
-    "active": native.JOB_GPUS_ACTIVE,
-    "util_sum": native.JOB_UTILIZATION_SUM,
-    "power_watts": native.JOB_POWER,
-    "idle_seconds": native.JOB_IDLE_SECONDS,
 }
 
 
@@ -178,14 +171,13 @@ def read(
     node_rollups = dict(NODE_ROLLUPS)
     # Filtered on the engine: the few nodes with any throttled GPU (no view shows 0s),
     # and unless the Nodes view is shown, the few with a hot GPU (poll_detail).
-    del node_rollups["gpus_throttled"]
     queries["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
     if not detail.node_columns:
         del node_rollups["xid_total"], node_rollups["temperature_max_celsius"]
         queries["node:temperature_max_celsius"] = (
             f"last_over_time({native.NODE_TEMPERATURE_MAX}[{w}]) >= {HOT_CELSIUS:g}"
         )
-    job_rollups = JOB_ROLLUPS if detail.job_figures else {"held": JOB_ROLLUPS["held"]}
+    job_rollups = PAIR_ROLLUPS if detail.job_figures else {"held": PAIR_ROLLUPS["held"]}
     if not detail.job_figures:
         # factoryctl-exporter's idle spells; dcgm-exporter's recorded rollups have none.
         queries.update(idle_queries(w, spells=schema is NATIVE))

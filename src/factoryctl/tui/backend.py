@@ -26,12 +26,12 @@ class SnapshotSource(Protocol):
 def poll_snapshot(source: object, detail: Detail | None = None) -> FactorySnapshot:
     """One console poll: the source's ``console_snapshot()`` where it has one (what the
     screen shows, summarized at scale: Prometheus with rollups), else ``snapshot()``.
-    ``detail``: what the shown view needs read (``telemetry.poll_detail``), passed where
-    the source reads less for less."""
+    ``detail``: what the shown view needs read (``telemetry.poll_detail``), for a source
+    that reads less for less (``takes_detail``); None: everything."""
     take = getattr(source, "console_snapshot", None)
     if not callable(take):
         snap = source.snapshot()  # type: ignore[attr-defined]
-    elif detail is not None and takes_detail(source):
+    elif detail is not None:
         snap = take(detail=detail)
     else:
         snap = take()

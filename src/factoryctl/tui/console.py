@@ -229,10 +229,10 @@ class ConsoleBase(App[None]):
         started = time.perf_counter()
         try:
             # No cyclic GC while ~100,000 objects are made; frozen once built (gcpolicy).
-            detail = for_view(self.current_view) if self._reads_less else FULL
+            detail = for_view(self.current_view) if self._reads_less else None
             with self.gc_policy.building():
                 snapshot = poll_snapshot(self.source, detail)
-                self._polled = detail
+                self._polled = detail or FULL
                 frame = build_frame(snapshot, self._history, self.clock())
         except Exception as err:  # any source failure: keep the old data, say why
             self.post_message(FetchFailed(describe(err), started))
