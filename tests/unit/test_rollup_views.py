@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from factoryctl import views
+from factoryctl.energy import local_midnight
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD, percentile
 from factoryctl.summaries import is_problem, job_summaries, node_summaries
@@ -74,6 +75,7 @@ class RollupEngine:
     def __init__(self, rollups: bool = True) -> None:
         self.rollups = rollups
         self.queries: list[str] = []
+        self.energy_today = 3.6e9  # what the energy-since-midnight query answers
 
     def node_values(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -155,14 +157,7 @@ class RollupEngine:
                 if by_job.group(2) in v:  # not the job energy counters: none here
                     per.setdefault(j, []).append(v[by_job.group(2)])
             return _vector(({"job_id": j}, reduce(vs)) for j, vs in per.items())
-        if f" - last_over_time({s.JOB_GPUS_ACTIVE}[" in q and q.endswith(" > 0"):
-            # The pairs holding idle GPUs: held minus active, names dropped, where above 0.
-            return _vector(
-                ({"node": n, "job_id": j, "user": USERS[j]}, idle)
-                for (n, j), v in jobs.items()
-                if (idle := v[s.JOB_GPUS] - v[s.JOB_GPUS_ACTIVE]) > 0
-            )
-        m = re.match(r"last_over_time\((factoryctl_(node|job)_\w+)\[", q)
+        m = re.match(r'last_over_time\((factoryctl_(node|job)_\w+)(?:\{job_id=~"([^"]*)"\})?\[', q)
         if m and self.rollups:
             metric = m.group(1)
             if m.group(2) == "node":
@@ -180,11 +175,14 @@ class RollupEngine:
                     )
                 )
             positive = q.endswith(" > 0")
+            wanted = m.group(3)  # the pairs of these jobs only
             return _vector(
                 ({"__name__": metric, "node": n, "job_id": j, "user": USERS[j]}, v[metric])
                 for (n, j), v in jobs.items()
-                if v[metric] or not positive
+                if (v[metric] or not positive) and (wanted is None or re.fullmatch(wanted, j))
             )
+        if q.startswith(f"sum(clamp_min(last_over_time({s.NODE_ENERGY}["):
+            return _vector([({}, self.energy_today)])
         if q.startswith("quantile by (job_id) (0.1,"):
             return _vector(({"job_id": j}, p) for j, p in self.per_job_p10().items())
         if q.startswith(f"sum by (job_id) ((last_over_time({s.GPU_MEMORY_USED}"):
@@ -325,10 +323,10 @@ def test_console_poll_from_rollups_is_the_summarized_factory() -> None:
 
 
 def test_a_lean_poll_reads_no_job_figures_yet_finds_the_same_idle_gpus() -> None:
-    """The Overview's poll (``poll_detail.LEAN``) reads the pairs' GPU counts and, filtered,
-    the idle pairs and spells: the same idle GPUs, spells, GPUs reporting (n2 lost a GPU
-    of job b) and Overview as the full poll, no job utilization or power (unavailable,
-    not 0) and no node XID counts."""
+    """The Overview's poll (``poll_detail.LEAN``) reads the pairs' GPUs held and active and,
+    filtered to the jobs holding idle GPUs, the spells: the same idle GPUs, spells, GPUs
+    reporting (n2 lost a GPU of job b) and Overview as the full poll, no job utilization
+    or power (unavailable, not 0) and no node XID counts."""
     full_engine, lean_engine = RollupEngine(), RollupEngine()
     full = _source(full_engine).console_snapshot()
     lean = _source(lean_engine).console_snapshot(detail=LEAN)
@@ -349,8 +347,16 @@ def test_a_lean_poll_reads_no_job_figures_yet_finds_the_same_idle_gpus() -> None
     assert all(v.temperature_max_celsius is None for v in lean.node_summaries.values())
     assert all(v.temperature_max_celsius for v in full.node_summaries.values())
     assert "temperature_max_celsius" in lean.unavailable
-    # The only (node, job) series read whole: the GPUs each pair holds.
-    assert f"last_over_time({s.JOB_GPUS}[30000ms])" in lean_engine.queries
+    # The only (node, job) series read whole: the GPUs each pair holds and those active.
+    pair_reads = [q for q in lean_engine.queries if q.startswith("last_over_time(factoryctl_job_")]
+    assert sorted(pair_reads) == sorted(
+        [
+            f"last_over_time({s.JOB_GPUS}[30000ms])",
+            f"last_over_time({s.JOB_GPUS_ACTIVE}[30000ms])",
+            # The spells of the two jobs holding an idle GPU only, not every pair's.
+            f'last_over_time({s.JOB_IDLE_SECONDS}{{job_id=~"a|b"}}[30000ms]) > 0',
+        ]
+    )
     for metric in (s.JOB_UTILIZATION_SUM, s.JOB_POWER, s.NODE_XID_ERRORS):
         assert not any(metric in q for q in lean_engine.queries), metric
     a, b = build_frame(full, History(), T), build_frame(lean, History(), T)
@@ -384,6 +390,30 @@ def test_console_poll_reads_the_inventory_once_a_minute_or_when_the_nodes_change
         assert poll() == (1, {"n1": 4, "n2": 4, "n3": 1})
     finally:
         GPUS.pop()
+
+
+def test_console_poll_reads_energy_since_midnight_once_a_minute_and_after_midnight() -> None:
+    engine = RollupEngine()
+    midnight = local_midnight(T) + 86400  # the next one
+    now = [midnight - 70]
+    src = _source(engine)
+    src.clock = lambda: now[0]
+
+    def poll() -> tuple[int, float | None]:
+        first = len(engine.queries)
+        snap = src.console_snapshot()
+        asked = sum(1 for q in engine.queries[first:] if s.NODE_ENERGY in q)
+        return asked, snap.energy_today_joules
+
+    assert poll() == (1, 3.6e9)
+    engine.energy_today = 4.0e9
+    now[0] += 30
+    assert poll() == (0, 3.6e9)  # the figure read 30 s ago
+    now[0] += INVENTORY_EVERY - 30
+    assert poll() == (1, 4.0e9)  # a minute on: read again
+    engine.energy_today = 1.0e6
+    now[0] = midnight + 1  # 11 s later, but a new day: read at once
+    assert poll() == (1, 1.0e6)
 
 
 def test_console_poll_reads_each_rollup_as_it_stands_in_its_own_query() -> None:
