@@ -47,7 +47,8 @@ class FakeDcgmProm:
         self.queries: list[str] = []
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
-        if req.url.path == "/metrics":  # the engine's own metrics: not served here
+        # The engine's own metrics and its index's names: not served here (a proxy).
+        if req.url.path == "/metrics" or req.url.path.startswith("/api/v1/label/"):
             return httpx.Response(404)
         if req.url.path == "/api/v1/targets":
             return httpx.Response(

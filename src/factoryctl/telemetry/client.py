@@ -187,8 +187,18 @@ class PromClient:
         data, _ = self._call("POST", "/api/v1/series", form, " ".join(match))
         return list(data) if isinstance(data, list) else []
 
-    def label_values(self, label: str, match: Iterable[str] = ()) -> list[str]:
-        params = {"match[]": list(match)}
+    def label_values(
+        self,
+        label: str,
+        match: Iterable[str] = (),
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[str]:
+        params: dict[str, str | list[str]] = {"match[]": list(match)}
+        if start is not None:
+            params["start"] = fmt_time(start)
+        if end is not None:
+            params["end"] = fmt_time(end)
         data, _ = self._call("GET", f"/api/v1/label/{label}/values", params, label)
         return [str(v) for v in data] if isinstance(data, list) else []
 

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from factoryctl.durations import parse_duration
 from factoryctl.errors import FactoryctlError
 from factoryctl.telemetry import schema as native
-from factoryctl.telemetry.client import PromClient
+from factoryctl.telemetry.client import PromClient, TelemetryError
 from factoryctl.telemetry.metrics import (
     NATIVE,
+    SCHEMAS,
     MetricSchema,
     choose,
     detection_query,
@@ -28,11 +29,36 @@ DEFAULT_INTERVAL = 15.0
 SCHEDULER_LOOKBACK = "1d"
 
 
+# Prometheus' default lookback: an instant query's samples are at most this old.
+LOOKBACK = 300.0
+
+
+def metric_names(client: PromClient, at: float, window: float) -> frozenset[str] | None:
+    """The metric names the engine's index holds over the ``window`` seconds before ``at``;
+    None where it does not serve them (a proxy that passes queries only).
+
+    An index lookup, under 1 ms on both engines at 100,000 GPUs, where counting the
+    series of a name reads every one of them (0.1-0.2 s for the 12,500 node rollups; more
+    for the 100,000 series of a per-GPU marker), and every CLI run detects once. The
+    index answers per block (Prometheus: 2 hours) or per day (VictoriaMetrics): a name
+    listed may have no sample within the window. A name not listed has none."""
+    try:
+        return frozenset(client.label_values("__name__", start=at - window, end=at))
+    except TelemetryError:
+        return None
+
+
 def detect_schema(client: PromClient, at: float, forced: str = "auto") -> MetricSchema:
     counts: dict[str, float] = {}
     if forced == "auto":
-        res = client.query(detection_query(), at)
-        counts = {s.labels.get("__name__", ""): s.value for s in res.vector}
+        names = metric_names(client, at, LOOKBACK)
+        markers = [s.marker for s in SCHEMAS.values() if names is not None and s.marker in names]
+        if names is not None and len(markers) <= 1:
+            # One schema's marker in the index, or none: the index alone decides.
+            counts = dict.fromkeys(markers, 1.0)
+        else:  # both (a site moving from one exporter to the other), or no index: count
+            res = client.query(detection_query(), at)
+            counts = {s.labels.get("__name__", ""): s.value for s in res.vector}
     schema = choose(counts, forced)
     if schema is not NATIVE:
         # dcgm-exporter names the node Hostname, hostname, or not at all (instance).
@@ -69,8 +95,15 @@ def detect_interval(client: PromClient, schema: MetricSchema, at: float) -> floa
 
 def detect_rollups(client: PromClient, at: float, inventory_window: float) -> bool:
     """Whether the engine holds the node rollups (issue 13): written by factoryctl-exporter
-    or recorded by the shipped rules from dcgm-exporter's series. One count over ~1 series
-    per node, answered as one number."""
+    or recorded by the shipped rules from dcgm-exporter's series. The index's metric
+    names say (``metric_names``); an engine that does not list them is asked for one
+    count over ~1 series per node, answered as one number. A name listed with no sample
+    in the window (rollups that stopped within the index's block or day) reads as found:
+    the views then read the rollups and show what they hold, as for a console that found
+    them before they stopped."""
+    names = metric_names(client, at, inventory_window)
+    if names is not None:
+        return native.NODE_GPUS in names
     ms = max(1, round(inventory_window * 1000))
     found = client.query(f"count(last_over_time({native.NODE_GPUS}[{ms}ms]))", at).scalar()
     return bool(found)
