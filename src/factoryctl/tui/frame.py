@@ -36,8 +36,8 @@ class Frame:
     # False: ``nodes`` and ``jobs`` are empty because they were not built (``with_rows``),
     # not because the factory has none.
     rows_built: bool = True
-    # Each node's aggregates from the frame's one GPU pass: what ``with_rows`` builds the
-    # node rows from without scanning the GPUs again.
+    # Each node's aggregates from the frame's one GPU pass, kept only while the rows are
+    # not built: what ``with_rows`` builds the node rows from without a second pass.
     node_aggs: Mapping[str, NodeAgg] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -77,7 +77,7 @@ def build_frame(
         fetched_at=fetched_at,
         power_note=scan.power_note,
         rows_built=rows,
-        node_aggs=scan.nodes,
+        node_aggs={} if rows else scan.nodes,
     )
 
 
@@ -91,6 +91,7 @@ def with_rows(frame: Frame) -> Frame:
         nodes=tuple(node_rows(snapshot, GpuScan(nodes=dict(frame.node_aggs)))),
         jobs=tuple(job_rows(snapshot)),
         rows_built=True,
+        node_aggs={},
     )
 
 
