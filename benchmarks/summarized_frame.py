@@ -8,7 +8,9 @@ The snapshot is ``summaries.summarized`` of a 12,500 x 8 simulator (what a rollu
 source returns: 12,500 node summaries, the running jobs' summaries, the problem GPUs).
 ``build_frame`` runs ``--polls`` times with its history kept from poll to poll, as the
 console's poller does; the per-GPU frame of the same factory is the baseline in the same
-run. Wall and CPU time are both given. Each side runs in its own process, alternating, ``--runs`` times; the 1-min load
+run, and so is, where the tree has it, the Overview's frame of the summarized snapshot
+without table rows (``build_frame(..., rows=False)``; "no rows"). Wall and CPU time are
+both given. Each side runs in its own process, alternating, ``--runs`` times; the 1-min load
 average is printed beside each figure (the machine is shared).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import statistics
@@ -40,11 +43,14 @@ def measure(nodes: int, polls: int) -> dict[str, float]:
     full = source.snapshot()
     small = summarized(full)
     out = {}
-    for name, snap in (("summarized", small), ("per_gpu", full)):
+    sides = [("summarized", small, True), ("per_gpu", full, True)]
+    if "rows" in inspect.signature(build_frame).parameters:  # a tree from before has not
+        sides.append(("no_rows", small, False))
+    for name, snap, rows in sides:
         history, times, cpu = History(), [], []
         for k in range(polls + 1):
             t, c = time.perf_counter(), time.process_time()
-            frame = build_frame(snap, history, NOW + k)
+            frame = build_frame(snap, history, NOW + k, **({} if rows else {"rows": False}))
             times.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             history = frame.history
@@ -94,11 +100,17 @@ def main() -> None:
             argv = [sys.executable, __file__, "--child", "--nodes", str(args.nodes)]
             argv += ["--polls", str(args.polls)]
             got = json.loads(subprocess.run(argv, env=env, check=True, capture_output=True).stdout)
+            no_rows = (
+                f"summarized, no rows {got['no_rows'] * 1000:6.1f} ms "
+                f"(cpu {got['no_rows_cpu'] * 1000:6.1f}) "
+                if "no_rows" in got
+                else ""
+            )
             print(
                 f"run {run + 1} {side:6}: summarized {got['summarized'] * 1000:6.1f} ms "
                 f"(cpu {got['summarized_cpu'] * 1000:6.1f}), per-GPU "
                 f"{got['per_gpu'] * 1000:6.1f} ms (cpu {got['per_gpu_cpu'] * 1000:6.1f}) "
-                f"history after 60 summarized polls {got['history_mib']:.1f} MiB "
+                f"{no_rows}history after 60 summarized polls {got['history_mib']:.1f} MiB "
                 f"(load {got['load']:.1f})"
             )
 

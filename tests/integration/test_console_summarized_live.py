@@ -16,7 +16,7 @@ from factoryctl.lab.procs import wait_until
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.poll_detail import LEAN
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
-from factoryctl.tui.frame import build_frame
+from factoryctl.tui.frame import build_frame, with_rows
 from factoryctl.tui.history import History
 
 pytestmark = pytest.mark.integration
@@ -70,3 +70,9 @@ def test_summarized_poll_feeds_sparklines_and_layers(lab, engine_url: str) -> No
     assert c.summary.occupancy == b.summary.occupancy
     assert c.summary.problems == b.summary.problems
     assert {"job_utilization", "job_power", "xid_total"} <= lean.unavailable
+    # The Overview's frame builds no table rows, and gives those rows when asked: the
+    # same Overview, the same rows as the frame built with them.
+    d = build_frame(lean, History(), t, rows=False)
+    assert (d.nodes, d.jobs, d.summary) == ((), (), c.summary)
+    assert (with_rows(d).nodes, with_rows(d).jobs) == (c.nodes, c.jobs)
+    assert [r.key for r in c.nodes] == names

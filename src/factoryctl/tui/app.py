@@ -71,6 +71,7 @@ class FactoryApp(ConsoleBase):
                 )
             else:
                 self.view_stack.append((view, arg))
+        self.show_rows()  # before the switch: the table is filled when it appears
         self.query_one(ContentSwitcher).current = view
         self._render_detail()
         if view == "triage":

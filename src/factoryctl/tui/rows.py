@@ -143,14 +143,23 @@ def efficiency_flag(mean: float | None, idle: int, gpus: int) -> str:
     return ""
 
 
-def job_rows(snapshot: FactorySnapshot) -> list[Row]:
-    rows = []
-    for job in snapshot.jobs:
-        rows.append(_job_row(snapshot, job))
-    return rows
+# A job's (mean utilization, idle GPUs, longest idle spell): the Jobs view's UTIL, IDLE
+# and FOR, and what the Overview's problems and the history read of each job.
+JobFigures = tuple[float | None, int | None, float | None]
 
 
-def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
+def job_rows(snapshot: FactorySnapshot, figures: Sequence[JobFigures] | None = None) -> list[Row]:
+    """``figures``: ``job_figures`` of each job in snapshot order, where the caller has
+    them (the frame computes them whether or not it builds rows)."""
+    if figures is None:
+        figures = [job_figures(snapshot, job) for job in snapshot.jobs]
+    return [_job_row(snapshot, job, f) for job, f in zip(snapshot.jobs, figures, strict=True)]
+
+
+def job_figures(snapshot: FactorySnapshot, job: Job) -> JobFigures:
+    """(mean utilization, idle GPUs, longest idle spell capped at the job's runtime); all
+    None for a job not running, idle 0 and the others None for a running one with no GPU
+    reporting."""
     mean: float | None = None
     idle: int | None = None
     spell: float | None = None
@@ -165,6 +174,11 @@ def _job_row(snapshot: FactorySnapshot, job: Job) -> Row:
         mean, idle, spell = job_utilization(snapshot, job)
     if spell is not None:
         spell = cap_idle(spell, job, snapshot.time)
+    return mean, idle, spell
+
+
+def _job_row(snapshot: FactorySnapshot, job: Job, figures: JobFigures) -> Row:
+    mean, idle, spell = figures
     gpu_count = job.gpu_count
     state = job.state.value
     flag = efficiency_flag(mean, idle or 0, gpu_count)
