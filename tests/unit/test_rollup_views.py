@@ -430,8 +430,10 @@ def test_a_rollup_answer_with_a_series_of_another_name_is_an_error() -> None:
     class Renaming(RollupEngine):
         def __call__(self, req: httpx.Request) -> httpx.Response:
             resp = super().__call__(req)
-            if not parse_qs(req.content.decode()).get("query", [""])[0].startswith(
-                f"last_over_time({s.NODE_POWER}["
+            if (
+                not parse_qs(req.content.decode())
+                .get("query", [""])[0]
+                .startswith(f"last_over_time({s.NODE_POWER}[")
             ):
                 return resp
             doc = resp.json()
