@@ -215,6 +215,8 @@ def test_series_targets_alerts_label_values() -> None:
             return reply(200, {"status": "success", "data": {"alerts": [{"state": "firing"}]}})
         if path == "/api/v1/label/node/values":
             return reply(200, {"status": "success", "data": ["gpu001", "gpu002"]})
+        if path == "/api/v1/label/job/values":  # a proxy answering with another shape
+            return reply(200, {"status": "success", "data": {"resultType": "vector"}})
         return httpx.Response(404, text="404 page not found")
 
     c = client_for(handler)
@@ -222,6 +224,8 @@ def test_series_targets_alerts_label_values() -> None:
     assert c.targets()[0]["scrapeInterval"] == "15s"
     assert c.alerts() == [{"state": "firing"}]
     assert c.label_values("node") == ["gpu001", "gpu002"]
+    with pytest.raises(TelemetryError, match="values of label 'job' with dict, not a list"):
+        c.label_values("job")
 
 
 def test_bearer_token_from_file_is_sent_but_never_in_messages(tmp_path: Path, caplog) -> None:

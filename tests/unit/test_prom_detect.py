@@ -73,6 +73,14 @@ def test_no_gpu_metric_in_the_index_is_an_error_not_a_guess() -> None:
         detect_schema(_client(engine), T)
 
 
+def test_names_in_a_shape_not_understood_are_not_taken_for_none() -> None:
+    # A proxy answering the names with a query's shape: counted, not "no GPU metrics".
+    engine = Engine([], {native.GPU_UP: 8.0})
+    engine.names = {"resultType": "vector"}  # type: ignore[assignment]
+    assert detect_schema(_client(engine), T) is NATIVE
+    assert engine.asked[-1].startswith("count by (__name__)")
+
+
 def test_an_engine_that_does_not_list_names_is_asked_to_count() -> None:
     engine = Engine(None, {native.GPU_UP: 8.0, native.NODE_GPUS: 1.0})
     assert detect_schema(_client(engine), T) is NATIVE

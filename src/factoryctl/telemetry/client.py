@@ -200,7 +200,12 @@ class PromClient:
         if end is not None:
             params["end"] = fmt_time(end)
         data, _ = self._call("GET", f"/api/v1/label/{label}/values", params, label)
-        return [str(v) for v in data] if isinstance(data, list) else []
+        if not isinstance(data, list):  # not understood: never an empty list
+            raise TelemetryError(
+                f"Prometheus at {self.url} answered the values of label {label!r} with"
+                f" {type(data).__name__}, not a list"
+            )
+        return [str(v) for v in data]
 
     def alerts(self) -> list[dict[str, Any]]:
         data, _ = self._call("GET", "/api/v1/alerts", None, "alerts")
