@@ -63,7 +63,7 @@ def test_summarized_poll_feeds_sparklines_and_layers(lab, engine_url: str) -> No
     top = max(per_gpu_w)
     assert b.gpu_power == pytest.approx([w / top for w in per_gpu_w], rel=1e-5)
     # The Overview's lean poll (poll_detail.LEAN) of the same instant: the hottest GPUs
-    # and throttled counts filtered on the engine, the idle pairs by a binary operation
+    # and throttled counts filtered on the engine, the idle spells by a job-ID matcher
     # each engine must accept: the same Overview, no XID counts or job figures read.
     lean = src.console_snapshot(at=t, detail=LEAN)
     c = build_frame(lean, History(), t)

@@ -58,6 +58,7 @@ from factoryctl.telemetry.poll_detail import (
     LEAN_NODES_UNAVAILABLE,
     LEAN_PAIR_ROLLUPS,
     Detail,
+    PairKey,
     idle_held,
     lean_per_job,
 )
@@ -247,7 +248,7 @@ def read(
     reporting = reporting_query(schema, degraded, window)
     if reporting is not None:
         second["reporting"] = reporting
-    idle: dict[tuple[str, str], float] = {}
+    idle: dict[PairKey, float] = {}
     if not detail.job_figures:
         idle = idle_held(pairs.by_name["held"], pairs.by_name["active"])
         # factoryctl-exporter's idle spells; dcgm-exporter's recorded rollups have none.
