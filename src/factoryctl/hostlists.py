@@ -31,12 +31,49 @@ def expand(expression: str) -> list[str]:
     return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
+# One prefix of no digits and a number: most clusters' node names (gpu00017).
+_PREFIX_NUMBER = re.compile(r"([A-Za-z_.-]+)([0-9]+)")
+
+
 def collect(names: Iterable[str]) -> str:
     """The compact form of a set of names, for messages and scheduler calls."""
     listed = list(names)
     if len(listed) == 1:  # most jobs' nodes: the name is its own hostlist (40 us saved)
         return listed[0]
-    return str(hostlist.collect_hostlist(listed))
+    return _collect_numbered(listed) or str(hostlist.collect_hostlist(listed))
+
+
+def _collect_numbered(names: list[str]) -> str | None:
+    """python-hostlist's answer for names that share one digit-free prefix and a number of
+    one width (``gpu[00001-00004,00009]``), ~3x faster (16 names: ~40 against ~115 us):
+    a ``jobs`` listing at 100,000 GPUs names ~1,900 multi-node jobs' nodes (~0.16 s
+    through python-hostlist). None for any other set, which python-hostlist then
+    collects; tests compare the two."""
+    first = _PREFIX_NUMBER.fullmatch(names[0])
+    if first is None:
+        return None
+    prefix, width = first.group(1), len(first.group(2))
+    numbers = set()
+    for name in names:
+        m = _PREFIX_NUMBER.fullmatch(name)
+        if m is None or m.group(1) != prefix or len(m.group(2)) != width:
+            return None
+        numbers.add(int(m.group(2)))
+    ordered = sorted(numbers)
+    if len(ordered) == 1:
+        return f"{prefix}{ordered[0]:0{width}d}"
+    ranges = []
+    start = prev = ordered[0]
+    for n in [*ordered[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        ranges.append(
+            f"{start:0{width}d}" if start == prev else f"{start:0{width}d}-{prev:0{width}d}"
+        )
+        if n is not None:
+            start = prev = n
+    return f"{prefix}[{','.join(ranges)}]"
 
 
 def resolve(expression: str, known: Iterable[str]) -> list[str]:

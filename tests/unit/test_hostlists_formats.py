@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hostlist
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from factoryctl import hostlists
 from factoryctl.errors import NotFoundError, UsageError
@@ -46,3 +48,30 @@ def test_table_aligns_numbers_right_and_hides_wide_columns() -> None:
     text = render_table([{"a": "x", "n": 5, "w": "z"}, {"a": "yy", "n": 100, "w": "z"}], cols)
     assert text.splitlines() == ["A   N", "x     5", "yy  100"]
     assert "W" in render_table([{"a": "x", "n": 1, "w": "z"}], cols, wide=True)
+
+
+_PREFIXES = st.sampled_from(["gpu", "n", "node-", "a.b_", "gpu1x", "", "g"])
+
+
+@given(
+    st.lists(
+        st.builds(
+            lambda p, n, w: f"{p}{n:0{w}d}",
+            _PREFIXES,
+            st.integers(0, 1200),
+            st.integers(1, 5),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_collect_equals_python_hostlist(names: list[str]) -> None:
+    """The fast path for one prefix and one number width gives python-hostlist's answer;
+    every other set (mixed prefixes, widths, digits in the prefix) goes to python-hostlist."""
+    assert hostlists.collect(names) == str(hostlist.collect_hostlist(names))
+
+
+def test_collect_fast_path_shapes() -> None:
+    assert hostlists.collect(["gpu03", "gpu01", "gpu02", "gpu07", "gpu01"]) == "gpu[01-03,07]"
+    assert hostlists.collect(["n9", "n10"]) == "n[9-10]"  # two widths: python-hostlist's
+    assert hostlists.collect(["gpu01", "gpu01"]) == "gpu01"
