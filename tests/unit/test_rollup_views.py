@@ -8,8 +8,10 @@ the same GPUs, and no query may ask for the whole per-GPU vector. Cost: millisec
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from factoryctl import views
 from factoryctl.energy import local_midnight
+from factoryctl.errors import ExitStatus
 from factoryctl.model import GPU, Allocation, FactorySnapshot, Job, NodeState
 from factoryctl.occupancy import ACTIVE_THRESHOLD, percentile
 from factoryctl.summaries import is_problem, job_summaries, node_summaries
@@ -275,6 +278,19 @@ def test_jobs_from_rollups_equal_the_per_gpu_rows() -> None:
     assert [n.name for n in snap.nodes] == ["n1", "n2"]
 
 
+def test_jobs_without_node_names_skip_the_inventory() -> None:
+    """Without ``--node`` the jobs view needs no node names: the inventory (every node's
+    GPUs over 10 minutes) is not read, and the rows are the same."""
+    engine, lean = RollupEngine(), RollupEngine()
+    full, named = _source(engine).job_rows_for_view(), _source(lean).job_rows_for_view(False)
+    assert full is not None and named is not None
+    inventory = f"last_over_time({s.NODE_GPUS}[600000ms])"
+    assert inventory in engine.queries
+    assert inventory not in lean.queries, lean.queries
+    assert named[1] == full[1]
+    assert named[0].nodes == () and [n.name for n in full[0].nodes] == ["n1", "n2"]
+
+
 def test_without_rollups_the_raw_path_runs_with_a_hint() -> None:
     engine = RollupEngine(rollups=False)
     snap, _ = _source(engine).node_rows_for_view()
@@ -465,3 +481,19 @@ def test_console_poll_without_rollups_is_the_full_snapshot_with_a_hint() -> None
     snap = _source(engine).console_snapshot()
     assert not snap.node_summaries
     assert NO_ROLLUPS in snap.warnings
+
+
+def test_jobs_node_filter_reads_the_inventory_only_when_given(run_cli: Any) -> None:
+    """``jobs --node`` still tells an unknown node (an error) from a node without jobs."""
+    engine = RollupEngine()
+    inventory = f"last_over_time({s.NODE_GPUS}[600000ms])"
+    plain = run_cli("-o", "json", "jobs", source=_source(engine))
+    assert plain.status == 0, plain.stderr
+    assert sorted(r["job_id"] for r in json.loads(plain.stdout)["items"]) == ["a", "b"]
+    assert inventory not in engine.queries
+    on_n2 = run_cli("-o", "json", "jobs", "--node", "n2", source=_source(engine))
+    assert on_n2.status == 0, on_n2.stderr
+    assert [r["job_id"] for r in json.loads(on_n2.stdout)["items"]] == ["b"]
+    assert inventory in engine.queries
+    unknown = run_cli("-o", "json", "jobs", "--node", "n9", source=_source(RollupEngine()))
+    assert unknown.status == ExitStatus.NOT_FOUND and "unknown node: n9" in unknown.stderr

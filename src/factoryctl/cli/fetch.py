@@ -36,14 +36,16 @@ def node_rows(env: Environment) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
 
 
 def job_rows(
-    env: Environment, include_finished: bool
+    env: Environment, include_finished: bool, node_names: bool = True
 ) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
-    """The jobs view's snapshot and rows; aggregated by the engine where it can be."""
+    """The jobs view's snapshot and rows; aggregated by the engine where it can be.
+    ``node_names``: whether the caller needs every node's name (``--node``) in the
+    snapshot; the engine's aggregate then reads the node inventory too."""
     source = env.source()
     aggregate = getattr(source, "job_rows_for_view", None)
     if callable(aggregate):
         # Telemetry-only jobs are all running: ``include_finished`` changes nothing there.
-        done = aggregate()
+        done = aggregate(node_names=node_names)
         if done is not None:
             snap, rows = done
             return snap, list(rows)

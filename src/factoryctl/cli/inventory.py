@@ -127,7 +127,9 @@ def jobs(
 ) -> None:
     """List jobs: GPUs held, mean utilization, idle GPUs and energy in kWh."""
     env = get_env()
-    snap, rows = fetch.job_rows(env, include_finished=include_finished or bool(states))
+    snap, rows = fetch.job_rows(
+        env, include_finished=include_finished or bool(states), node_names=bool(node_list)
+    )
     if node_list:
         wanted = set(hostlists.resolve(node_list, (n.name for n in snap.nodes)))
         rows = [r for r in rows if r["nodes"] and wanted & set(hostlists.expand(r["nodes"]))]

@@ -273,10 +273,13 @@ class PrometheusSource:
     def snapshot_for_view(self, view: str) -> FactorySnapshot:
         return self.snapshot(view=view)
 
-    def job_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]] | None:
+    def job_rows_for_view(
+        self, node_names: bool = True
+    ) -> tuple[FactorySnapshot, list[dict[str, Any]]] | None:
         """``factoryctl jobs`` from per-job aggregates; None where a scheduler holds the
-        allocations (the caller then takes the per-GPU snapshot)."""
-        return job_rows(self)
+        allocations (the caller then takes the per-GPU snapshot). ``node_names``: the
+        snapshot names every node (for ``--node``), else none."""
+        return job_rows(self, node_names=node_names)
 
     def node_rows_for_view(self) -> tuple[FactorySnapshot, list[dict[str, Any]]]:
         """``factoryctl nodes`` from per-node aggregates (no per-GPU vectors at all)."""
