@@ -9,7 +9,7 @@ the engines scrape (its clock moves, its values do not), so the two polls of one
 must agree exactly: the idle jobs and their idle GPUs and spells, the problem GPUs (with
 what makes each one), every node's summary.
 
-Cost: ~15 s on the 2-core machine (Prometheus, VictoriaMetrics and vmalert started once
+Cost: ~16 s on the 2-core machine (Prometheus, VictoriaMetrics and vmalert started once
 for the module, 1 s scrapes and evaluations; VictoriaMetrics flushed on every check so
 vmalert's new series turn searchable at once).
 """
