@@ -26,6 +26,7 @@ RULE_FILES = [
     RULES_DIR / "recording.rules.yml",
     RULES_DIR / "alerts.rules.yml",
     RULES_DIR / "rollups.rules.yml",
+    RULES_DIR / "console.rules.yml",
 ]
 TEST_FILES = sorted((RULES_DIR / "tests").glob("*.yml"))
 # level:metric:operations, https://prometheus.io/docs/practices/rules/

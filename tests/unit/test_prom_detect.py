@@ -11,8 +11,15 @@ import pytest
 
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient, PromConfig
+from factoryctl.telemetry.console_rules import HEARTBEAT
 from factoryctl.telemetry.metrics import DCGM, NATIVE, SchemaUndetected
-from factoryctl.telemetry.prom_detect import LOOKBACK, detect_rollups, detect_schema
+from factoryctl.telemetry.prom_detect import (
+    LOOKBACK,
+    detect_console_rules,
+    detect_rollups,
+    detect_schema,
+    metric_names,
+)
 
 T = 1_767_225_600.0
 
@@ -37,8 +44,8 @@ class Engine:
             result = [
                 {"metric": {"__name__": n}, "value": [T, str(c)]} for n, c in self.counts.items()
             ]
-        else:  # count(last_over_time(factoryctl_node_gpus[...]))
-            n = self.counts.get(native.NODE_GPUS, 0)
+        else:  # count(last_over_time(factoryctl_node_gpus[...])), or of the heartbeat
+            n = self.counts.get(HEARTBEAT if HEARTBEAT in q else native.NODE_GPUS, 0)
             result = [{"metric": {}, "value": [T, str(n)]}] if n else []
         data = {"resultType": "vector", "result": result}
         return httpx.Response(200, json={"status": "success", "data": data})
@@ -48,14 +55,19 @@ def _client(engine: Engine) -> PromClient:
     return PromClient(PromConfig("http://prom:9090"), transport=httpx.MockTransport(engine))
 
 
+def _rollups(engine: Engine) -> bool:
+    client = _client(engine)
+    return detect_rollups(client, T, 600.0, metric_names(client, T, 600.0))
+
+
 def test_the_index_names_decide_without_counting_any_series() -> None:
     engine = Engine([native.GPU_UP, native.NODE_GPUS, "up"], {})
     assert detect_schema(_client(engine), T) is NATIVE
-    assert detect_rollups(_client(engine), T, 600.0)
+    assert _rollups(engine)
     # Only the names, over the lookback and over the inventory window: no query at all.
     assert engine.asked == [f"names {T - LOOKBACK:.3f}..{T:.3f}", f"names {T - 600:.3f}..{T:.3f}"]
     without = Engine([DCGM.marker, "up"], {native.NODE_GPUS: 12.0})
-    assert not detect_rollups(_client(without), T, 600.0)
+    assert not _rollups(without)
     assert without.asked == [f"names {T - 600:.3f}..{T:.3f}"]
 
 
@@ -84,10 +96,25 @@ def test_names_in_a_shape_not_understood_are_not_taken_for_none() -> None:
 def test_an_engine_that_does_not_list_names_is_asked_to_count() -> None:
     engine = Engine(None, {native.GPU_UP: 8.0, native.NODE_GPUS: 1.0})
     assert detect_schema(_client(engine), T) is NATIVE
-    assert detect_rollups(_client(engine), T, 600.0)
+    assert _rollups(engine)
     assert [q.split(" ")[0] for q in engine.asked] == [
         "names",
         "count",
         "names",
         "count(last_over_time(factoryctl_node_gpus[600000ms]))",
     ]
+
+
+def test_the_console_rules_are_found_by_their_heartbeats_name() -> None:
+    listed = Engine([native.NODE_GPUS, HEARTBEAT], {})
+    client = _client(listed)
+    names = metric_names(client, T, 600.0)
+    assert detect_console_rules(client, T, 600.0, names)
+    assert detect_rollups(client, T, 600.0, names)
+    assert listed.asked == [f"names {T - 600:.3f}..{T:.3f}"]  # one request for both
+    assert not detect_console_rules(client, T, 600.0, frozenset({native.NODE_GPUS}))
+    # No index: one count of the heartbeat's series.
+    unlisted = Engine(None, {HEARTBEAT: 1.0})
+    assert detect_console_rules(_client(unlisted), T, 600.0, None)
+    assert unlisted.asked == [f"count(last_over_time({HEARTBEAT}[600000ms]))"]
+    assert not detect_console_rules(_client(Engine(None, {})), T, 600.0, None)

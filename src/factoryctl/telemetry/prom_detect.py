@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from factoryctl.durations import parse_duration
 from factoryctl.errors import FactoryctlError
+from factoryctl.telemetry import console_rules
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import PromClient, TelemetryError
 from factoryctl.telemetry.metrics import (
@@ -93,20 +94,36 @@ def detect_interval(client: PromClient, schema: MetricSchema, at: float) -> floa
     return DEFAULT_INTERVAL
 
 
-def detect_rollups(client: PromClient, at: float, inventory_window: float) -> bool:
+def detect_rollups(
+    client: PromClient, at: float, inventory_window: float, names: frozenset[str] | None
+) -> bool:
     """Whether the engine holds the node rollups (issue 13): written by factoryctl-exporter
     or recorded by the shipped rules from dcgm-exporter's series. The index's metric
     names say (``metric_names``); an engine that does not list them is asked for one
     count over ~1 series per node, answered as one number. A name listed with no sample
     in the window (rollups that stopped within the index's block or day) reads as found:
     the views then read the rollups and show what they hold, as for a console that found
-    them before they stopped."""
-    names = metric_names(client, at, inventory_window)
+    them before they stopped. ``names``: ``metric_names`` over ``inventory_window`` (one
+    index request serves this and ``detect_console_rules``)."""
     if names is not None:
         return native.NODE_GPUS in names
     ms = max(1, round(inventory_window * 1000))
     found = client.query(f"count(last_over_time({native.NODE_GPUS}[{ms}ms]))", at).scalar()
     return bool(found)
+
+
+def detect_console_rules(
+    client: PromClient, at: float, inventory_window: float, names: frozenset[str] | None
+) -> bool:
+    """Whether the engine holds the console's recording rules (``console_rules``): their
+    heartbeat's name is in the index (``names``, as for ``detect_rollups``); an engine
+    that does not list names is asked for a count of the heartbeat (one series). Rules
+    listed but stopped are the poll's to tell, from the heartbeat's age."""
+    if names is not None:
+        return console_rules.HEARTBEAT in names
+    ms = max(1, round(inventory_window * 1000))
+    heartbeat = f"count(last_over_time({console_rules.HEARTBEAT}[{ms}ms]))"
+    return bool(client.query(heartbeat, at).scalar())
 
 
 NO_ROLLUPS = (

@@ -27,6 +27,18 @@ energy since local midnight (two reads of every node's counter and a join: ~0.1 
 engine's time at 100,000 GPUs) is a day's total: it is re-read on the same cadence, and
 at once past midnight, so the figure shown is at most ``INVENTORY_EVERY`` seconds old.
 
+The Overview's poll (``poll_detail.LEAN``) on an engine that evaluates the console's rules
+(dashboards/prometheus/console.rules.yml, ``console_rules``) reads three factory-wide lists
+recorded instead of read: the pairs holding idle GPUs (instead of the pairs' GPUs active,
+~15,000 series at 100,000 GPUs) and the throttled and hot nodes (instead of the two
+filtered node reads, 12,500 series each: the engine reads every series a filter tests).
+What is older and what is not: the idle GPU counts are up to one evaluation old (and only
+for pairs this poll reads as held now); the problem GPUs are confirmed on this poll's own
+samples (round 2 reads the recorded nodes' per-GPU series filtered by value), so a list
+one evaluation old can miss a GPU for one evaluation, never show one that recovered. A
+heartbeat missing or older than ``console_rules.MAX_AGE`` reads the three as without the
+rules, in one more round, and warns: stopped rules never show as "no problems".
+
 The caller (``PrometheusSource.snapshot``) joins the scheduler and job energy as for the
 per-GPU snapshot and returns a summarized ``FactorySnapshot``.
 """
@@ -39,6 +51,7 @@ from dataclasses import dataclass, field
 from factoryctl.energy import local_midnight
 from factoryctl.model import GPU, Job, JobSummary, Node, NodeSummary
 from factoryctl.summaries import HOT_CELSIUS
+from factoryctl.telemetry import console_rules
 from factoryctl.telemetry import schema as native
 from factoryctl.telemetry.client import MATCHER_BUDGET, label_matcher
 from factoryctl.telemetry.job_energy import dur
@@ -88,6 +101,7 @@ class Summaries:
     energy_today_joules: float | None = None
     job_energy: dict[str, float] = field(default_factory=dict)  # the job counters now
     unavailable: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)  # said beside the snapshot
 
 
 # Seconds the inventory (GPUs known per node) is reused between polls.
@@ -200,29 +214,40 @@ def read(
         del queries["energy_today"]
     w = dur(window)
     node_rollups = dict(NODE_ROLLUPS)
-    # Filtered on the engine: the few nodes with any throttled GPU (no view shows 0s),
-    # and unless the Nodes view is shown, the few with a hot GPU (poll_detail).
-    queries["node:gpus_throttled"] = f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"
     if not detail.node_columns:
         del node_rollups["xid_total"], node_rollups["temperature_max_celsius"]
-        queries["node:temperature_max_celsius"] = (
-            f"last_over_time({native.NODE_TEMPERATURE_MAX}[{w}]) >= {HOT_CELSIUS:g}"
-        )
     job_rollups = (
         PAIR_ROLLUPS if detail.job_figures else {k: PAIR_ROLLUPS[k] for k in LEAN_PAIR_ROLLUPS}
     )
+    # The Overview's poll with the console's rules: their three lists instead of the
+    # pairs' GPUs active whole and the two filtered node reads (console_rules).
+    with_rules = not detail.job_figures and not detail.node_columns and source.console_rules(t)
+    if with_rules:
+        queries.update(console_rules.QUERIES)
+        job_rollups = {k: v for k, v in job_rollups.items() if k != "active"}
+    else:
+        queries.update(_factory_wide(w, detail))
     rollups = {
         "nodes": Rollups(node_rollups, w),
         "jobs": Rollups(job_rollups, w, PAIR_LABELS, "user"),
     }
     results, columns = run_all(source.client, queries, rollups, t)
-    values: dict[str, dict[str, float]] = {
-        k[5:]: {node_name(s.labels, "node"): s.value for s in r.vector}
-        for k, r in results.items()
-        if k.startswith("node:")
-    }
+    values = _node_values(results)
     values.update(columns["nodes"].by_name)
     pairs = columns["jobs"]
+    warnings: list[str] = []
+    recorded = console_rules.recorded(results, t) if with_rules else None
+    if recorded is not None and not recorded.fresh:
+        # Rules that stopped: their lists are old or gone. Read what they record.
+        warnings.append(recorded.warning())
+        active = {"jobs": Rollups({"active": PAIR_ROLLUPS["active"]}, w, PAIR_LABELS)}
+        raw, more = run_all(source.client, _factory_wide(w, detail), active, t)
+        values.update(_node_values(raw))
+        pairs.by_name.update(more["jobs"].by_name)
+        recorded = None
+    elif recorded is not None:
+        values["gpus_throttled"] = recorded.throttled
+        values["temperature_max_celsius"] = recorded.hot
     up = values.pop("gpus_up")
     values["reporting"] = {n: v for n, v in up.items() if v > 0}
     if "gpus_total" not in values:
@@ -249,11 +274,13 @@ def read(
     if reporting is not None:
         second["reporting"] = reporting
     idle: dict[PairKey, float] = {}
-    if not detail.job_figures:
+    if recorded is not None:
+        idle = recorded.idle_held(pairs.by_name["held"])
+    elif not detail.job_figures:
         idle = idle_held(pairs.by_name["held"], pairs.by_name["active"])
-        # factoryctl-exporter's idle spells; dcgm-exporter's recorded rollups have none.
-        if schema is NATIVE and idle:
-            second["idle_spells"] = spells_query(w, {job_id for _, job_id in idle})
+    # factoryctl-exporter's idle spells; dcgm-exporter's recorded rollups have none.
+    if schema is NATIVE and idle:
+        second["idle_spells"] = spells_query(w, {job_id for _, job_id in idle})
     results.update(run_queries(source.client, second, t))
     blind = schema.job_info is None and not values.get("attributed")
     names = sorted(values["gpus_total"].keys() | values["reporting"].keys())
@@ -289,7 +316,29 @@ def read(
         energy_today_joules=today if values["reporting"] else None,
         job_energy=job_energy,
         unavailable=unavailable | ({"state", "gpus_allocated"} if blind else set()),
+        warnings=warnings,
     )
+
+
+def _factory_wide(w: str, detail: Detail) -> dict[str, str]:
+    """Filtered on the engine: the few nodes with any throttled GPU (no view shows 0s),
+    and unless the Nodes view is shown, the few with a hot GPU (poll_detail). The engine
+    still reads every node's series for each (what the console's rules save)."""
+    out = {"node:gpus_throttled": f"last_over_time({native.NODE_GPUS_THROTTLED}[{w}]) > 0"}
+    if not detail.node_columns:
+        out["node:temperature_max_celsius"] = (
+            f"last_over_time({native.NODE_TEMPERATURE_MAX}[{w}]) >= {HOT_CELSIUS:g}"
+        )
+    return out
+
+
+def _node_values(results: Mapping[str, QueryResult]) -> dict[str, dict[str, float]]:
+    """The ``node:`` queries' answers, by node, under their key without the prefix."""
+    return {
+        k[5:]: {node_name(s.labels, "node"): s.value for s in r.vector}
+        for k, r in results.items()
+        if k.startswith("node:")
+    }
 
 
 def _node_summaries(

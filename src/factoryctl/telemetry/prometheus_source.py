@@ -40,10 +40,12 @@ from factoryctl.telemetry.poll_detail import FULL, Detail
 from factoryctl.telemetry.prom_context import SourceOptions, run_queries
 from factoryctl.telemetry.prom_detect import (
     NO_ROLLUPS,
+    detect_console_rules,
     detect_interval,
     detect_rollups,
     detect_schema,
     detect_search_delay,
+    metric_names,
 )
 from factoryctl.telemetry.prom_energy import FORGOTTEN, NOT_ACCOUNTED
 from factoryctl.telemetry.prom_gpus import GpuKey, attribution, gpus_from, held_by, snapshot_plan
@@ -72,6 +74,9 @@ class PrometheusSource:
     _delay: float | None = None
     _rollups: bool | None = None
     _rollups_asked: float | None = None  # when the engine last said it had none
+    _console_rules: bool | None = None
+    _console_rules_asked: float | None = None  # when the engine last said it had none
+    _index: tuple[float, frozenset[str] | None] | None = None  # metric names, and when read
     # The console's poll keeps the slow-changing inventory between polls (prom_summary).
     _inventory: prom_summary.InventoryCache = field(default_factory=prom_summary.InventoryCache)
 
@@ -110,10 +115,34 @@ class PrometheusSource:
         stale = asked is not None and not 0 <= at - asked < ROLLUPS_RECHECK
         if self._rollups is None or (self._rollups is False and mode == "auto" and stale):
             self._rollups = mode == "on" or (
-                mode == "auto" and detect_rollups(self.client, at, self.options.inventory_window)
+                mode == "auto"
+                and detect_rollups(
+                    self.client, at, self.options.inventory_window, self._metric_names(at)
+                )
             )
             self._rollups_asked = None if self._rollups else at
         return self._rollups
+
+    def console_rules(self, at: float) -> bool:
+        """Whether the engine holds the console's recording rules (``console_rules``),
+        which the Overview's poll reads instead of three whole rollups. Found, they stay
+        found (rules that stop show in their heartbeat's age, read every poll); not found,
+        asked again every ``ROLLUPS_RECHECK`` seconds."""
+        asked = self._console_rules_asked
+        stale = asked is not None and not 0 <= at - asked < ROLLUPS_RECHECK
+        if self._console_rules is None or (self._console_rules is False and stale):
+            window = self.options.inventory_window
+            names = self._metric_names(at)
+            self._console_rules = detect_console_rules(self.client, at, window, names)
+            self._console_rules_asked = None if self._console_rules else at
+        return self._console_rules
+
+    def _metric_names(self, at: float) -> frozenset[str] | None:
+        """The index's metric names, read once per time asked: the rollups' and the console
+        rules' detection at a source's first poll share one request."""
+        if self._index is None or self._index[0] != at:
+            self._index = (at, metric_names(self.client, at, self.options.inventory_window))
+        return self._index[1]
 
     def describe(self, at: float) -> str:
         """The source as its JSON envelope names it (``prometheus:native``)."""
@@ -233,6 +262,7 @@ class PrometheusSource:
         else:  # the rollups' jobs carry their counters' energy already, with no note
             nodes, jobs = got.nodes, got.jobs
             energy = {}
+        warnings.extend(got.warnings)
         if not got.node_summaries:
             warnings.append(no_gpus_warning(schema))
         warnings.extend(self.client.warnings)
