@@ -169,7 +169,6 @@ def test_without_the_rules_names_the_lean_poll_reads_what_it_read_before() -> No
             f"last_over_time({s.NODE_POWER}[{W}])",
             f"last_over_time({s.NODE_GPUS_ACTIVE}[{W}])",
             f"last_over_time({s.JOB_GPUS}[{W}])",
-            f"sum by (job_id) (last_over_time({s.JOB_ENERGY}[{W}]))",
             *RAW,
             f'last_over_time({s.GPU_TEMPERATURE}{{node=~"n1"}}[{W}]) >= 85',
             f'last_over_time({s.GPU_UP}{{node=~"n2"}}[{W}]) == 0',

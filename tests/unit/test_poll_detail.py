@@ -47,7 +47,10 @@ def test_without_spell_rollups_the_spell_is_unknown_not_zero() -> None:
 
 
 def test_each_view_needs_what_it_shows() -> None:
-    assert for_view("overview") == LEAN and for_view("node-detail") == LEAN
+    assert for_view("overview") == LEAN and for_view("rollouts") == LEAN
+    # A node's detail lists its jobs with their energy, which the Overview does not read.
+    assert for_view("node-detail").job_energy and not LEAN.covers(for_view("node-detail"))
+    assert not for_view("node-detail").job_figures
     assert for_view("triage") == FULL
     assert VIEW_DETAIL["jobs"].job_figures and not LEAN.covers(VIEW_DETAIL["jobs"])
     assert FULL.covers(VIEW_DETAIL["nodes"]) and not VIEW_DETAIL["jobs"].covers(FULL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -346,7 +347,11 @@ def test_a_lean_poll_reads_no_job_figures_yet_finds_the_same_idle_gpus() -> None
     full_engine, lean_engine = RollupEngine(), RollupEngine()
     full = _source(full_engine).console_snapshot()
     lean = _source(lean_engine).console_snapshot(detail=LEAN)
-    assert lean.jobs == full.jobs
+    # Each job's energy is not read for the Overview: unknown, not 0.
+    assert lean.jobs == tuple(replace(j, energy_joules=None) for j in full.jobs)
+    assert any(s.JOB_ENERGY in q for q in full_engine.queries)
+    assert "job_energy" in lean.unavailable and "job_energy" not in full.unavailable
+    assert not any(s.JOB_ENERGY in q for q in lean_engine.queries)
     for job_id, f in full.job_summaries.items():
         got = lean.job_summaries[job_id]
         assert (got.reporting, got.idle_gpus, got.idle_seconds) == (

@@ -12,6 +12,9 @@ of series it touches (docs/benchmarks.md). Most of them only one view shows:
   ``idle_held``), and in a second round, filtered on the engine to the jobs holding an
   idle GPU, the idle spells under way: ~30,000 series at 100,000 GPUs instead of
   ~74,000;
+* each job's energy (its counters summed over its ~15,000 pairs) only the Jobs view, a
+  job's or a node's detail and triage show: the Overview's energy is the factory's since
+  midnight (``prom_summary``), so its poll does not read them;
 * the nodes' XID counters and hottest GPUs only the Nodes view shows in full (the
   Overview's XID problems come from the per-GPU XID codes of dcgm-exporter, read in
   round 2). Elsewhere the hottest GPUs are read filtered on the engine: only the nodes
@@ -40,25 +43,31 @@ class Detail:
 
     job_figures: bool = True  # each job's mean utilization and power
     node_columns: bool = True  # each node's hottest GPU and XID counter (the Nodes view's)
+    job_energy: bool = True  # each job's energy counters, summed
 
     def covers(self, other: Detail) -> bool:
-        return (self.job_figures or not other.job_figures) and (
-            self.node_columns or not other.node_columns
+        return (
+            (self.job_figures or not other.job_figures)
+            and (self.node_columns or not other.node_columns)
+            and (self.job_energy or not other.job_energy)
         )
 
 
 FULL = Detail()
-LEAN = Detail(job_figures=False, node_columns=False)
+LEAN = Detail(job_figures=False, node_columns=False, job_energy=False)
 # What each view shows beyond the Overview's figures; a view not named here needs LEAN.
 VIEW_DETAIL = {
     "jobs": Detail(job_figures=True, node_columns=False),
     "job-detail": Detail(job_figures=True, node_columns=False),
     "triage": FULL,
-    "nodes": Detail(job_figures=False, node_columns=True),
+    "nodes": Detail(job_figures=False, node_columns=True, job_energy=False),
+    # The jobs on the node, each with its energy.
+    "node-detail": Detail(job_figures=False, node_columns=False),
 }
 # A lean poll's snapshot lists these in ``unavailable``: not read, not zero.
 LEAN_JOBS_UNAVAILABLE = frozenset({"job_utilization", "job_power"})
 LEAN_NODES_UNAVAILABLE = frozenset({"xid_total", "temperature_max_celsius"})
+LEAN_ENERGY_UNAVAILABLE = frozenset({"job_energy"})
 
 
 def for_view(view: str) -> Detail:

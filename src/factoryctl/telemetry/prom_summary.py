@@ -67,6 +67,7 @@ from factoryctl.telemetry.metrics import NATIVE, MetricSchema, node_name
 from factoryctl.telemetry.node_summary import node_from_counts, rollup_queries
 from factoryctl.telemetry.poll_detail import (
     FULL,
+    LEAN_ENERGY_UNAVAILABLE,
     LEAN_JOBS_UNAVAILABLE,
     LEAN_NODES_UNAVAILABLE,
     LEAN_PAIR_ROLLUPS,
@@ -212,6 +213,8 @@ def read(
         del queries["node:gpus_total"]
     if cache is not None and cache.energy_fresh(t):
         del queries["energy_today"]
+    if not detail.job_energy:
+        queries.pop("job_energy", None)
     w = dur(window)
     node_rollups = dict(NODE_ROLLUPS)
     if not detail.node_columns:
@@ -295,6 +298,8 @@ def read(
         unavailable |= LEAN_JOBS_UNAVAILABLE
     if not detail.node_columns:
         unavailable |= LEAN_NODES_UNAVAILABLE
+    if not detail.job_energy and schema.job_energy is not None:
+        unavailable |= LEAN_ENERGY_UNAVAILABLE
     energy = results.get("job_energy")
     job_energy = {s.labels.get("job_id", ""): s.value for s in energy.vector} if energy else {}
     jobs = rollup_jobs(pairs.by_name["held"], pairs.carried, job_energy)

@@ -254,7 +254,8 @@ class PrometheusSource:
         got = prom_summary.read(self, t, self._inventory, detail)
         if sched is not None:
             nodes, jobs = sched
-            energy = self.job_energy(jobs, t)
+            # Each job's energy only where the view shows it (``Detail.job_energy``).
+            energy = self.job_energy(jobs, t) if detail.job_energy else {}
             jobs = [
                 replace(j, energy_joules=energy[j.job_id].joules) if j.job_id in energy else j
                 for j in jobs
