@@ -254,27 +254,56 @@ def from_rollups(pairs: Mapping[str, Pairs], reporting: Pairs) -> dict[str, dict
     }
 
 
+# A job's allocations as the last poll built them: (GPUs per node, the allocations).
+ReusedAllocations = dict[str, tuple[dict[str, int], tuple[Allocation, ...]]]
+
+
 def rollup_jobs(
-    held: Pairs, users: Mapping[PairKey, str], energy: Mapping[str, float] | None = None
+    held: Pairs,
+    users: Mapping[PairKey, str],
+    energy: Mapping[str, float] | None = None,
+    reuse: ReusedAllocations | None = None,
 ) -> list[Job]:
     """Jobs from ``factoryctl_job_gpus`` (by (node, job id), with each pair's user): per
     node how many GPUs, not which (the jobs view shows counts and node lists, never
-    indices). ``energy``: each job's measured joules, where known."""
+    indices). ``energy``: each job's measured joules, where known.
+
+    ``reuse``: each job's allocations as the last poll built them; a job holding the same
+    GPUs per node gets that same (immutable, equal) tuple, not a new one (~15,000
+    ``Allocation`` objects a poll at 100,000 GPUs, and a job's nodes change far less often
+    than every poll). It is then replaced by this poll's, so a finished job leaves it."""
     alloc: dict[str, dict[str, int]] = {}
+    get = alloc.get
     for (node, job_id), n in held.items():
         if job_id and node:
-            alloc.setdefault(job_id, {})[node] = int(n)
+            by_node = get(job_id)
+            if by_node is None:
+                by_node = alloc[job_id] = {}
+            by_node[node] = int(n)
     user_of = {job_id: users.get(pair, "") for pair in held if (job_id := pair[1])}
     energy = energy or {}
-    return [
-        Job(
-            job_id=job_id,
-            user=user_of[job_id],
-            allocations=tuple(Allocation(node, (), gpus=n) for node, n in sorted(by_node.items())),
-            energy_joules=energy.get(job_id),
+    last = (reuse if reuse is not None else {}).get
+    kept: ReusedAllocations = {}
+    jobs = []
+    for job_id, by_node in sorted(alloc.items()):
+        before = last(job_id)
+        if before is not None and before[0] == by_node:
+            allocations = before[1]
+        else:
+            allocations = tuple(Allocation(node, (), gpus=n) for node, n in sorted(by_node.items()))
+        kept[job_id] = (by_node, allocations)
+        jobs.append(
+            Job(
+                job_id=job_id,
+                user=user_of[job_id],
+                allocations=allocations,
+                energy_joules=energy.get(job_id),
+            )
         )
-        for job_id, by_node in sorted(alloc.items())
-    ]
+    if reuse is not None:
+        reuse.clear()
+        reuse.update(kept)
+    return jobs
 
 
 def _jobs(schema: MetricSchema, held: Any) -> list[Job]:
