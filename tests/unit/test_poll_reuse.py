@@ -5,9 +5,9 @@ and the reuse holds only the last poll's. Cost: milliseconds."""
 from __future__ import annotations
 
 from factoryctl.model import JobSummary, Node, NodeState
-from factoryctl.telemetry.job_summary import ReusedAllocations, rollup_jobs
+from factoryctl.telemetry.job_summary import ReusedJobs, rollup_jobs
 from factoryctl.telemetry.node_summary import node_from_counts, nodes_from_counts
-from factoryctl.telemetry.prom_summary import _job_summaries
+from factoryctl.telemetry.prom_summary import ReusedSummaries, _job_summaries, _node_summaries
 
 VALUES = {
     "gpus_total": {"a": 8.0, "b": 8.0, "c": 8.0, "d": 8.0},
@@ -45,7 +45,7 @@ def test_nodes_are_node_from_counts_and_unchanged_ones_are_reused() -> None:
 def test_jobs_reuse_unchanged_allocations_and_forget_finished_jobs() -> None:
     held = {("n1", "1"): 8.0, ("n2", "1"): 4.0, ("n1", "2"): 2.0}
     users = {("n1", "1"): "ada", ("n2", "1"): "ada", ("n1", "2"): "bob"}
-    reuse: ReusedAllocations = {}
+    reuse: ReusedJobs = {}
     first = rollup_jobs(held, users, {"1": 5.0}, reuse)
     assert first == rollup_jobs(held, users, {"1": 5.0})
     now = {("n1", "1"): 8.0, ("n2", "1"): 4.0, ("n3", "3"): 1.0}  # 2 finished, 3 started
@@ -53,6 +53,8 @@ def test_jobs_reuse_unchanged_allocations_and_forget_finished_jobs() -> None:
     assert second == rollup_jobs(now, {**users, ("n3", "3"): "cy"}, {"1": 9.0})
     assert second[0].allocations is first[0].allocations and second[0].energy_joules == 9.0
     assert list(reuse) == ["1", "3"]
+    again = rollup_jobs(now, {**users, ("n3", "3"): "cy"}, {"1": 9.0}, reuse)
+    assert again[0] is second[0] and again[1] is second[1]  # the same samples: same jobs
     grown = rollup_jobs({**now, ("n2", "1"): 8.0}, users, None, reuse)
     assert grown[0].gpu_count == 16 and grown[0].allocations is not first[0].allocations
 
@@ -73,3 +75,23 @@ def test_equal_job_summaries_are_one_object_with_each_jobs_values() -> None:
         "4": JobSummary(0, None, 0, None),
     }
     assert got["1"] is got["2"]
+
+
+def test_node_summaries_are_reused_only_where_every_figure_is_as_it_was() -> None:
+    values = {
+        **VALUES,
+        "gpus_active": {"a": 8.0, "b": 1.0},
+        "utilization": {"a": 0.9, "b": 0.2, "c": 0.0},
+        "power_watts": {"a": 5000.0, "b": 900.0, "c": 400.0},
+    }
+    names = sorted(VALUES["gpus_total"])
+    reuse: ReusedSummaries = {}
+    first = _node_summaries(names, values, reuse)
+    assert first == _node_summaries(names, values)
+    assert first["d"].utilization is None and first["d"].gpus_up == 0  # nothing reports
+    later = {**values, "power_watts": {**values["power_watts"], "b": 950.0}}
+    second = _node_summaries(["a", "b", "d"], later, reuse)
+    assert second == _node_summaries(["a", "b", "d"], later)
+    assert second["a"] is first["a"] and second["d"] is first["d"]
+    assert second["b"] is not first["b"] and second["b"].power_watts == 950.0
+    assert list(reuse) == ["a", "b", "d"]

@@ -58,7 +58,7 @@ from factoryctl.telemetry.job_energy import dur
 from factoryctl.telemetry.job_summary import (
     PAIR_LABELS,
     PAIR_ROLLUPS,
-    ReusedAllocations,
+    ReusedJobs,
     from_rollups,
     reporting_from,
     reporting_query,
@@ -113,9 +113,10 @@ INVENTORY_EVERY = 60.0
 @dataclass
 class InventoryCache:
     """The last inventory read and when (the poll's clock), and the last energy since
-    midnight read, when and since which midnight; one per source. Also the nodes and the
-    jobs' allocations the last poll built, reused where unchanged (``nodes_from_counts``,
-    ``rollup_jobs``): each poll replaces them with its own, so they never grow."""
+    midnight read, when and since which midnight; one per source. Also the nodes, node
+    summaries and jobs the last poll built, reused where unchanged (``nodes_from_counts``,
+    ``_node_summaries``, ``rollup_jobs``): each poll replaces them with its own, so they
+    never hold a node or job no longer read."""
 
     at: float | None = None
     gpus: dict[str, float] = field(default_factory=dict)
@@ -123,7 +124,8 @@ class InventoryCache:
     energy_midnight: float | None = None
     energy_today: float | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
-    allocations: ReusedAllocations = field(default_factory=dict)
+    summaries: ReusedSummaries = field(default_factory=dict)
+    jobs: ReusedJobs = field(default_factory=dict)
 
     def fresh(self, t: float) -> bool:
         return self.at is not None and 0 <= t - self.at < INVENTORY_EVERY
@@ -293,7 +295,7 @@ def read(
     blind = schema.job_info is None and not values.get("attributed")
     names = sorted(values["gpus_total"].keys() | values["reporting"].keys())
     nodes = nodes_from_counts(names, values, blind, cache.nodes if cache is not None else None)
-    summaries = _node_summaries(names, values)
+    summaries = _node_summaries(names, values, cache.summaries if cache is not None else None)
     counted = reporting_from(schema, results["reporting"]) if "reporting" in results else {}
     if detail.job_figures:
         per_job = from_rollups(pairs.by_name, counted)
@@ -311,7 +313,7 @@ def read(
         pairs.by_name["held"],
         pairs.carried,
         job_energy,
-        cache.allocations if cache is not None else None,
+        cache.jobs if cache is not None else None,
     )
     job_summaries = _job_summaries([j.job_id for j in jobs], per_job)
     if "energy_today" in results:
@@ -356,11 +358,21 @@ def _node_values(results: Mapping[str, QueryResult]) -> dict[str, dict[str, floa
     }
 
 
+# Each node's summary as the last poll built it, with the figures it was built from.
+SummaryFields = tuple[int, int, int, int, float | None, float | None, float | None, float | None]
+ReusedSummaries = dict[str, tuple[SummaryFields, NodeSummary]]
+
+
 def _node_summaries(
-    names: list[str], values: Mapping[str, Mapping[str, float]]
+    names: list[str],
+    values: Mapping[str, Mapping[str, float]],
+    reuse: ReusedSummaries | None = None,
 ) -> dict[str, NodeSummary]:
     """Each node's summary, one pass over the columns (12,500 nodes a poll at 100k GPUs:
-    the columns are looked up once, not once per node and field)."""
+    the columns are looked up once, not once per node and field). ``reuse``: the last
+    poll's; a node whose figures are all as they were (polls within one scrape interval
+    read the same samples) keeps that same (immutable, equal) summary. It is then
+    replaced by this poll's."""
     empty: Mapping[str, float] = {}
 
     def column(key: str) -> Callable[[str], float | None]:
@@ -370,12 +382,14 @@ def _node_summaries(
     allocated, active = column("gpus_allocated"), column("gpus_active")
     util, power = column("utilization"), column("power_watts")
     temp, xid = column("temperature_max_celsius"), column("xid_total")
-    out = {}
+    previous: Mapping[str, tuple[SummaryFields, NodeSummary]] = reuse or {}
+    last = previous.get
+    kept: ReusedSummaries = {}
     summary = NodeSummary  # built by position: ~1 us a node less than by keyword
     for name in names:
         up = int(up_by(name) or 0)
         # A node with no GPU up has no current readings: None, never 0.
-        out[name] = summary(
+        fields: SummaryFields = (
             int(total(name) or 0),  # gpus
             up,  # gpus_up
             int(allocated(name) or 0),  # gpus_allocated
@@ -385,7 +399,15 @@ def _node_summaries(
             temp(name) if up else None,  # temperature_max_celsius
             xid(name),  # xid_total
         )
-    return out
+        before = last(name)
+        if before is not None and before[0] == fields:
+            kept[name] = before
+        else:
+            kept[name] = (fields, summary(*fields))
+    if reuse is not None:
+        reuse.clear()
+        reuse.update(kept)
+    return {name: made for name, (_, made) in kept.items()}
 
 
 def _job_summaries(
