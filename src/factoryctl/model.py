@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from factoryctl.entities import (
     GPU,
@@ -76,10 +77,10 @@ class FactorySnapshot:
         # The GPU lookups (``columns()``) and jobs per node are built on first use
         # (triage and node detail), each in one step so a second thread that races to
         # build one builds the same thing.
-        for node in self.nodes:
-            self._node_index.setdefault(node.name, node)
-        for job in self.jobs:
-            self._job_index.setdefault(job.job_id, job)
+        # Built by ``dict`` where names are unique (12,500 nodes and ~6,800 jobs a poll at
+        # 100,000 GPUs); where one repeats, its first holder is the one indexed.
+        _index(self._node_index, [n.name for n in self.nodes], self.nodes)
+        _index(self._job_index, [j.job_id for j in self.jobs], self.jobs)
 
     def columns(self) -> GpuColumns:
         """The GPUs as columns (``gpus`` itself when it is columnar): lookups by node,
@@ -120,6 +121,14 @@ class FactorySnapshot:
     def jobs_on_node(self, name: str) -> list[Job]:
         """Jobs still running on the node (indexed: triage asks once per node)."""
         return list(self._jobs_by_node().get(name, ()))
+
+
+def _index(index: dict[str, Any], keys: list[str], items: Sequence[Any]) -> None:
+    index.update(zip(keys, items, strict=True))
+    if len(index) < len(items):  # a key repeats: the first item keeps it
+        index.clear()
+        for key, item in zip(keys, items, strict=True):
+            index.setdefault(key, item)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from factoryctl.model import GPU, FactorySnapshot, JobState, JobSummary, NodeSummary
+from factoryctl.model import GPU, FactorySnapshot, JobState, JobSummary, NodeState, NodeSummary
 from factoryctl.occupancy import ACTIVE_THRESHOLD, Occupancy
 from factoryctl.rollups import THROTTLE_REASONS, JobKey, JobRollup, NodeGpus, NodeRollup, rollup
 
@@ -184,18 +184,23 @@ def summarized(snapshot: FactorySnapshot) -> FactorySnapshot:
     )
 
 
+# ``NodeState.out_of_service`` once per state, not once per node (12,500 a poll).
+_OUT_OF_SERVICE = frozenset(s for s in NodeState if s.out_of_service)
+
+
 def summary_occupancy(snapshot: FactorySnapshot) -> Occupancy:
     """``occupancy.factory_occupancy`` from the summaries. Idle allocated GPUs are the
     running jobs' idle GPUs summed (a GPU shared by two jobs counts twice, where the
     per-GPU count takes it once); GPUs up without a utilization count as reporting."""
-    out_nodes = {n.name for n in snapshot.nodes if n.state.out_of_service}
+    out_nodes = {n.name for n in snapshot.nodes if n.state in _OUT_OF_SERVICE}
     total = allocated = active = oos = unreported = 0
     for name, s in snapshot.node_summaries.items():
-        total += s.gpus
+        gpus, lost = s.gpus, s.gpus - s.gpus_up
+        total += gpus
         allocated += s.gpus_allocated
         active += s.gpus_active
-        unreported += s.gpus - s.gpus_up
-        oos += s.gpus if name in out_nodes else s.gpus - s.gpus_up
+        unreported += lost
+        oos += gpus if name in out_nodes else lost
     idle = sum(j.idle_gpus for j in snapshot.job_summaries.values())
     return Occupancy(total, allocated, active, idle, oos, unreported)
 

@@ -254,27 +254,56 @@ def from_rollups(pairs: Mapping[str, Pairs], reporting: Pairs) -> dict[str, dict
     }
 
 
+# Each job as the last poll built it, with the GPUs per node it was built from.
+ReusedJobs = dict[str, tuple[dict[str, int], Job]]
+
+
 def rollup_jobs(
-    held: Pairs, users: Mapping[PairKey, str], energy: Mapping[str, float] | None = None
+    held: Pairs,
+    users: Mapping[PairKey, str],
+    energy: Mapping[str, float] | None = None,
+    reuse: ReusedJobs | None = None,
 ) -> list[Job]:
     """Jobs from ``factoryctl_job_gpus`` (by (node, job id), with each pair's user): per
     node how many GPUs, not which (the jobs view shows counts and node lists, never
-    indices). ``energy``: each job's measured joules, where known."""
+    indices). ``energy``: each job's measured joules, where known.
+
+    ``reuse``: each job as the last poll built it. A job holding the same GPUs per node
+    keeps that same (immutable, equal) allocations tuple, and where its user and energy
+    did not change either (polls within one scrape interval read the same samples), the
+    same job: at 100,000 GPUs ~15,000 ``Allocation`` and ~6,800 ``Job`` objects cost
+    ~50 ms a poll to build. ``reuse`` is then replaced by this poll's jobs, so a finished
+    job leaves it."""
     alloc: dict[str, dict[str, int]] = {}
+    get = alloc.get
     for (node, job_id), n in held.items():
         if job_id and node:
-            alloc.setdefault(job_id, {})[node] = int(n)
+            by_node = get(job_id)
+            if by_node is None:
+                by_node = alloc[job_id] = {}
+            by_node[node] = int(n)
     user_of = {job_id: users.get(pair, "") for pair in held if (job_id := pair[1])}
-    energy = energy or {}
-    return [
-        Job(
-            job_id=job_id,
-            user=user_of[job_id],
-            allocations=tuple(Allocation(node, (), gpus=n) for node, n in sorted(by_node.items())),
-            energy_joules=energy.get(job_id),
-        )
-        for job_id, by_node in sorted(alloc.items())
-    ]
+    energy_of = (energy or {}).get
+    previous: Mapping[str, tuple[dict[str, int], Job]] = reuse if reuse is not None else {}
+    last = previous.get
+    kept: ReusedJobs = {}
+    for job_id, by_node in sorted(alloc.items()):
+        user, joules = user_of[job_id], energy_of(job_id)
+        before = last(job_id)
+        if before is not None and before[0] == by_node:
+            job = before[1]
+            if job.user != user or job.energy_joules != joules:
+                job = Job(
+                    job_id=job_id, user=user, allocations=job.allocations, energy_joules=joules
+                )
+        else:
+            allocations = tuple(Allocation(node, (), gpus=n) for node, n in sorted(by_node.items()))
+            job = Job(job_id=job_id, user=user, allocations=allocations, energy_joules=joules)
+        kept[job_id] = (by_node, job)
+    if reuse is not None:
+        reuse.clear()
+        reuse.update(kept)
+    return [job for _, job in kept.values()]
 
 
 def _jobs(schema: MetricSchema, held: Any) -> list[Job]:

@@ -12,7 +12,7 @@ staleness markers reads the same as live data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from factoryctl.model import FactorySnapshot, Node, NodeState
@@ -195,23 +195,66 @@ def node_rows(source: PromContext, at: float | None = None) -> tuple[FactorySnap
     return snap, rows
 
 
+def node_state(total: int, held: int, reporting: int, blind: bool) -> tuple[NodeState, str]:
+    """A node's state and reason from its GPUs known, held and reporting."""
+    if reporting == 0:
+        return NodeState.DOWN, "no telemetry (exporter not reporting)"
+    if blind:
+        return NodeState.UNKNOWN, ""
+    if held == 0:
+        return NodeState.IDLE, ""
+    if held >= total:
+        return NodeState.ALLOCATED, ""
+    return NodeState.MIXED, ""
+
+
 def node_from_counts(
     name: str, values: Mapping[str, Mapping[str, float]], blind: bool = False
 ) -> Node:
     total = int(values["gpus_total"].get(name, 0))
     held = int(values.get("gpus_allocated", {}).get(name, 0))
     reporting = int(values["reporting"].get(name, 0))
-    if reporting == 0:
-        state, reason = NodeState.DOWN, "no telemetry (exporter not reporting)"
-    elif blind:
-        state, reason = NodeState.UNKNOWN, ""
-    elif held == 0:
-        state, reason = NodeState.IDLE, ""
-    elif held >= total:
-        state, reason = NodeState.ALLOCATED, ""
-    else:
-        state, reason = NodeState.MIXED, ""
+    state, reason = node_state(total, held, reporting, blind)
     return Node(name=name, state=state, reason=reason, gpu_count=total, gpus_allocated=held)
+
+
+def nodes_from_counts(
+    names: Sequence[str],
+    values: Mapping[str, Mapping[str, float]],
+    blind: bool = False,
+    reuse: dict[str, Node] | None = None,
+) -> list[Node]:
+    """``node_from_counts`` of each of ``names``, in one pass. ``reuse``: the nodes the
+    last poll built, by name; a node whose state and counts did not change is that same
+    (immutable, equal) object, not a new one: at 100,000 GPUs building 12,500 nodes cost
+    ~50 ms a poll, and a node's state changes far less often than every poll. ``reuse``
+    is then replaced by this poll's nodes, so it never holds a node no longer named."""
+    empty: Mapping[str, float] = {}
+    totals, reporting_by = values["gpus_total"].get, values["reporting"].get
+    held_by = values.get("gpus_allocated", empty).get
+    previous: Mapping[str, Node] = reuse if reuse is not None else {}
+    last = previous.get
+    state_of = node_state
+    out: list[Node] = []
+    append = out.append
+    for name in names:
+        total = int(totals(name, 0))
+        held = int(held_by(name, 0))
+        state, reason = state_of(total, held, int(reporting_by(name, 0)), blind)
+        node = last(name)
+        if (
+            node is None
+            or node.state is not state
+            or node.gpu_count != total
+            or node.gpus_allocated != held
+            or node.reason != reason
+        ):
+            node = Node(name=name, state=state, reason=reason, gpu_count=total, gpus_allocated=held)
+        append(node)
+    if reuse is not None:
+        reuse.clear()
+        reuse.update(zip(names, out, strict=True))
+    return out
 
 
 def _row(node: Node, values: Mapping[str, Mapping[str, float]], blind: bool = False) -> Row:

@@ -86,8 +86,9 @@ def idle_held(
     anyway (held for the allocations): the binary operation read them a second time and
     cost the engine more than the two reads."""
     out = {}
+    active_of = active.get
     for pair, n in held.items():
-        a = active.get(pair)
+        a = active_of(pair)
         if a is not None and n - a > 0:
             out[pair] = n - a
     return out
@@ -105,13 +106,23 @@ def lean_per_job(
     job with none under way; unknown, not 0, where ``spells`` is None: no spell
     rollups); no mean utilization, no power."""
     counted: dict[str, float] = {}
-    idle_by_job: dict[str, float] = {}
+    counted_of = counted.get
+    # Only a pair with idle GPUs or counted per GPU (a few hundred of ~15,000) can add
+    # idle GPUs: every other one adds exactly 0 (up = held = active), so it is skipped.
+    special = idle.keys() | reporting.keys()
+    adds: list[tuple[str, float]] = []
     for pair, n in held.items():
         job_id = pair[1]
-        up = reporting.get(pair, n)
-        active = min(up, n - idle.get(pair, 0.0))
-        counted[job_id] = counted.get(job_id, 0.0) + up
-        idle_by_job[job_id] = idle_by_job.get(job_id, 0.0) + max(0.0, up - active)
+        if pair in special:
+            up = reporting.get(pair, n)
+            active = min(up, n - idle.get(pair, 0.0))
+            counted[job_id] = counted_of(job_id, 0.0) + up
+            adds.append((job_id, max(0.0, up - active)))
+        else:
+            counted[job_id] = counted_of(job_id, 0.0) + n
+    idle_by_job = dict.fromkeys(counted, 0.0)
+    for job_id, n in adds:  # in the pairs' order, as they were summed
+        idle_by_job[job_id] += n
     spell: dict[str, float] = {}
     if spells is not None:
         spell = dict.fromkeys(counted, 0.0)

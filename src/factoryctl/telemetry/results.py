@@ -134,16 +134,26 @@ def parse_columns(
     out: dict[str, dict[ColumnKey, float]] = {n: {} for n in names}
     carried: dict[ColumnKey, str] = {}
     one = keys[0] if len(keys) == 1 else None
+    # Two labels (a (node, job) pair: ~15,000 series an answer at 100,000 GPUs) make
+    # their tuple directly: a generator per series cost a third of the answer's loop.
+    first, second = keys if len(keys) == 2 else ("", "")
+    column_of = out.get
     for item in data.get("result") or ():
         labels = item["metric"]
-        column = out.get(labels.get("__name__", ""))
+        get = labels.get
+        column = column_of(get("__name__", ""))
         if column is None:
             raise UnexpectedSeries(
                 f"a rollup query returned a series named {labels.get('__name__')!r}"
                 f" (expected one of {', '.join(sorted(names))})"
             )
-        key = labels.get(one, "") if one is not None else tuple(labels.get(k, "") for k in keys)
+        if one is not None:
+            key = get(one, "")
+        elif first:
+            key = (get(first, ""), get(second, ""))
+        else:
+            key = tuple(get(k, "") for k in keys)
         column[key] = float(item["value"][1])
         if carry is not None:
-            carried[key] = labels.get(carry, "")
+            carried[key] = get(carry, "")
     return Columns(out, carried)

@@ -114,25 +114,29 @@ def scan_summaries(snapshot: FactorySnapshot) -> GpuScan:
     nodes: dict[str, NodeAgg] = {}
     power, power_known = 0.0, 0
     utilization: list[float | None] = []
+    # 12,500 nodes at 100,000 GPUs: the lookups bound once, not once per node.
+    summary_of, add, agg = snapshot.node_summaries.get, utilization.append, NodeAgg
     for node in snapshot.nodes:
-        s = snapshot.node_summaries.get(node.name)
+        name = node.name
+        s = summary_of(name)
         if s is None:  # the scheduler names it, telemetry never saw it
-            utilization.append(None)
+            add(None)
             continue
-        util_n = s.gpus_up if s.utilization is not None else 0
-        power_n = s.gpus_up if s.power_watts is not None else 0
-        nodes[node.name] = NodeAgg(
-            (s.utilization or 0.0) * util_n,
+        up, util, watts = s.gpus_up, s.utilization, s.power_watts
+        util_n = up if util is not None else 0
+        power_n = up if watts is not None else 0
+        nodes[name] = agg(
+            (util or 0.0) * util_n,
             util_n,
-            s.power_watts or 0.0,
+            watts or 0.0,
             power_n,
             s.temperature_max_celsius,
             s.xid_total or 0.0,
-            s.gpus - s.gpus_up,
+            s.gpus - up,
         )
-        power += s.power_watts or 0.0
+        power += watts or 0.0
         power_known += power_n
-        utilization.append(s.utilization)
+        add(util)
     scan.nodes, scan.power, scan.power_known = nodes, power, power_known
     scan.utilization = utilization
     scan.power_ratio, scan.power_note = _node_power_ratio(snapshot)

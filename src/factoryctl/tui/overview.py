@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
-from factoryctl.model import FactorySnapshot, Node, NodeState
+from factoryctl.model import FactorySnapshot, JobState, Node, NodeState
 from factoryctl.occupancy import Occupancy, factory_occupancy, job_occupancy
 from factoryctl.summaries import summary_occupancy
 from factoryctl.triage import XID_APPLICATION, XID_HARDWARE
@@ -47,9 +48,11 @@ def summarize(
 ) -> Summary:
     """``job_idle`` (job id -> idle GPUs) and ``scan`` (the frame's one pass over the
     GPUs), when the caller has them, save passes over jobs and GPUs."""
-    states = Counter(n.state.value for n in snapshot.nodes)
-    order = [s.value for s in NodeState]
-    by_state = tuple((s, states[s]) for s in order if states.get(s))
+    # Counted by member, each named once: not 12,500 ``.value`` lookups (an enum
+    # property, ~1 us each) a poll at 100,000 GPUs.
+    states = Counter(map(attrgetter("state"), snapshot.nodes))
+    by_state = tuple((s.value, states[s]) for s in NodeState if states.get(s))
+    job_states = Counter(map(attrgetter("state"), snapshot.jobs))
     scan = scan or scan_gpus(snapshot)
     energies = [j.energy_joules for j in snapshot.jobs if j.energy_joules is not None]
     return Summary(
@@ -62,8 +65,8 @@ def summarize(
         if snapshot.node_summaries
         else len(scan.down),
         power_watts=scan.power if scan.power_known else None,
-        jobs_running=sum(1 for j in snapshot.jobs if j.state.value == "running"),
-        jobs_pending=sum(1 for j in snapshot.jobs if j.state.value == "pending"),
+        jobs_running=job_states[JobState.RUNNING],
+        jobs_pending=job_states[JobState.PENDING],
         job_energy_joules=sum(energies) if energies else None,
         problems=tuple(problems(snapshot, job_idle, scan, job_idle_for)[:max_problems]),
         energy_today_joules=snapshot.energy_today_joules,
@@ -80,13 +83,22 @@ def problems(
     """What is wrong now, worst first. Grouped so a 500-node outage is one line."""
     scan = scan or scan_gpus(snapshot)
     out: list[Problem] = []
-    down = [n for n in snapshot.nodes if n.state in (NodeState.DOWN, NodeState.UNKNOWN)]
+    # One pass over the nodes (12,500 at 100,000 GPUs), most of them in service.
+    down, rebooting, drained = [], [], []
+    for n in snapshot.nodes:
+        state = n.state
+        if state in _IN_SERVICE:
+            continue
+        if state in _DOWN:
+            down.append(n)
+        elif state is NodeState.REBOOTING:
+            rebooting.append(n)
+        if state in _DRAINED:
+            drained.append(n)
     out.extend(_group(down, CRITICAL, "down"))
     # A lost GPU matters wherever it is, except on a node already listed as down (its
     # exporter is silent, so every GPU of it reads as lost).
-    node_down = {n.name for n in down} | {
-        n.name for n in snapshot.nodes if n.state is NodeState.REBOOTING
-    }
+    node_down = {n.name for n in down} | {n.name for n in rebooting}
     lost = [g for g in scan.down if g.node not in node_down]
     for g in lost[:3]:
         out.append(
@@ -131,17 +143,20 @@ def problems(
                 f"node:{g.node}",
             )
         )
-    drained = [n for n in snapshot.nodes if n.state in (NodeState.DRAINING, NodeState.DRAINED)]
     out.extend(_group(drained, INFO, "drained/draining"))
     idle_jobs = []
+    running = JobState.RUNNING
     for job in snapshot.jobs:
-        if job.state.value != "running" or not job.gpu_count:
-            continue
         spell: float | None
         if job_idle is not None:
             idle = job_idle.get(job.job_id, 0)
+            # Most jobs hold no idle GPU: their GPU count (a sum) is not worth taking.
+            if not idle or job.state is not running or not job.gpu_count:
+                continue
             spell = (job_idle_for or {}).get(job.job_id)
         else:
+            if job.state is not running or not job.gpu_count:
+                continue
             occ = job_occupancy(job, snapshot.gpus_of_job(job), now=snapshot.time)
             idle, spell = occ.idle_gpus, occ.idle_seconds
         if idle:
@@ -158,6 +173,13 @@ def problems(
         out.append(Problem(INFO, f"{len(idle_jobs)} jobs hold {total} idle GPUs in all"))
     out.sort(key=lambda p: p.severity)  # stable: keeps the order within a severity
     return out
+
+
+# Node states by what the problems list makes of them (``state in``, as a member or
+# its value would match).
+_IN_SERVICE = (NodeState.IDLE, NodeState.ALLOCATED, NodeState.MIXED)
+_DOWN = (NodeState.DOWN, NodeState.UNKNOWN)
+_DRAINED = (NodeState.DRAINING, NodeState.DRAINED)
 
 
 def _group(nodes: list[Node], severity: int, label: str) -> list[Problem]:
