@@ -17,7 +17,6 @@ vmalert's new series turn searchable at once).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -28,8 +27,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from factoryctl.lab.procs import ManagedProcess, free_port, wait_until
-from factoryctl.lab.stack import scrape_config
+from factoryctl.lab.procs import wait_until
 from factoryctl.model import FactorySnapshot
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.sim.workload import THROTTLE_BITS
@@ -38,14 +36,12 @@ from factoryctl.telemetry import schema as m
 from factoryctl.telemetry.client import PromClient, PromConfig
 from factoryctl.telemetry.poll_detail import LEAN
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
+from tests.integration.rule_engines import rule_engines
 from tests.integration.simexpo import SimTargets
 
 pytestmark = pytest.mark.integration
 
 RULES = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus" / "console.rules.yml"
-PROMETHEUS = shutil.which("prometheus")
-VICTORIA = shutil.which("victoria-metrics")
-VMALERT = shutil.which("vmalert")
 
 
 class Targets(SimTargets):
@@ -87,71 +83,13 @@ def _factory() -> tuple[SimFactory, Targets]:
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFactory, dict]]:
-    if PROMETHEUS is None:
-        pytest.skip("prometheus is not on PATH")
     tmp = tmp_path_factory.mktemp("console-rules")
     sim, targets = _factory()
     targets.start()
-    addresses = list(targets.addresses.values())
-    (tmp / "prometheus.yml").write_text(scrape_config(addresses, "1s", rule_files=[str(RULES)]))
-    (tmp / "scrape.yml").write_text(scrape_config(addresses, "1s"))
-    procs: list[ManagedProcess] = []
-    urls: dict[str, str] = {}
     try:
-        port = free_port()
-        procs.append(
-            ManagedProcess(
-                "prometheus",
-                [
-                    PROMETHEUS,
-                    f"--config.file={tmp / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp / 'prom'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                tmp / "prometheus.log",
-            ).start()
-        )
-        urls["prometheus"] = f"http://127.0.0.1:{port}"
-        if VICTORIA is not None and VMALERT is not None:
-            port = free_port()
-            vm = f"http://127.0.0.1:{port}"
-            procs.append(
-                ManagedProcess(
-                    "victoria-metrics",
-                    [
-                        VICTORIA,
-                        f"-httpListenAddr=127.0.0.1:{port}",
-                        f"-storageDataPath={tmp / 'vm'}",
-                        f"-promscrape.config={tmp / 'scrape.yml'}",
-                        "-search.latencyOffset=1s",
-                        "-search.disableCache",
-                        "-loggerLevel=WARN",
-                    ],
-                    tmp / "victoria-metrics.log",
-                ).start()
-            )
-            procs.append(
-                ManagedProcess(
-                    "vmalert",
-                    [
-                        VMALERT,
-                        f"-rule={RULES}",
-                        f"-datasource.url={vm}",
-                        f"-remoteWrite.url={vm}",
-                        "-remoteWrite.flushInterval=1s",
-                        "-evaluationInterval=1s",
-                        f"-httpListenAddr=127.0.0.1:{free_port()}",
-                        "-loggerLevel=WARN",
-                    ],
-                    tmp / "vmalert.log",
-                ).start()
-            )
-            urls["victoriametrics+vmalert"] = vm
-        yield sim, urls
+        with rule_engines(tmp, list(targets.addresses.values()), RULES) as urls:
+            yield sim, urls
     finally:
-        for proc in reversed(procs):
-            proc.stop()
         targets.stop()
 
 

@@ -16,7 +16,6 @@ chained recordings in ~10 s even with VictoriaMetrics flushed on every poll).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -26,19 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from factoryctl.lab.procs import ManagedProcess, free_port, wait_until
-from factoryctl.lab.stack import scrape_config
+from factoryctl.lab.procs import wait_until
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.sim.workload import THROTTLE_BITS
 from factoryctl.telemetry import schema as m
+from tests.integration.rule_engines import rule_engines
 from tests.integration.simexpo import SimTargets
 
 pytestmark = pytest.mark.integration
 
 RULES = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus" / "rollups.rules.yml"
-PROMETHEUS = shutil.which("prometheus")
-VICTORIA = shutil.which("victoria-metrics")
-VMALERT = shutil.which("vmalert")
 HW_THERMAL = THROTTLE_BITS["hw_thermal_slowdown"]  # the simulator's bit for it
 
 
@@ -64,84 +60,26 @@ def _factory() -> tuple[SimFactory, SimTargets]:
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFactory, dict]]:
-    if PROMETHEUS is None:
-        pytest.skip("prometheus is not on PATH")
     tmp = tmp_path_factory.mktemp("rollup-rules")
     sim, targets = _factory()
     targets.start()
-    addresses = list(targets.addresses.values())
-    (tmp / "prometheus.yml").write_text(scrape_config(addresses, "1s", rule_files=[str(RULES)]))
-    (tmp / "scrape.yml").write_text(scrape_config(addresses, "1s"))
-    procs: list[ManagedProcess] = []
-    urls: dict[str, str] = {}
     try:
-        port = free_port()
-        procs.append(
-            ManagedProcess(
-                "prometheus",
-                [
-                    PROMETHEUS,
-                    f"--config.file={tmp / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp / 'prom'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                tmp / "prometheus.log",
-            ).start()
-        )
-        urls["prometheus"] = f"http://127.0.0.1:{port}"
-        if VICTORIA is not None and VMALERT is not None:
-            port = free_port()
-            vm = f"http://127.0.0.1:{port}"
-            procs.append(
-                ManagedProcess(
-                    "victoria-metrics",
-                    [
-                        VICTORIA,
-                        f"-httpListenAddr=127.0.0.1:{port}",
-                        f"-storageDataPath={tmp / 'vm'}",
-                        f"-promscrape.config={tmp / 'scrape.yml'}",
-                        "-search.latencyOffset=1s",
-                        "-search.disableCache",
-                        "-loggerLevel=WARN",
-                    ],
-                    tmp / "victoria-metrics.log",
-                ).start()
-            )
-            procs.append(
-                ManagedProcess(
-                    "vmalert",
-                    [
-                        VMALERT,
-                        f"-rule={RULES}",
-                        f"-datasource.url={vm}",
-                        f"-remoteWrite.url={vm}",
-                        "-remoteWrite.flushInterval=1s",
-                        "-evaluationInterval=1s",
-                        f"-httpListenAddr=127.0.0.1:{free_port()}",
-                        "-loggerLevel=WARN",
-                    ],
-                    tmp / "vmalert.log",
-                ).start()
-            )
-            urls["victoriametrics+vmalert"] = vm
-        for name, url in urls.items():
+        with rule_engines(tmp, list(targets.addresses.values()), RULES) as urls:
+            for name, url in urls.items():
 
-            def scraped(u: str = url) -> bool:
-                try:
-                    res = _query(u, "count(DCGM_FI_DEV_XID_ERRORS)")
-                except OSError:
-                    return False
-                return bool(res) and float(res[0]["value"][1]) >= sim.gpu_count
+                def scraped(u: str = url) -> bool:
+                    try:
+                        res = _query(u, "count(DCGM_FI_DEV_XID_ERRORS)")
+                    except OSError:
+                        return False
+                    return bool(res) and float(res[0]["value"][1]) >= sim.gpu_count
 
-            wait_until(scraped, 60, f"{name} to scrape the dcgm targets", interval=0.2)
-        # An XID after the engines have seen the gauge at 0: "recent" needs the change.
-        with targets.lock:
-            sim.inject_xid(sim.node_names[1], 2, 13)
-        yield sim, urls
+                wait_until(scraped, 60, f"{name} to scrape the dcgm targets", interval=0.2)
+            # An XID after the engines have seen the gauge at 0: "recent" needs the change.
+            with targets.lock:
+                sim.inject_xid(sim.node_names[1], 2, 13)
+            yield sim, urls
     finally:
-        for proc in reversed(procs):
-            proc.stop()
         targets.stop()
 
 
