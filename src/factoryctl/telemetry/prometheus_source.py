@@ -64,6 +64,22 @@ ROLLUPS_RECHECK = 60.0
 
 
 @dataclass
+class _Detected:
+    """What one detection found: found, it stays found; not found, it is asked again
+    every ``ROLLUPS_RECHECK`` seconds where ``recheck`` allows."""
+
+    found: bool | None = None
+    asked: float | None = None  # when the engine last said it had none
+
+    def get(self, at: float, recheck: bool, probe: Callable[[], bool]) -> bool:
+        stale = self.asked is not None and not 0 <= at - self.asked < ROLLUPS_RECHECK
+        if self.found is None or (self.found is False and recheck and stale):
+            self.found = probe()
+            self.asked = None if self.found else at
+        return self.found
+
+
+@dataclass
 class PrometheusSource:
     client: PromClient
     scheduler: SchedulerView | None = None
@@ -72,10 +88,8 @@ class PrometheusSource:
     _schema: MetricSchema | None = None
     _interval: float | None = None
     _delay: float | None = None
-    _rollups: bool | None = None
-    _rollups_asked: float | None = None  # when the engine last said it had none
-    _console_rules: bool | None = None
-    _console_rules_asked: float | None = None  # when the engine last said it had none
+    _rollups: _Detected = field(default_factory=_Detected)
+    _console_rules: _Detected = field(default_factory=_Detected)
     _index: tuple[float, frozenset[str] | None] | None = None  # metric names, and when read
     # The console's poll keeps the slow-changing inventory between polls (prom_summary).
     _inventory: prom_summary.InventoryCache = field(default_factory=prom_summary.InventoryCache)
@@ -111,31 +125,26 @@ class PrometheusSource:
         ``ROLLUPS_RECHECK`` seconds, so a long-running console moves onto them without a
         restart (one count of ~1 series per node a minute, beside a per-GPU poll)."""
         mode = self.options.rollups
-        asked = self._rollups_asked
-        stale = asked is not None and not 0 <= at - asked < ROLLUPS_RECHECK
-        if self._rollups is None or (self._rollups is False and mode == "auto" and stale):
-            self._rollups = mode == "on" or (
+
+        def probe() -> bool:
+            return mode == "on" or (
                 mode == "auto"
                 and detect_rollups(
                     self.client, at, self.options.inventory_window, self._metric_names(at)
                 )
             )
-            self._rollups_asked = None if self._rollups else at
-        return self._rollups
+
+        return self._rollups.get(at, mode == "auto", probe)
 
     def console_rules(self, at: float) -> bool:
         """Whether the engine holds the console's recording rules (``console_rules``),
         which the Overview's poll reads instead of three whole rollups. Found, they stay
         found (rules that stop show in their heartbeat's age, read every poll); not found,
         asked again every ``ROLLUPS_RECHECK`` seconds."""
-        asked = self._console_rules_asked
-        stale = asked is not None and not 0 <= at - asked < ROLLUPS_RECHECK
-        if self._console_rules is None or (self._console_rules is False and stale):
-            window = self.options.inventory_window
-            names = self._metric_names(at)
-            self._console_rules = detect_console_rules(self.client, at, window, names)
-            self._console_rules_asked = None if self._console_rules else at
-        return self._console_rules
+        window = self.options.inventory_window
+        return self._console_rules.get(
+            at, True, lambda: detect_console_rules(self.client, at, window, self._metric_names(at))
+        )
 
     def _metric_names(self, at: float) -> frozenset[str] | None:
         """The index's metric names, read once per time asked: the rollups' and the console
