@@ -87,7 +87,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimFacto
     sim, targets = _factory()
     targets.start()
     try:
-        with rule_engines(tmp, list(targets.addresses.values()), RULES) as urls:
+        with rule_engines(tmp, list(targets.addresses.values()), [RULES]) as urls:
             yield sim, urls
     finally:
         targets.stop()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -35,15 +34,12 @@ import yaml
 
 from factoryctl.errors import ExitStatus
 from factoryctl.lab.procs import ManagedProcess, free_port, port_open, wait_until
-from factoryctl.lab.stack import SCHEDULER_JOB, scrape_config, start_scheduler_exporter
+from factoryctl.lab.stack import SCHEDULER_JOB, start_scheduler_exporter
+from tests.integration.rule_engines import PROMETHEUS, rule_engines
 
 pytestmark = pytest.mark.integration
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus"
-# On PATH, never at a fixed path (sites install upstream tarballs as often as packages).
-PROMETHEUS = shutil.which("prometheus")
-VICTORIA = shutil.which("victoria-metrics")
-VMALERT = shutil.which("vmalert")
 NODES = ("gpu001", "gpu002", "gpu003")
 JOBS = {
     "gpu001": "601 ada training 2\n",
@@ -143,75 +139,13 @@ def _fired(url: str, name: str, **labels: str) -> bool:
     )
 
 
-def _config(f: Factory, rules: bool) -> str:
-    return scrape_config(
-        list(f.targets.values()),
-        "1s",
-        scheduler_targets=[f.scheduler],
-        rule_files=f.rules if rules else (),
-    )
-
-
 @pytest.fixture(scope="module")
 def engines(factory: Factory) -> Iterator[dict[str, str]]:
     """URL of each engine that runs: Prometheus always, VictoriaMetrics where vmalert is."""
-    tmp = factory.tmp
-    (tmp / "prometheus.yml").write_text(_config(factory, rules=True))
-    (tmp / "scrape.yml").write_text(_config(factory, rules=False))
-    procs: list[ManagedProcess] = []
-    urls: dict[str, str] = {}
-    try:
-        port = free_port()
-        procs.append(
-            ManagedProcess(
-                "prometheus",
-                [
-                    str(PROMETHEUS),
-                    f"--config.file={tmp / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                tmp / "prometheus.log",
-            ).start()
-        )
-        urls["prometheus"] = f"http://127.0.0.1:{port}"
-        if VICTORIA is not None and VMALERT is not None:
-            port, alert_port = free_port(), free_port()
-            vm_url = f"http://127.0.0.1:{port}"
-            procs.append(
-                ManagedProcess(
-                    "victoria-metrics",
-                    [
-                        str(VICTORIA),
-                        f"-httpListenAddr=127.0.0.1:{port}",
-                        f"-storageDataPath={tmp / 'vm-data'}",
-                        f"-promscrape.config={tmp / 'scrape.yml'}",
-                        "-search.latencyOffset=1s",
-                        "-search.disableCache",
-                        # /api/v1/alerts on VictoriaMetrics answers from vmalert, so the
-                        # same `factoryctl --prometheus URL triage` works on both engines.
-                        f"-vmalert.proxyURL=http://127.0.0.1:{alert_port}",
-                    ],
-                    tmp / "victoria-metrics.log",
-                ).start()
-            )
-            procs.append(
-                ManagedProcess(
-                    "vmalert",
-                    [
-                        str(VMALERT),
-                        *(f"-rule={path}" for path in factory.rules),
-                        f"-datasource.url={vm_url}",
-                        f"-remoteWrite.url={vm_url}",
-                        "-remoteWrite.flushInterval=1s",
-                        "-evaluationInterval=1s",
-                        f"-httpListenAddr=127.0.0.1:{alert_port}",
-                        f"-notifier.url=http://127.0.0.1:{free_port()}",  # nobody: alerts stay
-                    ],
-                    tmp / "vmalert.log",
-                ).start()
-            )
-            urls["victoriametrics"] = vm_url
+    rules = [Path(path) for path in factory.rules]
+    with rule_engines(
+        factory.tmp, list(factory.targets.values()), rules, [factory.scheduler]
+    ) as urls:
         expected = len(NODES) + 1
         for name, url in urls.items():
 
@@ -221,9 +155,6 @@ def engines(factory: Factory) -> Iterator[dict[str, str]]:
 
             wait_until(scraped, 60, f"{name} to scrape {expected} targets", interval=0.2)
         yield urls
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 @pytest.fixture(scope="module")
