@@ -214,18 +214,38 @@ def sort_rows(rows: list[Row], key: str, columns: Sequence[Column]) -> list[Row]
         raise UsageError(f"cannot sort by {name!r}; valid keys: {valid}")
     present = [r for r in rows if r.get(name) is not None]
     missing = [r for r in rows if r.get(name) is None]
+    natural = isinstance(present[0][name] if present else "", str)
+    if natural and _plain_is_natural([r[name] for r in present]):
+        natural = False  # gpu00001..gpu12500: string order is natural order, ~8x cheaper
     sort_key: Callable[[Row], Any] = (
-        (lambda r: _natural(r[name]))
-        if isinstance(present[0][name] if present else "", str)
-        else (lambda r: r[name])
+        (lambda r: _natural(r[name])) if natural else (lambda r: r[name])
     )
     present.sort(key=sort_key, reverse=descending)
     return present + missing
 
 
+_DIGITS = re.compile(r"(\d+)")
+_PREFIX_NUMBER = re.compile(r"([^0-9]*)([0-9]+)")
+
+
+def _plain_is_natural(values: Sequence[Any]) -> bool:
+    """Whether ``values`` are strings of one digit-free prefix and a number of one width
+    (most clusters' node names): their string order is then ``_natural``'s order."""
+    first = _PREFIX_NUMBER.fullmatch(values[0]) if values and isinstance(values[0], str) else None
+    if first is None:
+        return False
+    prefix, width = first.group(1), len(first.group(2))
+    match = _PREFIX_NUMBER.fullmatch
+    for value in values:
+        m = match(value) if isinstance(value, str) else None
+        if m is None or m.group(1) != prefix or len(m.group(2)) != width:
+            return False
+    return True
+
+
 def _natural(value: str) -> list[Any]:
     # gpu2 before gpu10, job 999 before 1000.
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", value)]
+    return [int(part) if part.isdigit() else part for part in _DIGITS.split(value)]
 
 
 NODE_STATES = tuple(s.value for s in NodeState)
