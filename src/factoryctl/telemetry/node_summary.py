@@ -168,11 +168,9 @@ def node_rows(source: PromContext, at: float | None = None) -> tuple[FactorySnap
     if sched is not None:
         nodes = sched[0]
     else:
-        nodes = [
-            node_from_counts(n, values, blind)
-            for n in sorted(values["gpus_total"].keys() | values["reporting"].keys())
-        ]
-    rows = [_row(node, values, blind) for node in nodes]
+        names = sorted(values["gpus_total"].keys() | values["reporting"].keys())
+        nodes = nodes_from_counts(names, values, blind)
+    rows = _rows(nodes, values, blind)
     if not values["gpus_total"] and not values["reporting"]:
         warnings.append(no_gpus_warning(schema))
     warnings.extend(client.warnings)
@@ -257,23 +255,40 @@ def nodes_from_counts(
     return out
 
 
-def _row(node: Node, values: Mapping[str, Mapping[str, float]], blind: bool = False) -> Row:
-    def get(key: str) -> float | None:
-        return values.get(key, {}).get(node.name)
-
-    xid = get("xid_total")
-    reporting = get("reporting")
-    return {
-        "name": node.name,
-        "state": None if blind and node.state is NodeState.UNKNOWN else node.state.value,
-        "reason": node.reason,
-        "reason_time": node.reason_time,
-        "partitions": ",".join(node.partitions),
-        "gpus_total": node.gpu_count or int(get("gpus_total") or 0),
-        "gpus_allocated": None if blind else node.gpus_allocated,
+def _rows(
+    nodes: Sequence[Node], values: Mapping[str, Mapping[str, float]], blind: bool
+) -> list[Row]:
+    """One row per node (at 100,000 GPUs 12,500: each column's dict looked up once, not
+    once per row and column)."""
+    empty: Mapping[str, float] = {}
+    totals = values["gpus_total"].get
+    reporting_of = values.get("reporting", empty).get
+    util, power = values.get("utilization", empty).get, values.get("power_watts", empty).get
+    temp, xids = (
+        values.get("temperature_max_celsius", empty).get,
+        values.get("xid_total", empty).get,
+    )
+    unknown = NodeState.UNKNOWN
+    rows: list[Row] = []
+    append = rows.append
+    for node in nodes:
+        name = node.name
         # A node with no reporting GPU has no current readings: None, never 0.
-        "utilization": get("utilization") if reporting else None,
-        "power_watts": get("power_watts") if reporting else None,
-        "temperature_max_celsius": get("temperature_max_celsius") if reporting else None,
-        "xid_total": int(xid) if xid is not None and reporting else None,
-    }
+        reporting = reporting_of(name)
+        xid = xids(name) if reporting else None
+        append(
+            {
+                "name": name,
+                "state": None if blind and node.state is unknown else node.state.value,
+                "reason": node.reason,
+                "reason_time": node.reason_time,
+                "partitions": ",".join(node.partitions),
+                "gpus_total": node.gpu_count or int(totals(name) or 0),
+                "gpus_allocated": None if blind else node.gpus_allocated,
+                "utilization": util(name) if reporting else None,
+                "power_watts": power(name) if reporting else None,
+                "temperature_max_celsius": temp(name) if reporting else None,
+                "xid_total": None if xid is None else int(xid),
+            }
+        )
+    return rows
