@@ -16,7 +16,9 @@ in a new process:
   one, else ``snapshot()``)
   and ``build_frame``; curl sending the very queries that poll sent, one after the other;
 * ``factoryctl nodes -o json`` and ``jobs -o json`` as a user runs them, against curl
-  sending the queries they send (this checkout's queries, recorded).
+  sending the queries they send (this checkout's queries, recorded); ``--cli-only``
+  measures only these. Each tree is byte-compiled first, as an installed factoryctl is
+  (``compiled``).
 
 Also the same console figures with the simulator as its source (``--sim``), for
 comparison. Prints a Markdown table for docs/benchmarks.md with the 1-min load average
@@ -174,6 +176,14 @@ def run_child(src: Path, url: str | None, args: argparse.Namespace) -> dict[str,
     return doc
 
 
+def compiled(src: Path) -> None:
+    """Byte-compile ``src`` as an install does (pip and Debian write every module's .pyc):
+    where PYTHONDONTWRITEBYTECODE is set (this machine sets it), each CLI run would
+    otherwise compile factoryctl's ~60 modules it imports from source, ~90 ms of every
+    ``nodes``/``jobs -o json`` figure that no installed factoryctl pays."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=True)
+
+
 def cli_seconds(src: Path, url: str, command: str, runs: int) -> list[float]:
     from factoryctl.lab.promql_timing import command_seconds, telemetry_only_env
 
@@ -288,6 +298,9 @@ def main() -> int:
         help="keep the engine's data here; a later run with the same size reuses it",
     )
     p.add_argument("--backfill-only", action="store_true", help="fill --data-dir, measure nothing")
+    p.add_argument(
+        "--cli-only", action="store_true", help="only nodes/jobs -o json and their curl, no console"
+    )
     args = p.parse_args()
     if args.child:
         child(args.url, args.gpus, args.polls, args.keys)
@@ -314,15 +327,27 @@ def main() -> int:
                 return 0
             figures: dict[str, dict[str, Any]] = {}
             for label, src in sides:
-                doc = run_child(src, url, args)
+                compiled(src)
+                doc = (
+                    {"peak_rss": 0, "gpu_objects": "-"}
+                    if args.cli_only
+                    else run_child(src, url, args)
+                )
                 if "queries" in doc:
                     doc["curl"] = [curl_seconds(url, doc["queries"]) for _ in range(args.polls)]
-                for command in ("nodes", "jobs"):
-                    doc[command] = cli_seconds(src, url, command, args.runs)
                 figures[label] = doc
                 # As soon as each side is done: a later failure keeps these figures.
                 print(f"{label}: {json.dumps({k: v for k, v in doc.items() if k != 'queries'})}")
                 print(f"{label} queries: {json.dumps(doc.get('queries', []))}", flush=True)
+            # The commands of both sides interleaved, run by run: the machine's speed drifts
+            # by the minute, and a ratio is only as good as the minutes both sides shared.
+            for _ in range(args.runs):
+                for label, src in sides:
+                    for command in ("nodes", "jobs"):
+                        seconds = cli_seconds(src, url, command, 1)
+                        figures[label].setdefault(command, []).extend(seconds)
+            for label, doc in figures.items():
+                print(f"{label}: nodes {doc['nodes']}, jobs {doc['jobs']}", flush=True)
             curl_cli = {
                 c: med(
                     [curl_seconds(url, recorded_queries(url, c, STEP)) for _ in range(args.runs)]
