@@ -153,9 +153,11 @@ class RollupEngine:
                 for g in GPUS
                 if g.up and (g.temperature_celsius or 0) >= hot
             )
-        by_job = re.match(r"(min|sum) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q)
+        by_job = re.match(
+            r"(min|sum|max) by \(job_id\) \(last_over_time\((factoryctl_job_\w+)\[", q
+        )
         if by_job and self.rollups:
-            reduce = min if by_job.group(1) == "min" else sum
+            reduce = {"min": min, "max": max, "sum": sum}[by_job.group(1)]
             per: dict[str, list[float]] = {}
             for (_, j), v in jobs.items():
                 if by_job.group(2) in v:  # not the job energy counters: none here

@@ -142,12 +142,17 @@ def node_rows(source: PromContext, at: float | None = None) -> tuple[FactorySnap
         for key in columns:
             del queries[key]
         reads["columns"] = Rollups(columns, dur(window))
+        # The GPUs known, as a column too (over the inventory window): no Sample and no
+        # label dict per node.
+        del queries["gpus_total"]
+        reads["inventory"] = Rollups({"gpus_total": native.NODE_GPUS}, dur(inventory))
     results, read = run_all(client, queries, reads, t)
     values: dict[str, dict[str, float]] = {
         k: {node_name(s.labels, label): s.value for s in r.vector} for k, r in results.items()
     }
     if rollups:
         values.update(read["columns"].by_name)
+        values.update(read["inventory"].by_name)
         # Rollups report a node's GPUs up; one whose GPUs are all lost is not reporting.
         values["reporting"] = {n: v for n, v in values["reporting"].items() if v > 0}
         util_scale = 1.0
