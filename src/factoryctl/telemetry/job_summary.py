@@ -87,7 +87,7 @@ PAIR_ROLLUPS = {
 # user) and the utilization sum (which pairs report: the means' denominators). Its other
 # pair rollups come reduced ``by (job_id)`` (``rollup_plan``): the same figures, summed on
 # the engine, in answers of ~6,800 series with one label instead of ~15,000 with four
-# (at 100,000 GPUs about 4.5 of the command's ~12 MB of JSON to parse).
+# (at 100,000 GPUs about 4.4 of the ~11 MB of JSON the command parsed).
 CLI_PAIR_ROLLUPS = {k: PAIR_ROLLUPS[k] for k in ("held", "util_sum")}
 
 
