@@ -291,7 +291,10 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3, help="timed runs of nodes/jobs -o json")
     p.add_argument("--baseline", type=Path, help="another checkout's src: the 'before'")
     p.add_argument("--sim", action="store_true", help="also the simulator as the source")
-    p.add_argument("--lead", type=float, default=3600.0, help="seconds past now the backfill ends")
+    # 0: the data ends now and every process reads it as of 2 minutes before its end (as
+    # kept data). A lead past --minutes put the whole backfill in the future: nothing to
+    # read at "now", and wait_served gave up after 600 s (3600 was the default).
+    p.add_argument("--lead", type=float, default=0.0, help="seconds past now the backfill ends")
     p.add_argument(
         "--data-dir",
         type=Path,
