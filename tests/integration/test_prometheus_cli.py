@@ -83,6 +83,25 @@ def test_job_and_unknown_job(lab, scenario: Scenario, engine_url: str, tmp_path:
     assert_one_line_error(missing, ExitStatus.NOT_FOUND, "unknown job: 999999")
 
 
+def test_jobs_on_nodes_read_the_inventory(
+    lab, scenario: Scenario, engine_url: str, tmp_path: Path
+) -> None:
+    """``jobs --node``: the only ``jobs`` that reads the node inventory, which tells a
+    node without jobs from a node the engine never saw."""
+    everything = cli("--prometheus", engine_url, "jobs", "-o", "json", home=tmp_path).json()
+    (running,) = everything["items"]
+    held = running["nodes"]
+    idle = sorted(set(lab.sim.node_names) - {held})
+    assert held in lab.sim.node_names and idle, (held, lab.sim.node_names)
+    on = cli("--prometheus", engine_url, "jobs", "--node", held, "-o", "json", home=tmp_path)
+    assert on.status == 0, on.stderr
+    assert [j["job_id"] for j in on.json()["items"]] == [scenario.running]
+    off = cli("--prometheus", engine_url, "jobs", "--node", idle[0], "-o", "json", home=tmp_path)
+    assert off.status == 0 and off.json()["items"] == [], off
+    nosuch = cli("--prometheus", engine_url, "jobs", "--node", "nosuch9", home=tmp_path)
+    assert_one_line_error(nosuch, ExitStatus.NOT_FOUND, "unknown node: nosuch9")
+
+
 def test_energy_report_matches_truth(
     lab, scenario: Scenario, engine_url: str, tmp_path: Path
 ) -> None:
