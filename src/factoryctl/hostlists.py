@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import hostlist
 
@@ -43,22 +43,34 @@ def collect(names: Iterable[str]) -> str:
     return _collect_numbered(listed) or str(hostlist.collect_hostlist(listed))
 
 
+def numbered(names: Sequence[object]) -> tuple[str, int, set[int]] | None:
+    """``(prefix, width, numbers)`` where every one of ``names`` is a string of one
+    digit-free prefix and a number of one width (``gpu00017``), else None. Such names'
+    string order is their natural order (``views.sort_rows``)."""
+    first = _PREFIX_NUMBER.fullmatch(names[0]) if names and isinstance(names[0], str) else None
+    if first is None:
+        return None
+    prefix, width = first.group(1), len(first.group(2))
+    match = _PREFIX_NUMBER.fullmatch
+    numbers = set()
+    for name in names:
+        m = match(name) if isinstance(name, str) else None
+        if m is None or m.group(1) != prefix or len(m.group(2)) != width:
+            return None
+        numbers.add(int(m.group(2)))
+    return prefix, width, numbers
+
+
 def _collect_numbered(names: list[str]) -> str | None:
     """python-hostlist's answer for names that share one digit-free prefix and a number of
     one width (``gpu[00001-00004,00009]``), ~3x faster (16 names: ~40 against ~115 us):
     a ``jobs`` listing at 100,000 GPUs names ~1,900 multi-node jobs' nodes (~0.16 s
     through python-hostlist). None for any other set, which python-hostlist then
     collects; tests compare the two."""
-    first = _PREFIX_NUMBER.fullmatch(names[0])
-    if first is None:
+    split = numbered(names)
+    if split is None:
         return None
-    prefix, width = first.group(1), len(first.group(2))
-    numbers = set()
-    for name in names:
-        m = _PREFIX_NUMBER.fullmatch(name)
-        if m is None or m.group(1) != prefix or len(m.group(2)) != width:
-            return None
-        numbers.add(int(m.group(2)))
+    prefix, width, numbers = split
     ordered = sorted(numbers)
     if len(ordered) == 1:
         return f"{prefix}{ordered[0]:0{width}d}"
