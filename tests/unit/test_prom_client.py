@@ -17,6 +17,7 @@ from factoryctl.telemetry.client import (
     PromConfig,
     TelemetryError,
     TelemetryUnreachable,
+    loopback,
     split_credentials,
 )
 
@@ -100,6 +101,36 @@ def test_instant_query_always_sends_time_and_parses_prometheus_vector() -> None:
     assert res.vector[0].value == 612.5
     assert res.vector[0].labels["node"] == "gpu001"
     assert res.vector[1].value != res.vector[1].value  # NaN survives
+
+
+@pytest.mark.parametrize(
+    ("url", "identity"),
+    [
+        ("http://127.0.0.1:9090", True),
+        ("http://127.8.0.2:8428/prometheus", True),
+        ("http://localhost:9090", True),
+        ("http://[::1]:9090", True),
+        ("127.0.0.1:9090", True),  # no scheme: http:// is assumed
+        ("http://prom.example:9090", False),
+        ("https://10.0.0.5", False),
+        ("http://[2001:db8::1]:9090", False),
+        ("http://localhost.example.com", False),
+    ],
+)
+def test_answers_are_not_compressed_over_loopback_only(url: str, identity: bool) -> None:
+    """An engine on this machine answers plainly: gzip there costs both sides CPU and saves
+    no network; anywhere else httpx's default (gzip, deflate) stays."""
+    sent: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        sent.append(req.headers["accept-encoding"])
+        return reply(200, VM_VECTOR)
+
+    client = PromClient(PromConfig(url), transport=httpx.MockTransport(handler))
+    client.query("x", at=1767225600)
+    assert loopback(client.url) is identity
+    assert (sent == ["identity"]) is identity
+    assert ("gzip" in sent[0]) is not identity
 
 
 def test_victoriametrics_integer_timestamps_parse() -> None:
