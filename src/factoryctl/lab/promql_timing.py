@@ -63,15 +63,31 @@ def telemetry_only_env(url: str, interval: float) -> dict[str, str]:
     }
 
 
+def _curl(url: str, q: Query) -> list[str]:
+    args = ["curl", "-sf", "-o", "/dev/null", url + q["path"]]
+    for k, v in q.items():
+        if k != "path":
+            args += ["--data-urlencode", f"{k}={v}"]
+    return args
+
+
 def curl_seconds(url: str, queries: Sequence[Query]) -> float:
     """Wall time for curl to send ``queries`` one after the other."""
     t0 = time.perf_counter()
     for q in queries:
-        args = ["curl", "-sf", "-o", "/dev/null", url + q["path"]]
-        for k, v in q.items():
-            if k != "path":
-                args += ["--data-urlencode", f"{k}={v}"]
-        subprocess.run(args, check=True)
+        subprocess.run(_curl(url, q), check=True)
+    return time.perf_counter() - t0
+
+
+def curl_parallel_seconds(url: str, queries: Sequence[Query]) -> float:
+    """Wall time for one curl per query, all started at once: the engine answering the
+    queries as concurrently as factoryctl sends them, and no client work beyond reading
+    the bytes (the floor a client of that engine can reach)."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(_curl(url, q)) for q in queries]
+    failed = [q for q, p in zip(queries, procs, strict=True) if p.wait() != 0]
+    if failed:
+        raise RuntimeError(f"curl failed on {failed[0].get('query', failed[0]['path'])}")
     return time.perf_counter() - t0
 
 
