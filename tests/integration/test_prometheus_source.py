@@ -15,7 +15,14 @@ from tests.integration.telemetry_lab import LAST_PHASE, PHASE, Scenario
 
 pytestmark = pytest.mark.integration
 
-TOLERANCE = 0.005
+TOLERANCE = 0.005  # the exporter's per-job counters: exact per collection interval
+# The dcgm-exporter method splits the scrape gap at each edge by two instantaneous power
+# readings. Job 503 (24 s of bursty inference) reads a few tenths of a percent off from
+# that noise alone, either way: replayed 300 times with seeded noise and scrape phases
+# (tests/integration/edge_noise.py) at regular 1 s scrapes, 503 had sd 0.17 % and at most
+# 0.84 % (0.651 % failed the old 0.5 % bound in one CI run), 501 at most 0.53 %. The
+# same bound as the finished jobs' dcgm figures (test_finished_job_energy.py).
+DCGM_TOLERANCE = 0.01
 
 
 def source(url: str, schema: str = "auto", scheduler=None) -> PrometheusSource:
@@ -24,11 +31,13 @@ def source(url: str, schema: str = "auto", scheduler=None) -> PrometheusSource:
     )
 
 
-def _assert_close(measured: float | None, truth: float, what: str) -> None:
+def _assert_close(
+    measured: float | None, truth: float, what: str, tolerance: float = TOLERANCE
+) -> None:
     assert measured is not None, what
     assert truth > 0
     err = abs(measured - truth) / truth
-    assert err <= TOLERANCE, f"{what}: measured {measured:.1f} J, truth {truth:.1f} J ({err:.3%})"
+    assert err <= tolerance, f"{what}: measured {measured:.1f} J, truth {truth:.1f} J ({err:.3%})"
 
 
 def test_every_gpu_appears_telemetry_only(lab, engine_url: str) -> None:
@@ -63,10 +72,11 @@ def test_dcgm_job_energy_from_gpu_counters_matches_truth(
     energy = src.job_energy([jobs[j] for j in scenario.finished])
     for job_id, truth in scenario.finished.items():
         assert energy[job_id].method == "gpu-counter"
+        what = f"job {job_id} (dcgm GPU counters) {energy[job_id]}"
+        _assert_close(energy[job_id].joules, truth, what, DCGM_TOLERANCE)
         _assert_close(
-            energy[job_id].joules, truth, f"job {job_id} (dcgm GPU counters) {energy[job_id]}"
+            jobs[job_id].energy_joules, truth, f"job {job_id} in snapshot", DCGM_TOLERANCE
         )
-        _assert_close(jobs[job_id].energy_joules, truth, f"job {job_id} in snapshot")
 
 
 def test_dcgm_snapshot_marks_what_dcgm_cannot_say(lab, engine_url: str) -> None:
