@@ -191,35 +191,16 @@ def cli_run(src: Path, url: str, command: str, engine_pid: int) -> tuple[float, 
     """One run of ``factoryctl COMMAND -o json``: its wall time, its own CPU (user + sys)
     and the engine's CPU over the same span, in seconds. On this machine the engine and
     the command share the cores: the wall time is bounded below by their CPU together."""
+    from factoryctl.lab.procs import proc_stat
     from factoryctl.lab.promql_timing import command_seconds, telemetry_only_env
 
     env = {**telemetry_only_env(url, STEP), "PYTHONPATH": python_path(src)}
     argv = [sys.executable, "-m", "factoryctl", command, "-o", "json"]
-    before, engine = resource.getrusage(resource.RUSAGE_CHILDREN), tree_cpu(engine_pid)
+    before, engine = resource.getrusage(resource.RUSAGE_CHILDREN), proc_stat(engine_pid)[0]
     wall = command_seconds(argv, env)[0]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall, own, tree_cpu(engine_pid) - engine
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (an engine run from a
-    chroot may sit below a wrapper), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += stats.get(p, (0, 0.0))[1]
-        todo.extend(c for c, (parent, _) in stats.items() if parent == p)
-    return total
+    return wall, own, proc_stat(engine_pid)[0] - engine
 
 
 CLOCK_DIR: Path | None = None  # holds the sitecustomize of a reused-data run

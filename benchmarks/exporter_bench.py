@@ -53,7 +53,7 @@ from factoryctl.exporter.collection import Exporter, Snapshot
 from factoryctl.exporter.metrics import SnapshotCollector
 from factoryctl.exporter.server import MetricsServer
 from factoryctl.exporter.simulated import SimBackend
-from factoryctl.lab.procs import free_port, port_open, stop_pid, wait_until
+from factoryctl.lab.procs import free_port, port_open, proc_stat, stop_pid, wait_until
 from factoryctl.sim import SimConfig, SimFactory, Workload
 from factoryctl.telemetry import schema
 
@@ -206,16 +206,6 @@ def collection_cost(exporter: Exporter, runs: int) -> dict[str, float]:
     alone = median_us(lambda: real(*args, snap.xids), runs)  # type: ignore[arg-type]
     t_with, t_without = interleaved(collect, without, max(100, runs // 4))
     return {"collect_us": t_with, "collect_without_rollups_us": t_without, "rollups_us": alone}
-
-
-def proc_stat(pid: int) -> tuple[float, float]:
-    """(CPU seconds, RSS bytes) of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return cpu, rss
 
 
 def run_process(

@@ -88,6 +88,15 @@ class ManagedProcess:
             self.proc.wait(timeout=1.0)
 
 
+def proc_stat(pid: int) -> tuple[float, float]:
+    """(CPU seconds, user + system, and RSS bytes) of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
 def stop_pid(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM the process group led by ``pid``, then SIGKILL it if it lingers."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
