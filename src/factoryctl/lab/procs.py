@@ -1,7 +1,7 @@
 """Start daemons for the lab and the integration tests; stop them by PID, always.
 
 Every process gets its own session (so a stop also reaches its children), its output in
-a log file beside its state, and a recorded PID. Ports come from the kernel, never from a
+a log file beside its state, and a recorded PID. Ports are probed free, never taken from a
 fixed list, so several test runs can share a machine.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,11 +18,39 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Ports handed out by this process. The kernel gives a port back as soon as its probe
+# socket closes, so two calls before either daemon binds can name the same port: at
+# 2,000 calls about 7 % repeated, and one CI run's slurmctld got its node's port.
+_GIVEN: set[int] = set()
+# Below the kernel's ephemeral range, so no outgoing connection (a slurmd calling
+# slurmctld, a client's socket) can take a port between its choice and its bind.
+_LOW, _HIGH = 20000, 32767
+
+
+def _ephemeral_low() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768  # Linux's default
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now and that this process has not handed out before."""
+    low = _ephemeral_low()
+    # A site that widened the ephemeral range leaves no room below it: any free port then.
+    lo, hi = (_LOW, min(_HIGH, low - 1)) if low - 1 - _LOW >= 4096 else (1024, 65535)
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randint(lo, hi)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise OSError(f"no free port found on {host} in {lo}-{hi}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
