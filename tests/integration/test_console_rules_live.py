@@ -1,5 +1,5 @@
-"""The console's rules on real engines: the Overview's lean poll reading them shows what
-the lean poll reading the rollups shows.
+"""The console's rules on real engines: the Overview's lean poll, and the Nodes view's,
+reading them shows what the same poll reading the rollups shows.
 
 A small simulated factory is served in factoryctl-exporter's native format (its rollups
 included) with an idle job, a throttled GPU and a hot one; a real Prometheus evaluates
@@ -34,7 +34,7 @@ from factoryctl.sim.workload import THROTTLE_BITS
 from factoryctl.telemetry import console_rules as cr
 from factoryctl.telemetry import schema as m
 from factoryctl.telemetry.client import PromClient, PromConfig
-from factoryctl.telemetry.poll_detail import LEAN
+from factoryctl.telemetry.poll_detail import LEAN, Detail, for_view
 from factoryctl.telemetry.prometheus_source import PrometheusSource, SourceOptions
 from tests.integration.rule_engines import rule_engines
 from tests.integration.simexpo import SimTargets
@@ -125,15 +125,17 @@ class Recorder(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-def _polls(url: str, t: float) -> tuple[FactorySnapshot, FactorySnapshot, list[str]]:
-    """The lean poll at ``t`` with the rules (and the queries it sent) and without."""
+def _polls(
+    url: str, t: float, detail: Detail = LEAN
+) -> tuple[FactorySnapshot, FactorySnapshot, list[str]]:
+    """The poll at ``t`` with the rules (and the queries it sent) and without."""
     opts = SourceOptions(schema="native", scrape_interval=1.0, search_delay=0.0)
     sent = Recorder()
     ruled = PrometheusSource(PromClient(PromConfig(url, timeout=10), transport=sent), None, opts)
     plain = WithoutRules(PromClient(PromConfig(url, timeout=10)), None, opts)
-    got = ruled.console_snapshot(at=t, detail=LEAN)
+    got = ruled.console_snapshot(at=t, detail=detail)
     assert ruled.console_rules(t), url
-    return got, plain.console_snapshot(at=t, detail=LEAN), sent.queries
+    return got, plain.console_snapshot(at=t, detail=detail), sent.queries
 
 
 def test_the_lean_poll_with_the_rules_equals_the_poll_without(engines) -> None:
@@ -181,3 +183,15 @@ def test_the_lean_poll_with_the_rules_equals_the_poll_without(engines) -> None:
         assert ruled.gpus == plain.gpus, name
         assert ruled.node_summaries == plain.node_summaries, name
         assert ruled.jobs == plain.jobs and ruled.nodes == plain.nodes, name
+        # The Nodes view: the idle pairs and throttled nodes recorded, every node's
+        # hottest GPU read (its column), the same screen as without the rules.
+        ruled, plain, sent = _polls(url, t, for_view("nodes"))
+        assert {cr.IDLE_PAIRS, cr.THROTTLED_NODES, cr.HEARTBEAT} <= set(sent), name
+        assert cr.HOT_NODES not in sent, name
+        replaced = (m.JOB_GPUS_ACTIVE, m.NODE_GPUS_THROTTLED + "[")
+        assert not [q for q in sent if any(r in q for r in replaced)], sent
+        assert [g.key for g in ruled.gpus] == [(n0, 1), (n2, 3)], name
+        assert ruled.node_summaries[n2].temperature_max_celsius == 91.0, name
+        assert ruled.job_summaries == plain.job_summaries, name
+        assert ruled.gpus == plain.gpus, name
+        assert ruled.node_summaries == plain.node_summaries, name

@@ -1,4 +1,5 @@
-"""The Overview's lean poll with the console's recording rules, on a fake engine.
+"""The Overview's lean poll (and the Nodes view's) with the console's recording rules, on a
+fake engine.
 
 ``RulesEngine`` is test_rollup_views' fake engine with a metric-name index and the four
 series dashboards/prometheus/console.rules.yml records, computed from the same GPUs as
@@ -213,7 +214,38 @@ def test_a_heartbeat_at_the_limit_is_fresh() -> None:
     assert not any(w.startswith("console rules") for w in snap.warnings)
 
 
-@pytest.mark.parametrize("view", ["jobs", "job-detail", "triage", "nodes"])
+def test_the_nodes_view_reads_the_idle_pairs_and_throttled_nodes_recorded() -> None:
+    # It reads every node's hottest GPU (its column), so the hot list would add nothing;
+    # the pairs' GPUs active and the throttled filter are two whole reads it saves.
+    rules, plain = RulesEngine(), RulesEngine(rules=False)
+    got, want = _poll(rules, for_view("nodes")), _poll(plain, for_view("nodes"))
+    _same_overview(got, want)
+    assert {n: v.temperature_max_celsius for n, v in got.node_summaries.items()} == {
+        n: v.temperature_max_celsius for n, v in want.node_summaries.items()
+    }
+    assert len(got.gpus) == 3  # the hot, the lost and the throttled GPU
+    assert {j: v.idle_gpus for j, v in got.job_summaries.items()} == {"a": 1, "b": 1}
+    saved = {
+        f"last_over_time({s.JOB_GPUS_ACTIVE}[{W}])",
+        f"last_over_time({s.NODE_GPUS_THROTTLED}[{W}]) > 0",
+    }
+    assert set(plain.queries) >= saved
+    assert set(rules.queries) == (set(plain.queries) - saved) | (RECORDED - {cr.HOT_NODES})
+    assert f"last_over_time({s.NODE_TEMPERATURE_MAX}[{W}])" in rules.queries
+
+
+def test_the_nodes_view_with_stopped_rules_reads_the_rollups_and_says_so() -> None:
+    stopped, plain = RulesEngine(age=300.0), RulesEngine(rules=False)
+    stopped.stopped = True
+    got, want = _poll(stopped, for_view("nodes")), _poll(plain, for_view("nodes"))
+    _same_overview(got, want)
+    assert len(got.gpus) == 3
+    assert [w for w in got.warnings if w.startswith("console rules")] == [
+        f"console rules ({cr.RULES_FILE}) last evaluated 300 s ago: reading the rollups"
+    ]
+
+
+@pytest.mark.parametrize("view", ["jobs", "job-detail", "triage"])
 def test_the_other_views_polls_are_unchanged(view: str) -> None:
     rules, plain = RulesEngine(), RulesEngine(rules=False)
     _same_overview(_poll(rules, for_view(view)), _poll(plain, for_view(view)))

@@ -1,4 +1,5 @@
-"""The Overview's three factory-wide lists, read from the console's recording rules.
+"""The Overview's three factory-wide lists (the Nodes view's two), read from the console's
+recording rules.
 
 ``dashboards/prometheus/console.rules.yml`` records, once per evaluation, the (node, job)
 pairs holding idle GPUs and the nodes with a throttled or hot GPU, and a heartbeat. At
@@ -86,6 +87,8 @@ def recorded(results: Mapping[str, QueryResult], t: float) -> Recorded:
     beat = results["rules:heartbeat"].vector
     # Several heartbeats (two rule engines, or external labels): the latest counts.
     age = max(0.0, t - max(s.value for s in beat)) if beat else None
+    # Not asked for by the Nodes view's poll, which reads every node's hottest GPU.
+    hot = results.get("rules:hot", QueryResult("vector")).vector
     return Recorded(
         age=age,
         idle={
@@ -93,5 +96,5 @@ def recorded(results: Mapping[str, QueryResult], t: float) -> Recorded:
             for s in results["rules:idle"].vector
         },
         throttled={node_name(s.labels, "node"): s.value for s in results["rules:throttled"].vector},
-        hot={node_name(s.labels, "node"): s.value for s in results["rules:hot"].vector},
+        hot={node_name(s.labels, "node"): s.value for s in hot},
     )

@@ -32,11 +32,13 @@ The Overview's poll (``poll_detail.LEAN``) on an engine that evaluates the conso
 recorded instead of read: the pairs holding idle GPUs (instead of the pairs' GPUs active,
 ~15,000 series at 100,000 GPUs) and the throttled and hot nodes (instead of the two
 filtered node reads, 12,500 series each: the engine reads every series a filter tests).
+The Nodes view's poll reads the first two so; it reads every node's hottest GPU anyway.
+Views that show the jobs' figures read the pairs' GPUs active whole, and no rules.
 What is older and what is not: the idle GPU counts are up to one evaluation old (and only
 for pairs this poll reads as held now); the problem GPUs are confirmed on this poll's own
 samples (round 2 reads the recorded nodes' per-GPU series filtered by value), so a list
 one evaluation old can miss a GPU for one evaluation, never show one that recovered. A
-heartbeat missing or older than ``console_rules.MAX_AGE`` reads the three as without the
+heartbeat missing or older than ``console_rules.MAX_AGE`` reads the lists as without the
 rules, in one more round, and warns: stopped rules never show as "no problems".
 
 The caller (``PrometheusSource.snapshot``) joins the scheduler and job energy as for the
@@ -229,11 +231,14 @@ def read(
     job_rollups = (
         PAIR_ROLLUPS if detail.job_figures else {k: PAIR_ROLLUPS[k] for k in LEAN_PAIR_ROLLUPS}
     )
-    # The Overview's poll with the console's rules: their three lists instead of the
-    # pairs' GPUs active whole and the two filtered node reads (console_rules).
-    with_rules = not detail.job_figures and not detail.node_columns and source.console_rules(t)
+    # A poll without the jobs' figures, with the console's rules: their lists instead of
+    # the pairs' GPUs active whole and the filtered node reads (console_rules). The Nodes
+    # view reads every node's hottest GPU anyway, so not the recorded hot nodes.
+    with_rules = not detail.job_figures and source.console_rules(t)
     if with_rules:
         queries.update(console_rules.QUERIES)
+        if detail.node_columns:
+            del queries["rules:hot"]
         job_rollups = {k: v for k, v in job_rollups.items() if k != "active"}
     else:
         queries.update(_factory_wide(w, detail))
@@ -257,7 +262,8 @@ def read(
         recorded = None
     elif recorded is not None:
         values["gpus_throttled"] = recorded.throttled
-        values["temperature_max_celsius"] = recorded.hot
+        if not detail.node_columns:
+            values["temperature_max_celsius"] = recorded.hot
     up = values.pop("gpus_up")
     values["reporting"] = {n: v for n, v in up.items() if v > 0}
     if "gpus_total" not in values:

@@ -138,9 +138,9 @@ class PrometheusSource:
 
     def console_rules(self, at: float) -> bool:
         """Whether the engine holds the console's recording rules (``console_rules``),
-        which the Overview's poll reads instead of three whole rollups. Found, they stay
-        found (rules that stop show in their heartbeat's age, read every poll); not found,
-        asked again every ``ROLLUPS_RECHECK`` seconds."""
+        which the Overview's and the Nodes view's polls read instead of whole rollups.
+        Found, they stay found (rules that stop show in their heartbeat's age, read every
+        poll); not found, asked again every ``ROLLUPS_RECHECK`` seconds."""
         window = self.options.inventory_window
         return self._console_rules.get(
             at, True, lambda: detect_console_rules(self.client, at, window, self._metric_names(at))
