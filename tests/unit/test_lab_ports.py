@@ -10,8 +10,17 @@ from __future__ import annotations
 import itertools
 import socket
 
+import pytest
+
 from factoryctl.lab import procs
 from factoryctl.lab.procs import free_port
+
+
+@pytest.fixture(autouse=True)
+def given(monkeypatch) -> None:
+    """A fresh record of ports handed out: the thousands these tests take must not count
+    against the lab's daemons started later in the same pytest process."""
+    monkeypatch.setattr(procs, "_GIVEN", set())
 
 
 def test_two_thousand_ports_in_a_row_are_all_different():
@@ -36,7 +45,6 @@ def test_a_port_in_use_is_never_handed_out(monkeypatch):
         # The busy port comes up first, twice; it must be skipped for the next candidate.
         picks = itertools.chain([busy, busy], range(20000, 32768))
         monkeypatch.setattr(procs.random.SystemRandom, "randint", lambda self, a, b: next(picks))
-        monkeypatch.setattr(procs, "_GIVEN", set())
         assert free_port() != busy
     finally:
         listening.close()
