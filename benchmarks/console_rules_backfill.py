@@ -41,65 +41,66 @@ from pathlib import Path
 
 import httpx
 
+from factoryctl.lab.procs import wait_until
 from factoryctl.lab.stack import Stack
 from factoryctl.telemetry.console_rules import HEARTBEAT, IDLE_PAIRS, RULES_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP = 15
 
 
 def record(state: Path) -> str:
     meta = json.loads((state / "backfill.json").read_text())
     engine, start, end = meta["engine"], int(meta["start"]), int(meta["end"])
+    step = int(meta["step"])  # the backfill's scrape interval: the rules are evaluated at it
     tool = "promtool" if engine == "prometheus" else "vmalert"
     if shutil.which(tool) is None:
         raise SystemExit(f"{tool} is not on PATH")
     rules = ROOT / RULES_FILE
-    blocks = Path(tempfile.mkdtemp(prefix="console-rules-", dir=state.parent))
-    stack = Stack(state, [], (engine,)).start(timeout=600)
-    t0 = time.perf_counter()
-    try:
-        url = stack.running[engine].url
-        if engine == "prometheus":
-            subprocess.run(
-                [tool, "tsdb", "create-blocks-from", "rules", f"--start={start}",
-                 f"--end={end}", f"--url={url}", f"--eval-interval={STEP}s",
-                 f"--output-dir={blocks}", str(rules)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-        else:
-            iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
-            subprocess.run(
-                [tool, f"-rule={rules}", f"-datasource.url={url}", f"-remoteWrite.url={url}",
-                 f"-replay.timeFrom={iso(start)}", f"-replay.timeTo={iso(end)}",
-                 f"-evaluationInterval={STEP}s"],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            stamps = list(range(start, end + 1, STEP))
-            line = {
-                "metric": {"__name__": HEARTBEAT},
-                "values": stamps,
-                "timestamps": [t * 1000 for t in stamps],
-            }
-            imported = httpx.post(f"{url}/api/v1/import", content=json.dumps(line), timeout=60)
-            imported.raise_for_status()
-            httpx.get(f"{url}/internal/force_flush", timeout=60).raise_for_status()
-            time.sleep(2)  # flushed series turn searchable within a second
-            _check_replayed(url, end - 120)
-        took = time.perf_counter() - t0
-    finally:
-        stack.stop()
-    if engine == "prometheus":
+    # Beside the data (one filesystem for the move); gone however the run ends.
+    with tempfile.TemporaryDirectory(prefix="console-rules-", dir=state.parent) as tmp:
+        blocks = Path(tmp)
+        stack = Stack(state, [], (engine,)).start(timeout=600)
+        t0 = time.perf_counter()
+        try:
+            url = stack.running[engine].url
+            if engine == "prometheus":
+                subprocess.run(
+                    [tool, "tsdb", "create-blocks-from", "rules", f"--start={start}",
+                     f"--end={end}", f"--url={url}", f"--eval-interval={step}s",
+                     f"--output-dir={blocks}", str(rules)],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            else:
+                iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+                subprocess.run(
+                    [tool, f"-rule={rules}", f"-datasource.url={url}",
+                     f"-remoteWrite.url={url}", f"-replay.timeFrom={iso(start)}",
+                     f"-replay.timeTo={iso(end)}", f"-evaluationInterval={step}s"],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+                stamps = list(range(start, end + 1, step))
+                line = {
+                    "metric": {"__name__": HEARTBEAT},
+                    "values": stamps,
+                    "timestamps": [t * 1000 for t in stamps],
+                }
+                imported = httpx.post(f"{url}/api/v1/import", content=json.dumps(line), timeout=60)
+                imported.raise_for_status()
+                httpx.get(f"{url}/internal/force_flush", timeout=60).raise_for_status()
+                _check_replayed(url, end - 120)
+            took = time.perf_counter() - t0
+        finally:
+            stack.stop()
+        # Into the TSDB only now: Prometheus loads blocks at start.
         for block in blocks.iterdir():
             shutil.move(str(block), state / engine / block.name)
-    blocks.rmdir()
-    return f"{state}: {RULES_FILE} recorded every {STEP} s over {end - start} s in {took:.1f} s"
+    return f"{state}: {RULES_FILE} recorded every {step} s over {end - start} s in {took:.1f} s"
 
 
 def _check_replayed(url: str, at: float) -> None:
     """vmalert's replay can record nothing and say only how many samples it wrote (a
-    factory backfilled minutes before, on 1.79): the idle pairs it should have recorded,
-    counted against the rule's own expression at the instant the benchmark reads."""
+    5-minute factory, on 1.79): the idle pairs it should have recorded, counted against
+    the rule's own expression at the instant the benchmark reads."""
 
     def count(q: str) -> float:
         got = httpx.get(f"{url}/api/v1/query", params={"query": f"count({q})", "time": at})
@@ -107,9 +108,14 @@ def _check_replayed(url: str, at: float) -> None:
         return float(rows[0]["value"][1]) if rows else 0.0
 
     want = count("factoryctl_job_gpus - factoryctl_job_gpus_active > 0")
-    have = count(IDLE_PAIRS)
-    if want and not have:
-        raise SystemExit(f"vmalert's replay recorded no {IDLE_PAIRS}; the rollups show {want:g}")
+    if not want:
+        return
+    try:  # flushed series turn searchable within a second or so
+        wait_until(lambda: count(IDLE_PAIRS) > 0, 10.0, IDLE_PAIRS, interval=0.5)
+    except TimeoutError:
+        raise SystemExit(
+            f"vmalert's replay recorded no {IDLE_PAIRS}; the rollups show {want:g}"
+        ) from None
 
 
 def main() -> int:
